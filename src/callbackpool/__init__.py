@@ -1,0 +1,71 @@
+"""callbackpool: lease pre-registered callback URLs to pending payments, so that the URL a
+hosted payment form's return arrives on names the payment.
+
+The whole API::
+
+    settings = load_settings("paygistix-forms.json")
+    pool = build_pool(settings)                     # opens the store, migrates, loads paths
+    checkout = pool.create_payment(items={"WDF": 3}, customer={"email": "a@example.com"})
+    checkout.form.fields                            # what the browser posts to the gateway
+    result = pool.handle_callback(path, params)     # the gateway's return → outcome, redirect
+    pool.cancel_payment(token); pool.get_payment(token)
+    pool.sweep(); pool.status(); pool.release(path=...); pool.usage()
+"""
+
+from .clock import Clock, FakeClock, SystemClock
+from .compose import build_pool
+from .config import Settings, load_settings
+from .domain.errors import (
+    CallbackPoolError,
+    ConfigurationError,
+    IllegalTransition,
+    InvalidPayment,
+    NothingToRelease,
+    PaymentNotPending,
+    PoolExhausted,
+    StoreUnavailable,
+    UnknownPayment,
+)
+from .domain.model import (
+    CallbackOutcome,
+    CallbackRecord,
+    Lease,
+    LeaseEnd,
+    Payment,
+    PaymentStatus,
+    StatusChange,
+)
+from .pool import CallbackPool, CallbackResult, Checkout, FormConfig, PoolPolicy, PoolStatus
+from .store import open_store
+
+__all__ = [
+    "CallbackOutcome",
+    "CallbackPool",
+    "CallbackPoolError",
+    "CallbackRecord",
+    "CallbackResult",
+    "Checkout",
+    "Clock",
+    "ConfigurationError",
+    "FakeClock",
+    "FormConfig",
+    "IllegalTransition",
+    "InvalidPayment",
+    "Lease",
+    "LeaseEnd",
+    "NothingToRelease",
+    "Payment",
+    "PaymentNotPending",
+    "PaymentStatus",
+    "PoolExhausted",
+    "PoolPolicy",
+    "PoolStatus",
+    "Settings",
+    "StatusChange",
+    "StoreUnavailable",
+    "SystemClock",
+    "UnknownPayment",
+    "build_pool",
+    "load_settings",
+    "open_store",
+]

@@ -1,0 +1,318 @@
+"""Configuration: the seed's ``paygistix-forms.json`` as it is, new keys beside it, and a
+``CALLBACKPOOL_*`` environment variable for every key (nested keys with ``__``:
+``CALLBACKPOOL_FORM__FORM_HASH``). Precedence: explicit overrides (CLI options), then the
+environment, then the file, then the defaults.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from contextvars import ContextVar
+from datetime import timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from .domain.errors import ConfigurationError
+from .domain.gateway import CatalogueItem
+from .domain.money import is_known_currency, to_minor
+from .gateways.paygistix import HASH_ALGORITHMS, HashRecipe, PaygistixGateway
+from .pool import PoolPolicy
+
+log = logging.getLogger("callbackpool.config")
+
+ENV_PREFIX = "CALLBACKPOOL_"
+PAYGISTIX_FORM_ACTION = "https://safepay.paymentlogistics.net/transaction.asp"
+# Variables with the prefix that are not configuration keys.
+_NOT_SETTINGS = ("CALLBACKPOOL_CONFIG", "CALLBACKPOOL_TEST_")
+
+_file_data: ContextVar[dict[str, Any] | None] = ContextVar("callbackpool_file_data", default=None)
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CatalogueItemSettings(_Section):
+    code: str = Field(min_length=1, max_length=40)
+    description: str = ""
+    price: Decimal = Field(gt=0)
+
+
+class FormSettings(_Section):
+    form_id: str = Field(min_length=1)
+    form_hash: str = Field(min_length=1)
+    items: list[CatalogueItemSettings] = []
+
+    @field_validator("items")
+    @classmethod
+    def _unique_codes(cls, items: list[CatalogueItemSettings]) -> list[CatalogueItemSettings]:
+        codes = [item.code for item in items]
+        duplicates = sorted({code for code in codes if codes.count(code) > 1})
+        if duplicates:
+            raise ValueError(f"duplicate item codes: {', '.join(duplicates)}")
+        return items
+
+
+class CallbackHashSettings(_Section):
+    """The recipe the gateway signs its returns' ``hash`` with (see PAYGISTIX.md)."""
+
+    secret: SecretStr
+    fields: list[str] = Field(min_length=1)
+    algorithm: str = "hmac-md5"
+    separator: str = "|"
+
+    @field_validator("algorithm")
+    @classmethod
+    def _known_algorithm(cls, value: str) -> str:
+        if value not in HASH_ALGORITHMS:
+            raise ValueError(f"must be one of {', '.join(HASH_ALGORITHMS)}")
+        return value
+
+
+class Settings(BaseSettings):
+    """Every setting of callbackpool. Build it with ``load_settings``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="ignore", frozen=True
+    )
+
+    # The seed's keys.
+    form: FormSettings
+    callback_paths: Annotated[list[str], NoDecode]
+    lock_timeout_minutes: float = Field(default=10, gt=0)
+    base_url: str
+    # The as-built extras.
+    merchant_id: str | None = None
+    form_action_url: str = PAYGISTIX_FORM_ACTION
+    # New keys.
+    late_callback_window_minutes: float = Field(default=60, gt=0)
+    reuse_same_amount_tainted: bool = True
+    sweep_interval_seconds: float = Field(default=60, gt=0)
+    currency: str = "USD"
+    max_amount: int | None = Field(default=None, gt=0)
+    callback_hash: CallbackHashSettings | None = None
+    success_url: str = "/payment-success"
+    error_url: str = "/payment-error"
+    database_url: str = "sqlite:///callbackpool.db"
+    admin_token: SecretStr | None = None
+    env: Literal["development", "production"] = "development"
+
+    @field_validator("callback_paths", mode="before")
+    @classmethod
+    def _paths_from_text(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return value
+
+    @field_validator("callback_paths")
+    @classmethod
+    def _valid_paths(cls, paths: list[str]) -> list[str]:
+        if not paths:
+            raise ValueError("at least one callback path is needed")
+        for path in paths:
+            if not path.startswith("/"):
+                raise ValueError(f"{path!r} does not start with '/'")
+            if any(c.isspace() or c in "?#" for c in path):
+                raise ValueError(f"{path!r} must not contain spaces, '?' or '#'")
+        duplicates = sorted({p for p in paths if paths.count(p) > 1})
+        if duplicates:
+            raise ValueError(f"duplicate paths: {', '.join(duplicates)}")
+        return paths
+
+    @field_validator("base_url", "form_action_url")
+    @classmethod
+    def _absolute_url(cls, url: str) -> str:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError(f"{url!r} is not an absolute http(s) URL")
+        return url
+
+    @field_validator("currency")
+    @classmethod
+    def _known_currency(cls, code: str) -> str:
+        if not is_known_currency(code):
+            raise ValueError(f"unknown currency {code!r}")
+        return code
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, _FileSource(settings_cls))
+
+    # --- what the rest of the program is built from ---------------------------------------
+
+    def catalogue(self) -> tuple[CatalogueItem, ...]:
+        items = []
+        for index, item in enumerate(self.form.items):
+            price = to_minor(item.price, self.currency)
+            if price is None:
+                raise ConfigurationError(
+                    f"form.items[{index}].price", f"{item.price} is not a {self.currency} amount"
+                )
+            items.append(CatalogueItem(code=item.code, description=item.description, price=price))
+        return tuple(items)
+
+    def policy(self) -> PoolPolicy:
+        return PoolPolicy(
+            base_url=self.base_url,
+            callback_paths=tuple(self.callback_paths),
+            form_action_url=self.form_action_url,
+            lock_timeout=timedelta(minutes=self.lock_timeout_minutes),
+            late_callback_window=timedelta(minutes=self.late_callback_window_minutes),
+            reuse_same_amount_tainted=self.reuse_same_amount_tainted,
+            max_amount=self.max_amount,
+            success_url=self.success_url,
+            error_url=self.error_url,
+        )
+
+    def gateway(self) -> PaygistixGateway:
+        recipe = None
+        if self.callback_hash is not None:
+            recipe = HashRecipe(
+                secret=self.callback_hash.secret.get_secret_value(),
+                fields=tuple(self.callback_hash.fields),
+                algorithm=self.callback_hash.algorithm,
+                separator=self.callback_hash.separator,
+            )
+        return PaygistixGateway(
+            merchant_id=self.merchant_id,
+            form_id=self.form.form_id,
+            form_hash=self.form.form_hash,
+            currency=self.currency,
+            catalogue=self.catalogue(),
+            return_hash=recipe,
+        )
+
+
+class _FileSource(PydanticBaseSettingsSource):
+    """The configuration file's values (already turned to snake_case keys)."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return (_file_data.get() or {}).get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(_file_data.get() or {})
+
+
+def load_settings(
+    path: str | Path | None = None, *, overrides: dict[str, Any] | None = None
+) -> Settings:
+    """Read the configuration file (if any), the environment and ``overrides``.
+
+    Raises ConfigurationError naming the offending key. Unknown keys in the file or
+    ``CALLBACKPOOL_*`` variables are logged as a warning naming them (see ``unknown_keys``).
+    """
+    raw: dict[str, Any] = {}
+    if path is not None:
+        raw = read_config_file(Path(path))
+    for key in unknown_keys(raw):
+        log.warning("unknown configuration key %r ignored (a typo?)", key)
+    token = _file_data.set(_snake_keys(raw))
+    try:
+        return Settings(**{k: v for k, v in (overrides or {}).items() if v is not None})
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        key = ".".join(
+            _camel(str(part)) if isinstance(part, str) else f"[{part}]" for part in error["loc"]
+        )
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "missing":
+            message = "is required"
+        raise ConfigurationError(key.replace(".[", "["), message) from None
+    finally:
+        _file_data.reset(token)
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigurationError("config", f"cannot read {path}: {exc.strerror}") from exc
+    try:
+        data = json.loads(text, parse_float=Decimal)
+    except json.JSONDecodeError as exc:
+        raise ConfigurationError(
+            "config", f"{path} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})"
+        ) from exc
+    if not isinstance(data, dict):
+        raise ConfigurationError("config", f"{path} must hold a JSON object")
+    return data
+
+
+def unknown_keys(raw: dict[str, Any], environ: dict[str, str] | None = None) -> list[str]:
+    """Keys of the file and ``CALLBACKPOOL_*`` variables that configure nothing."""
+    unknown = _unknown_in(raw, Settings, "")
+    known_env = {ENV_PREFIX + name.upper() for name in Settings.model_fields}
+    for name in environ if environ is not None else os.environ:
+        upper = name.upper()
+        if not upper.startswith(ENV_PREFIX) or upper.startswith(_NOT_SETTINGS):
+            continue
+        if upper not in known_env and upper.split("__")[0] not in known_env:
+            unknown.append(name)
+    return unknown
+
+
+def _unknown_in(raw: dict[str, Any], model: type[BaseModel], prefix: str) -> list[str]:
+    unknown = []
+    for key, value in raw.items():
+        name = _snake(key)
+        field = model.model_fields.get(name)
+        if field is None:
+            unknown.append(prefix + key)
+            continue
+        nested = _section_of(field)
+        if nested is not None and isinstance(value, dict):
+            unknown += _unknown_in(value, nested, f"{prefix}{key}.")
+        elif nested is not None and isinstance(value, list):
+            for index, element in enumerate(value):
+                if isinstance(element, dict):
+                    unknown += _unknown_in(element, nested, f"{prefix}{key}[{index}].")
+    return unknown
+
+
+def _section_of(field: FieldInfo) -> type[BaseModel] | None:
+    annotation = field.annotation
+    for candidate in (annotation, *getattr(annotation, "__args__", ())):
+        if isinstance(candidate, type) and issubclass(candidate, _Section):
+            return candidate
+    return None
+
+
+def _snake_keys(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {_snake(k): _snake_keys(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_snake_keys(v) for v in value]
+    return value
+
+
+def _snake(key: str) -> str:
+    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", key).lower()
+
+
+def _camel(key: str) -> str:
+    head, *rest = key.split("_")
+    return head + "".join(part.capitalize() for part in rest)

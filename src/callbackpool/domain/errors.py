@@ -1,0 +1,92 @@
+"""Errors of the callback pool. Each docstring doubles as the default message.
+
+The web layer maps them to HTTP answers in one place; the CLI prints them as one line.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+
+class CallbackPoolError(Exception):
+    """The callback pool could not do what was asked."""
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or (self.__doc__ or "").strip())
+
+    @property
+    def message(self) -> str:
+        return str(self)
+
+
+class ConfigurationError(CallbackPoolError):
+    """The configuration is invalid."""
+
+    def __init__(self, key: str, problem: str) -> None:
+        self.key = key
+        self.problem = problem
+        super().__init__(f"configuration key {key!r}: {problem}")
+
+
+class InvalidPayment(CallbackPoolError):
+    """The payment request is invalid."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        self.field = field
+        self.problem = problem
+        super().__init__(f"{field}: {problem}")
+
+
+class PoolExhausted(CallbackPoolError):
+    """No payment forms are available. All forms are currently in use. Please try again shortly."""
+
+    def __init__(self, retry_at: datetime | None, now: datetime) -> None:
+        self.retry_at = retry_at
+        self.now = now
+        super().__init__()
+
+    @property
+    def retry_after_seconds(self) -> int:
+        """Whole seconds until the earliest lease can end, at least 1."""
+        if self.retry_at is None:
+            return 60
+        return max(1, int((self.retry_at - self.now).total_seconds() + 0.999))
+
+
+class UnknownPayment(CallbackPoolError):
+    """Payment not found."""
+
+
+class UnknownSlot(CallbackPoolError):
+    """No callback path of that name is in the pool."""
+
+
+class PaymentNotPending(CallbackPoolError):
+    """The payment is no longer pending."""
+
+    def __init__(self, status: str) -> None:
+        self.status = status
+        super().__init__(f"the payment is {status}, not pending")
+
+
+class IllegalTransition(CallbackPoolError):
+    """That payment status change is not allowed."""
+
+    def __init__(self, current: str, requested: str) -> None:
+        self.current = current
+        self.requested = requested
+        super().__init__(f"a payment cannot go from {current} to {requested}")
+
+
+class NothingToRelease(CallbackPoolError):
+    """There is no live lease to release."""
+
+
+class StoreUnavailable(CallbackPoolError):
+    """The database is unavailable. Please try again shortly."""
+
+    retry_after_seconds = 5
+
+
+class MigrationError(CallbackPoolError):
+    """The database schema could not be brought up to date."""

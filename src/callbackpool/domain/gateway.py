@@ -1,0 +1,65 @@
+"""What the pool needs from a hosted-form gateway, whichever gateway it is."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from .errors import CallbackPoolError
+from .model import LineItem
+
+Params = Sequence[tuple[str, str]]
+
+
+class MalformedReturn(CallbackPoolError):
+    """The gateway return could not be read."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class GatewayReturn:
+    """A gateway return, parsed. ``amount`` is in minor units, None when the return has none."""
+
+    pn_ref: str
+    approved: bool
+    result_code: str
+    amount: int | None
+    merchant_id: str | None = None
+    order_id: str | None = None
+    auth_code: str | None = None
+    card_type: str | None = None
+    last4: str | None = None
+    txn_type: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class CatalogueItem:
+    code: str
+    description: str
+    price: int  # minor units
+
+
+class Gateway(Protocol):
+    """A hosted payment form: the fields the browser posts, and the return it sends back."""
+
+    currency: str
+
+    def price_items(self, quantities: Mapping[str, int]) -> tuple[LineItem, ...]:
+        """Line items for catalogue codes and quantities; InvalidPayment for unknown codes."""
+        ...
+
+    def items_for_amount(self, amount: int) -> tuple[LineItem, ...] | None:
+        """Line items that charge exactly ``amount``, or None when the form cannot."""
+        ...
+
+    def form_fields(self, *, return_url: str, items: Sequence[LineItem]) -> dict[str, str]:
+        """Every hidden input the browser posts to the gateway's form."""
+        ...
+
+    def parse_return(self, params: Params) -> GatewayReturn:
+        """Read a return's parameters; MalformedReturn when they are not a return."""
+        ...
+
+    def verify(self, params: Params, parsed: GatewayReturn) -> str | None:
+        """Why the return cannot be trusted, or None when it passes every configured check."""
+        ...

@@ -1,0 +1,164 @@
+"""Value objects of the callback pool: slots, leases, payments, callbacks. No I/O here."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+
+class PaymentStatus(enum.StrEnum):
+    PENDING = "pending"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"
+    NEEDS_REVIEW = "needs_review"
+
+    @property
+    def is_final(self) -> bool:
+        return self in (PaymentStatus.COMPLETED, PaymentStatus.FAILED)
+
+
+class LeaseEnd(enum.StrEnum):
+    """Why a lease ended. Every reason but ``callback`` leaves a taint on the slot."""
+
+    CALLBACK = "callback"
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"
+    ADMIN = "admin"
+
+
+class CallbackOutcome(enum.StrEnum):
+    RECEIVED = "received"  # stored, not yet resolved (a crash between the two steps)
+    APPLIED = "applied"
+    DUPLICATE = "duplicate"
+    UNMATCHED = "unmatched"
+    AMBIGUOUS = "ambiguous"
+    REJECTED = "rejected"
+
+
+@dataclass(frozen=True, kw_only=True)
+class LineItem:
+    code: str
+    quantity: int
+    unit_price: int  # minor units
+
+    @property
+    def total(self) -> int:
+        return self.quantity * self.unit_price
+
+
+@dataclass(frozen=True, kw_only=True)
+class Lease:
+    """One payment's hold on one slot. Ids strictly increase: they are fencing tokens."""
+
+    id: int
+    slot_id: int
+    path: str
+    token: str
+    amount: int
+    acquired_at: datetime
+    expires_at: datetime
+    ended_at: datetime | None = None
+    end_reason: LeaseEnd | None = None
+    taint_until: datetime | None = None
+
+    @property
+    def is_live(self) -> bool:
+        return self.ended_at is None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Payment:
+    token: str
+    amount: int
+    currency: str
+    status: PaymentStatus
+    created_at: datetime
+    updated_at: datetime
+    items: tuple[LineItem, ...] = ()
+    customer: Mapping[str, Any] = field(default_factory=dict)
+    late: bool = False
+    lease_id: int | None = None
+    callback_path: str | None = None
+    expires_at: datetime | None = None
+    pn_ref: str | None = None
+    order_id: str | None = None
+    auth_code: str | None = None
+    card_type: str | None = None
+    last4: str | None = None
+    result_code: str | None = None
+    error_message: str | None = None
+    callback_id: int | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Candidate:
+    """A payment a callback on a slot could belong to: the live lease's or a taint's."""
+
+    lease: Lease
+    payment: Payment
+
+    @property
+    def is_live(self) -> bool:
+        return self.lease.is_live
+
+
+@dataclass(frozen=True, kw_only=True)
+class CallbackRecord:
+    id: int
+    path: str
+    method: str
+    params: tuple[tuple[str, str], ...]
+    client_addr: str | None
+    received_at: datetime
+    outcome: CallbackOutcome
+    pn_ref: str | None = None
+    amount: int | None = None
+    approved: bool | None = None
+    payment_token: str | None = None
+    detail: str | None = None
+    candidates: tuple[str, ...] = ()
+    redirect: str | None = None
+    duplicate_of: int | None = None
+    settled_at: datetime | None = None
+    settled_by: str | None = None
+
+    @property
+    def ref(self) -> str:
+        """The support reference shown to the customer."""
+        return callback_ref(self.id)
+
+
+def callback_ref(callback_id: int) -> str:
+    return f"CB-{callback_id}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class SlotView:
+    """A slot as the status report shows it."""
+
+    id: int
+    path: str
+    active: bool
+    usage_count: int
+    last_acquired_at: datetime | None
+    last_released_at: datetime | None
+    lease: Lease | None
+    taints: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class StatusChange:
+    """What a hook receives after a payment's status changed and the change was committed."""
+
+    token: str
+    previous: PaymentStatus
+    status: PaymentStatus
+    at: datetime
+    late: bool = False
+    callback_id: int | None = None
+    reason: str | None = None

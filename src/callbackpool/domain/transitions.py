@@ -1,0 +1,35 @@
+"""Every legal payment status change, in one table (DESIGN.md §5)."""
+
+from __future__ import annotations
+
+from .errors import IllegalTransition
+from .model import PaymentStatus
+
+P = PaymentStatus
+
+TRANSITIONS: dict[PaymentStatus, frozenset[PaymentStatus]] = {
+    P.PENDING: frozenset({P.COMPLETED, P.FAILED, P.CANCELLED, P.EXPIRED, P.NEEDS_REVIEW}),
+    # The customer may still pay on the gateway's page after we stopped waiting: a late
+    # return completes (flagged late) or fails the payment; one that cannot be told apart
+    # from another payment's return sends it to review (DESIGN.md §6).
+    P.CANCELLED: frozenset({P.COMPLETED, P.FAILED, P.NEEDS_REVIEW}),
+    P.EXPIRED: frozenset({P.COMPLETED, P.FAILED, P.NEEDS_REVIEW}),
+    P.NEEDS_REVIEW: frozenset({P.COMPLETED, P.FAILED, P.EXPIRED}),
+    P.COMPLETED: frozenset(),
+    P.FAILED: frozenset(),
+}
+
+
+def can_transition(current: PaymentStatus, requested: PaymentStatus) -> bool:
+    return requested in TRANSITIONS[current]
+
+
+def check_transition(current: PaymentStatus, requested: PaymentStatus) -> None:
+    """Raise IllegalTransition unless the table allows ``current`` → ``requested``."""
+    if not can_transition(current, requested):
+        raise IllegalTransition(current.value, requested.value)
+
+
+def is_late(current: PaymentStatus, requested: PaymentStatus) -> bool:
+    """A success that arrives after we stopped waiting is flagged ``late``."""
+    return requested is P.COMPLETED and current in (P.CANCELLED, P.EXPIRED)

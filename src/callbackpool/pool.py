@@ -1,0 +1,738 @@
+"""The callback pool: leasing callback paths to payments and resolving gateway returns.
+
+This is the core. It talks to a ``Store`` (ports.py) and a ``Gateway`` (domain/gateway.py)
+and never to a database driver or the web framework.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import secrets
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import Any, assert_never
+from urllib.parse import urlencode
+
+from .domain.errors import (
+    InvalidPayment,
+    NothingToRelease,
+    PaymentNotPending,
+    PoolExhausted,
+    UnknownPayment,
+)
+from .domain.gateway import Gateway, GatewayReturn, MalformedReturn, Params
+from .domain.model import (
+    CallbackOutcome,
+    Candidate,
+    Lease,
+    LeaseEnd,
+    LineItem,
+    Payment,
+    PaymentStatus,
+    SlotView,
+    StatusChange,
+    callback_ref,
+)
+from .domain.money import is_known_currency
+from .domain.resolution import Ambiguous, Apply, SettleAll, Unmatched, decide
+from .domain.transitions import check_transition, is_late
+from .ports import (
+    CallbackResolution,
+    NewCallback,
+    PaymentChange,
+    SlotSync,
+    Store,
+    Tx,
+    UsageRow,
+)
+
+log = logging.getLogger("callbackpool")
+
+StatusHook = Callable[[StatusChange], None]
+
+TOKEN_BYTES = 24  # 192 bits from the operating system's CSPRNG
+MAX_QUANTITY = 10_000
+UNRESOLVED_GRACE = timedelta(seconds=30)
+
+
+@dataclass(frozen=True, kw_only=True)
+class PoolPolicy:
+    """The settings the core runs by (built from the configuration file by ``config``)."""
+
+    base_url: str
+    callback_paths: tuple[str, ...]
+    form_action_url: str
+    lock_timeout: timedelta = timedelta(minutes=10)
+    late_callback_window: timedelta = timedelta(minutes=60)
+    reuse_same_amount_tainted: bool = True
+    max_amount: int | None = None
+    success_url: str = "/payment-success"
+    error_url: str = "/payment-error"
+
+    def callback_url(self, path: str) -> str:
+        return self.base_url.rstrip("/") + path
+
+
+@dataclass(frozen=True, kw_only=True)
+class FormConfig:
+    """What the browser posts to the gateway's hosted form."""
+
+    action_url: str
+    callback_path: str
+    callback_url: str
+    fields: Mapping[str, str]
+    method: str = "POST"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Checkout:
+    payment: Payment
+    lease: Lease
+    form: FormConfig
+
+
+@dataclass(frozen=True, kw_only=True)
+class CallbackResult:
+    """What became of one gateway return, and where to send the customer's browser."""
+
+    callback_id: int
+    outcome: CallbackOutcome
+    redirect: str
+    payment_token: str | None = None
+    detail: str | None = None
+
+    @property
+    def ref(self) -> str:
+        return callback_ref(self.callback_id)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SweepReport:
+    expired: int
+    taints_dropped: int
+    callbacks_resolved: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class PoolStatus:
+    at: datetime
+    slots: tuple[SlotView, ...]
+
+    @property
+    def active(self) -> tuple[SlotView, ...]:
+        return tuple(s for s in self.slots if s.active)
+
+    @property
+    def total(self) -> int:
+        return len(self.active)
+
+    @property
+    def locked(self) -> int:
+        """Slots held by a lease that has not expired."""
+        return sum(1 for s in self.slots if s.lease is not None and s.lease.expires_at > self.at)
+
+    @property
+    def stuck(self) -> int:
+        """Slots held by a lease past its expiry that no one has ended yet."""
+        return sum(1 for s in self.slots if s.lease is not None and s.lease.expires_at <= self.at)
+
+    @property
+    def available(self) -> int:
+        return sum(1 for s in self.active if s.lease is None or s.lease.expires_at <= self.at)
+
+    @property
+    def tainted(self) -> int:
+        return sum(1 for s in self.active if s.taints > 0)
+
+
+@dataclass(kw_only=True)
+class _Work:
+    """What a transaction did that must be announced once it has committed."""
+
+    changes: list[StatusChange] = field(default_factory=list)
+
+
+class CallbackPool:
+    """Leases callback paths to payments and turns gateway returns into payment outcomes.
+
+    ``on_status_change`` is called after every committed payment status change (a final
+    status, review, cancellation or expiry); an exception it raises is logged, not raised.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        gateway: Gateway,
+        policy: PoolPolicy,
+        *,
+        on_status_change: StatusHook | None = None,
+    ) -> None:
+        self.store = store
+        self.gateway = gateway
+        self.policy = policy
+        self._hooks: list[StatusHook] = [on_status_change] if on_status_change else []
+
+    def add_status_hook(self, hook: StatusHook) -> None:
+        self._hooks.append(hook)
+
+    # --- set-up ----------------------------------------------------------------------------
+
+    def sync_slots(self) -> SlotSync:
+        """Load the configured callback paths into the pool (deactivating removed ones)."""
+        with self.store.transaction() as tx:
+            sync = tx.sync_slots(self.policy.callback_paths)
+        for path in sync.deactivated:
+            log.warning("slot %s deactivated: it is no longer in the configuration", path)
+        return sync
+
+    # --- payments --------------------------------------------------------------------------
+
+    def create_payment(
+        self,
+        *,
+        amount: int | None = None,
+        currency: str | None = None,
+        items: Mapping[str, int] | None = None,
+        customer: Mapping[str, Any] | None = None,
+    ) -> Checkout:
+        """Create a pending payment and lease it a callback path, in one transaction.
+
+        Raises InvalidPayment (naming the field) or PoolExhausted.
+        """
+        line_items, total, currency = self._price(amount, currency, items)
+        token = secrets.token_urlsafe(TOKEN_BYTES)
+        with self._writing() as (tx, work):
+            self._expire_due(tx, work)
+            expires_at = tx.now + self.policy.lock_timeout
+            lease = tx.acquire_slot(
+                token=token,
+                amount=total,
+                expires_at=expires_at,
+                allow_same_amount_tainted=self.policy.reuse_same_amount_tainted,
+            )
+            if lease is None:
+                raise PoolExhausted(tx.earliest_lease_end(), tx.now)
+            payment = Payment(
+                token=token,
+                amount=total,
+                currency=currency,
+                status=PaymentStatus.PENDING,
+                created_at=tx.now,
+                updated_at=tx.now,
+                items=line_items,
+                customer=dict(customer or {}),
+                lease_id=lease.id,
+                callback_path=lease.path,
+                expires_at=expires_at,
+            )
+            tx.insert_payment(payment)
+        log.info(
+            "lease %d started on %s for payment %s (amount %d, until %s)",
+            lease.id,
+            lease.path,
+            _short(token),
+            total,
+            expires_at.isoformat(),
+        )
+        return Checkout(payment=payment, lease=lease, form=self._form(lease, line_items))
+
+    def _price(
+        self, amount: int | None, currency: str | None, items: Mapping[str, int] | None
+    ) -> tuple[tuple[LineItem, ...], int, str]:
+        currency = self.gateway.currency if currency is None else currency
+        if not isinstance(currency, str) or not is_known_currency(currency):
+            raise InvalidPayment("currency", f"unknown currency {currency!r}")
+        if currency != self.gateway.currency:
+            raise InvalidPayment("currency", f"this payment form takes {self.gateway.currency}")
+        if amount is not None and (type(amount) is not int or amount <= 0):
+            raise InvalidPayment("amount", "must be a positive integer of minor units")
+        if items:
+            for code, quantity in items.items():
+                if type(quantity) is not int or not 1 <= quantity <= MAX_QUANTITY:
+                    raise InvalidPayment(
+                        "items", f"quantity of {code!r} must be an integer from 1 to {MAX_QUANTITY}"
+                    )
+            line_items = self.gateway.price_items(items)
+            total = sum(item.total for item in line_items)
+            if amount is not None and amount != total:
+                raise InvalidPayment("amount", f"does not match the items, which total {total}")
+        elif amount is None:
+            raise InvalidPayment("amount", "is required (or name the items)")
+        else:
+            found = self.gateway.items_for_amount(amount)
+            if found is None:
+                raise InvalidPayment("items", "this payment form charges by line items: name them")
+            line_items, total = found, amount
+        if total <= 0:
+            raise InvalidPayment("amount", "must be greater than zero")
+        if self.policy.max_amount is not None and total > self.policy.max_amount:
+            raise InvalidPayment("amount", f"must not exceed {self.policy.max_amount}")
+        return line_items, total, currency
+
+    def _form(self, lease: Lease, items: Sequence[LineItem]) -> FormConfig:
+        url = self.policy.callback_url(lease.path)
+        return FormConfig(
+            action_url=self.policy.form_action_url,
+            callback_path=lease.path,
+            callback_url=url,
+            fields=self.gateway.form_fields(return_url=url, items=items),
+        )
+
+    def get_payment(self, token: str) -> Payment:
+        """The payment as it stands (a lease past its expiry is expired first)."""
+        with self.store.read() as tx:
+            payment = tx.get_payment(token)
+            now = tx.now
+        if payment is None:
+            raise UnknownPayment()
+        if payment.status is PaymentStatus.PENDING and _due(payment.expires_at, now):
+            self.expire_due()
+            return self.get_payment(token)
+        return payment
+
+    def cancel_payment(self, token: str) -> Payment:
+        """Cancel a pending payment: its lease ends and leaves a taint, for the customer may
+        still be paying on the gateway's page. Raises UnknownPayment or PaymentNotPending."""
+        with self._writing() as (tx, work):
+            self._expire_due(tx, work)
+            payment = tx.get_payment(token)
+            if payment is not None and payment.status is PaymentStatus.PENDING:
+                self._end_live_lease(tx, token, LeaseEnd.CANCELLED)
+                self._transition(
+                    tx, work, payment, PaymentChange(status=PaymentStatus.CANCELLED), "cancelled"
+                )
+                payment = tx.get_payment(token)
+        if payment is None:
+            raise UnknownPayment()
+        if payment.status is not PaymentStatus.CANCELLED:
+            raise PaymentNotPending(payment.status.value)
+        return payment
+
+    # --- gateway returns -------------------------------------------------------------------
+
+    def handle_callback(
+        self,
+        path: str,
+        params: Params,
+        *,
+        method: str = "GET",
+        client_addr: str | None = None,
+    ) -> CallbackResult:
+        """Store a gateway return, then resolve it (DESIGN.md §6).
+
+        The return is committed before anything acts on it, so even a crash in between
+        leaves it on record (``received``); the sweeper resolves such leftovers.
+        """
+        with self.store.transaction() as tx:
+            callback_id = tx.insert_callback(
+                NewCallback(
+                    path=path, method=method.upper(), params=tuple(params), client_addr=client_addr
+                )
+            )
+        return self._resolve(callback_id)
+
+    def _resolve(self, callback_id: int) -> CallbackResult:
+        with self._writing() as (tx, work):
+            record = tx.get_callback(callback_id)
+            assert record is not None, f"callback {callback_id} vanished"
+            if record.outcome is not CallbackOutcome.RECEIVED:
+                resolution = None
+            else:
+                resolution = self._decide(tx, work, callback_id, record.path, record.params)
+                tx.finish_callback(callback_id, resolution)
+        if resolution is None:  # resolved meanwhile by another worker
+            return CallbackResult(
+                callback_id=callback_id,
+                outcome=record.outcome,
+                redirect=record.redirect or self._error_page("Processing error", callback_id),
+                payment_token=record.payment_token,
+                detail=record.detail,
+            )
+        log_level = (
+            logging.INFO if resolution.outcome is CallbackOutcome.APPLIED else logging.WARNING
+        )
+        log.log(
+            log_level,
+            "callback %s on %s: %s%s%s",
+            callback_ref(callback_id),
+            record.path,
+            resolution.outcome.value,
+            f" to payment {_short(resolution.payment_token)}" if resolution.payment_token else "",
+            f" ({resolution.detail})" if resolution.detail else "",
+        )
+        return CallbackResult(
+            callback_id=callback_id,
+            outcome=resolution.outcome,
+            redirect=resolution.redirect,
+            payment_token=resolution.payment_token,
+            detail=resolution.detail,
+        )
+
+    def _decide(
+        self, tx: Tx, work: _Work, callback_id: int, path: str, params: Params
+    ) -> CallbackResolution:
+        slot = tx.slot_by_path(path)
+        if slot is None:
+            return self._rejected(callback_id, "unknown callback path")
+        try:
+            parsed = self.gateway.parse_return(params)
+        except MalformedReturn as exc:
+            return self._rejected(callback_id, exc.message)
+        fingerprint = _fingerprint(parsed)
+        holder = tx.pn_ref_holder(parsed.pn_ref)
+        if holder is None:
+            refusal = self.gateway.verify(params, parsed)
+            if refusal is not None:
+                return self._rejected(callback_id, refusal, parsed)
+            holder = tx.claim_pn_ref(parsed.pn_ref, callback_id, fingerprint)
+        if holder is not None:
+            return self._duplicate(tx, callback_id, parsed, fingerprint, holder)
+
+        self._expire_due(tx, work)
+        candidates = tx.candidates(slot.id)
+        open_ambiguities = (
+            tx.open_ambiguities(path, parsed.amount)
+            if parsed.approved and parsed.amount is not None
+            else []
+        )
+        decision = decide(
+            approved=parsed.approved,
+            amount=parsed.amount,
+            candidates=candidates,
+            open_ambiguities=open_ambiguities,
+        )
+        seen = CallbackResolution(
+            outcome=CallbackOutcome.RECEIVED,
+            redirect="",
+            pn_ref=parsed.pn_ref,
+            amount=parsed.amount,
+            approved=parsed.approved,
+        )
+        match decision:
+            case Apply(candidate=candidate, status=status):
+                self._settle(tx, work, candidate, status, parsed, callback_id)
+                return replace(
+                    seen,
+                    outcome=CallbackOutcome.APPLIED,
+                    redirect=self._answer(candidate.payment.token, parsed, callback_id),
+                    payment_token=candidate.payment.token,
+                )
+            case SettleAll(assignments=assignments):
+                own_token = ""
+                for earlier_id, candidate in assignments:
+                    if earlier_id is None:
+                        self._settle(
+                            tx, work, candidate, PaymentStatus.COMPLETED, parsed, callback_id
+                        )
+                        own_token = candidate.payment.token
+                    else:
+                        earlier = tx.get_callback(earlier_id)
+                        assert earlier is not None
+                        earlier_return = self.gateway.parse_return(earlier.params)
+                        self._settle(
+                            tx, work, candidate, PaymentStatus.COMPLETED, earlier_return, earlier_id
+                        )
+                        tx.settle_callback(
+                            earlier_id, candidate.payment.token, callback_ref(callback_id)
+                        )
+                return replace(
+                    seen,
+                    outcome=CallbackOutcome.APPLIED,
+                    redirect=self._answer(own_token, parsed, callback_id),
+                    payment_token=own_token,
+                    detail=f"settled {len(assignments)} same-amount payments on {path}",
+                    candidates=tuple(c.payment.token for _, c in assignments),
+                )
+            case Ambiguous(candidates=matching, review=review):
+                if review:
+                    for candidate in matching:
+                        self._send_to_review(tx, work, candidate, callback_id)
+                    message = "Payment received; we are confirming it"
+                else:
+                    message = "Payment declined"
+                return replace(
+                    seen,
+                    outcome=CallbackOutcome.AMBIGUOUS,
+                    redirect=self._error_page(message, callback_id),
+                    detail=f"{len(matching)} payments could own this return",
+                    candidates=tuple(c.payment.token for c in matching),
+                )
+            case Unmatched():
+                return replace(
+                    seen,
+                    outcome=CallbackOutcome.UNMATCHED,
+                    redirect=self._error_page("Payment not found", callback_id),
+                    detail="no payment on this path has this amount",
+                )
+            case _:
+                assert_never(decision)
+
+    def _duplicate(
+        self,
+        tx: Tx,
+        callback_id: int,
+        parsed: GatewayReturn,
+        fingerprint: str,
+        holder: tuple[int, str],
+    ) -> CallbackResolution:
+        holder_id, holder_fingerprint = holder
+        if holder_fingerprint != fingerprint:
+            return self._rejected(
+                callback_id,
+                f"PNRef already used by a different return ({callback_ref(holder_id)})",
+                parsed,
+            )
+        first = tx.get_callback(holder_id)
+        assert first is not None
+        return CallbackResolution(
+            outcome=CallbackOutcome.DUPLICATE,
+            redirect=first.redirect or self._error_page("Processing error", callback_id),
+            pn_ref=parsed.pn_ref,
+            amount=parsed.amount,
+            approved=parsed.approved,
+            payment_token=first.payment_token,
+            duplicate_of=holder_id,
+            detail=f"repeat of {callback_ref(holder_id)}",
+        )
+
+    def _rejected(
+        self, callback_id: int, reason: str, parsed: GatewayReturn | None = None
+    ) -> CallbackResolution:
+        return CallbackResolution(
+            outcome=CallbackOutcome.REJECTED,
+            redirect=self._error_page("Payment could not be verified", callback_id),
+            detail=reason,
+            pn_ref=parsed.pn_ref if parsed else None,
+            amount=parsed.amount if parsed else None,
+            approved=parsed.approved if parsed else None,
+        )
+
+    def _settle(
+        self,
+        tx: Tx,
+        work: _Work,
+        candidate: Candidate,
+        status: PaymentStatus,
+        parsed: GatewayReturn,
+        callback_id: int,
+    ) -> None:
+        lease = candidate.lease
+        late = status is PaymentStatus.COMPLETED and (
+            is_late(candidate.payment.status, status)
+            or lease.end_reason in (LeaseEnd.CANCELLED, LeaseEnd.EXPIRED, LeaseEnd.ADMIN)
+        )
+        change = PaymentChange(
+            status=status,
+            late=late,
+            pn_ref=parsed.pn_ref,
+            order_id=parsed.order_id,
+            auth_code=parsed.auth_code,
+            card_type=parsed.card_type,
+            last4=parsed.last4,
+            result_code=parsed.result_code,
+            error_message=None if parsed.approved else f"declined (Result {parsed.result_code})",
+            callback_id=callback_id,
+        )
+        self._transition(tx, work, candidate.payment, change, f"return {callback_ref(callback_id)}")
+        if lease.is_live:
+            self._end_lease(tx, lease, LeaseEnd.CALLBACK, taint=False)
+        else:
+            tx.drop_taint(lease.id)
+
+    def _send_to_review(self, tx: Tx, work: _Work, candidate: Candidate, callback_id: int) -> None:
+        if candidate.payment.status is not PaymentStatus.NEEDS_REVIEW:
+            self._transition(
+                tx,
+                work,
+                candidate.payment,
+                PaymentChange(status=PaymentStatus.NEEDS_REVIEW),
+                f"ambiguous return {callback_ref(callback_id)}",
+            )
+        if candidate.lease.is_live:
+            # The return may be this customer's or not: the lease ends, its taint stays.
+            self._end_lease(tx, candidate.lease, LeaseEnd.CALLBACK, taint=True)
+
+    def _answer(self, token: str, parsed: GatewayReturn, callback_id: int) -> str:
+        if parsed.approved:
+            return f"{self.policy.success_url}?{urlencode({'token': token})}"
+        return self._error_page("Payment declined", callback_id)
+
+    def _error_page(self, message: str, callback_id: int) -> str:
+        query = urlencode({"message": message, "ref": callback_ref(callback_id)})
+        return f"{self.policy.error_url}?{query}"
+
+    # --- housekeeping ----------------------------------------------------------------------
+
+    def expire_due(self) -> int:
+        """End leases past their expiry; their payments become ``expired``."""
+        with self._writing() as (tx, work):
+            return self._expire_due(tx, work)
+
+    def sweep(self) -> SweepReport:
+        """The cleanup job: expire due leases, forget stale taints, and resolve returns
+        that were stored but never resolved. Safe to run on several instances at once."""
+        with self._writing() as (tx, work):
+            expired = self._expire_due(tx, work)
+            dropped = tx.drop_stale_taints()
+            leftovers = tx.unresolved_callbacks(tx.now - UNRESOLVED_GRACE)
+        for callback_id in leftovers:
+            self._resolve(callback_id)
+        return SweepReport(
+            expired=expired, taints_dropped=dropped, callbacks_resolved=len(leftovers)
+        )
+
+    def release(self, *, path: str | None = None, token: str | None = None) -> Lease:
+        """End a live lease by hand (an operator's decision). It leaves a taint; its
+        payment becomes ``expired``. Raises NothingToRelease."""
+        if (path is None) == (token is None):
+            raise ValueError("name either a path or a token")
+        with self._writing() as (tx, work):
+            self._expire_due(tx, work)
+            lease = (
+                tx.live_lease_on_path(path)
+                if path is not None
+                else tx.live_lease_of_payment(token or "")
+            )
+            if lease is not None:
+                self._release_by_operator(tx, work, lease)
+        if lease is None:
+            raise NothingToRelease()
+        return lease
+
+    def release_all(self) -> list[Lease]:
+        """End every live lease (the guide's manual cleanup), each leaving a taint."""
+        with self._writing() as (tx, work):
+            self._expire_due(tx, work)
+            leases = tx.live_leases()
+            for lease in leases:
+                self._release_by_operator(tx, work, lease)
+        return leases
+
+    def _release_by_operator(self, tx: Tx, work: _Work, lease: Lease) -> None:
+        self._end_lease(tx, lease, LeaseEnd.ADMIN, taint=True)
+        payment = tx.get_payment(lease.token)
+        if payment is not None and payment.status is PaymentStatus.PENDING:
+            change = PaymentChange(
+                status=PaymentStatus.EXPIRED, error_message="released by an operator"
+            )
+            self._transition(tx, work, payment, change, "released by an operator")
+
+    # --- reports ---------------------------------------------------------------------------
+
+    def status(self) -> PoolStatus:
+        with self.store.read() as tx:
+            return PoolStatus(at=tx.now, slots=tuple(tx.slot_views()))
+
+    def stuck_leases(self) -> list[Lease]:
+        """Live leases past their expiry that no sweep has ended yet."""
+        with self.store.read() as tx:
+            return [lease for lease in tx.live_leases() if lease.expires_at <= tx.now]
+
+    def orphaned_payments(self, older_than: timedelta | None = None) -> list[Payment]:
+        """Payments still pending long after they should have ended (default: three lock
+        timeouts): a sign that nothing is sweeping."""
+        age = older_than if older_than is not None else 3 * self.policy.lock_timeout
+        with self.store.read() as tx:
+            return tx.payments(statuses=[PaymentStatus.PENDING], created_before=tx.now - age)
+
+    def usage(self) -> list[UsageRow]:
+        with self.store.read() as tx:
+            return tx.usage()
+
+    def has_path(self, path: str) -> bool:
+        """Whether ``path`` is (or was) one of the pool's callback paths."""
+        with self.store.read() as tx:
+            return tx.slot_by_path(path) is not None
+
+    # --- internals -------------------------------------------------------------------------
+
+    @contextmanager
+    def _writing(self) -> Iterator[tuple[Tx, _Work]]:
+        """A write transaction; status hooks run once it has committed."""
+        work = _Work()
+        with self.store.transaction() as tx:
+            yield tx, work
+        for change in work.changes:
+            for hook in self._hooks:
+                try:
+                    hook(change)
+                except Exception:
+                    log.exception("status hook failed for payment %s", _short(change.token))
+
+    def _expire_due(self, tx: Tx, work: _Work) -> int:
+        ended = tx.expire_due_leases(self.policy.late_callback_window)
+        for lease in ended:
+            log.info(
+                "lease %d on %s expired (payment %s)", lease.id, lease.path, _short(lease.token)
+            )
+            payment = tx.get_payment(lease.token)
+            if payment is not None and payment.status is PaymentStatus.PENDING:
+                self._transition(
+                    tx, work, payment, PaymentChange(status=PaymentStatus.EXPIRED), "lease expired"
+                )
+        return len(ended)
+
+    def _end_live_lease(self, tx: Tx, token: str, reason: LeaseEnd) -> None:
+        lease = tx.live_lease_of_payment(token)
+        if lease is not None:
+            self._end_lease(tx, lease, reason, taint=True)
+
+    def _end_lease(self, tx: Tx, lease: Lease, reason: LeaseEnd, *, taint: bool) -> None:
+        taint_until = tx.now + self.policy.late_callback_window if taint else None
+        if tx.end_lease(lease.id, reason, taint_until) is not None:
+            log.info(
+                "lease %d on %s ended: %s%s",
+                lease.id,
+                lease.path,
+                reason.value,
+                " (tainted)" if taint else "",
+            )
+
+    def _transition(
+        self, tx: Tx, work: _Work, payment: Payment, change: PaymentChange, reason: str
+    ) -> None:
+        check_transition(payment.status, change.status)
+        if tx.update_payment(payment.token, payment.status, change):
+            work.changes.append(
+                StatusChange(
+                    token=payment.token,
+                    previous=payment.status,
+                    status=change.status,
+                    at=tx.now,
+                    late=bool(change.late),
+                    callback_id=change.callback_id,
+                    reason=reason,
+                )
+            )
+            log.info(
+                "payment %s: %s → %s (%s)",
+                _short(payment.token),
+                payment.status.value,
+                change.status.value,
+                reason,
+            )
+
+
+def _due(moment: datetime | None, now: datetime) -> bool:
+    return moment is not None and moment <= now
+
+
+def _short(token: str | None) -> str:
+    """Enough of a token to follow it through the logs, not enough to use it."""
+    return f"{token[:8]}…" if token else "-"
+
+
+def _fingerprint(parsed: GatewayReturn) -> str:
+    """What makes a repeat of a return the same return (and not a forgery reusing its PNRef)."""
+    significant = (
+        parsed.pn_ref,
+        parsed.result_code,
+        str(parsed.amount),
+        parsed.merchant_id or "",
+        parsed.order_id or "",
+        parsed.auth_code or "",
+    )
+    return hashlib.sha256("\x1f".join(significant).encode()).hexdigest()

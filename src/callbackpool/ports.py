@@ -1,0 +1,209 @@
+"""The storage port: what the pool core asks of a database. SQLite, PostgreSQL and the
+simulator's memory store implement it; one behavioural suite (tests/store) holds them to it.
+
+Every method of a ``Tx`` runs inside the transaction that produced it. A transaction from
+``Store.transaction()`` is a write transaction that either commits whole or not at all;
+``Store.read()`` gives a consistent read-only view. ``Tx.now`` is the one clock the
+transaction decides time by: the database's where it has one (DESIGN.md §3, invariant 6).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from .domain.model import (
+    CallbackOutcome,
+    CallbackRecord,
+    Candidate,
+    Lease,
+    LeaseEnd,
+    Payment,
+    PaymentStatus,
+    SlotView,
+)
+from .domain.resolution import OpenAmbiguity
+
+
+@dataclass(frozen=True, kw_only=True)
+class SlotRow:
+    id: int
+    path: str
+    active: bool
+
+
+@dataclass(frozen=True, kw_only=True)
+class SlotSync:
+    """What loading the configured paths changed."""
+
+    added: tuple[str, ...] = ()
+    reactivated: tuple[str, ...] = ()
+    deactivated: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class PaymentChange:
+    """A status change and the gateway's answer to record with it. None leaves a field be."""
+
+    status: PaymentStatus
+    late: bool | None = None
+    pn_ref: str | None = None
+    order_id: str | None = None
+    auth_code: str | None = None
+    card_type: str | None = None
+    last4: str | None = None
+    result_code: str | None = None
+    error_message: str | None = None
+    callback_id: int | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class NewCallback:
+    path: str
+    method: str
+    params: tuple[tuple[str, str], ...]
+    client_addr: str | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class CallbackResolution:
+    outcome: CallbackOutcome
+    redirect: str
+    pn_ref: str | None = None
+    amount: int | None = None
+    approved: bool | None = None
+    payment_token: str | None = None
+    detail: str | None = None
+    candidates: tuple[str, ...] = ()
+    duplicate_of: int | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class UsageRow:
+    path: str
+    active: bool
+    usage_count: int
+    callbacks: int
+    expiries: int
+    last_acquired_at: datetime | None
+    last_released_at: datetime | None
+
+
+class Tx(Protocol):
+    now: datetime
+
+    # --- slots ---------------------------------------------------------------------------
+    def sync_slots(self, paths: Sequence[str]) -> SlotSync:
+        """Add new paths, reactivate listed ones, deactivate (never delete) the others."""
+        ...
+
+    def slot_by_path(self, path: str) -> SlotRow | None:
+        """The slot, locked for the rest of the transaction (callbacks on it serialise)."""
+        ...
+
+    def slot_views(self) -> list[SlotView]: ...
+
+    def usage(self) -> list[UsageRow]: ...
+
+    # --- leases ---------------------------------------------------------------------------
+    def expire_due_leases(self, taint_window: timedelta) -> list[Lease]:
+        """End every live lease whose expiry has passed, tainting its slot until
+        ``expires_at + taint_window``. Returns the leases ended here (none twice)."""
+        ...
+
+    def acquire_slot(
+        self, *, token: str, amount: int, expires_at: datetime, allow_same_amount_tainted: bool
+    ) -> Lease | None:
+        """Lease the best free slot to ``token`` (DESIGN.md §4 order), or None if none."""
+        ...
+
+    def earliest_lease_end(self) -> datetime | None: ...
+
+    def live_lease_of_payment(self, token: str) -> Lease | None: ...
+
+    def live_lease_on_path(self, path: str) -> Lease | None: ...
+
+    def live_leases(self) -> list[Lease]: ...
+
+    def end_lease(
+        self, lease_id: int, reason: LeaseEnd, taint_until: datetime | None
+    ) -> Lease | None:
+        """End a live lease (None if it was not live) and free its slot."""
+        ...
+
+    def drop_taint(self, lease_id: int) -> None: ...
+
+    def drop_stale_taints(self) -> int:
+        """Forget taints whose window has passed; returns how many."""
+        ...
+
+    def candidates(self, slot_id: int) -> list[Candidate]:
+        """The payments of the slot's live lease and unexpired taints, locked."""
+        ...
+
+    # --- payments -------------------------------------------------------------------------
+    def insert_payment(self, payment: Payment) -> None: ...
+
+    def get_payment(self, token: str) -> Payment | None: ...
+
+    def update_payment(self, token: str, expected: PaymentStatus, change: PaymentChange) -> bool:
+        """Apply ``change`` if the payment is still ``expected``; False (nothing written)
+        otherwise, so a repeated transition does nothing."""
+        ...
+
+    def payments(
+        self,
+        *,
+        statuses: Sequence[PaymentStatus] = (),
+        created_before: datetime | None = None,
+        limit: int = 100,
+    ) -> list[Payment]: ...
+
+    # --- callbacks ------------------------------------------------------------------------
+    def insert_callback(self, callback: NewCallback) -> int: ...
+
+    def get_callback(self, callback_id: int) -> CallbackRecord | None: ...
+
+    def pn_ref_holder(self, pn_ref: str) -> tuple[int, str] | None:
+        """The callback that claimed ``pn_ref`` and its fingerprint, if any."""
+        ...
+
+    def claim_pn_ref(
+        self, pn_ref: str, callback_id: int, fingerprint: str
+    ) -> tuple[int, str] | None:
+        """Claim ``pn_ref`` for the callback; the holder and its fingerprint if another
+        callback claimed it first."""
+        ...
+
+    def finish_callback(self, callback_id: int, resolution: CallbackResolution) -> None: ...
+
+    def open_ambiguities(self, path: str, amount: int) -> list[OpenAmbiguity]:
+        """Approved returns of ``amount`` on ``path`` still ambiguous and unsettled."""
+        ...
+
+    def settle_callback(self, callback_id: int, token: str, settled_by: str) -> None: ...
+
+    def callbacks(
+        self, *, outcomes: Sequence[CallbackOutcome] = (), limit: int = 100
+    ) -> list[CallbackRecord]: ...
+
+    def unresolved_callbacks(self, received_before: datetime) -> list[int]:
+        """Callbacks stored but never resolved (a crash between the two steps)."""
+        ...
+
+
+class Store(Protocol):
+    def migrate(self) -> list[str]:
+        """Apply pending migrations; returns the names applied."""
+        ...
+
+    def pending_migrations(self) -> list[str]: ...
+
+    def transaction(self) -> AbstractContextManager[Tx]: ...
+
+    def read(self) -> AbstractContextManager[Tx]: ...
+
+    def close(self) -> None: ...

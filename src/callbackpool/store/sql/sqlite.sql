@@ -1,0 +1,196 @@
+-- Queries of the SQLite store, one named section each. Parameters are named (:name), never
+-- formatted in. Times are integer microseconds since the Unix epoch.
+
+-- name: expire_due_leases
+UPDATE leases
+   SET ended_at = expires_at, end_reason = 'expired', taint_until = expires_at + :window
+ WHERE ended_at IS NULL AND expires_at <= :now
+RETURNING *;
+
+-- name: pick_clean_slot
+SELECT id, path FROM slots
+ WHERE live_lease_id IS NULL AND active = 1
+   AND (tainted_until IS NULL OR tainted_until <= :now)
+ ORDER BY last_released_at, id
+ LIMIT 1;
+
+-- name: pick_slot_tainted_by_other_amounts
+SELECT s.id, s.path FROM slots AS s
+ WHERE s.live_lease_id IS NULL AND s.active = 1
+   AND NOT EXISTS (SELECT 1 FROM leases AS l
+                    WHERE l.slot_id = s.id AND l.taint_until > :now AND l.amount = :amount)
+ ORDER BY s.last_released_at, s.id
+ LIMIT 1;
+
+-- name: pick_any_free_slot
+SELECT id, path FROM slots
+ WHERE live_lease_id IS NULL AND active = 1
+ ORDER BY last_released_at, id
+ LIMIT 1;
+
+-- name: insert_lease
+INSERT INTO leases (slot_id, path, token, amount, acquired_at, expires_at)
+VALUES (:slot_id, :path, :token, :amount, :now, :expires_at)
+RETURNING id;
+
+-- name: occupy_slot
+UPDATE slots
+   SET live_lease_id = :lease_id, lease_expires_at = :expires_at,
+       usage_count = usage_count + 1, last_acquired_at = :now
+ WHERE id = :slot_id;
+
+-- name: end_lease
+UPDATE leases
+   SET ended_at = :now, end_reason = :reason, taint_until = :taint_until
+ WHERE id = :id AND ended_at IS NULL
+RETURNING *;
+
+-- name: free_slot
+UPDATE slots
+   SET live_lease_id = NULL, lease_expires_at = NULL, last_released_at = :released_at,
+       tainted_until = CASE
+           WHEN :taint_until IS NULL THEN tainted_until
+           WHEN tainted_until IS NULL OR tainted_until < :taint_until THEN :taint_until
+           ELSE tainted_until END
+ WHERE id = :slot_id AND live_lease_id = :lease_id;
+
+-- name: drop_taint
+UPDATE leases SET taint_until = NULL
+ WHERE id = :id AND taint_until IS NOT NULL
+RETURNING slot_id;
+
+-- name: recompute_slot_taint
+UPDATE slots
+   SET tainted_until = (SELECT max(taint_until) FROM leases
+                         WHERE slot_id = :slot_id AND taint_until IS NOT NULL)
+ WHERE id = :slot_id;
+
+-- name: drop_stale_taints
+UPDATE leases SET taint_until = NULL
+ WHERE taint_until IS NOT NULL AND taint_until <= :now;
+
+-- name: earliest_lease_end
+SELECT min(expires_at) FROM leases WHERE ended_at IS NULL;
+
+-- name: live_lease_of_payment
+SELECT * FROM leases WHERE token = :token AND ended_at IS NULL;
+
+-- name: live_lease_on_path
+SELECT l.* FROM slots AS s JOIN leases AS l ON l.id = s.live_lease_id WHERE s.path = :path;
+
+-- name: live_leases
+SELECT * FROM leases WHERE ended_at IS NULL ORDER BY id;
+
+-- name: candidates
+SELECT l.id AS l_id, l.slot_id AS l_slot_id, l.path AS l_path, l.token AS l_token,
+       l.amount AS l_amount, l.acquired_at AS l_acquired_at, l.expires_at AS l_expires_at,
+       l.ended_at AS l_ended_at, l.end_reason AS l_end_reason, l.taint_until AS l_taint_until,
+       p.*
+  FROM leases AS l JOIN payments AS p ON p.token = l.token
+ WHERE l.slot_id = :slot_id AND (l.ended_at IS NULL OR l.taint_until > :now)
+ ORDER BY l.id;
+
+-- name: slots
+SELECT id, path, active FROM slots ORDER BY id;
+
+-- name: slot_by_path
+SELECT id, path, active FROM slots WHERE path = :path;
+
+-- name: insert_slot
+INSERT INTO slots (path, active, created_at) VALUES (:path, 1, :now);
+
+-- name: set_slot_active
+UPDATE slots SET active = :active WHERE path = :path;
+
+-- name: slot_views
+SELECT s.id, s.path, s.active, s.usage_count, s.last_acquired_at, s.last_released_at,
+       (SELECT count(*) FROM leases AS t
+         WHERE t.slot_id = s.id AND t.taint_until > :now) AS taints,
+       l.id AS l_id, l.slot_id AS l_slot_id, l.path AS l_path, l.token AS l_token,
+       l.amount AS l_amount, l.acquired_at AS l_acquired_at, l.expires_at AS l_expires_at,
+       l.ended_at AS l_ended_at, l.end_reason AS l_end_reason, l.taint_until AS l_taint_until
+  FROM slots AS s LEFT JOIN leases AS l ON l.id = s.live_lease_id
+ ORDER BY s.id;
+
+-- name: usage
+SELECT s.path, s.active, s.usage_count, s.last_acquired_at, s.last_released_at,
+       (SELECT count(*) FROM leases AS l
+         WHERE l.slot_id = s.id AND l.end_reason = 'callback') AS callbacks,
+       (SELECT count(*) FROM leases AS l
+         WHERE l.slot_id = s.id AND l.end_reason = 'expired') AS expiries
+  FROM slots AS s
+ ORDER BY s.id;
+
+-- name: insert_payment
+INSERT INTO payments (token, amount, currency, items, customer, status, late, lease_id,
+                      callback_path, expires_at, created_at, updated_at)
+VALUES (:token, :amount, :currency, :items, :customer, :status, :late, :lease_id,
+        :callback_path, :expires_at, :now, :now);
+
+-- name: get_payment
+SELECT * FROM payments WHERE token = :token;
+
+-- name: update_payment
+UPDATE payments
+   SET status = :status,
+       late = coalesce(:late, late),
+       pn_ref = coalesce(:pn_ref, pn_ref),
+       order_id = coalesce(:order_id, order_id),
+       auth_code = coalesce(:auth_code, auth_code),
+       card_type = coalesce(:card_type, card_type),
+       last4 = coalesce(:last4, last4),
+       result_code = coalesce(:result_code, result_code),
+       error_message = coalesce(:error_message, error_message),
+       callback_id = coalesce(:callback_id, callback_id),
+       updated_at = :now
+ WHERE token = :token AND status = :expected;
+
+-- name: insert_callback
+INSERT INTO callbacks (path, method, params, client_addr, received_at, outcome)
+VALUES (:path, :method, :params, :client_addr, :now, 'received')
+RETURNING id;
+
+-- name: get_callback
+SELECT * FROM callbacks WHERE id = :id;
+
+-- name: pn_ref_holder
+SELECT callback_id, fingerprint FROM pn_refs WHERE pn_ref = :pn_ref;
+
+-- name: claim_pn_ref
+INSERT INTO pn_refs (pn_ref, callback_id, fingerprint)
+VALUES (:pn_ref, :callback_id, :fingerprint)
+ON CONFLICT (pn_ref) DO NOTHING;
+
+-- name: finish_callback
+UPDATE callbacks
+   SET outcome = :outcome, redirect = :redirect, pn_ref = :pn_ref, amount = :amount,
+       approved = :approved, payment_token = :payment_token, detail = :detail,
+       candidates = :candidates, duplicate_of = :duplicate_of
+ WHERE id = :id;
+
+-- name: open_ambiguities
+SELECT id, candidates FROM callbacks
+ WHERE path = :path AND amount = :amount
+   AND outcome = 'ambiguous' AND approved = 1 AND settled_at IS NULL
+ ORDER BY id;
+
+-- name: settle_callback
+UPDATE callbacks
+   SET payment_token = :token, settled_at = :now, settled_by = :settled_by
+ WHERE id = :id;
+
+-- name: unresolved_callbacks
+SELECT id FROM callbacks WHERE outcome = 'received' AND received_at < :before ORDER BY id;
+
+-- name: payments
+SELECT * FROM payments
+ WHERE (:statuses IS NULL OR status IN (SELECT value FROM json_each(:statuses)))
+   AND (:created_before IS NULL OR created_at < :created_before)
+ ORDER BY created_at
+ LIMIT :limit;
+
+-- name: callbacks
+SELECT * FROM callbacks
+ WHERE (:outcomes IS NULL OR outcome IN (SELECT value FROM json_each(:outcomes)))
+ ORDER BY id DESC
+ LIMIT :limit;

@@ -1,0 +1,599 @@
+"""The embedded store: one SQLite file in WAL mode, writes under ``BEGIN IMMEDIATE``.
+
+Safe from many threads (a connection per thread) and several processes on one file (SQLite's
+own locking, with a busy timeout). Time comes from the injected clock.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from ..clock import Clock, SystemClock
+from ..domain.errors import MigrationError, StoreUnavailable
+from ..domain.model import (
+    CallbackOutcome,
+    CallbackRecord,
+    Candidate,
+    Lease,
+    LeaseEnd,
+    LineItem,
+    Payment,
+    PaymentStatus,
+    SlotView,
+)
+from ..domain.resolution import OpenAmbiguity
+from ..ports import (
+    CallbackResolution,
+    NewCallback,
+    PaymentChange,
+    SlotRow,
+    SlotSync,
+    UsageRow,
+)
+from .queries import load_migrations, load_queries
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_Q = load_queries("sqlite.sql")
+_MIGRATIONS_TABLE = """
+CREATE TABLE IF NOT EXISTS schema_migrations (
+    name       TEXT PRIMARY KEY,
+    applied_at INTEGER NOT NULL
+)"""
+
+
+def to_us(moment: datetime) -> int:
+    return (moment - EPOCH) // timedelta(microseconds=1)
+
+
+def from_us(micros: int | None) -> datetime | None:
+    return None if micros is None else EPOCH + timedelta(microseconds=micros)
+
+
+def _at(micros: int) -> datetime:
+    return EPOCH + timedelta(microseconds=micros)
+
+
+class SqliteStore:
+    """The pool's tables in one SQLite file (``":memory:"`` for a private in-memory one)."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        clock: Clock | None = None,
+        busy_timeout: float = 10.0,
+        synchronous: str = "FULL",
+    ) -> None:
+        self.path = str(path)
+        self.clock: Clock = clock or SystemClock()
+        self.busy_timeout = busy_timeout
+        if synchronous.upper() not in ("OFF", "NORMAL", "FULL", "EXTRA"):
+            raise ValueError(f"unknown synchronous mode {synchronous!r}")
+        self.synchronous = synchronous.upper()
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        self._memory = self.path == ":memory:"
+        # An in-memory database lives in one connection, which the threads then share.
+        self._shared: sqlite3.Connection | None = None
+        self._shared_lock = threading.RLock()
+
+    def __repr__(self) -> str:
+        return f"SqliteStore({self.path!r})"
+
+    # --- connections -----------------------------------------------------------------------
+
+    def _open(self) -> sqlite3.Connection:
+        try:
+            conn = sqlite3.connect(
+                self.path,
+                isolation_level=None,
+                timeout=self.busy_timeout,
+                check_same_thread=False,
+            )
+            conn.row_factory = sqlite3.Row
+            if not self._memory:
+                conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+            conn.execute("PRAGMA foreign_keys = ON")
+            conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"cannot open SQLite database {self.path}: {exc}") from exc
+        with self._lock:
+            self._connections.append(conn)
+        return conn
+
+    @contextmanager
+    def _connection(self) -> Iterator[sqlite3.Connection]:
+        if self._memory:
+            with self._shared_lock:
+                if self._shared is None:
+                    self._shared = self._open()
+                yield self._shared
+            return
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._open()
+            self._local.conn = conn
+        yield conn
+
+    @contextmanager
+    def _begin(self, mode: str) -> Iterator[SqliteTx]:
+        with self._connection() as conn:
+            try:
+                conn.execute(f"BEGIN {mode}")
+            except sqlite3.OperationalError as exc:
+                raise StoreUnavailable(f"SQLite database is busy: {exc}") from exc
+            try:
+                # Time is read once the transaction holds its lock, so that it orders
+                # transactions the way they commit.
+                yield SqliteTx(conn, self.clock.now())
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            try:
+                conn.execute("COMMIT")
+            except sqlite3.OperationalError as exc:
+                conn.execute("ROLLBACK")
+                raise StoreUnavailable(f"SQLite commit failed: {exc}") from exc
+
+    def transaction(self) -> AbstractContextManager[SqliteTx]:
+        return self._begin("IMMEDIATE")
+
+    def read(self) -> AbstractContextManager[SqliteTx]:
+        return self._begin("DEFERRED")
+
+    def close(self) -> None:
+        with self._lock:
+            for conn in self._connections:
+                conn.close()
+            self._connections.clear()
+        self._shared = None
+        self._local = threading.local()
+
+    # --- migrations ------------------------------------------------------------------------
+
+    def applied_migrations(self) -> list[str]:
+        with self._connection() as conn:
+            conn.execute(_MIGRATIONS_TABLE)
+            rows = conn.execute("SELECT name FROM schema_migrations ORDER BY name").fetchall()
+        return [row[0] for row in rows]
+
+    def pending_migrations(self) -> list[str]:
+        applied = set(self.applied_migrations())
+        return [name for name, _ in load_migrations("sqlite") if name not in applied]
+
+    def migrate(self) -> list[str]:
+        applied_now: list[str] = []
+        with self._connection() as conn:
+            conn.execute(_MIGRATIONS_TABLE)
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                done = {row[0] for row in conn.execute("SELECT name FROM schema_migrations")}
+                for name, script in load_migrations("sqlite"):
+                    if name in done:
+                        continue
+                    for statement in _statements(script):
+                        conn.execute(statement)
+                    conn.execute(
+                        "INSERT INTO schema_migrations (name, applied_at) VALUES (?, ?)",
+                        (name, to_us(self.clock.now())),
+                    )
+                    applied_now.append(name)
+            except sqlite3.Error as exc:
+                conn.execute("ROLLBACK")
+                raise MigrationError(f"migration failed: {exc}") from exc
+            conn.execute("COMMIT")
+        return applied_now
+
+
+def _statements(script: str) -> Iterator[str]:
+    """Split a migration script into statements (sqlite3 runs one at a time)."""
+    buffer = ""
+    for line in script.splitlines(keepends=True):
+        buffer += line
+        if sqlite3.complete_statement(buffer):
+            statement = buffer.strip()
+            buffer = ""
+            if statement.rstrip(";").strip():
+                yield statement
+    if buffer.strip() and not all(
+        part.strip().startswith("--") or not part.strip() for part in buffer.splitlines()
+    ):
+        raise MigrationError(f"incomplete statement at the end of a migration: {buffer[:80]!r}")
+
+
+class SqliteTx:
+    """One SQLite transaction, speaking the ``Tx`` port."""
+
+    def __init__(self, conn: sqlite3.Connection, now: datetime) -> None:
+        self._conn = conn
+        self.now = now
+        self._now_us = to_us(now)
+
+    def _one(self, query: str, **params: Any) -> sqlite3.Row | None:
+        row: sqlite3.Row | None = self._conn.execute(_Q[query], params).fetchone()
+        return row
+
+    def _all(self, query: str, **params: Any) -> list[sqlite3.Row]:
+        return self._conn.execute(_Q[query], params).fetchall()
+
+    def _run(self, query: str, **params: Any) -> int:
+        return self._conn.execute(_Q[query], params).rowcount
+
+    # --- slots ---------------------------------------------------------------------------
+
+    def sync_slots(self, paths: Sequence[str]) -> SlotSync:
+        existing = {row["path"]: bool(row["active"]) for row in self._all("slots")}
+        wanted = set(paths)
+        added, reactivated, deactivated = [], [], []
+        for path in paths:
+            if path not in existing:
+                self._run("insert_slot", path=path, now=self._now_us)
+                added.append(path)
+            elif not existing[path]:
+                self._run("set_slot_active", path=path, active=1)
+                reactivated.append(path)
+        for path, active in existing.items():
+            if active and path not in wanted:
+                self._run("set_slot_active", path=path, active=0)
+                deactivated.append(path)
+        return SlotSync(
+            added=tuple(added), reactivated=tuple(reactivated), deactivated=tuple(deactivated)
+        )
+
+    def slot_by_path(self, path: str) -> SlotRow | None:
+        row = self._one("slot_by_path", path=path)
+        return (
+            None
+            if row is None
+            else SlotRow(id=row["id"], path=row["path"], active=bool(row["active"]))
+        )
+
+    def slot_views(self) -> list[SlotView]:
+        return [
+            SlotView(
+                id=row["id"],
+                path=row["path"],
+                active=bool(row["active"]),
+                usage_count=row["usage_count"],
+                last_acquired_at=from_us(row["last_acquired_at"]),
+                last_released_at=from_us(row["last_released_at"]),
+                lease=None if row["l_id"] is None else _lease(row, "l_"),
+                taints=row["taints"],
+            )
+            for row in self._all("slot_views", now=self._now_us)
+        ]
+
+    def usage(self) -> list[UsageRow]:
+        return [
+            UsageRow(
+                path=row["path"],
+                active=bool(row["active"]),
+                usage_count=row["usage_count"],
+                callbacks=row["callbacks"],
+                expiries=row["expiries"],
+                last_acquired_at=from_us(row["last_acquired_at"]),
+                last_released_at=from_us(row["last_released_at"]),
+            )
+            for row in self._all("usage")
+        ]
+
+    # --- leases --------------------------------------------------------------------------
+
+    def expire_due_leases(self, taint_window: timedelta) -> list[Lease]:
+        window = taint_window // timedelta(microseconds=1)
+        leases = [
+            _lease(row) for row in self._all("expire_due_leases", now=self._now_us, window=window)
+        ]
+        for lease in leases:
+            self._free_slot(lease)
+        return leases
+
+    def acquire_slot(
+        self, *, token: str, amount: int, expires_at: datetime, allow_same_amount_tainted: bool
+    ) -> Lease | None:
+        slot = self._one("pick_clean_slot", now=self._now_us) or self._one(
+            "pick_slot_tainted_by_other_amounts", now=self._now_us, amount=amount
+        )
+        if slot is None and allow_same_amount_tainted:
+            slot = self._one("pick_any_free_slot")
+        if slot is None:
+            return None
+        expires_us = to_us(expires_at)
+        row = self._one(
+            "insert_lease",
+            slot_id=slot["id"],
+            path=slot["path"],
+            token=token,
+            amount=amount,
+            now=self._now_us,
+            expires_at=expires_us,
+        )
+        assert row is not None
+        self._run(
+            "occupy_slot",
+            lease_id=row["id"],
+            expires_at=expires_us,
+            now=self._now_us,
+            slot_id=slot["id"],
+        )
+        return Lease(
+            id=row["id"],
+            slot_id=slot["id"],
+            path=slot["path"],
+            token=token,
+            amount=amount,
+            acquired_at=self.now,
+            expires_at=expires_at,
+        )
+
+    def earliest_lease_end(self) -> datetime | None:
+        row = self._one("earliest_lease_end")
+        return None if row is None else from_us(row[0])
+
+    def live_lease_of_payment(self, token: str) -> Lease | None:
+        row = self._one("live_lease_of_payment", token=token)
+        return None if row is None else _lease(row)
+
+    def live_lease_on_path(self, path: str) -> Lease | None:
+        row = self._one("live_lease_on_path", path=path)
+        return None if row is None else _lease(row)
+
+    def live_leases(self) -> list[Lease]:
+        return [_lease(row) for row in self._all("live_leases")]
+
+    def end_lease(
+        self, lease_id: int, reason: LeaseEnd, taint_until: datetime | None
+    ) -> Lease | None:
+        row = self._one(
+            "end_lease",
+            id=lease_id,
+            now=self._now_us,
+            reason=reason.value,
+            taint_until=None if taint_until is None else to_us(taint_until),
+        )
+        if row is None:
+            return None
+        lease = _lease(row)
+        self._free_slot(lease)
+        return lease
+
+    def _free_slot(self, lease: Lease) -> None:
+        assert lease.ended_at is not None
+        self._run(
+            "free_slot",
+            slot_id=lease.slot_id,
+            lease_id=lease.id,
+            released_at=to_us(lease.ended_at),
+            taint_until=None if lease.taint_until is None else to_us(lease.taint_until),
+        )
+
+    def drop_taint(self, lease_id: int) -> None:
+        row = self._one("drop_taint", id=lease_id)
+        if row is not None:
+            self._run("recompute_slot_taint", slot_id=row["slot_id"])
+
+    def drop_stale_taints(self) -> int:
+        return self._run("drop_stale_taints", now=self._now_us)
+
+    def candidates(self, slot_id: int) -> list[Candidate]:
+        return [
+            Candidate(lease=_lease(row, "l_"), payment=_payment(row))
+            for row in self._all("candidates", slot_id=slot_id, now=self._now_us)
+        ]
+
+    # --- payments ------------------------------------------------------------------------
+
+    def insert_payment(self, payment: Payment) -> None:
+        self._run(
+            "insert_payment",
+            token=payment.token,
+            amount=payment.amount,
+            currency=payment.currency,
+            items=json.dumps([_item_json(item) for item in payment.items]),
+            customer=json.dumps(dict(payment.customer)),
+            status=payment.status.value,
+            late=int(payment.late),
+            lease_id=payment.lease_id,
+            callback_path=payment.callback_path,
+            expires_at=None if payment.expires_at is None else to_us(payment.expires_at),
+            now=to_us(payment.created_at),
+        )
+
+    def get_payment(self, token: str) -> Payment | None:
+        row = self._one("get_payment", token=token)
+        return None if row is None else _payment(row)
+
+    def update_payment(self, token: str, expected: PaymentStatus, change: PaymentChange) -> bool:
+        updated = self._run(
+            "update_payment",
+            token=token,
+            expected=expected.value,
+            status=change.status.value,
+            late=None if change.late is None else int(change.late),
+            pn_ref=change.pn_ref,
+            order_id=change.order_id,
+            auth_code=change.auth_code,
+            card_type=change.card_type,
+            last4=change.last4,
+            result_code=change.result_code,
+            error_message=change.error_message,
+            callback_id=change.callback_id,
+            now=self._now_us,
+        )
+        return updated == 1
+
+    def payments(
+        self,
+        *,
+        statuses: Sequence[PaymentStatus] = (),
+        created_before: datetime | None = None,
+        limit: int = 100,
+    ) -> list[Payment]:
+        rows = self._all(
+            "payments",
+            statuses=json.dumps([s.value for s in statuses]) if statuses else None,
+            created_before=None if created_before is None else to_us(created_before),
+            limit=limit,
+        )
+        return [_payment(row) for row in rows]
+
+    # --- callbacks -----------------------------------------------------------------------
+
+    def insert_callback(self, callback: NewCallback) -> int:
+        row = self._one(
+            "insert_callback",
+            path=callback.path,
+            method=callback.method,
+            params=json.dumps([list(pair) for pair in callback.params]),
+            client_addr=callback.client_addr,
+            now=self._now_us,
+        )
+        assert row is not None
+        callback_id: int = row["id"]
+        return callback_id
+
+    def get_callback(self, callback_id: int) -> CallbackRecord | None:
+        row = self._one("get_callback", id=callback_id)
+        return None if row is None else _callback(row)
+
+    def pn_ref_holder(self, pn_ref: str) -> tuple[int, str] | None:
+        row = self._one("pn_ref_holder", pn_ref=pn_ref)
+        return None if row is None else (row["callback_id"], row["fingerprint"])
+
+    def claim_pn_ref(
+        self, pn_ref: str, callback_id: int, fingerprint: str
+    ) -> tuple[int, str] | None:
+        if self._run(
+            "claim_pn_ref", pn_ref=pn_ref, callback_id=callback_id, fingerprint=fingerprint
+        ):
+            return None
+        return self.pn_ref_holder(pn_ref)
+
+    def finish_callback(self, callback_id: int, resolution: CallbackResolution) -> None:
+        self._run(
+            "finish_callback",
+            id=callback_id,
+            outcome=resolution.outcome.value,
+            redirect=resolution.redirect,
+            pn_ref=resolution.pn_ref,
+            amount=resolution.amount,
+            approved=None if resolution.approved is None else int(resolution.approved),
+            payment_token=resolution.payment_token,
+            detail=resolution.detail,
+            candidates=json.dumps(list(resolution.candidates)),
+            duplicate_of=resolution.duplicate_of,
+        )
+
+    def open_ambiguities(self, path: str, amount: int) -> list[OpenAmbiguity]:
+        return [
+            OpenAmbiguity(
+                callback_id=row["id"], candidates=frozenset(json.loads(row["candidates"]))
+            )
+            for row in self._all("open_ambiguities", path=path, amount=amount)
+        ]
+
+    def settle_callback(self, callback_id: int, token: str, settled_by: str) -> None:
+        self._run(
+            "settle_callback", id=callback_id, token=token, now=self._now_us, settled_by=settled_by
+        )
+
+    def callbacks(
+        self, *, outcomes: Sequence[CallbackOutcome] = (), limit: int = 100
+    ) -> list[CallbackRecord]:
+        rows = self._all(
+            "callbacks",
+            outcomes=json.dumps([o.value for o in outcomes]) if outcomes else None,
+            limit=limit,
+        )
+        return [_callback(row) for row in rows]
+
+    def unresolved_callbacks(self, received_before: datetime) -> list[int]:
+        return [
+            row["id"] for row in self._all("unresolved_callbacks", before=to_us(received_before))
+        ]
+
+
+# --- rows to value objects ---------------------------------------------------------------
+
+
+def _lease(row: sqlite3.Row, prefix: str = "") -> Lease:
+    def col(name: str) -> Any:
+        return row[prefix + name]
+
+    reason = col("end_reason")
+    return Lease(
+        id=col("id"),
+        slot_id=col("slot_id"),
+        path=col("path"),
+        token=col("token"),
+        amount=col("amount"),
+        acquired_at=_at(col("acquired_at")),
+        expires_at=_at(col("expires_at")),
+        ended_at=from_us(col("ended_at")),
+        end_reason=None if reason is None else LeaseEnd(reason),
+        taint_until=from_us(col("taint_until")),
+    )
+
+
+def _item_json(item: LineItem) -> dict[str, Any]:
+    return {"code": item.code, "quantity": item.quantity, "unitPrice": item.unit_price}
+
+
+def _payment(row: sqlite3.Row) -> Payment:
+    return Payment(
+        token=row["token"],
+        amount=row["amount"],
+        currency=row["currency"],
+        status=PaymentStatus(row["status"]),
+        created_at=_at(row["created_at"]),
+        updated_at=_at(row["updated_at"]),
+        items=tuple(
+            LineItem(code=i["code"], quantity=i["quantity"], unit_price=i["unitPrice"])
+            for i in json.loads(row["items"])
+        ),
+        customer=json.loads(row["customer"]),
+        late=bool(row["late"]),
+        lease_id=row["lease_id"],
+        callback_path=row["callback_path"],
+        expires_at=from_us(row["expires_at"]),
+        pn_ref=row["pn_ref"],
+        order_id=row["order_id"],
+        auth_code=row["auth_code"],
+        card_type=row["card_type"],
+        last4=row["last4"],
+        result_code=row["result_code"],
+        error_message=row["error_message"],
+        callback_id=row["callback_id"],
+    )
+
+
+def _callback(row: sqlite3.Row) -> CallbackRecord:
+    approved = row["approved"]
+    return CallbackRecord(
+        id=row["id"],
+        path=row["path"],
+        method=row["method"],
+        params=tuple((str(k), str(v)) for k, v in json.loads(row["params"])),
+        client_addr=row["client_addr"],
+        received_at=_at(row["received_at"]),
+        outcome=CallbackOutcome(row["outcome"]),
+        pn_ref=row["pn_ref"],
+        amount=row["amount"],
+        approved=None if approved is None else bool(approved),
+        payment_token=row["payment_token"],
+        detail=row["detail"],
+        candidates=tuple(json.loads(row["candidates"])),
+        redirect=row["redirect"],
+        duplicate_of=row["duplicate_of"],
+        settled_at=from_us(row["settled_at"]),
+        settled_by=row["settled_by"],
+    )

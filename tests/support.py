@@ -1,0 +1,64 @@
+"""Helpers the tests share: the test form, gateway returns."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from callbackpool.domain.gateway import CatalogueItem
+from callbackpool.gateways.paygistix import PaygistixGateway
+from callbackpool.pool import PoolPolicy
+
+MERCHANT = "demoMerchantWEB"
+PATHS = tuple(f"/api/v1/payments/callback/handler-{i}" for i in range(1, 11))
+CATALOGUE = (
+    CatalogueItem(code="WDF", description="Wash, dry and fold", price=125),
+    CatalogueItem(code="BAG", description="Laundry bag", price=1000),
+    CatalogueItem(code="AMT", description="Open amount", price=1),
+)
+POLICY = PoolPolicy(
+    base_url="https://shop.example",
+    callback_paths=PATHS,
+    form_action_url="https://safepay.paymentlogistics.net/transaction.asp",
+    lock_timeout=timedelta(minutes=10),
+    late_callback_window=timedelta(minutes=60),
+)
+
+
+def make_gateway(**overrides: Any) -> PaygistixGateway:
+    options: dict[str, Any] = {
+        "merchant_id": MERCHANT,
+        "form_id": "55810301384",
+        "form_hash": "c701523a33721cdbe999f7a4406a0a98",
+        "currency": "USD",
+        "catalogue": CATALOGUE,
+    }
+    options.update(overrides)
+    return PaygistixGateway(**options)
+
+
+def paygistix_return(
+    *,
+    amount: str | None = "10.00",
+    pn_ref: str = "804322218",
+    result: str = "0",
+    merchant: str = MERCHANT,
+    **extra: str,
+) -> list[tuple[str, str]]:
+    """The 11 parameters of a gateway return, as a real one looked (PAYGISTIX.md)."""
+    params = [
+        ("hash", "7ec0ebebcb8d5ab3ceaa6423e5a10be8"),
+        ("MerchantID", merchant),
+        ("OrderID", "55016041050"),
+        ("PNRef", pn_ref),
+        ("Result", result),
+        ("TxnType", "SALE"),
+        ("Last4", "0309"),
+        ("ExpDate", "0329"),
+        ("CardType", "VISA"),
+        ("AuthCode", "01604D" if result == "0" else ""),
+    ]
+    if amount is not None:
+        params.insert(3, ("Amount", amount))
+    params += list(extra.items())
+    return params
