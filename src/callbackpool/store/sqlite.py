@@ -166,9 +166,9 @@ class SqliteStore:
             rows = conn.execute("SELECT name FROM schema_migrations ORDER BY name").fetchall()
         return [row[0] for row in rows]
 
-    def pending_migrations(self) -> list[str]:
+    def pending_migrations(self) -> list[tuple[str, str]]:
         applied = set(self.applied_migrations())
-        return [name for name, _ in load_migrations("sqlite") if name not in applied]
+        return [(name, sql) for name, sql in load_migrations("sqlite") if name not in applied]
 
     def migrate(self) -> list[str]:
         applied_now: list[str] = []
