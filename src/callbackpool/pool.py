@@ -7,6 +7,7 @@ and never to a database driver or the web framework.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import secrets
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -55,6 +56,7 @@ StatusHook = Callable[[StatusChange], None]
 
 TOKEN_BYTES = 24  # 192 bits from the operating system's CSPRNG
 MAX_QUANTITY = 10_000
+MAX_CUSTOMER_BYTES = 16_384
 UNRESOLVED_GRACE = timedelta(seconds=30)
 
 
@@ -203,6 +205,7 @@ class CallbackPool:
         Raises InvalidPayment (naming the field) or PoolExhausted.
         """
         line_items, total, currency = self._price(amount, currency, items)
+        customer = _customer_data(customer)
         token = secrets.token_urlsafe(TOKEN_BYTES)
         with self._writing() as (tx, work):
             self._expire_due(tx, work)
@@ -223,7 +226,7 @@ class CallbackPool:
                 created_at=tx.now,
                 updated_at=tx.now,
                 items=line_items,
-                customer=dict(customer or {}),
+                customer=customer,
                 lease_id=lease.id,
                 callback_path=lease.path,
                 expires_at=expires_at,
@@ -299,17 +302,20 @@ class CallbackPool:
         with self._writing() as (tx, work):
             self._expire_due(tx, work)
             payment = tx.get_payment(token)
-            if payment is not None and payment.status is PaymentStatus.PENDING:
+            if payment is None:
+                raise UnknownPayment()
+            if payment.status is not PaymentStatus.PENDING:
+                current = payment.status
+            else:
                 self._end_live_lease(tx, token, LeaseEnd.CANCELLED)
                 self._transition(
                     tx, work, payment, PaymentChange(status=PaymentStatus.CANCELLED), "cancelled"
                 )
-                payment = tx.get_payment(token)
-        if payment is None:
-            raise UnknownPayment()
-        if payment.status is not PaymentStatus.CANCELLED:
-            raise PaymentNotPending(payment.status.value)
-        return payment
+                cancelled = tx.get_payment(token)
+                assert cancelled is not None
+                return cancelled
+        # Raised after the transaction committed, so the expiries it made are kept.
+        raise PaymentNotPending(current.value)
 
     # --- gateway returns -------------------------------------------------------------------
 
@@ -714,6 +720,22 @@ class CallbackPool:
                 change.status.value,
                 reason,
             )
+
+
+def _customer_data(customer: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The customer's data as stored: a JSON object of bounded size."""
+    if customer is None:
+        return {}
+    if not isinstance(customer, Mapping):
+        raise InvalidPayment("customer", "must be an object")
+    try:
+        encoded = json.dumps(dict(customer), allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise InvalidPayment("customer", f"must be plain JSON data ({exc})") from None
+    if len(encoded) > MAX_CUSTOMER_BYTES:
+        raise InvalidPayment("customer", f"must not exceed {MAX_CUSTOMER_BYTES} bytes as JSON")
+    loaded: dict[str, Any] = json.loads(encoded)
+    return loaded
 
 
 def _due(moment: datetime | None, now: datetime) -> bool:
