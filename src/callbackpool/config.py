@@ -43,7 +43,8 @@ _file_data: ContextVar[dict[str, Any] | None] = ContextVar("callbackpool_file_da
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Unknown keys are warned about by load_settings (a typo must not pass silently).
+    model_config = ConfigDict(extra="ignore", frozen=True)
 
 
 class CatalogueItemSettings(_Section):

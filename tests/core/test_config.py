@@ -1,0 +1,180 @@
+"""Configuration: the seed's file as it is, new keys, environment overrides, clear errors."""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from callbackpool.config import load_settings
+from callbackpool.domain.errors import ConfigurationError
+
+EXAMPLE = Path(__file__).parents[2] / "examples" / "paygistix-forms.json"
+
+# The file exactly as the guide shows it (with the ten paths written out).
+GUIDE_SHAPE: dict[str, Any] = {
+    "form": {"formId": "55015901455", "formHash": "c701523a33721cdbe999f7a4406a0a98"},
+    "callbackPaths": [f"/api/v1/payments/callback/handler-{i}" for i in range(1, 11)],
+    "lockTimeoutMinutes": 10,
+    "baseUrl": "https://wavemax.promo",
+}
+AS_BUILT = {
+    **GUIDE_SHAPE,
+    "merchantId": "wavemaxLaundry",
+    "formActionUrl": "https://safepay.paymentlogistics.net/transaction.asp",
+}
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    for name in list(os.environ):
+        if name.startswith("CALLBACKPOOL_"):
+            monkeypatch.delenv(name)
+
+
+def write(tmp_path: Path, data: dict[str, Any]) -> Path:
+    path = tmp_path / "paygistix-forms.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
+def test_the_guides_file_is_read_as_it_is(tmp_path: Path) -> None:
+    settings = load_settings(write(tmp_path, GUIDE_SHAPE))
+    assert settings.form.form_id == "55015901455"
+    assert len(settings.callback_paths) == 10
+    assert settings.policy().lock_timeout == timedelta(minutes=10)
+    assert settings.merchant_id is None
+    assert settings.form_action_url == "https://safepay.paymentlogistics.net/transaction.asp"
+    # Defaults of the new keys.
+    assert settings.late_callback_window_minutes == 60
+    assert settings.reuse_same_amount_tainted is True
+    assert settings.currency == "USD"
+
+
+def test_the_as_built_file_is_read_as_it_is(tmp_path: Path) -> None:
+    settings = load_settings(write(tmp_path, AS_BUILT))
+    assert settings.merchant_id == "wavemaxLaundry"
+    assert settings.gateway().merchant_id == "wavemaxLaundry"
+
+
+def test_the_shipped_example_loads() -> None:
+    settings = load_settings(EXAMPLE)
+    assert [item.price for item in settings.catalogue()] == [125, 1000, 500, 1]
+
+
+def test_lock_timeout_accepts_fractions(tmp_path: Path) -> None:
+    settings = load_settings(write(tmp_path, {**GUIDE_SHAPE, "lockTimeoutMinutes": 2.5}))
+    assert settings.policy().lock_timeout == timedelta(minutes=2, seconds=30)
+
+
+def test_the_environment_overrides_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CALLBACKPOOL_LOCK_TIMEOUT_MINUTES", "3")
+    monkeypatch.setenv("CALLBACKPOOL_FORM__FORM_HASH", "from-the-environment")
+    monkeypatch.setenv("CALLBACKPOOL_CALLBACK_PATHS", "/cb/a, /cb/b")
+    monkeypatch.setenv("CALLBACKPOOL_REUSE_SAME_AMOUNT_TAINTED", "false")
+    settings = load_settings(write(tmp_path, GUIDE_SHAPE))
+    assert settings.lock_timeout_minutes == 3
+    assert settings.form.form_hash == "from-the-environment"
+    assert settings.form.form_id == "55015901455"  # the rest of the section stays
+    assert settings.callback_paths == ["/cb/a", "/cb/b"]
+    assert settings.reuse_same_amount_tainted is False
+
+
+def test_overrides_beat_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CALLBACKPOOL_DATABASE_URL", "sqlite:///env.db")
+    settings = load_settings(
+        write(tmp_path, GUIDE_SHAPE), overrides={"database_url": "sqlite:///cli.db"}
+    )
+    assert settings.database_url == "sqlite:///cli.db"
+
+
+def test_everything_can_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CALLBACKPOOL_FORM__FORM_ID", "1")
+    monkeypatch.setenv("CALLBACKPOOL_FORM__FORM_HASH", "h")
+    monkeypatch.setenv("CALLBACKPOOL_CALLBACK_PATHS", '["/cb/1"]')
+    monkeypatch.setenv("CALLBACKPOOL_BASE_URL", "https://shop.example")
+    monkeypatch.setenv("CALLBACKPOOL_CALLBACK_HASH__SECRET", "s")
+    monkeypatch.setenv("CALLBACKPOOL_CALLBACK_HASH__FIELDS", '["PNRef"]')
+    settings = load_settings()
+    assert settings.callback_paths == ["/cb/1"]
+    assert settings.gateway().return_hash is not None
+
+
+@pytest.mark.parametrize(
+    ("change", "key"),
+    [
+        ({"callbackPaths": []}, "callbackPaths"),
+        ({"callbackPaths": ["/a", "/a"]}, "callbackPaths"),
+        ({"callbackPaths": ["handler-1"]}, "callbackPaths"),
+        ({"baseUrl": "wavemax.promo"}, "baseUrl"),
+        ({"baseUrl": "/relative"}, "baseUrl"),
+        ({"lockTimeoutMinutes": 0}, "lockTimeoutMinutes"),
+        ({"lockTimeoutMinutes": -1}, "lockTimeoutMinutes"),
+        ({"lateCallbackWindowMinutes": 0}, "lateCallbackWindowMinutes"),
+        ({"currency": "ZZZ"}, "currency"),
+        ({"form": {"formId": "1"}}, "form.formHash"),
+        ({"form": {**GUIDE_SHAPE["form"], "items": [{"code": "A"}]}}, "form.items[0].price"),
+        ({"callbackHash": {"secret": "s", "fields": ["PNRef"], "algorithm": "crc"}},
+         "callbackHash.algorithm"),
+    ],
+)  # fmt: skip
+def test_invalid_configuration_names_the_key(
+    tmp_path: Path, change: dict[str, Any], key: str
+) -> None:
+    with pytest.raises(ConfigurationError) as error:
+        load_settings(write(tmp_path, {**GUIDE_SHAPE, **change}))
+    assert error.value.key == key
+
+
+def test_a_missing_key_is_named(tmp_path: Path) -> None:
+    data = {k: v for k, v in GUIDE_SHAPE.items() if k != "baseUrl"}
+    with pytest.raises(ConfigurationError, match="'baseUrl': is required"):
+        load_settings(write(tmp_path, data))
+
+
+def test_an_item_price_the_currency_cannot_hold_is_named(tmp_path: Path) -> None:
+    items = [{"code": "A", "description": "a", "price": "1.005"}]
+    settings = load_settings(
+        write(tmp_path, {**GUIDE_SHAPE, "form": {**GUIDE_SHAPE["form"], "items": items}})
+    )
+    with pytest.raises(ConfigurationError, match=r"form.items\[0\].price"):
+        settings.gateway()
+
+
+def test_unknown_keys_are_named_in_a_warning_but_do_not_stop_start_up(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("CALLBACKPOOL_LOCK_TIMEOUT_MINUTS", "5")
+    data = {**GUIDE_SHAPE, "lockTimoutMinutes": 5, "form": {**GUIDE_SHAPE["form"], "fromId": 1}}
+    with caplog.at_level(logging.WARNING, logger="callbackpool.config"):
+        settings = load_settings(write(tmp_path, data))
+    assert settings.lock_timeout_minutes == 10
+    warned = " ".join(caplog.messages)
+    for key in ("lockTimoutMinutes", "form.fromId", "CALLBACKPOOL_LOCK_TIMEOUT_MINUTS"):
+        assert key in warned
+
+
+def test_a_file_that_is_not_json_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "broken.json"
+    path.write_text('{"form": {')
+    with pytest.raises(ConfigurationError, match="not valid JSON"):
+        load_settings(path)
+    with pytest.raises(ConfigurationError, match="cannot read"):
+        load_settings(tmp_path / "missing.json")
+
+
+def test_prices_are_decimals_not_floats(tmp_path: Path) -> None:
+    # 0.1 + 0.2 style errors cannot creep in: prices are read as decimals.
+    items = [{"code": "A", "description": "a", "price": 0.29}]
+    settings = load_settings(
+        write(tmp_path, {**GUIDE_SHAPE, "form": {**GUIDE_SHAPE["form"], "items": items}})
+    )
+    assert settings.catalogue()[0].price == 29
