@@ -3,6 +3,8 @@ invariants 1 and 2): afterwards no slot ever had two overlapping live leases."""
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import multiprocessing
 import random
 import sqlite3
@@ -50,10 +52,8 @@ def customer(path: str, worker: str, seed: int) -> None:
                 paygistix_return(amount=f"{amount / 100:.2f}", pn_ref=f"{worker}-{n}"),
             )
         elif action < 0.8:
-            try:
+            with contextlib.suppress(PaymentNotPending):  # it may have expired first
                 pool.cancel_payment(checkout.payment.token)
-            except PaymentNotPending:
-                pass  # it expired first
         # else: the customer leaves silently; the lease expires and is taken over.
         if rng.random() < 0.2:
             pool.sweep()
@@ -106,7 +106,7 @@ def test_processes_and_threads_never_overlap_leases(tmp_path: Path) -> None:
         by_slot.setdefault(slot_id, []).append((start, end, lease_id))
     for slot_id, spans in by_slot.items():
         spans.sort()
-        for (_, end, first), (start, _, second) in zip(spans, spans[1:], strict=False):
+        for (_, end, first), (start, _, second) in itertools.pairwise(spans):
             assert start >= end, f"slot {slot_id}: lease {second} began before {first} ended"
         # Lease ids increase in the order the slot was leased (fencing tokens).
         assert [lease_id for _, _, lease_id in spans] == sorted(
