@@ -30,8 +30,8 @@ class Cli:
     pools: list[CallbackPool] = field(default_factory=list)
 
     def __call__(self, *args: str, input: str | None = None) -> Result:
-        return self.bare("--config", str(self.config), "--database", self.database, *args,
-                         input=input)  # fmt: skip
+        global_options = ("--config", str(self.config), "--database", self.database)
+        return self.bare(*global_options, *args, input=input)
 
     def bare(
         self, *args: str, input: str | None = None, env: dict[str, str] | None = None

@@ -11,7 +11,7 @@ from callbackpool.cli import parse_duration
 from callbackpool.views import iso
 
 from ..support import paygistix_return
-from .conftest import EXAMPLE_CONFIG, Cli
+from .conftest import Cli
 
 PREFIX = "/api/v1/payments/callback/"
 PATHS = [f"{PREFIX}handler-{i}" for i in range(1, 11)]
@@ -392,7 +392,3 @@ def test_reports_usage_counts_leases_callbacks_and_expiries(ready: Cli) -> None:
 )  # fmt: skip
 def test_durations(text: str, seconds: int) -> None:
     assert parse_duration(text) == timedelta(seconds=seconds)
-
-
-def test_the_example_configuration_is_the_one_the_readme_shows() -> None:
-    assert EXAMPLE_CONFIG.name == "paygistix-forms.json"
