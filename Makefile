@@ -20,8 +20,8 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 lint: install
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check $(wildcard src tests bench)
+	$(BIN)/ruff format --check $(wildcard src tests bench)
 	$(BIN)/lint-imports
 
 types: install
