@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-import sqlite3
 import sys
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -105,8 +104,6 @@ class _Group(TyperGroup):
                 code = _fail(exc.message, USAGE)
             except CallbackPoolError as exc:
                 code = _fail(exc.message, FAILURE)
-            except sqlite3.Error as exc:  # the SQLite store leaves a few of these untranslated
-                code = _fail(f"database: {exc}", FAILURE)
             except Exception as exc:
                 log.debug("traceback of the unexpected error", exc_info=True)
                 code = _fail(
