@@ -584,11 +584,17 @@ class CallbackPool:
             expired = self._expire_due(tx, work)
             dropped = tx.drop_stale_taints()
             leftovers = tx.unresolved_callbacks(tx.now - UNRESOLVED_GRACE)
+        resolved = 0
         for callback_id in leftovers:
-            self._resolve(callback_id)
-        return SweepReport(
-            expired=expired, taints_dropped=dropped, callbacks_resolved=len(leftovers)
-        )
+            try:
+                self._resolve(callback_id)
+            except Exception:
+                # It stays ``received``: shown to operators and tried again by the next sweep.
+                # One return that cannot be resolved must not hold back the others.
+                log.exception("callback %s could not be resolved", callback_ref(callback_id))
+            else:
+                resolved += 1
+        return SweepReport(expired=expired, taints_dropped=dropped, callbacks_resolved=resolved)
 
     def release(self, *, path: str | None = None, token: str | None = None) -> Lease:
         """End a live lease by hand (an operator's decision). It leaves a taint; its
