@@ -1,0 +1,347 @@
+-- Queries of the PostgreSQL store, one named section each. Parameters are named
+-- (%(name)s) and bound by the driver, never formatted in. %(now)s is the transaction's one
+-- clock (the database's now(), or the injected clock in tests): every expiry test uses it.
+--
+-- Lock order, so that transactions wait on each other without deadlocking: a callback row,
+-- then slot rows, then lease rows, then payment rows. Every change to a slot's leases first
+-- locks the slot row; statements that touch many slots (expiry, acquisition, stale taints)
+-- skip rows another transaction holds instead of waiting for them.
+
+-- name: session_settings
+-- Set on every new connection. Times come back in UTC; a statement or a lock wait past
+-- the store's timeout fails rather than hangs.
+SELECT set_config('TimeZone', 'UTC', false),
+       set_config('statement_timeout', %(statement_timeout)s, false),
+       set_config('lock_timeout', %(lock_timeout)s, false),
+       set_config('idle_in_transaction_session_timeout', %(idle_timeout)s, false);
+
+-- name: begin_write
+-- One round trip: the transaction and its clock. now() is the transaction's start and the
+-- same for every statement in it.
+BEGIN ISOLATION LEVEL READ COMMITTED;
+SELECT now();
+
+-- name: begin_read
+-- A consistent view: every statement of the transaction sees the same snapshot.
+BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY;
+SELECT now();
+
+-- name: commit
+COMMIT;
+
+-- name: rollback
+ROLLBACK;
+
+-- name: migration_lock
+-- One migrator at a time (instances starting together); released at commit.
+SELECT pg_advisory_xact_lock(7248517301246590651);
+
+-- name: create_migrations_table
+CREATE TABLE IF NOT EXISTS schema_migrations (
+    name       text        PRIMARY KEY,
+    applied_at timestamptz NOT NULL DEFAULT now()
+);
+
+-- name: migrations_table_exists
+SELECT to_regclass('schema_migrations') IS NOT NULL AS present;
+
+-- name: applied_migrations
+SELECT name FROM schema_migrations ORDER BY name;
+
+-- name: record_migration
+INSERT INTO schema_migrations (name) VALUES (%(name)s);
+
+-- name: slots
+SELECT id, path, active FROM slots ORDER BY id;
+
+-- name: insert_slots
+INSERT INTO slots (path, active, created_at)
+SELECT path, true, %(now)s FROM unnest(%(paths)s::text[]) AS wanted (path)
+ON CONFLICT (path) DO NOTHING
+RETURNING path;
+
+-- name: reactivate_slots
+UPDATE slots SET active = true
+ WHERE path = ANY (%(paths)s::text[]) AND NOT active
+RETURNING path;
+
+-- name: deactivate_slots
+UPDATE slots SET active = false
+ WHERE active AND NOT path = ANY (%(paths)s::text[])
+RETURNING id, path;
+
+-- name: slot_by_path
+SELECT id, path, active FROM slots WHERE path = %(path)s;
+
+-- name: slot_by_path_locked
+-- Callbacks on one slot take turns: each decides on what the previous one committed.
+SELECT id, path, active FROM slots WHERE path = %(path)s
+   FOR NO KEY UPDATE;
+
+-- name: expire_due_leases
+-- Slots whose live lease is due, skipping those another transaction holds (that one is
+-- expiring it, or acting on the slot, and will free it): concurrent sweepers never end the
+-- same lease twice, and never wait for each other.
+WITH due AS (
+    SELECT s.id, s.live_lease_id
+      FROM slots AS s
+     WHERE s.live_lease_id IS NOT NULL AND s.lease_expires_at <= %(now)s
+       FOR NO KEY UPDATE SKIP LOCKED
+), ended AS (
+    UPDATE leases AS l
+       SET ended_at = l.expires_at, end_reason = 'expired',
+           taint_until = l.expires_at + %(window)s
+      FROM due
+     WHERE l.id = due.live_lease_id AND l.ended_at IS NULL
+    RETURNING l.*
+), freed AS (
+    UPDATE slots AS s
+       SET live_lease_id = NULL, lease_expires_at = NULL, last_released_at = ended.ended_at,
+           tainted_until = greatest(s.tainted_until, ended.taint_until)
+      FROM ended
+     WHERE s.id = ended.slot_id AND s.live_lease_id = ended.id
+)
+SELECT * FROM ended ORDER BY id;
+
+-- name: acquire_slot
+-- One statement: pick and lock the best free slot (DESIGN.md §4), lease it, occupy it.
+-- Each tier walks slots_free_lru in least-recently-released order and stops at the first
+-- slot nobody else holds. UNION ALL under LIMIT 1 runs a tier only when the tiers before it
+-- found nothing, so at most one slot row is ever locked. (A locking SELECT cannot be a
+-- branch of a UNION itself, hence each tier in a subquery.)
+WITH picked AS (
+    SELECT id, path FROM (
+        SELECT s.id, s.path
+          FROM slots AS s
+         WHERE s.live_lease_id IS NULL AND s.active
+           AND (s.tainted_until IS NULL OR s.tainted_until <= %(now)s)
+         ORDER BY s.last_released_at NULLS FIRST, s.id
+         LIMIT 1
+           FOR NO KEY UPDATE SKIP LOCKED
+    ) AS clean
+    UNION ALL
+    SELECT id, path FROM (
+        SELECT s.id, s.path
+          FROM slots AS s
+         WHERE s.live_lease_id IS NULL AND s.active
+           AND NOT EXISTS (SELECT 1 FROM leases AS t
+                            WHERE t.slot_id = s.id AND t.amount = %(amount)s
+                              AND t.taint_until > %(now)s)
+         ORDER BY s.last_released_at NULLS FIRST, s.id
+         LIMIT 1
+           FOR NO KEY UPDATE SKIP LOCKED
+    ) AS tainted_by_other_amounts
+    UNION ALL
+    SELECT id, path FROM (
+        SELECT s.id, s.path
+          FROM slots AS s
+         WHERE s.live_lease_id IS NULL AND s.active AND %(allow_same_amount_tainted)s
+         ORDER BY s.last_released_at NULLS FIRST, s.id
+         LIMIT 1
+           FOR NO KEY UPDATE SKIP LOCKED
+    ) AS tainted_by_this_amount
+    LIMIT 1
+), lease AS (
+    INSERT INTO leases (slot_id, path, token, amount, acquired_at, expires_at)
+    SELECT picked.id, picked.path, %(token)s, %(amount)s, %(now)s, %(expires_at)s
+      FROM picked
+    RETURNING *
+), occupied AS (
+    UPDATE slots AS s
+       SET live_lease_id = lease.id, lease_expires_at = lease.expires_at,
+           usage_count = s.usage_count + 1, last_acquired_at = lease.acquired_at
+      FROM lease
+     WHERE s.id = lease.slot_id
+)
+SELECT * FROM lease;
+
+-- name: end_lease
+-- The slot row first (see the lock order above), then the lease, then the slot is freed.
+WITH slot AS (
+    SELECT s.id
+      FROM slots AS s
+     WHERE s.id = (SELECT l.slot_id FROM leases AS l WHERE l.id = %(id)s)
+       FOR NO KEY UPDATE
+), ended AS (
+    UPDATE leases AS l
+       SET ended_at = %(now)s, end_reason = %(reason)s, taint_until = %(taint_until)s
+      FROM slot
+     WHERE l.id = %(id)s AND l.slot_id = slot.id AND l.ended_at IS NULL
+    RETURNING l.*
+), freed AS (
+    UPDATE slots AS s
+       SET live_lease_id = NULL, lease_expires_at = NULL, last_released_at = ended.ended_at,
+           tainted_until = greatest(s.tainted_until, ended.taint_until)
+      FROM ended
+     WHERE s.id = ended.slot_id AND s.live_lease_id = ended.id
+)
+SELECT * FROM ended;
+
+-- name: drop_taint
+-- The slot row first, then the lease; the slot's taint horizon becomes the latest of the
+-- taints left (the statement's snapshot still shows the dropped one: leave it out by id).
+WITH slot AS (
+    SELECT s.id
+      FROM slots AS s
+     WHERE s.id = (SELECT l.slot_id FROM leases AS l WHERE l.id = %(id)s)
+       FOR NO KEY UPDATE
+), dropped AS (
+    UPDATE leases AS l SET taint_until = NULL
+      FROM slot
+     WHERE l.id = %(id)s AND l.slot_id = slot.id AND l.taint_until IS NOT NULL
+    RETURNING l.slot_id
+)
+UPDATE slots AS s
+   SET tainted_until = (SELECT max(t.taint_until) FROM leases AS t
+                         WHERE t.slot_id = s.id AND t.taint_until IS NOT NULL
+                           AND t.id <> %(id)s)
+  FROM dropped
+ WHERE s.id = dropped.slot_id;
+
+-- name: drop_stale_taints
+-- A taint another transaction holds is left for the next sweep: it is past its window
+-- already, so nothing counts it meanwhile.
+WITH stale AS (
+    SELECT id FROM leases
+     WHERE taint_until IS NOT NULL AND taint_until <= %(now)s
+       FOR NO KEY UPDATE SKIP LOCKED
+)
+UPDATE leases AS l SET taint_until = NULL
+  FROM stale
+ WHERE l.id = stale.id;
+
+-- name: earliest_lease_end
+SELECT min(expires_at) AS earliest FROM leases WHERE ended_at IS NULL;
+
+-- name: live_lease_of_payment
+SELECT * FROM leases WHERE token = %(token)s AND ended_at IS NULL;
+
+-- name: live_lease_on_path
+SELECT l.* FROM slots AS s JOIN leases AS l ON l.id = s.live_lease_id WHERE s.path = %(path)s;
+
+-- name: live_leases
+SELECT * FROM leases WHERE ended_at IS NULL ORDER BY id;
+
+-- name: candidates
+SELECT l.id AS l_id, l.slot_id AS l_slot_id, l.path AS l_path, l.token AS l_token,
+       l.amount AS l_amount, l.acquired_at AS l_acquired_at, l.expires_at AS l_expires_at,
+       l.ended_at AS l_ended_at, l.end_reason AS l_end_reason, l.taint_until AS l_taint_until,
+       p.*
+  FROM leases AS l JOIN payments AS p ON p.token = l.token
+ WHERE l.slot_id = %(slot_id)s AND (l.ended_at IS NULL OR l.taint_until > %(now)s)
+ ORDER BY l.id;
+
+-- name: candidates_locked
+-- The candidates' payments are locked: the caller holds the slot and is about to move them.
+SELECT l.id AS l_id, l.slot_id AS l_slot_id, l.path AS l_path, l.token AS l_token,
+       l.amount AS l_amount, l.acquired_at AS l_acquired_at, l.expires_at AS l_expires_at,
+       l.ended_at AS l_ended_at, l.end_reason AS l_end_reason, l.taint_until AS l_taint_until,
+       p.*
+  FROM leases AS l JOIN payments AS p ON p.token = l.token
+ WHERE l.slot_id = %(slot_id)s AND (l.ended_at IS NULL OR l.taint_until > %(now)s)
+ ORDER BY l.id
+   FOR NO KEY UPDATE OF p;
+
+-- name: slot_views
+SELECT s.id, s.path, s.active, s.usage_count, s.last_acquired_at, s.last_released_at,
+       (SELECT count(*) FROM leases AS t
+         WHERE t.slot_id = s.id AND t.taint_until > %(now)s) AS taints,
+       l.id AS l_id, l.slot_id AS l_slot_id, l.path AS l_path, l.token AS l_token,
+       l.amount AS l_amount, l.acquired_at AS l_acquired_at, l.expires_at AS l_expires_at,
+       l.ended_at AS l_ended_at, l.end_reason AS l_end_reason, l.taint_until AS l_taint_until
+  FROM slots AS s LEFT JOIN leases AS l ON l.id = s.live_lease_id
+ ORDER BY s.id;
+
+-- name: usage
+SELECT s.path, s.active, s.usage_count, s.last_acquired_at, s.last_released_at,
+       (SELECT count(*) FROM leases AS l
+         WHERE l.slot_id = s.id AND l.end_reason = 'callback') AS callbacks,
+       (SELECT count(*) FROM leases AS l
+         WHERE l.slot_id = s.id AND l.end_reason = 'expired') AS expiries
+  FROM slots AS s
+ ORDER BY s.id;
+
+-- name: insert_payment
+INSERT INTO payments (token, amount, currency, items, customer, status, late, lease_id,
+                      callback_path, expires_at, created_at, updated_at)
+VALUES (%(token)s, %(amount)s, %(currency)s, %(items)s, %(customer)s, %(status)s, %(late)s,
+        %(lease_id)s, %(callback_path)s, %(expires_at)s, %(created_at)s, %(created_at)s);
+
+-- name: get_payment
+SELECT * FROM payments WHERE token = %(token)s;
+
+-- name: update_payment
+-- Conditional on the status the caller saw: a repeated or raced transition writes nothing.
+UPDATE payments
+   SET status = %(status)s,
+       late = coalesce(%(late)s, late),
+       pn_ref = coalesce(%(pn_ref)s, pn_ref),
+       order_id = coalesce(%(order_id)s, order_id),
+       auth_code = coalesce(%(auth_code)s, auth_code),
+       card_type = coalesce(%(card_type)s, card_type),
+       last4 = coalesce(%(last4)s, last4),
+       result_code = coalesce(%(result_code)s, result_code),
+       error_message = coalesce(%(error_message)s, error_message),
+       callback_id = coalesce(%(callback_id)s, callback_id),
+       updated_at = %(now)s
+ WHERE token = %(token)s AND status = %(expected)s;
+
+-- name: payments
+SELECT * FROM payments
+ WHERE (%(statuses)s::text[] IS NULL OR status = ANY (%(statuses)s::text[]))
+   AND (%(created_before)s::timestamptz IS NULL OR created_at < %(created_before)s)
+ ORDER BY created_at, seq
+ LIMIT %(limit)s;
+
+-- name: insert_callback
+INSERT INTO callbacks (path, method, params, client_addr, received_at, outcome)
+VALUES (%(path)s, %(method)s, %(params)s, %(client_addr)s, %(now)s, 'received')
+RETURNING id;
+
+-- name: get_callback
+SELECT * FROM callbacks WHERE id = %(id)s;
+
+-- name: get_callback_locked
+-- Whoever resolves a callback holds it: a second resolver (the sweeper) waits, then sees
+-- it resolved.
+SELECT * FROM callbacks WHERE id = %(id)s
+   FOR NO KEY UPDATE;
+
+-- name: pn_ref_holder
+SELECT callback_id, fingerprint FROM pn_refs WHERE pn_ref = %(pn_ref)s;
+
+-- name: claim_pn_ref
+-- A concurrent claim of the same reference waits here for the first to commit, then
+-- inserts nothing; the caller then reads the holder.
+INSERT INTO pn_refs (pn_ref, callback_id, fingerprint)
+VALUES (%(pn_ref)s, %(callback_id)s, %(fingerprint)s)
+ON CONFLICT (pn_ref) DO NOTHING;
+
+-- name: finish_callback
+UPDATE callbacks
+   SET outcome = %(outcome)s, redirect = %(redirect)s, pn_ref = %(pn_ref)s,
+       amount = %(amount)s, approved = %(approved)s, payment_token = %(payment_token)s,
+       detail = %(detail)s, candidates = %(candidates)s, duplicate_of = %(duplicate_of)s
+ WHERE id = %(id)s;
+
+-- name: open_ambiguities
+SELECT id, candidates FROM callbacks
+ WHERE path = %(path)s AND amount = %(amount)s
+   AND outcome = 'ambiguous' AND approved AND settled_at IS NULL
+ ORDER BY id;
+
+-- name: settle_callback
+UPDATE callbacks
+   SET payment_token = %(token)s, settled_at = %(now)s, settled_by = %(settled_by)s
+ WHERE id = %(id)s;
+
+-- name: unresolved_callbacks
+SELECT id FROM callbacks
+ WHERE outcome = 'received' AND received_at < %(before)s
+ ORDER BY id;
+
+-- name: callbacks
+SELECT * FROM callbacks
+ WHERE (%(outcomes)s::text[] IS NULL OR outcome = ANY (%(outcomes)s::text[]))
+ ORDER BY id DESC
+ LIMIT %(limit)s;
