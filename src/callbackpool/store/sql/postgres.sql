@@ -109,11 +109,15 @@ SELECT * FROM ended ORDER BY id;
 -- slot nobody else holds. UNION ALL under LIMIT 1 runs a tier only when the tiers before it
 -- found nothing, so at most one slot row is ever locked. (A locking SELECT cannot be a
 -- branch of a UNION itself, hence each tier in a subquery.)
+-- A slot freed at a time later than this transaction's clock (by a transaction that began
+-- after this one but committed first) is not free yet by this clock: taking it would start
+-- the new lease before the old one ended. So lease histories never overlap in time.
 WITH picked AS (
     SELECT id, path FROM (
         SELECT s.id, s.path
           FROM slots AS s
          WHERE s.live_lease_id IS NULL AND s.active
+           AND (s.last_released_at IS NULL OR s.last_released_at <= %(now)s)
            AND (s.tainted_until IS NULL OR s.tainted_until <= %(now)s)
          ORDER BY s.last_released_at NULLS FIRST, s.id
          LIMIT 1
@@ -124,6 +128,7 @@ WITH picked AS (
         SELECT s.id, s.path
           FROM slots AS s
          WHERE s.live_lease_id IS NULL AND s.active
+           AND (s.last_released_at IS NULL OR s.last_released_at <= %(now)s)
            AND NOT EXISTS (SELECT 1 FROM leases AS t
                             WHERE t.slot_id = s.id AND t.amount = %(amount)s
                               AND t.taint_until > %(now)s)
@@ -136,6 +141,7 @@ WITH picked AS (
         SELECT s.id, s.path
           FROM slots AS s
          WHERE s.live_lease_id IS NULL AND s.active AND %(allow_same_amount_tainted)s
+           AND (s.last_released_at IS NULL OR s.last_released_at <= %(now)s)
          ORDER BY s.last_released_at NULLS FIRST, s.id
          LIMIT 1
            FOR NO KEY UPDATE SKIP LOCKED
