@@ -91,7 +91,7 @@ class PostgresStore:
         max_size: int = 10,
         connect_timeout: float = 5.0,
         timeout: float = 10.0,
-        reconnect_timeout: float = 300.0,
+        reconnect_timeout: float | None = None,
         name: str | None = None,
     ) -> None:
         if not 0 <= min_size <= max_size or max_size < 1:
@@ -129,7 +129,10 @@ class PostgresStore:
             min_size=min_size,
             max_size=max_size,
             timeout=timeout,
-            reconnect_timeout=reconnect_timeout,
+            # The pool retries a failed connection with growing pauses, and while it waits no
+            # new attempt starts: a short horizon keeps the pause after an outage short (the
+            # next request then starts a fresh attempt at once).
+            reconnect_timeout=timeout if reconnect_timeout is None else reconnect_timeout,
             kwargs=connect_args,
             configure=self._configure,
             name=name or "callbackpool",
