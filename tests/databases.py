@@ -41,9 +41,10 @@ def random_name(prefix: str) -> str:
 class TestDatabases:
     """Clones of a migrated template on the test server, created on demand.
 
-    Cloning takes a few hundred milliseconds on a busy server (it writes and flushes the
-    whole template), so a worker thread keeps a couple of clones ready and drops used ones
-    while the tests run.
+    Cloning takes a few hundred milliseconds, and dropping a database waits for a server
+    checkpoint (a second or more on a busy shared server). So a worker thread keeps a couple
+    of clones ready, and drops used databases only while no clone is wanted: a test never
+    waits behind a drop.
     """
 
     __test__ = False  # not a test class, whatever its name
@@ -55,7 +56,10 @@ class TestDatabases:
         self._template: str | None = None
         self._ready_count = ready
         self._ready: queue.Queue[str | BaseException] = queue.Queue()
-        self._to_drop: queue.Queue[str | None] = queue.Queue()
+        self._work_to_do = threading.Condition()
+        self._clones_wanted = 0
+        self._doomed: list[str] = []
+        self._stopping = False
         self._worker: threading.Thread | None = None
         self.created: list[str] = []
 
@@ -99,30 +103,47 @@ class TestDatabases:
                 target=self._work, args=(template,), name="test-databases", daemon=True
             )
             self._worker.start()
-            for _ in range(self._ready_count):
-                self._to_drop.put("")  # "" asks for one more clone
-        made = self._ready.get(timeout=60)
+            self._ask(clones=self._ready_count)
+        made = self._ready.get(timeout=120)
         if isinstance(made, BaseException):
             raise made
         self.created.append(made)
-        self._to_drop.put("")
+        self._ask(clones=1)
         return self.url(made)
 
+    def _ask(self, *, clones: int = 0, drop: str | None = None) -> None:
+        with self._work_to_do:
+            self._clones_wanted += clones
+            if drop is not None:
+                self._doomed.append(drop)
+            self._work_to_do.notify()
+
     def _work(self, template: str) -> None:
-        """Clones ahead on request (""), drops used databases, stops on None."""
+        """Clones first, drops when no clone is wanted; at the stop, the drops left."""
         with self._connect() as conn:
-            while (name := self._to_drop.get()) is not None:
-                try:
-                    if name:
-                        self._drop(conn, name)
+            while True:
+                with self._work_to_do:
+                    self._work_to_do.wait_for(
+                        lambda: self._clones_wanted > 0 or bool(self._doomed) or self._stopping
+                    )
+                    if self._clones_wanted > 0 and not self._stopping:
+                        self._clones_wanted -= 1
+                        doomed = None
+                    elif self._doomed:
+                        doomed = self._doomed.pop()
                     else:
-                        clone = random_name("cbp_test")
-                        conn.execute(
-                            sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
-                                sql.Identifier(clone), sql.Identifier(template)
-                            )
+                        return
+                try:
+                    if doomed is not None:
+                        self._drop(conn, doomed)
+                        continue
+                    clone = random_name("cbp_test")
+                    conn.execute(
+                        sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+                            sql.Identifier(clone), sql.Identifier(template)
                         )
-                        self._ready.put(clone)
+                    )
+                    self._ready.put(clone)
                 except psycopg.Error as exc:
                     self._ready.put(exc)
 
@@ -153,7 +174,7 @@ class TestDatabases:
         while self.created:
             name = self.created.pop()
             if self._worker is not None:
-                self._to_drop.put(name)
+                self._ask(drop=name)
             else:
                 self._drop(self.admin(), name)
 
@@ -170,8 +191,10 @@ class TestDatabases:
             return
         self.drop_created()
         if self._worker is not None:
-            self._to_drop.put(None)
-            self._worker.join(timeout=120)
+            with self._work_to_do:
+                self._stopping = True
+                self._work_to_do.notify()
+            self._worker.join(timeout=300)
             self._worker = None
         while not self._ready.empty():
             leftover = self._ready.get()

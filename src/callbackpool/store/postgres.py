@@ -329,10 +329,14 @@ class PostgresTx:
 
     # --- leases --------------------------------------------------------------------------
 
-    def expire_due_leases(self, taint_window: timedelta) -> list[Lease]:
-        return [
-            _lease(row) for row in self._all("expire_due_leases", now=self.now, window=taint_window)
-        ]
+    def expire_due_leases(self, taint_window: timedelta, slot_id: int | None = None) -> list[Lease]:
+        if slot_id is None:
+            rows = self._all("expire_due_leases", now=self.now, window=taint_window)
+        else:
+            rows = self._all(
+                "expire_due_lease_on_slot", now=self.now, window=taint_window, slot_id=slot_id
+            )
+        return [_lease(row) for row in rows]
 
     def acquire_slot(
         self, *, token: str, amount: int, expires_at: datetime, allow_same_amount_tainted: bool

@@ -103,6 +103,33 @@ WITH due AS (
 )
 SELECT * FROM ended ORDER BY id;
 
+-- name: expire_due_lease_on_slot
+-- The caller is about to act on this slot's lease and payment (a cancel, a release, a look
+-- at a payment past its expiry): it waits for its turn on the slot, so that what it reads
+-- next is what a callback or a sweeper holding the slot committed. Then the slot's live
+-- lease is ended if it is due.
+WITH slot AS (
+    SELECT s.id, s.live_lease_id, s.lease_expires_at
+      FROM slots AS s
+     WHERE s.id = %(slot_id)s
+       FOR NO KEY UPDATE
+), ended AS (
+    UPDATE leases AS l
+       SET ended_at = l.expires_at, end_reason = 'expired',
+           taint_until = l.expires_at + %(window)s
+      FROM slot
+     WHERE l.id = slot.live_lease_id AND slot.lease_expires_at <= %(now)s
+       AND l.ended_at IS NULL
+    RETURNING l.*
+), freed AS (
+    UPDATE slots AS s
+       SET live_lease_id = NULL, lease_expires_at = NULL, last_released_at = ended.ended_at,
+           tainted_until = greatest(s.tainted_until, ended.taint_until)
+      FROM ended
+     WHERE s.id = ended.slot_id AND s.live_lease_id = ended.id
+)
+SELECT * FROM ended;
+
 -- name: acquire_slot
 -- One statement: pick and lock the best free slot (DESIGN.md §4), lease it, occupy it.
 -- Each tier walks slots_free_lru in least-recently-released order and stops at the first
