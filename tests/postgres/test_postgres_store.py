@@ -21,12 +21,13 @@ from callbackpool.clock import FakeClock
 from callbackpool.domain.errors import (
     ConfigurationError,
     MigrationError,
+    PaymentNotPending,
     StoreError,
     StoreUnavailable,
 )
 from callbackpool.domain.model import LeaseEnd, Payment, PaymentStatus, StatusChange
 from callbackpool.pool import CallbackPool
-from callbackpool.ports import NewCallback
+from callbackpool.ports import NewCallback, PaymentChange
 from callbackpool.store import open_store
 from callbackpool.store import postgres as postgres_module
 from callbackpool.store.postgres import PostgresStore
@@ -274,6 +275,36 @@ def test_callbacks_on_one_slot_take_turns(database: str, open_store: OpenStore) 
             assert other.slot_by_path(PATHS[1]) is not None
     thread.join(5)
     assert result == ["done"]
+
+
+def test_a_cancel_waits_for_a_callback_on_its_slot_and_sees_what_it_did(
+    database: str, open_store: OpenStore
+) -> None:
+    store = open_store(database)
+    pool = pool_over(store)
+    checkout = pool.create_payment(amount=1000)
+    # A callback's transaction on the payment's slot, paused after it completed the payment.
+    with store.transaction() as callback:
+        slot = callback.slot_by_path(checkout.lease.path)
+        assert slot is not None
+        change = PaymentChange(status=PaymentStatus.COMPLETED, pn_ref="804322218")
+        assert callback.update_payment(checkout.payment.token, PaymentStatus.PENDING, change)
+        assert callback.end_lease(checkout.lease.id, LeaseEnd.CALLBACK, None) is not None
+
+        def cancel() -> BaseException | None:
+            try:
+                pool.cancel_payment(checkout.payment.token)
+            except PaymentNotPending as exc:
+                return exc
+            return None
+
+        thread, result = in_thread(cancel)
+        thread.join(0.5)
+        assert thread.is_alive()  # the cancel waits for the slot
+    thread.join(5)
+    assert isinstance(result[0], PaymentNotPending)
+    assert result[0].status == "completed"
+    assert pool.get_payment(checkout.payment.token).status is PaymentStatus.COMPLETED
 
 
 def stored_callback(store: PostgresStore) -> int:
