@@ -432,6 +432,25 @@ def test_what_the_database_refuses_is_a_store_error(database: str, open_store: O
         assert len(tx.payments()) == 1
 
 
+def test_a_transaction_whose_failure_was_caught_inside_it_does_not_commit(
+    database: str, open_store: OpenStore
+) -> None:
+    store = open_store(database)
+    with store.transaction() as tx:
+        tx.insert_payment(payment("first", tx.now))
+
+    def swallow_a_failure() -> None:
+        with store.transaction() as tx:
+            tx.insert_payment(payment("second", tx.now))
+            with contextlib.suppress(StoreError):
+                tx.insert_payment(payment("first", tx.now))  # refused: the token is taken
+
+    with pytest.raises(StoreError, match="nothing was written"):
+        swallow_a_failure()
+    with store.read() as tx:
+        assert [p.token for p in tx.payments()] == ["first"]
+
+
 # --- migrations -------------------------------------------------------------------------------
 
 

@@ -23,6 +23,7 @@ from typing import Any
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
+from psycopg.pq import TransactionStatus
 from psycopg.rows import DictRow, dict_row
 from psycopg_pool import ConnectionPool
 
@@ -186,6 +187,11 @@ class PostgresStore:
             except BaseException:
                 _rollback_quietly(conn)
                 raise
+            if conn.info.transaction_status == TransactionStatus.INERROR:
+                # A statement failed and its error was caught inside the transaction: the
+                # server would answer COMMIT with a silent rollback. Say so instead.
+                _rollback_quietly(conn)
+                raise StoreError("a statement of the transaction failed: nothing was written")
             try:
                 conn.execute(_Q["commit"])
             except psycopg.Error as exc:
