@@ -484,6 +484,24 @@ def test_instances_starting_together_apply_each_migration_once(open_store: OpenS
     )
 
 
+def test_an_instance_waits_for_another_ones_migration_past_the_request_timeout(
+    open_store: OpenStore,
+) -> None:
+    from ..conftest import DATABASES
+
+    empty = DATABASES.create_empty()
+    with psycopg.connect(empty) as other:
+        # Another instance in the middle of migrating: it holds the migration lock.
+        other.execute(postgres_module._Q["migration_lock"])
+        store = open_store(empty, timeout=0.5)
+        thread, result = in_thread(store.migrate)
+        thread.join(1.5)
+        assert thread.is_alive()  # still waiting, three times the request timeout later
+        other.rollback()
+    thread.join(10)
+    assert result == [["0001_initial"]]
+
+
 def test_a_failing_migration_applies_nothing(
     open_store: OpenStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:

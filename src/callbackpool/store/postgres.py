@@ -262,6 +262,7 @@ class PostgresTx:
     # --- migrations (the store's own use) --------------------------------------------------
 
     def lock_migrations(self) -> None:
+        self._run("migration_timeouts")
         self._run("migration_lock")
         self._run("create_migrations_table")
 

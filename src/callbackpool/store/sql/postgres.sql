@@ -32,6 +32,12 @@ COMMIT;
 -- name: rollback
 ROLLBACK;
 
+-- name: migration_timeouts
+-- A migration may take longer than a request, and so may waiting for another instance's:
+-- five minutes for this transaction instead of the session's request timeout.
+SELECT set_config('statement_timeout', '300000', true),
+       set_config('lock_timeout', '300000', true);
+
 -- name: migration_lock
 -- One migrator at a time (instances starting together); released at commit.
 SELECT pg_advisory_xact_lock(7248517301246590651);
