@@ -56,6 +56,9 @@ StatusHook = Callable[[StatusChange], None]
 
 TOKEN_BYTES = 24  # 192 bits from the operating system's CSPRNG
 MAX_QUANTITY = 10_000
+# The largest amount any payment may have, configured maximum or not: the largest integer a
+# JSON client in JavaScript holds exactly (and far inside what every store's integers hold).
+AMOUNT_CEILING = 2**53 - 1
 MAX_CUSTOMER_BYTES = 16_384
 UNRESOLVED_GRACE = timedelta(seconds=30)
 
@@ -273,6 +276,8 @@ class CallbackPool:
             raise InvalidPayment("amount", "must be greater than zero")
         if self.policy.max_amount is not None and total > self.policy.max_amount:
             raise InvalidPayment("amount", f"must not exceed {self.policy.max_amount}")
+        if total > AMOUNT_CEILING:
+            raise InvalidPayment("amount", f"must not exceed {AMOUNT_CEILING}")
         return line_items, total, currency
 
     def _form(self, lease: Lease, items: Sequence[LineItem]) -> FormConfig:
