@@ -40,6 +40,29 @@ def store(request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock) -> I
     store.close()
 
 
+StoreFactory = Callable[[], Store]
+
+
+@pytest.fixture(params=STORE_KINDS)
+def store_factory(
+    request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock
+) -> Iterator[StoreFactory]:
+    """Makes fresh, migrated stores of one kind (for tests that need many, e.g. hypothesis)."""
+    made: list[Store] = []
+
+    def fresh() -> Store:
+        folder = tmp_path / f"store-{len(made)}"
+        folder.mkdir()
+        store = make_store(request.param, folder, clock)
+        store.migrate()
+        made.append(store)
+        return store
+
+    yield fresh
+    for store in made:
+        store.close()
+
+
 PoolFactory = Callable[..., CallbackPool]
 
 
