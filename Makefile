@@ -35,6 +35,10 @@ unit: install
 
 test: lint types unit
 
+# The whole flow on this machine: the sandbox gateway, an SQLite file, a fresh admin token.
+demo: install
+	$(BIN)/callbackpool demo $(DEMO_ARGS)
+
 bench: install
 	$(BIN)/python bench/lease_cycle.py
 

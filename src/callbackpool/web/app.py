@@ -76,6 +76,13 @@ def create_app(
         app.include_router(sandbox.router)
     app.add_api_route("/healthz", healthz, methods=["GET"], tags=["operations"])
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    # Where people start (the demo prints these; the operator dashboard adds itself here).
+    app.state.links = {
+        "checkout": "/checkout",
+        "api": payments.PREFIX,
+        "docs": "/api/docs",
+        "pool-stats": f"{payments.PREFIX}/pool-stats",
+    }
     return app
 
 
