@@ -1,42 +1,222 @@
-"""The command line: ``callbackpool [--config PATH] [--database URL] COMMAND``.
+"""The command line: ``callbackpool [--config PATH] [--database URL] COMMAND``: the
+operator's commands, and ``serve`` and ``demo`` that run the service.
 
-This holds the service's commands, ``serve`` and ``demo``; the operator's commands sit
-beside them under the same global options.
+One Typer app, one function a command. What every command shares lives in one place each:
+the global options and what they resolve to (``CliState``), ``--json`` (``JsonFlag`` and
+``_emit``), and the translation of every error into one line on stderr and an exit code
+(``_Group.main``): 0 done, 1 an operational failure (nothing to release, the database is
+unavailable or not initialised), 2 bad usage or configuration. Never a traceback.
+
+Tokens are printed in full on stdout: the operator needs them to find a payment, as the
+guide's status showed them. The log lines on stderr carry only their first characters.
 """
 
 from __future__ import annotations
 
+import json
+import logging
+import re
 import sys
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+from typer.core import TyperGroup
 
+from . import views
+from .clock import Clock
+from .compose import build_pool
 from .config import Settings, load_settings
-from .domain.errors import CallbackPoolError, ConfigurationError
+from .domain.errors import (
+    CallbackPoolError,
+    ConfigurationError,
+    NothingToRelease,
+    UnknownSlot,
+)
+from .domain.model import Lease, Payment
+from .domain.money import format_amount
+from .pool import CallbackPool, PoolStatus, SweepReport
+from .ports import SlotSync, Store, UsageRow
+from .store import DEFAULT_DATABASE_URL, open_store
+
+log = logging.getLogger("callbackpool.cli")
 
 CONFIG_ENV = "CALLBACKPOOL_CONFIG"
 DATABASE_ENV = "CALLBACKPOOL_DATABASE_URL"
 DEFAULT_CONFIG = Path("paygistix-forms.json")
+
 FAILURE = 1
 USAGE = 2
 
 
+class CliError(Exception):
+    """A failure the command line itself finds, with the exit code it ends in."""
+
+    def __init__(self, message: str, exit_code: int = FAILURE) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+# --- running the app: one line per error, an exit code, log lines on stderr -------------------
+
+
+class _Group(TyperGroup):
+    """The root command. It runs the app and turns every error into ``error: …`` on stderr
+    and an exit code, for the installed executable and ``CliRunner`` alike."""
+
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        windows_expand_args: bool = True,
+        **extra: Any,
+    ) -> Any:
+        with _logging_to_stderr():
+            try:
+                result = super().main(
+                    args,
+                    prog_name,
+                    complete_var,
+                    standalone_mode=False,
+                    windows_expand_args=windows_expand_args,
+                    **extra,
+                )
+                code = result if isinstance(result, int) else 0
+            except typer.TyperException as exc:  # bad usage: Typer's (vendored Click's) errors
+                if type(exc).__name__ == "NoArgsIsHelpError":  # a bare command group: its help
+                    typer.echo(exc.format_message(), err=True)
+                    code = exc.exit_code
+                else:
+                    code = _fail(_usage_message(exc), exc.exit_code)
+            except typer.Abort:
+                code = _fail("aborted", FAILURE)
+            except CliError as exc:
+                code = _fail(str(exc), exc.exit_code)
+            except ConfigurationError as exc:
+                # The file itself (missing, not JSON) is named by the message, not a key.
+                code = _fail(exc.problem if exc.key == "config" else exc.message, USAGE)
+            except UnknownSlot as exc:
+                code = _fail(exc.message, USAGE)
+            except CallbackPoolError as exc:
+                code = _fail(exc.message, FAILURE)
+            except Exception as exc:
+                log.debug("traceback of the unexpected error", exc_info=True)
+                code = _fail(
+                    f"unexpected {type(exc).__name__}: {exc} (--verbose shows the traceback)",
+                    FAILURE,
+                )
+        if standalone_mode:
+            sys.exit(code)
+        return code
+
+
+def _fail(message: str, exit_code: int) -> int:
+    typer.echo(f"error: {message}", err=True)
+    return exit_code
+
+
+def _usage_message(exc: typer.TyperException) -> str:
+    message = exc.format_message().rstrip(".")
+    message = message[:1].lower() + message[1:]
+    ctx = getattr(exc, "ctx", None)  # usage errors know the command they are about
+    return f"{message} (see '{ctx.command_path} --help')" if ctx is not None else message
+
+
+class _StderrHandler(logging.Handler):
+    """``warning: …`` lines on whatever stderr is at the time (CliRunner swaps it)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = f"{record.levelname.lower()}: {record.getMessage()}"
+        if record.exc_info:
+            text += "\n" + logging.Formatter().formatException(record.exc_info)
+        typer.echo(text, err=True)
+
+
+@contextmanager
+def _logging_to_stderr() -> Iterator[None]:
+    """The package's warnings (an unknown configuration key, a deactivated path) on stderr
+    for the length of one run; ``--verbose`` lowers the level to show the pool's log."""
+    logger = logging.getLogger("callbackpool")
+    handler = _StderrHandler()
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
+# --- the global options ------------------------------------------------------------------------
+
+
 @dataclass
 class CliState:
+    """What the global options resolve to. Tests pass one as ``obj`` to set the clock."""
+
     config: Path | None = None
     database: str | None = None
+    clock: Clock | None = None
+    stores: list[Store] = field(default_factory=list)
+
+    def config_path(self) -> Path:
+        if self.config is not None:
+            return self.config
+        if DEFAULT_CONFIG.is_file():
+            return DEFAULT_CONFIG
+        raise CliError(
+            f"no configuration: pass --config PATH, set {CONFIG_ENV}, "
+            f"or run where {DEFAULT_CONFIG} is",
+            USAGE,
+        )
 
     def settings(self) -> Settings:
-        path = self.config
-        if path is None and DEFAULT_CONFIG.is_file():
-            path = DEFAULT_CONFIG
-        if path is None:
-            raise ConfigurationError(
-                "config", f"pass --config PATH, set {CONFIG_ENV}, or run where {DEFAULT_CONFIG} is"
+        return load_settings(self.config_path(), overrides={"database_url": self.database})
+
+    def database_url(self) -> str:
+        """--database, else the configuration's ``databaseUrl`` if there is a configuration,
+        else the default: what ``migrate`` works on without needing a configuration."""
+        if self.database is not None:
+            return self.database
+        if self.config is not None or DEFAULT_CONFIG.is_file():
+            return self.settings().database_url
+        return DEFAULT_DATABASE_URL
+
+    def open_store(self, url: str) -> Store:
+        store = open_store(url, clock=self.clock)
+        self.stores.append(store)
+        return store
+
+    def pool(self) -> CallbackPool:
+        """The pool over an initialised database, with its slots as the database has them:
+        only ``init`` loads the configured paths, so that looking at the pool with another
+        configuration file never deactivates the paths a running service leases."""
+        settings = self.settings()
+        store = self.open_store(settings.database_url)
+        pending = store.pending_migrations()
+        if pending:
+            names = ", ".join(name for name, _ in pending)
+            raise CliError(
+                f"the database is not initialised or not up to date (pending: {names}): "
+                "run 'callbackpool init'"
             )
-        return load_settings(path, overrides={"database_url": self.database})
+        return build_pool(settings, store=store, migrate=False, sync_slots=False)
+
+    def close(self) -> None:
+        for store in self.stores:
+            store.close()
+        self.stores.clear()
+
+
+def _state(ctx: typer.Context) -> CliState:
+    return ctx.ensure_object(CliState)
 
 
 ConfigOption = Annotated[
@@ -56,10 +236,283 @@ DatabaseOption = Annotated[
         "--database",
         envvar=DATABASE_ENV,
         metavar="URL",
-        help="The database, e.g. sqlite:///callbackpool.db. Default: the configuration's "
-        "databaseUrl.",
+        help=f"The database, e.g. sqlite:///callbackpool.db. Default: the configuration's "
+        f"databaseUrl, else {DEFAULT_DATABASE_URL}.",
     ),
 ]
+VerboseFlag = Annotated[
+    bool,
+    typer.Option("--verbose", "-v", help="Show the pool's log and the traceback of a bug."),
+]
+JsonFlag = Annotated[
+    bool, typer.Option("--json", help="Print one JSON document on stdout instead of text.")
+]
+
+app = typer.Typer(
+    cls=_Group,
+    name="callbackpool",
+    help="Lease pre-registered callback URLs to pending payments: the operator's commands.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+reports_app = typer.Typer(
+    help="The guide's debug queries.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
+app.add_typer(reports_app, name="reports")
+
+
+@app.callback()
+def _global_options(
+    ctx: typer.Context,
+    config: ConfigOption = None,
+    database: DatabaseOption = None,
+    verbose: VerboseFlag = False,
+) -> None:
+    state = _state(ctx)
+    state.config = config
+    state.database = database
+    ctx.call_on_close(state.close)
+    if verbose:
+        logging.getLogger("callbackpool").setLevel(logging.DEBUG)
+
+
+def main() -> None:
+    """The ``callbackpool`` executable."""
+    app()
+
+
+def _emit(as_json: bool, document: views.JsonObject, lines: Iterable[str]) -> None:
+    """The JSON document, or the text lines (a generator, so only what is shown is built)."""
+    if as_json:
+        typer.echo(json.dumps(document, indent=2))
+    else:
+        for line in lines:
+            typer.echo(line)
+
+
+# --- commands ----------------------------------------------------------------------------------
+
+
+@app.command()
+def init(ctx: typer.Context, as_json: JsonFlag = False) -> None:
+    """Set up the database and the callback paths.
+
+    Applies the pending migrations and loads the configured callback paths: paths no longer
+    in the configuration are deactivated, never deleted (their history stays)."""
+    state = _state(ctx)
+    settings = state.settings()
+    store = state.open_store(settings.database_url)
+    applied = store.migrate()
+    pool = build_pool(settings, store=store, migrate=False, sync_slots=False)
+    sync = pool.sync_slots()
+    active = pool.status().total
+    document = {"migrations": applied, **views.sync_json(sync), "active": active}
+    _emit(as_json, document, _init_lines(applied, sync, active))
+
+
+@app.command()
+def migrate(
+    ctx: typer.Context,
+    dry_run: Annotated[
+        bool,
+        typer.Option("--dry-run", help="Print the SQL of each pending migration; change nothing."),
+    ] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Apply the pending database migrations."""
+    state = _state(ctx)
+    store = state.open_store(state.database_url())
+    pending = store.pending_migrations() if dry_run else []
+    applied = [] if dry_run else store.migrate()
+    document = {
+        "dryRun": dry_run,
+        "applied": applied,
+        "pending": [{"name": name, "sql": sql} for name, sql in pending],
+    }
+    _emit(as_json, document, _migrate_lines(dry_run, applied, pending))
+
+
+@app.command()
+def status(ctx: typer.Context, as_json: JsonFlag = False) -> None:
+    """Show the pool: totals and a row per slot.
+
+    Each row: the slot's state, the lease and payment token holding it, since and until
+    when, how often it was used and released, and its taints."""
+    pool_status = _state(ctx).pool().status()
+    _emit(as_json, views.status_json(pool_status), _status_lines(pool_status))
+
+
+@app.command()
+def cleanup(
+    ctx: typer.Context,
+    release_all: Annotated[
+        bool,
+        typer.Option(
+            "--all",
+            help="Also release every live lease (the guide's manual cleanup): their payments "
+            "become expired and their slots tainted. Asks first unless --yes.",
+        ),
+    ] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask before --all.")] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """End expired leases (with --all: every lease).
+
+    Does what the service's sweeper does: ends the leases past their expiry (their payments
+    become expired), forgets stale taints, resolves stored returns left unresolved."""
+    ask = release_all and not yes
+    if ask and not _interactive():
+        raise CliError(
+            "cleanup --all releases every live lease: confirm with --yes "
+            "(there is no terminal to ask on)",
+            USAGE,
+        )
+    pool = _state(ctx).pool()
+    if ask:
+        _confirm_release_all(pool)
+    report = pool.sweep()
+    released = pool.release_all() if release_all else []
+    document = {**views.sweep_json(report), "released": [views.lease_json(x) for x in released]}
+    _emit(as_json, document, _cleanup_lines(report, released, pool.policy.late_callback_window))
+
+
+def _confirm_release_all(pool: CallbackPool) -> None:
+    live = sum(1 for slot in pool.status().slots if slot.lease is not None)
+    if live and not typer.confirm(
+        f"Release all {live} live leases? Their payments become expired, their slots tainted.",
+        err=True,
+    ):
+        raise CliError("nothing released")
+
+
+def _interactive() -> bool:
+    return sys.stdin is not None and sys.stdin.isatty()
+
+
+@app.command()
+def release(
+    ctx: typer.Context,
+    path: Annotated[
+        str | None,
+        typer.Option(
+            "--path",
+            help="The slot's callback path, in full or by its last segment (handler-3).",
+        ),
+    ] = None,
+    token: Annotated[
+        str | None, typer.Option("--token", help="The token of the payment holding the lease.")
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """End one live lease by hand.
+
+    Its payment, if still pending, becomes expired; the slot stays tainted for the
+    late-callback window, in case the customer still pays."""
+    if (path is None) == (token is None):
+        raise CliError("name exactly one of --path and --token", USAGE)
+    pool = _state(ctx).pool()
+    try:
+        if path is not None:
+            path = _resolve_path(pool, path)
+            lease = pool.release(path=path)
+        else:
+            lease = pool.release(token=token)
+    except NothingToRelease:
+        # The token is a secret: the message does not repeat it.
+        where = f"on {path}" if path is not None else "for that payment token"
+        raise NothingToRelease(f"no live lease {where}") from None
+    document = {"released": views.lease_json(lease)}
+    _emit(as_json, document, _released_lines([lease], pool.policy.late_callback_window))
+
+
+def _resolve_path(pool: CallbackPool, name: str) -> str:
+    """A slot's full path from its full path or its last segment."""
+    paths = [slot.path for slot in pool.status().slots]
+    matches = [p for p in paths if p == name or (not name.startswith("/") and _leaf(p) == name)]
+    if len(matches) == 1:
+        return matches[0]
+    if not matches:
+        raise UnknownSlot(f"no callback path {name!r} in the pool")
+    raise CliError(f"{name!r} names several paths ({', '.join(matches)}): give it in full", USAGE)
+
+
+def _leaf(path: str) -> str:
+    return path.rstrip("/").rsplit("/", 1)[-1]
+
+
+@reports_app.command("stuck")
+def stuck_report(ctx: typer.Context, as_json: JsonFlag = False) -> None:
+    """Leases past their expiry, not yet ended.
+
+    The guide's "stuck forms". Any at all means nothing is sweeping: run the service, or
+    cleanup."""
+    pool = _state(ctx).pool()
+    leases = pool.stuck_leases()
+    now = _now(pool)
+    document = {"at": views.iso(now), "leases": [views.lease_json(lease) for lease in leases]}
+    _emit(as_json, document, _stuck_lines(leases, now))
+
+
+def parse_duration(text: str) -> timedelta:
+    """``90s``, ``30m``, ``2h``, ``1d``, or several at once: ``1h30m``."""
+    parts = _DURATION_PART.findall(text.strip())
+    if not parts or "".join(n + u for n, u in parts) != text.strip():
+        raise typer.BadParameter(f"{text!r} is not a duration such as 90s, 30m, 2h or 1h30m")
+    return sum((timedelta(seconds=float(n) * _UNIT_SECONDS[u]) for n, u in parts), timedelta())
+
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+@reports_app.command("orphans")
+def orphans_report(
+    ctx: typer.Context,
+    older_than: Annotated[
+        timedelta | None,
+        typer.Option(
+            "--older-than",
+            parser=parse_duration,
+            metavar="DURATION",
+            help="How long a payment must have been pending: 90s, 30m, 2h, 1h30m. "
+            "Default: three lock timeouts (30m with the default lockTimeoutMinutes).",
+        ),
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Payments pending long after they should end.
+
+    The guide's "orphaned payment tokens": a sign that nothing is sweeping."""
+    pool = _state(ctx).pool()
+    age = older_than if older_than is not None else 3 * pool.policy.lock_timeout
+    payments = pool.orphaned_payments(age)
+    now = _now(pool)
+    document = {
+        "at": views.iso(now),
+        "olderThanSeconds": age.total_seconds(),
+        "payments": [views.payment_json(p) for p in payments],
+    }
+    _emit(as_json, document, _orphan_lines(payments, age, now))
+
+
+@reports_app.command("usage")
+def usage_report(ctx: typer.Context, as_json: JsonFlag = False) -> None:
+    """Leases per slot and how they ended.
+
+    The guide's "usage distribution", with how many leases ended by a callback and how many
+    expired: a slot whose leases keep expiring is a path the gateway may not know."""
+    pool = _state(ctx).pool()
+    rows = pool.usage()
+    document = views.usage_json(rows)
+    _emit(as_json, document, _usage_lines(rows, document["averageUsage"], _now(pool)))
+
+
+# --- the service -------------------------------------------------------------------------------
+
 HostOption = Annotated[
     str, typer.Option("--host", envvar="CALLBACKPOOL_HOST", help="The address to listen on.")
 ]
@@ -67,22 +520,6 @@ PortOption = Annotated[
     int,
     typer.Option("--port", envvar="CALLBACKPOOL_PORT", min=1, max=65535, help="The port."),
 ]
-
-app = typer.Typer(
-    name="callbackpool",
-    help="Lease pre-registered callback URLs to pending payments.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    rich_markup_mode=None,
-)
-
-
-@app.callback()
-def _global_options(
-    ctx: typer.Context, config: ConfigOption = None, database: DatabaseOption = None
-) -> None:
-    ctx.obj = CliState(config=config, database=database)
 
 
 @app.command()
@@ -94,11 +531,15 @@ def serve(
         bool, typer.Option("--access-log", help="Log every request (uvicorn's access log).")
     ] = False,
 ) -> None:
-    """Serve the HTTP API, the callback routes and the pages (uvicorn, one process)."""
-    from .web.server import serve as run_server
+    """Serve the HTTP API, the callback routes and the pages (uvicorn, one process).
 
-    settings = ctx.ensure_object(CliState).settings()
-    run_server(settings, host=host, port=port, access_log=access_log)
+    The database is brought up to date and the configured paths loaded at start; the
+    sweeper runs every sweepIntervalSeconds. Ctrl-C (or SIGTERM) stops it cleanly."""
+    from .web.server import serve as serve_http
+
+    settings = _state(ctx).settings()
+    with _service_logging():
+        serve_http(settings, host=host, port=port, access_log=access_log)
 
 
 @app.command()
@@ -109,20 +550,239 @@ def demo(
         str, typer.Option("--database", metavar="URL", help="The demo's database.")
     ] = "sqlite:///callbackpool-demo.db",
 ) -> None:
-    """Run the whole flow on this machine: the example configuration, an SQLite file, the
-    sandbox gateway and a fresh admin token. Prints where to start."""
-    from .web.server import demo as run_demo
+    """The whole flow on this machine: the example configuration, an SQLite file, the
+    sandbox gateway standing in for Paygistix and a fresh admin token. Prints where to
+    start: the checkout, the dashboard, the API and the token."""
+    from .web.server import demo as serve_demo
 
-    run_demo(host=host, port=port, database_url=database, echo=typer.echo)
+    with _service_logging():
+        serve_demo(host=host, port=port, database_url=database, echo=typer.echo)
 
 
-def main() -> None:
-    """The ``callbackpool`` executable: errors are one line on stderr, never a traceback."""
+@contextmanager
+def _service_logging() -> Iterator[None]:
+    """A running service logs what it does (INFO, or DEBUG with --verbose), with times,
+    instead of the one-shot commands' bare warning lines."""
+    logger = logging.getLogger("callbackpool")
+    handlers, level, propagate = logger.handlers[:], logger.level, logger.propagate
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logger.handlers = [handler]
+    logger.setLevel(min(logger.getEffectiveLevel(), logging.INFO))
+    logger.propagate = False
     try:
-        app()
-    except ConfigurationError as exc:
-        typer.echo(f"error: {exc.problem if exc.key == 'config' else exc.message}", err=True)
-        sys.exit(USAGE)
-    except CallbackPoolError as exc:
-        typer.echo(f"error: {exc.message}", err=True)
-        sys.exit(FAILURE)
+        yield
+    finally:
+        logger.handlers, logger.propagate = handlers, propagate
+        logger.setLevel(level)
+
+
+def _now(pool: CallbackPool) -> datetime:
+    """The store's time: the one the pool decides expiry by."""
+    with pool.store.read() as tx:
+        return tx.now
+
+
+# --- text output -------------------------------------------------------------------------------
+
+
+def _init_lines(applied: list[str], sync: SlotSync, active: int) -> Iterator[str]:
+    for name in applied:
+        yield f"applied migration {name}"
+    for label, paths in (
+        ("added", sync.added),
+        ("reactivated", sync.reactivated),
+        ("deactivated", sync.deactivated),
+    ):
+        for path in paths:
+            yield f"{label:<12} {path}"
+    if not (applied or sync.added or sync.reactivated or sync.deactivated):
+        yield "nothing to change"
+    yield f"{_count(active, 'callback path')} active"
+
+
+def _migrate_lines(
+    dry_run: bool, applied: list[str], pending: list[tuple[str, str]]
+) -> Iterator[str]:
+    if dry_run:
+        if not pending:
+            yield "-- no pending migrations"
+        for name, sql in pending:
+            yield f"-- migration {name} (pending)"
+            yield sql.rstrip()
+        return
+    for name in applied:
+        yield f"applied migration {name}"
+    if not applied:
+        yield "the database is up to date"
+
+
+def _status_lines(status: PoolStatus) -> Iterator[str]:
+    now = status.at
+    inactive = len(status.slots) - status.total
+    yield (
+        f"pool at {_clock_time(now)}: {status.total} slots, {status.available} available, "
+        f"{status.locked} locked, {status.stuck} stuck, {status.tainted} tainted, "
+        f"{inactive} inactive"
+    )
+    if not status.slots:
+        yield "no callback paths: run 'callbackpool init'"
+        return
+    prefix, labels = _path_labels([slot.path for slot in status.slots])
+    if prefix:
+        yield f"paths under {prefix}"
+    rows = []
+    for slot, label in zip(status.slots, labels, strict=True):
+        lease = slot.lease
+        state = views.slot_state(slot, now)
+        if lease is not None and not slot.active:
+            state += ", inactive"
+        rows.append(
+            [
+                label,
+                state,
+                str(lease.id) if lease else "-",
+                lease.token if lease else "-",
+                _ago(lease.acquired_at if lease else None, now),
+                _ago(lease.expires_at if lease else None, now),
+                str(slot.usage_count),
+                _ago(slot.last_acquired_at, now),
+                _ago(slot.last_released_at, now),
+                str(slot.taints),
+            ]
+        )
+    headers = ["PATH", "STATE", "LEASE", "TOKEN", "LOCKED", "EXPIRES"]
+    headers += ["USAGE", "LAST USED", "LAST RELEASED", "TAINTS"]
+    yield from _table(headers, rows, right={2, 6, 9})
+
+
+def _cleanup_lines(
+    report: SweepReport, released: list[Lease], taint_window: timedelta
+) -> Iterator[str]:
+    yield (
+        f"ended {_count(report.expired, 'expired lease')}, "
+        f"dropped {_count(report.taints_dropped, 'stale taint')}, "
+        f"resolved {_count(report.callbacks_resolved, 'stored return')}"
+    )
+    yield from _released_lines(released, taint_window)
+
+
+def _released_lines(released: list[Lease], taint_window: timedelta) -> Iterator[str]:
+    for lease in released:
+        yield f"released lease {lease.id} on {lease.path} (payment {lease.token})"
+    if released:
+        yield (
+            f"the released slots stay tainted for {_span(taint_window)}, "
+            "in case a customer still pays"
+        )
+
+
+def _stuck_lines(leases: list[Lease], now: datetime) -> Iterator[str]:
+    if not leases:
+        yield "no stuck leases"
+        return
+    yield f"{_count(len(leases), 'lease')} past expiry and not ended: nothing is sweeping"
+    rows = [
+        [
+            lease.path,
+            str(lease.id),
+            lease.token,
+            _ago(lease.acquired_at, now),
+            _ago(lease.expires_at, now),
+        ]
+        for lease in leases
+    ]
+    yield from _table(["PATH", "LEASE", "TOKEN", "LOCKED", "EXPIRED"], rows, right={1})
+
+
+def _orphan_lines(payments: list[Payment], age: timedelta, now: datetime) -> Iterator[str]:
+    if not payments:
+        yield f"no payments pending for more than {_span(age)}"
+        return
+    yield f"{_count(len(payments), 'payment')} pending for more than {_span(age)}"
+    rows = [
+        [
+            payment.token,
+            f"{format_amount(payment.amount, payment.currency)} {payment.currency}",
+            _ago(payment.created_at, now),
+            _ago(payment.expires_at, now),
+            payment.callback_path or "-",
+        ]
+        for payment in payments
+    ]
+    yield from _table(["TOKEN", "AMOUNT", "CREATED", "EXPIRES", "PATH"], rows, right={1})
+
+
+def _usage_lines(rows: list[UsageRow], average: float, now: datetime) -> Iterator[str]:
+    if not rows:
+        yield "no callback paths: run 'callbackpool init'"
+        return
+    prefix, labels = _path_labels([row.path for row in rows])
+    if prefix:
+        yield f"paths under {prefix}"
+    table = [
+        [
+            label,
+            "yes" if row.active else "no",
+            str(row.usage_count),
+            str(row.callbacks),
+            str(row.expiries),
+            _ago(row.last_acquired_at, now),
+            _ago(row.last_released_at, now),
+        ]
+        for row, label in zip(rows, labels, strict=True)
+    ]
+    headers = ["PATH", "ACTIVE", "USAGE", "CALLBACKS", "EXPIRIES", "LAST USED", "LAST RELEASED"]
+    yield from _table(headers, table, right={2, 3, 4})
+    yield f"average usage: {average:.1f} leases per active slot"
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: set[int]) -> Iterator[str]:
+    """Aligned columns; the columns in ``right`` (numbers) aligned to the right."""
+    widths = [max(len(cell) for cell in column) for column in zip(headers, *rows, strict=True)]
+    for cells in (headers, *rows):
+        yield "  ".join(
+            cell.rjust(width) if index in right else cell.ljust(width)
+            for index, (cell, width) in enumerate(zip(cells, widths, strict=True))
+        ).rstrip()
+
+
+def _path_labels(paths: Sequence[str]) -> tuple[str, list[str]]:
+    """The folder all paths share (``/api/v1/payments/callback/``) and what follows it."""
+    shared = paths[0][: paths[0].rfind("/") + 1] if paths else ""
+    for path in paths:
+        while not path.startswith(shared):
+            shared = shared[: shared.rstrip("/").rfind("/") + 1]
+    if shared == "/":
+        return "", list(paths)
+    return shared, [path[len(shared) :] for path in paths]
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}{'' if number == 1 else 's'}"
+
+
+def _clock_time(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _ago(moment: datetime | None, now: datetime) -> str:
+    """``5m 10s ago``, ``in 9m 55s``, or ``-``."""
+    if moment is None:
+        return "-"
+    delta = now - moment
+    if delta >= timedelta(0):
+        return f"{_span(delta)} ago"
+    return f"in {_span(-delta)}"
+
+
+def _span(delta: timedelta) -> str:
+    """The two largest units of a duration: ``45s``, ``5m 10s``, ``2h 5m``, ``3d 4h``."""
+    seconds = int(delta.total_seconds())
+    days, seconds = divmod(seconds, 86400)
+    hours, seconds = divmod(seconds, 3600)
+    minutes, seconds = divmod(seconds, 60)
+    parts = [(days, "d"), (hours, "h"), (minutes, "m"), (seconds, "s")]
+    while len(parts) > 1 and parts[0][0] == 0:
+        parts.pop(0)
+    return " ".join(f"{n}{unit}" for n, unit in parts[:2] if n or unit == parts[0][1])

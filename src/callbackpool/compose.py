@@ -16,13 +16,20 @@ def build_pool(
     clock: Clock | None = None,
     on_status_change: StatusHook | None = None,
     migrate: bool = True,
+    sync_slots: bool = True,
 ) -> CallbackPool:
-    """Open the store the settings name, bring its schema up to date, load the paths."""
+    """Open the store the settings name, bring its schema up to date, load the paths.
+
+    ``sync_slots=False`` leaves the pool's slots as the database has them: for a tool that
+    only looks or tidies up, and must not deactivate the paths a running service leases
+    because it was handed another configuration file.
+    """
     store = store or open_store(settings.database_url, clock=clock)
     if migrate:
         store.migrate()
     pool = CallbackPool(
         store, settings.gateway(), settings.policy(), on_status_change=on_status_change
     )
-    pool.sync_slots()
+    if sync_slots:
+        pool.sync_slots()
     return pool

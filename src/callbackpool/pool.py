@@ -297,7 +297,10 @@ class CallbackPool:
         if payment is None:
             raise UnknownPayment()
         if payment.status is PaymentStatus.PENDING and _due(payment.expires_at, now):
-            self.expire_due()
+            with self._writing() as (tx, work):
+                lease = tx.live_lease_of_payment(token)
+                if lease is not None:
+                    self._expire_due(tx, work, lease.slot_id)
             return self.get_payment(token)
         return payment
 
@@ -305,7 +308,9 @@ class CallbackPool:
         """Cancel a pending payment: its lease ends and leaves a taint, for the customer may
         still be paying on the gateway's page. Raises UnknownPayment or PaymentNotPending."""
         with self._writing() as (tx, work):
-            self._expire_due(tx, work)
+            lease = tx.live_lease_of_payment(token)
+            if lease is not None:
+                self._expire_due(tx, work, lease.slot_id)  # a lease past expiry has ended
             payment = tx.get_payment(token)
             if payment is None:
                 raise UnknownPayment()
@@ -319,7 +324,7 @@ class CallbackPool:
                 cancelled = tx.get_payment(token)
                 assert cancelled is not None
                 return cancelled
-        # Raised after the transaction committed, so the expiries it made are kept.
+        # Raised after the transaction committed, so an expiry it made is kept.
         raise PaymentNotPending(current.value)
 
     # --- gateway returns -------------------------------------------------------------------
@@ -402,7 +407,8 @@ class CallbackPool:
         if holder is not None:
             return self._duplicate(tx, callback_id, parsed, fingerprint, holder)
 
-        self._expire_due(tx, work)
+        # A lease past its expiry has ended: its payment is a taint now, not the live lease.
+        self._expire_due(tx, work, slot.id)
         candidates = tx.candidates(slot.id)
         open_ambiguities = (
             tx.open_ambiguities(path, parsed.amount)
@@ -589,11 +595,17 @@ class CallbackPool:
             expired = self._expire_due(tx, work)
             dropped = tx.drop_stale_taints()
             leftovers = tx.unresolved_callbacks(tx.now - UNRESOLVED_GRACE)
+        resolved = 0
         for callback_id in leftovers:
-            self._resolve(callback_id)
-        return SweepReport(
-            expired=expired, taints_dropped=dropped, callbacks_resolved=len(leftovers)
-        )
+            try:
+                self._resolve(callback_id)
+            except Exception:
+                # It stays ``received``: shown to operators and tried again by the next sweep.
+                # One return that cannot be resolved must not hold back the others.
+                log.exception("callback %s could not be resolved", callback_ref(callback_id))
+            else:
+                resolved += 1
+        return SweepReport(expired=expired, taints_dropped=dropped, callbacks_resolved=resolved)
 
     def release(self, *, path: str | None = None, token: str | None = None) -> Lease:
         """End a live lease by hand (an operator's decision). It leaves a taint; its
@@ -601,14 +613,14 @@ class CallbackPool:
         if (path is None) == (token is None):
             raise ValueError("name either a path or a token")
         with self._writing() as (tx, work):
-            self._expire_due(tx, work)
             lease = (
                 tx.live_lease_on_path(path)
                 if path is not None
                 else tx.live_lease_of_payment(token or "")
             )
-            if lease is not None:
+            if lease is not None and not self._expire_due(tx, work, lease.slot_id):
                 self._release_by_operator(tx, work, lease)
+            # A lease already past its expiry has just been ended as expired instead.
         if lease is None:
             raise NothingToRelease()
         return lease
@@ -673,8 +685,8 @@ class CallbackPool:
                 except Exception:
                     log.exception("status hook failed for payment %s", _short(change.token))
 
-    def _expire_due(self, tx: Tx, work: _Work) -> int:
-        ended = tx.expire_due_leases(self.policy.late_callback_window)
+    def _expire_due(self, tx: Tx, work: _Work, slot_id: int | None = None) -> int:
+        ended = tx.expire_due_leases(self.policy.late_callback_window, slot_id)
         for lease in ended:
             log.info(
                 "lease %d on %s expired (payment %s)", lease.id, lease.path, _short(lease.token)

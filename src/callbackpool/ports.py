@@ -109,9 +109,10 @@ class Tx(Protocol):
     def usage(self) -> list[UsageRow]: ...
 
     # --- leases ---------------------------------------------------------------------------
-    def expire_due_leases(self, taint_window: timedelta) -> list[Lease]:
-        """End every live lease whose expiry has passed, tainting its slot until
-        ``expires_at + taint_window``. Returns the leases ended here (none twice)."""
+    def expire_due_leases(self, taint_window: timedelta, slot_id: int | None = None) -> list[Lease]:
+        """End every live lease whose expiry has passed (only the slot's, if ``slot_id`` is
+        given), tainting its slot until ``expires_at + taint_window``. Returns the leases
+        ended here (none twice, however many transactions try at once)."""
         ...
 
     def acquire_slot(

@@ -79,7 +79,8 @@ def test_serve_without_a_configuration_is_one_line_and_exit_code_2(tmp_path: Pat
     )
     assert result.returncode == 2
     assert result.stderr.strip() == (
-        "error: pass --config PATH, set CALLBACKPOOL_CONFIG, or run where paygistix-forms.json is"
+        "error: no configuration: pass --config PATH, set CALLBACKPOOL_CONFIG, "
+        "or run where paygistix-forms.json is"
     )
     bad = tmp_path / "bad.json"
     bad.write_text('{"form": {}}')

@@ -135,6 +135,11 @@ class SqliteStore:
                 # Time is read once the transaction holds its lock, so that it orders
                 # transactions the way they commit.
                 yield SqliteTx(conn, self.clock.now())
+            except sqlite3.OperationalError as exc:
+                conn.execute("ROLLBACK")
+                if _is_busy(exc):
+                    raise StoreUnavailable(f"SQLite database is busy: {exc}") from exc
+                raise
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
@@ -161,9 +166,21 @@ class SqliteStore:
     # --- migrations ------------------------------------------------------------------------
 
     def applied_migrations(self) -> list[str]:
+        """Names of the migrations recorded in the database (reading only: a database that
+        does not exist yet is not created)."""
+        if not self._memory and not Path(self.path).exists():
+            return []
         with self._connection() as conn:
-            conn.execute(_MIGRATIONS_TABLE)
-            rows = conn.execute("SELECT name FROM schema_migrations ORDER BY name").fetchall()
+            try:
+                exists = conn.execute(
+                    "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
+                    ("schema_migrations",),
+                ).fetchone()
+                if exists is None:
+                    return []
+                rows = conn.execute("SELECT name FROM schema_migrations ORDER BY name").fetchall()
+            except sqlite3.OperationalError as exc:
+                raise StoreUnavailable(f"SQLite database {self.path}: {exc}") from exc
         return [row[0] for row in rows]
 
     def pending_migrations(self) -> list[tuple[str, str]]:
@@ -173,9 +190,12 @@ class SqliteStore:
     def migrate(self) -> list[str]:
         applied_now: list[str] = []
         with self._connection() as conn:
-            conn.execute(_MIGRATIONS_TABLE)
-            conn.execute("BEGIN IMMEDIATE")
             try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                raise StoreUnavailable(f"SQLite database {self.path} is busy: {exc}") from exc
+            try:
+                conn.execute(_MIGRATIONS_TABLE)
                 done = {row[0] for row in conn.execute("SELECT name FROM schema_migrations")}
                 for name, script in load_migrations("sqlite"):
                     if name in done:
@@ -187,11 +207,20 @@ class SqliteStore:
                         (name, to_us(self.clock.now())),
                     )
                     applied_now.append(name)
+                conn.execute("COMMIT")
+            except sqlite3.OperationalError as exc:
+                conn.execute("ROLLBACK")
+                if _is_busy(exc):
+                    raise StoreUnavailable(f"SQLite database {self.path} is busy: {exc}") from exc
+                raise MigrationError(f"migration failed: {exc}") from exc
             except sqlite3.Error as exc:
                 conn.execute("ROLLBACK")
                 raise MigrationError(f"migration failed: {exc}") from exc
-            conn.execute("COMMIT")
         return applied_now
+
+
+def _is_busy(exc: sqlite3.OperationalError) -> bool:
+    return "locked" in str(exc) or "busy" in str(exc)
 
 
 def _statements(script: str) -> Iterator[str]:
@@ -288,11 +317,15 @@ class SqliteTx:
 
     # --- leases --------------------------------------------------------------------------
 
-    def expire_due_leases(self, taint_window: timedelta) -> list[Lease]:
+    def expire_due_leases(self, taint_window: timedelta, slot_id: int | None = None) -> list[Lease]:
         window = taint_window // timedelta(microseconds=1)
-        leases = [
-            _lease(row) for row in self._all("expire_due_leases", now=self._now_us, window=window)
-        ]
+        if slot_id is None:
+            rows = self._all("expire_due_leases", now=self._now_us, window=window)
+        else:
+            rows = self._all(
+                "expire_due_lease_on_slot", now=self._now_us, window=window, slot_id=slot_id
+            )
+        leases = [_lease(row) for row in rows]
         for lease in leases:
             self._free_slot(lease)
         return leases

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import secrets
 from collections.abc import Callable
 from pathlib import Path
@@ -16,7 +15,6 @@ from .app import create_app
 
 DEMO_CONFIG = Path(__file__).parent / "demo" / "paygistix-forms.json"
 DEMO_DATABASE_URL = "sqlite:///callbackpool-demo.db"
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 def serve(settings: Settings, *, host: str, port: int, access_log: bool = False) -> None:
@@ -26,7 +24,6 @@ def serve(settings: Settings, *, host: str, port: int, access_log: bool = False)
 
 def run(app: FastAPI, *, host: str, port: int, access_log: bool = False) -> None:
     """One uvicorn process (the sandbox keeps its transactions in memory)."""
-    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     uvicorn.run(
         app,
         host=host,

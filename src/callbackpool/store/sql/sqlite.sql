@@ -7,6 +7,12 @@ UPDATE leases
  WHERE ended_at IS NULL AND expires_at <= :now
 RETURNING *;
 
+-- name: expire_due_lease_on_slot
+UPDATE leases
+   SET ended_at = expires_at, end_reason = 'expired', taint_until = expires_at + :window
+ WHERE ended_at IS NULL AND expires_at <= :now AND slot_id = :slot_id
+RETURNING *;
+
 -- name: pick_clean_slot
 SELECT id, path FROM slots
  WHERE live_lease_id IS NULL AND active = 1

@@ -1,0 +1,124 @@
+"""JSON shapes of the pool's reports: camelCase keys, times in ISO 8601 UTC.
+
+One module, so that the CLI's ``--json`` and the HTTP API show the same document for the
+same report. Pure functions over the core's value objects; no I/O.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from .domain.model import Lease, Payment, SlotView
+from .pool import PoolStatus, SweepReport
+from .ports import SlotSync, UsageRow
+
+JsonObject = dict[str, Any]
+
+
+def iso(moment: datetime | None) -> str | None:
+    """``2026-01-01T12:00:00.000Z`` (what a JavaScript client's ``Date`` reads), or None."""
+    if moment is None:
+        return None
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def slot_state(slot: SlotView, at: datetime) -> str:
+    """``locked``, ``stuck`` (its lease is past expiry and no sweep has ended it yet),
+    ``available`` or ``inactive`` (no longer in the configuration, and free)."""
+    if slot.lease is not None:
+        return "stuck" if slot.lease.expires_at <= at else "locked"
+    return "available" if slot.active else "inactive"
+
+
+def status_json(status: PoolStatus) -> JsonObject:
+    """The seed's ``getPoolStatus()`` document, with the figures it lacked."""
+    return {
+        "at": iso(status.at),
+        "total": status.total,
+        "available": status.available,
+        "locked": status.locked,
+        "stuck": status.stuck,
+        "tainted": status.tainted,
+        "inactive": len(status.slots) - status.total,
+        "handlers": [slot_json(slot, status.at) for slot in status.slots],
+    }
+
+
+def slot_json(slot: SlotView, at: datetime) -> JsonObject:
+    lease = slot.lease
+    return {
+        "path": slot.path,
+        "active": slot.active,
+        "state": slot_state(slot, at),
+        "isLocked": lease is not None,
+        "leaseId": lease.id if lease else None,
+        "lockedBy": lease.token if lease else None,
+        "lockedAt": iso(lease.acquired_at) if lease else None,
+        "expiresAt": iso(lease.expires_at) if lease else None,
+        "usageCount": slot.usage_count,
+        "lastUsedAt": iso(slot.last_acquired_at),
+        "lastReleasedAt": iso(slot.last_released_at),
+        "taints": slot.taints,
+    }
+
+
+def lease_json(lease: Lease) -> JsonObject:
+    return {
+        "leaseId": lease.id,
+        "path": lease.path,
+        "lockedBy": lease.token,
+        "amount": lease.amount,
+        "lockedAt": iso(lease.acquired_at),
+        "expiresAt": iso(lease.expires_at),
+    }
+
+
+def payment_json(payment: Payment) -> JsonObject:
+    return {
+        "token": payment.token,
+        "status": payment.status.value,
+        "amount": payment.amount,
+        "currency": payment.currency,
+        "callbackPath": payment.callback_path,
+        "leaseId": payment.lease_id,
+        "createdAt": iso(payment.created_at),
+        "expiresAt": iso(payment.expires_at),
+        "updatedAt": iso(payment.updated_at),
+    }
+
+
+def usage_json(rows: list[UsageRow]) -> JsonObject:
+    """Usage per slot, and the seed's ``avgUsage`` (over the active slots)."""
+    active = [row.usage_count for row in rows if row.active]
+    return {
+        "averageUsage": sum(active) / len(active) if active else 0.0,
+        "handlers": [
+            {
+                "path": row.path,
+                "active": row.active,
+                "usageCount": row.usage_count,
+                "callbacks": row.callbacks,
+                "expiries": row.expiries,
+                "lastUsedAt": iso(row.last_acquired_at),
+                "lastReleasedAt": iso(row.last_released_at),
+            }
+            for row in rows
+        ],
+    }
+
+
+def sweep_json(report: SweepReport) -> JsonObject:
+    return {
+        "expired": report.expired,
+        "taintsDropped": report.taints_dropped,
+        "callbacksResolved": report.callbacks_resolved,
+    }
+
+
+def sync_json(sync: SlotSync) -> JsonObject:
+    return {
+        "added": list(sync.added),
+        "reactivated": list(sync.reactivated),
+        "deactivated": list(sync.deactivated),
+    }

@@ -1,0 +1,78 @@
+"""What only the SQLite store promises: its file, its pragmas, its locking."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from callbackpool.domain.errors import StoreUnavailable
+from callbackpool.store import open_store
+from callbackpool.store.sqlite import SqliteStore
+
+
+def test_looking_at_pending_migrations_creates_no_database(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "typo.db")
+    assert [name for name, _ in store.pending_migrations()] == ["0001_initial"]
+    assert not (tmp_path / "typo.db").exists()
+
+
+def test_the_file_is_in_wal_mode_with_foreign_keys(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "pool.db")
+    store.migrate()
+    with store.read():
+        pass
+    raw = sqlite3.connect(tmp_path / "pool.db")
+    assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert [row[0] for row in raw.execute("SELECT name FROM schema_migrations")] == ["0001_initial"]
+
+
+def test_one_live_lease_per_slot_is_a_rule_of_the_database(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "pool.db")
+    store.migrate()
+    raw = sqlite3.connect(tmp_path / "pool.db")
+    raw.execute("INSERT INTO slots (path, created_at) VALUES ('/cb/1', 0)")
+    insert = (
+        "INSERT INTO leases (slot_id, path, token, amount, acquired_at, expires_at) "
+        "VALUES (1, '/cb/1', ?, 100, 0, 10)"
+    )
+    raw.execute(insert, ("a",))
+    with pytest.raises(sqlite3.IntegrityError, match="UNIQUE"):
+        raw.execute(insert, ("b",))
+    raw.execute("INSERT INTO slots (path, created_at) VALUES ('/cb/2', 0)")
+    with pytest.raises(sqlite3.IntegrityError, match="UNIQUE"):  # one live lease per payment
+        raw.execute(insert.replace("VALUES (1, '/cb/1'", "VALUES (2, '/cb/2'"), ("a",))
+
+
+def test_a_locked_database_is_unavailable_not_a_crash(tmp_path: Path) -> None:
+    path = tmp_path / "pool.db"
+    SqliteStore(path).migrate()
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    store = SqliteStore(path, busy_timeout=0.1)
+    with pytest.raises(StoreUnavailable, match="busy"), store.transaction():
+        pass
+    with pytest.raises(StoreUnavailable, match="busy"):
+        store.migrate()
+    holder.execute("ROLLBACK")
+    with store.transaction() as tx:
+        assert tx.live_leases() == []
+
+
+def test_database_urls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    relative = open_store("sqlite:///relative.db?synchronous=normal&busy_timeout=2")
+    assert isinstance(relative, SqliteStore)
+    assert (relative.path, relative.synchronous, relative.busy_timeout) == (
+        "relative.db",
+        "NORMAL",
+        2.0,
+    )
+    absolute = open_store(f"sqlite:///{tmp_path}/absolute.db")
+    assert isinstance(absolute, SqliteStore)
+    assert absolute.path == f"{tmp_path}/absolute.db"
+    memory = open_store("sqlite:///:memory:")
+    memory.migrate()
+    with memory.transaction() as tx:
+        assert tx.sync_slots(["/cb/1"]).added == ("/cb/1",)

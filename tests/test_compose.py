@@ -1,0 +1,26 @@
+"""The composition root: what ``build_pool`` does to the database it is given."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from callbackpool import FakeClock, build_pool, load_settings
+
+EXAMPLE_CONFIG = Path(__file__).resolve().parents[1] / "examples" / "paygistix-forms.json"
+TWO_PATHS = "/api/v1/payments/callback/handler-1,/api/v1/payments/callback/handler-2"
+
+
+def test_build_pool_loads_the_paths_unless_told_not_to(tmp_path: Path, clock: FakeClock) -> None:
+    database = f"sqlite:///{tmp_path / 'pool.db'}"
+    ten = load_settings(EXAMPLE_CONFIG, overrides={"database_url": database})
+    two = load_settings(
+        EXAMPLE_CONFIG, overrides={"database_url": database, "callback_paths": TWO_PATHS}
+    )
+    pools = [build_pool(ten, clock=clock)]
+
+    pools.append(build_pool(two, clock=clock, sync_slots=False))
+    assert pools[-1].status().total == 10  # the database's slots, as they were
+    pools.append(build_pool(two, clock=clock))
+    assert pools[-1].status().total == 2  # the others deactivated
+    for pool in pools:
+        pool.store.close()
