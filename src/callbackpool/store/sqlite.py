@@ -84,6 +84,11 @@ class SqliteStore:
         # An in-memory database lives in one connection, which the threads then share.
         self._shared: sqlite3.Connection | None = None
         self._shared_lock = threading.RLock()
+        # SQLite takes one writer at a time. This process's writers queue here, handed the
+        # turn as soon as it is free, rather than in SQLite's busy handler, which polls with
+        # sleeps of up to 100 ms and, under load, leaves writers waiting long after the lock
+        # was released. Other processes on the file still meet SQLite's own locking.
+        self._writer = threading.RLock()
 
     def __repr__(self) -> str:
         return f"SqliteStore({self.path!r})"
@@ -149,8 +154,17 @@ class SqliteStore:
                 conn.execute("ROLLBACK")
                 raise StoreUnavailable(f"SQLite commit failed: {exc}") from exc
 
-    def transaction(self) -> AbstractContextManager[SqliteTx]:
-        return self._begin("IMMEDIATE")
+    @contextmanager
+    def transaction(self) -> Iterator[SqliteTx]:
+        if not self._writer.acquire(timeout=self.busy_timeout):
+            raise StoreUnavailable(
+                f"SQLite database is busy: no write turn in {self.busy_timeout:g} s"
+            )
+        try:
+            with self._begin("IMMEDIATE") as tx:
+                yield tx
+        finally:
+            self._writer.release()
 
     def read(self) -> AbstractContextManager[SqliteTx]:
         return self._begin("DEFERRED")
