@@ -25,21 +25,25 @@ class Services:
     sandbox: SandboxGateway | None
 
 
-def get_services(request: Request) -> Services:
+# The getters are coroutines although they wait for nothing: FastAPI runs a plain function
+# dependency in its thread pool, a hop that cost as much as serving /healthz.
+
+
+def services_of(request: Request) -> Services:
     services: Services = request.app.state.services
     return services
 
 
-def get_pool(request: Request) -> CallbackPool:
-    return get_services(request).pool
+async def get_pool(request: Request) -> CallbackPool:
+    return services_of(request).pool
 
 
-def get_settings(request: Request) -> Settings:
-    return get_services(request).settings
+async def get_settings(request: Request) -> Settings:
+    return services_of(request).settings
 
 
-def get_sandbox(request: Request) -> SandboxGateway:
-    sandbox = get_services(request).sandbox
+async def get_sandbox(request: Request) -> SandboxGateway:
+    sandbox = services_of(request).sandbox
     if sandbox is None:  # the routes are mounted only with the sandbox; this is a safeguard
         raise WebError("The sandbox is not enabled")
     return sandbox
@@ -50,11 +54,11 @@ def client_address(request: Request) -> str | None:
     return request.client.host if request.client else None
 
 
-def require_operator(
+async def require_operator(
     request: Request, authorization: Annotated[str | None, Header()] = None
 ) -> None:
     """Operator endpoints take ``Authorization: Bearer <CALLBACKPOOL_ADMIN_TOKEN>``."""
-    expected = get_settings(request).admin_token
+    expected = services_of(request).settings.admin_token
     scheme, _, supplied = (authorization or "").partition(" ")
     if expected is None:
         raise NotAuthenticated("Operator API disabled: no admin token is configured")

@@ -14,7 +14,7 @@ from fastapi.responses import RedirectResponse
 from starlette.exceptions import HTTPException
 
 from ...config import Settings
-from ..deps import client_address, get_pool
+from ..deps import client_address, services_of
 from ..errors import mark_answer
 from ..schemas import form_pairs
 
@@ -37,7 +37,7 @@ async def _return_params(request: Request) -> Sequence[tuple[str, str]]:
 async def _resolve(request: Request, path: str) -> RedirectResponse:
     mark_answer(request, "callback")
     params = await _return_params(request)
-    pool = get_pool(request)
+    pool = services_of(request).pool
     result = await run_in_threadpool(
         lambda: pool.handle_callback(
             path, params, method=request.method, client_addr=client_address(request)
@@ -58,7 +58,7 @@ async def _prefixed_return(handler: str, request: Request) -> RedirectResponse:
     parameters (query string or form body). Answers 303 to the success or error page."""
     path = f"{CALLBACK_PREFIX}/{handler}"
     mark_answer(request, "callback")
-    if not await run_in_threadpool(get_pool(request).has_path, path):
+    if not await run_in_threadpool(services_of(request).pool.has_path, path):
         mark_answer(request, "api")
         raise HTTPException(404)
     return await _resolve(request, path)

@@ -18,12 +18,12 @@ POLL_SECONDS = 2
 
 
 @router.get("/")
-def home() -> RedirectResponse:
+async def home() -> RedirectResponse:
     return RedirectResponse("/checkout", status_code=307)
 
 
 @router.get("/checkout", response_class=HTMLResponse)
-def checkout(request: Request, settings: SettingsDep) -> Response:
+async def checkout(request: Request, settings: SettingsDep) -> Response:
     items = [
         {
             "code": item.code,
@@ -63,7 +63,7 @@ def payment_success(request: Request, pool: PoolDep, token: str = "") -> Respons
 
 
 @router.get("/payment-error", response_class=HTMLResponse)
-def payment_error(request: Request, message: str = "", ref: str = "") -> Response:
+async def payment_error(request: Request, message: str = "", ref: str = "") -> Response:
     return templates.TemplateResponse(
         request,
         "payment_error.html",

@@ -60,7 +60,7 @@ def cancel_token(token: str, pool: PoolDep) -> CancelledOut:
 
 
 @router.get("/config", response_model=ConfigOut)
-def public_config(settings: SettingsDep) -> ConfigOut:
+async def public_config(settings: SettingsDep) -> ConfigOut:
     """The public settings of the hosted form."""
     return ConfigOut.of(settings)
 

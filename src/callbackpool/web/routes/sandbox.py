@@ -37,7 +37,7 @@ async def hosted_form(request: Request, sandbox: SandboxDep) -> Response:
 
 
 @router.get("/sandbox/pay/{transaction_id}", response_class=HTMLResponse)
-def card_page(request: Request, transaction_id: str, sandbox: SandboxDep) -> Response:
+async def card_page(request: Request, transaction_id: str, sandbox: SandboxDep) -> Response:
     transaction = sandbox.transaction(transaction_id)
     if transaction is None:
         return _refused(request, "Unknown or expired transaction", status=404)
