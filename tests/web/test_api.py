@@ -323,6 +323,17 @@ async def test_pool_stats_shows_every_handler(client: httpx.AsyncClient) -> None
     assert data["success"] is True
     stats = data["stats"]
     assert (stats["total"], stats["available"], stats["locked"]) == (10, 9, 1)
+    # The same document as `callbackpool status --json`.
+    assert set(stats) == {
+        "at",
+        "total",
+        "available",
+        "locked",
+        "stuck",
+        "tainted",
+        "inactive",
+        "handlers",
+    }
     assert len(stats["handlers"]) == 10
     held = next(h for h in stats["handlers"] if h["path"] == created["formConfig"]["callbackPath"])
     assert set(held) >= {
@@ -336,6 +347,7 @@ async def test_pool_stats_shows_every_handler(client: httpx.AsyncClient) -> None
         "taints",
     }
     assert held["isLocked"] is True
+    assert held["state"] == "locked"
     assert held["lockedBy"] == created["token"]
     assert held["expiresAt"] == created["expiresAt"]
     assert held["usageCount"] == 1

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -13,11 +12,13 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, StrictInt, StrictStr, ValidationError
 from pydantic.alias_generators import to_camel
 
+from .. import views
 from ..config import Settings
 from ..domain.errors import InvalidPayment
 from ..domain.model import Payment
 from ..domain.money import format_amount
 from ..pool import Checkout, PoolStatus
+from ..views import iso
 from .errors import BadBody
 
 # --- requests ------------------------------------------------------------------------------
@@ -219,57 +220,38 @@ class ConfigOut(_Out):
 class HandlerOut(_Out):
     path: str
     active: bool
+    state: str
     is_locked: bool
+    lease_id: int | None
     locked_by: str | None
     locked_at: str | None
     expires_at: str | None
     usage_count: int
     last_used_at: str | None
+    last_released_at: str | None
     taints: int
 
 
 class PoolStatsOut(_Out):
+    """The guide's pool status, as ``callbackpool status --json`` shows it."""
+
+    at: str | None
     total: int
     available: int
     locked: int
+    stuck: int
+    tainted: int
+    inactive: int
     handlers: list[HandlerOut]
 
     @classmethod
     def of(cls, status: PoolStatus) -> PoolStatsOut:
-        handlers = []
-        for slot in status.slots:
-            lease = slot.lease
-            handlers.append(
-                HandlerOut(
-                    path=slot.path,
-                    active=slot.active,
-                    is_locked=lease is not None and lease.expires_at > status.at,
-                    locked_by=lease.token if lease else None,
-                    locked_at=iso(lease.acquired_at) if lease else None,
-                    expires_at=iso(lease.expires_at) if lease else None,
-                    usage_count=slot.usage_count,
-                    last_used_at=iso(slot.last_acquired_at),
-                    taints=slot.taints,
-                )
-            )
-        return cls(
-            total=status.total,
-            available=status.available,
-            locked=status.locked,
-            handlers=handlers,
-        )
+        return cls.model_validate(views.status_json(status))
 
 
 class PoolStatsResponse(_Out):
     success: bool = True
     stats: PoolStatsOut
-
-
-def iso(moment: datetime | None) -> str | None:
-    """``2026-01-01T12:10:00.000Z``: the way the guide's JavaScript clients write dates."""
-    if moment is None:
-        return None
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
