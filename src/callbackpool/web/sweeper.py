@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 from fastapi.concurrency import run_in_threadpool
@@ -20,8 +19,10 @@ class Sweeper:
         self.interval_seconds = interval_seconds
         self.runs = 0
         self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
 
     def start(self) -> None:
+        self._stopping.clear()
         self._task = asyncio.create_task(self._run(), name="callbackpool-sweeper")
 
     @property
@@ -29,18 +30,17 @@ class Sweeper:
         return self._task is not None and not self._task.done()
 
     async def stop(self) -> None:
-        """Stop after the sweep in progress, if any, has finished (it runs in a thread and
-        is never abandoned half-way)."""
+        """Stop; a sweep in progress is finished first. It runs in a worker thread, and
+        cancelling the task would not stop the thread: the store would then be closed
+        under it."""
         if self._task is None:
             return
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
+        self._stopping.set()
+        await self._task
         self._task = None
 
     async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self.interval_seconds)
+        while not await self._stop_requested_within(self.interval_seconds):
             try:
                 report = await run_in_threadpool(self.pool.sweep)
             except Exception:
@@ -54,3 +54,10 @@ class Sweeper:
                     report.taints_dropped,
                     report.callbacks_resolved,
                 )
+
+    async def _stop_requested_within(self, seconds: float) -> bool:
+        try:
+            await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
+        except TimeoutError:
+            return False
+        return True
