@@ -342,7 +342,9 @@ class CallbackPool:
         The return is committed before anything acts on it, so even a crash in between
         leaves it on record (``received``); the sweeper resolves such leftovers.
         """
-        with self.store.transaction() as tx:
+        # Not waiting for the disk here is safe: the resolution's durable commit, right
+        # after, makes this record durable too (see Store.transaction).
+        with self.store.transaction(durable=False) as tx:
             callback_id = tx.insert_callback(
                 NewCallback(
                     path=path, method=method.upper(), params=tuple(params), client_addr=client_addr
