@@ -412,9 +412,10 @@ class CallbackPool:
         # A lease past its expiry has ended: its payment is a taint now, not the live lease.
         self._expire_due(tx, work, slot.id)
         candidates = tx.candidates(slot.id)
+        # Earlier unattributed returns matter only where several payments compete.
         open_ambiguities = (
             tx.open_ambiguities(path, parsed.amount)
-            if parsed.approved and parsed.amount is not None
+            if parsed.approved and parsed.amount is not None and len(candidates) > 1
             else []
         )
         decision = decide(
