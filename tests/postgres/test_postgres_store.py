@@ -432,6 +432,25 @@ def test_what_the_database_refuses_is_a_store_error(database: str, open_store: O
         assert len(tx.payments()) == 1
 
 
+def test_a_transaction_that_need_not_be_durable_does_not_wait_for_the_wal_flush(
+    database: str, open_store: OpenStore
+) -> None:
+    store = open_store(database, max_size=1)  # one connection: the setting must not linger
+
+    def synchronous_commit(tx: Any) -> str:
+        row = tx._cursor.execute("SHOW synchronous_commit").fetchone()
+        return str(row["synchronous_commit"])
+
+    with store.transaction(durable=False) as tx:
+        assert synchronous_commit(tx) == "off"
+        callback_id = tx.insert_callback(
+            NewCallback(path="/cb", method="GET", params=(), client_addr=None)
+        )
+    with store.transaction() as tx:
+        assert synchronous_commit(tx) == "on"
+        assert tx.get_callback(callback_id) is not None
+
+
 def test_a_transaction_whose_failure_was_caught_inside_it_does_not_commit(
     database: str, open_store: OpenStore
 ) -> None:

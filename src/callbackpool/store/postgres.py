@@ -200,8 +200,8 @@ class PostgresStore:
         finally:
             self._pool.putconn(conn)
 
-    def transaction(self) -> AbstractContextManager[PostgresTx]:
-        return self._begin("begin_write", writing=True)
+    def transaction(self, *, durable: bool = True) -> AbstractContextManager[PostgresTx]:
+        return self._begin("begin_write" if durable else "begin_write_not_durable", writing=True)
 
     def read(self) -> AbstractContextManager[PostgresTx]:
         return self._begin("begin_read", writing=False)

@@ -21,6 +21,14 @@ SELECT set_config('TimeZone', 'UTC', false),
 BEGIN ISOLATION LEVEL READ COMMITTED;
 SELECT now();
 
+-- name: begin_write_not_durable
+-- The same, committed without waiting for the WAL flush (synchronous_commit off, for this
+-- transaction only): a server crash may lose it, unless a later durable commit flushed the
+-- WAL past it, as the next durable commit of any session does.
+BEGIN ISOLATION LEVEL READ COMMITTED;
+SELECT now();
+SELECT set_config('synchronous_commit', 'off', true);
+
 -- name: begin_read
 -- A consistent view: every statement of the transaction sees the same snapshot.
 BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY;
