@@ -11,7 +11,7 @@ from callbackpool.store.postgres import PostgresStore
 
 from ..conftest import DATABASES
 
-OpenStore = Callable[..., PostgresStore]
+StoreOpener = Callable[..., PostgresStore]
 
 
 @pytest.fixture
@@ -21,7 +21,7 @@ def database() -> str:
 
 
 @pytest.fixture
-def open_store() -> Iterator[OpenStore]:
+def postgres_store() -> Iterator[StoreOpener]:
     """Opens PostgreSQL stores (as many as a test needs) and closes them all afterwards."""
     made: list[PostgresStore] = []
 

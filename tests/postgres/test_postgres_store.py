@@ -33,7 +33,7 @@ from callbackpool.store import postgres as postgres_module
 from callbackpool.store.postgres import PostgresStore
 
 from ..support import PATHS, POLICY, make_gateway, paygistix_return
-from .conftest import OpenStore
+from .conftest import StoreOpener
 
 pytestmark = pytest.mark.postgres
 
@@ -111,14 +111,14 @@ def slots_others_can_lock(raw: psycopg.Connection[Any]) -> int:
 )
 def test_acquisition_locks_only_the_slot_it_takes(
     database: str,
-    open_store: OpenStore,
+    postgres_store: StoreOpener,
     raw: psycopg.Connection[Any],
     tier: str,
     amounts: tuple[int, int, int],
     taken: int,
 ) -> None:
     clock = FakeClock()
-    store = open_store(database, clock=clock)
+    store = postgres_store(database, clock=clock)
     pool = pool_over(store)
     # Three free slots, in least-recently-released order: handler-1, -2, -3, each tainted
     # by its payment's amount, except that a 15.00 payment is paid (its slot left clean).
@@ -145,10 +145,10 @@ def test_acquisition_locks_only_the_slot_it_takes(
 
 
 def test_a_second_instance_takes_another_slot_without_waiting(
-    database: str, open_store: OpenStore
+    database: str, postgres_store: StoreOpener
 ) -> None:
-    first = open_store(database, timeout=2)
-    second = open_store(database, timeout=2)
+    first = postgres_store(database, timeout=2)
+    second = postgres_store(database, timeout=2)
     pool_over(first)
     with first.transaction() as one:
         a = one.acquire_slot(
@@ -181,10 +181,10 @@ def payment(token: str, now: datetime, amount: int = 1) -> Payment:
 
 
 def test_acquisition_among_ten_thousand_slots_walks_the_index(
-    database: str, open_store: OpenStore, raw: psycopg.Connection[Any]
+    database: str, postgres_store: StoreOpener, raw: psycopg.Connection[Any]
 ) -> None:
     paths = tuple(f"/api/v1/payments/callback/handler-{i}" for i in range(1, 10_001))
-    store = open_store(database)
+    store = postgres_store(database)
     pool = pool_over(store, callback_paths=paths)
     for _ in range(50):
         pool.create_payment(amount=1000)
@@ -212,16 +212,16 @@ def test_acquisition_among_ten_thousand_slots_walks_the_index(
 
 
 def test_concurrent_sweepers_end_each_lease_once_and_keep_every_taint(
-    database: str, open_store: OpenStore
+    database: str, postgres_store: StoreOpener
 ) -> None:
     clock = FakeClock()
-    leaser = pool_over(open_store(database, clock=clock))
+    leaser = pool_over(postgres_store(database, clock=clock))
     tokens = {leaser.create_payment(amount=1000 + i).payment.token for i in range(len(PATHS))}
     clock.advance(timedelta(minutes=10))
     heard: list[StatusChange] = []
     sweepers = []
     for _ in range(4):  # four instances, each with its own connections
-        sweeper = pool_over(open_store(database, clock=clock, max_size=3))
+        sweeper = pool_over(postgres_store(database, clock=clock, max_size=3))
         sweeper.add_status_hook(heard.append)
         sweepers.append(sweeper)
     start = threading.Barrier(12)
@@ -255,8 +255,8 @@ def in_thread(work: Callable[[], Any]) -> tuple[threading.Thread, list[Any]]:
     return thread, result
 
 
-def test_callbacks_on_one_slot_take_turns(database: str, open_store: OpenStore) -> None:
-    store = open_store(database)
+def test_callbacks_on_one_slot_take_turns(database: str, postgres_store: StoreOpener) -> None:
+    store = postgres_store(database)
     pool_over(store)
     with store.transaction() as first:
         assert first.slot_by_path(PATHS[0]) is not None
@@ -278,9 +278,9 @@ def test_callbacks_on_one_slot_take_turns(database: str, open_store: OpenStore) 
 
 
 def test_a_cancel_waits_for_a_callback_on_its_slot_and_sees_what_it_did(
-    database: str, open_store: OpenStore
+    database: str, postgres_store: StoreOpener
 ) -> None:
-    store = open_store(database)
+    store = postgres_store(database)
     pool = pool_over(store)
     checkout = pool.create_payment(amount=1000)
     # A callback's transaction on the payment's slot, paused after it completed the payment.
@@ -316,9 +316,9 @@ def stored_callback(store: PostgresStore) -> int:
 
 @pytest.mark.parametrize("first_commits", [True, False])
 def test_a_concurrent_claim_of_a_pn_ref_waits_then_sees_the_holder(
-    database: str, open_store: OpenStore, first_commits: bool
+    database: str, postgres_store: StoreOpener, first_commits: bool
 ) -> None:
-    store = open_store(database)
+    store = postgres_store(database)
     one, two = stored_callback(store), stored_callback(store)
 
     class Abandon(Exception):
@@ -344,9 +344,9 @@ def test_a_concurrent_claim_of_a_pn_ref_waits_then_sees_the_holder(
 
 
 def test_without_an_injected_clock_time_is_the_databases(
-    database: str, open_store: OpenStore, raw: psycopg.Connection[Any]
+    database: str, postgres_store: StoreOpener, raw: psycopg.Connection[Any]
 ) -> None:
-    store = open_store(database)
+    store = postgres_store(database)
     with store.transaction() as tx:
         first = tx.now
         assert first.tzinfo is UTC
@@ -367,11 +367,11 @@ def test_without_an_injected_clock_time_is_the_databases(
 
 
 def test_a_lock_held_past_the_timeout_is_unavailable_not_a_hang(
-    database: str, open_store: OpenStore
+    database: str, postgres_store: StoreOpener
 ) -> None:
-    holder = open_store(database)
+    holder = postgres_store(database)
     pool_over(holder)
-    impatient = open_store(database, timeout=1)
+    impatient = postgres_store(database, timeout=1)
     with holder.transaction() as tx:
         tx.slot_by_path(PATHS[0])
         started = time.monotonic()
@@ -387,9 +387,9 @@ def test_a_lock_held_past_the_timeout_is_unavailable_not_a_hang(
 
 
 def test_a_pool_with_no_free_connection_is_unavailable_not_a_hang(
-    database: str, open_store: OpenStore
+    database: str, postgres_store: StoreOpener
 ) -> None:
-    store = open_store(database, max_size=1, timeout=0.5)
+    store = postgres_store(database, max_size=1, timeout=0.5)
     with store.transaction():
 
         def another() -> BaseException | None:
@@ -408,8 +408,8 @@ def test_a_pool_with_no_free_connection_is_unavailable_not_a_hang(
         assert tx.live_leases() == []
 
 
-def test_an_unreachable_server_is_unavailable(open_store: OpenStore) -> None:
-    store = open_store(
+def test_an_unreachable_server_is_unavailable(postgres_store: StoreOpener) -> None:
+    store = postgres_store(
         f"postgresql://postgres@127.0.0.1:{free_port()}/postgres", timeout=1, connect_timeout=2
     )
     started = time.monotonic()
@@ -421,8 +421,10 @@ def test_an_unreachable_server_is_unavailable(open_store: OpenStore) -> None:
         pass
 
 
-def test_what_the_database_refuses_is_a_store_error(database: str, open_store: OpenStore) -> None:
-    store = open_store(database)
+def test_what_the_database_refuses_is_a_store_error(
+    database: str, postgres_store: StoreOpener
+) -> None:
+    store = postgres_store(database)
     with store.transaction() as tx:
         tx.insert_payment(payment("same", tx.now))
     with pytest.raises(StoreError, match="insert payment") as refused, store.transaction() as tx:
@@ -433,9 +435,9 @@ def test_what_the_database_refuses_is_a_store_error(database: str, open_store: O
 
 
 def test_a_transaction_that_need_not_be_durable_does_not_wait_for_the_wal_flush(
-    database: str, open_store: OpenStore
+    database: str, postgres_store: StoreOpener
 ) -> None:
-    store = open_store(database, max_size=1)  # one connection: the setting must not linger
+    store = postgres_store(database, max_size=1)  # one connection: the setting must not linger
 
     def synchronous_commit(tx: Any) -> str:
         row = tx._cursor.execute("SHOW synchronous_commit").fetchone()
@@ -452,9 +454,9 @@ def test_a_transaction_that_need_not_be_durable_does_not_wait_for_the_wal_flush(
 
 
 def test_a_transaction_whose_failure_was_caught_inside_it_does_not_commit(
-    database: str, open_store: OpenStore
+    database: str, postgres_store: StoreOpener
 ) -> None:
-    store = open_store(database)
+    store = postgres_store(database)
     with store.transaction() as tx:
         tx.insert_payment(payment("first", tx.now))
 
@@ -481,11 +483,11 @@ def tables(url: str) -> set[str]:
         }
 
 
-def test_instances_starting_together_apply_each_migration_once(open_store: OpenStore) -> None:
+def test_instances_starting_together_apply_each_migration_once(postgres_store: StoreOpener) -> None:
     from ..conftest import DATABASES
 
     empty = DATABASES.create_empty()
-    stores = [open_store(empty) for _ in range(4)]
+    stores = [postgres_store(empty) for _ in range(4)]
     assert [name for name, _ in stores[0].pending_migrations()] == ["0001_initial"]
     assert tables(empty) == set()  # looking changes nothing
     start = threading.Barrier(len(stores))
@@ -504,7 +506,7 @@ def test_instances_starting_together_apply_each_migration_once(open_store: OpenS
 
 
 def test_an_instance_waits_for_another_ones_migration_past_the_request_timeout(
-    open_store: OpenStore,
+    postgres_store: StoreOpener,
 ) -> None:
     from ..conftest import DATABASES
 
@@ -512,7 +514,7 @@ def test_an_instance_waits_for_another_ones_migration_past_the_request_timeout(
     with psycopg.connect(empty) as other:
         # Another instance in the middle of migrating: it holds the migration lock.
         other.execute(postgres_module._Q["migration_lock"])
-        store = open_store(empty, timeout=0.5)
+        store = postgres_store(empty, timeout=0.5)
         thread, result = in_thread(store.migrate)
         thread.join(1.5)
         assert thread.is_alive()  # still waiting, three times the request timeout later
@@ -522,7 +524,7 @@ def test_an_instance_waits_for_another_ones_migration_past_the_request_timeout(
 
 
 def test_a_failing_migration_applies_nothing(
-    open_store: OpenStore, monkeypatch: pytest.MonkeyPatch
+    postgres_store: StoreOpener, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from ..conftest import DATABASES
 
@@ -533,7 +535,7 @@ def test_a_failing_migration_applies_nothing(
         "load_migrations",
         lambda dialect: [*real, ("0002_broken", "ALTER TABLE no_such_table ADD COLUMN x int;")],
     )
-    store = open_store(empty)
+    store = postgres_store(empty)
     with pytest.raises(MigrationError, match="0002_broken"):
         store.migrate()
     assert tables(empty) == set()  # the first migration was rolled back with it
@@ -544,9 +546,9 @@ def test_a_failing_migration_applies_nothing(
 
 
 def test_every_parameter_comes_back_exactly_as_received(
-    database: str, open_store: OpenStore
+    database: str, postgres_store: StoreOpener
 ) -> None:
-    store = open_store(database, clock=FakeClock())
+    store = postgres_store(database, clock=FakeClock())
     pool = pool_over(store)
     params = [("PNRef", "a\x00b"), ("Amount", "10.00"), ("note", "ünï ✓ \\u0000 '; --")]
     result = pool.handle_callback(PATHS[0], params, method="POST", client_addr="::1")
