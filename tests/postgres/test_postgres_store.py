@@ -16,6 +16,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from psycopg import sql
 
 from callbackpool.clock import FakeClock
 from callbackpool.domain.errors import (
@@ -521,6 +522,33 @@ def test_an_instance_waits_for_another_ones_migration_past_the_request_timeout(
         other.rollback()
     thread.join(10)
     assert result == [["0001_initial"]]
+
+
+def test_a_running_instance_survives_another_ones_migration_adding_columns(
+    database: str, postgres_store: StoreOpener, raw: psycopg.Connection[Any]
+) -> None:
+    clock = FakeClock()
+    pool = pool_over(postgres_store(database, clock=clock, max_size=1))
+
+    def some_work(n: int) -> None:
+        checkout = pool.create_payment(amount=1000 + n)
+        pool.handle_callback(
+            checkout.lease.path,
+            paygistix_return(amount=f"{(1000 + n) / 100:.2f}", pn_ref=f"M{n}"),
+        )
+        pool.status()
+        pool.orphaned_payments()
+
+    for n in range(8):  # past psycopg's threshold: its statements are prepared on the server
+        some_work(n)
+    # A newer instance migrates while this one runs.
+    for table in ("slots", "leases", "payments", "callbacks"):
+        raw.execute(
+            sql.SQL("ALTER TABLE {} ADD COLUMN added_later text").format(sql.Identifier(table))
+        )
+    for n in range(8, 12):
+        some_work(n)
+    assert pool.get_payment(pool.create_payment(amount=5).payment.token).amount == 5
 
 
 def test_a_failing_migration_applies_nothing(

@@ -2,6 +2,9 @@
 -- (%(name)s) and bound by the driver, never formatted in. %(now)s is the transaction's one
 -- clock (the database's now(), or the injected clock in tests): every expiry test uses it.
 --
+-- A table's columns are named, never *: an instance still running while another one's
+-- migration adds a column keeps working (its prepared statements keep their result types).
+--
 -- Lock order, so that transactions wait on each other without deadlocking: a callback row,
 -- then slot rows, then lease rows, then payment rows. Every change to a slot's leases first
 -- locks the slot row; statements that touch many slots (expiry, acquisition, stale taints)
@@ -107,7 +110,8 @@ WITH due AS (
            taint_until = l.expires_at + %(window)s
       FROM due
      WHERE l.id = due.live_lease_id AND l.ended_at IS NULL
-    RETURNING l.*
+    RETURNING l.id, l.slot_id, l.path, l.token, l.amount, l.acquired_at, l.expires_at,
+              l.ended_at, l.end_reason, l.taint_until
 ), freed AS (
     UPDATE slots AS s
        SET live_lease_id = NULL, lease_expires_at = NULL, last_released_at = ended.ended_at,
@@ -134,7 +138,8 @@ WITH slot AS (
       FROM slot
      WHERE l.id = slot.live_lease_id AND slot.lease_expires_at <= %(now)s
        AND l.ended_at IS NULL
-    RETURNING l.*
+    RETURNING l.id, l.slot_id, l.path, l.token, l.amount, l.acquired_at, l.expires_at,
+              l.ended_at, l.end_reason, l.taint_until
 ), freed AS (
     UPDATE slots AS s
        SET live_lease_id = NULL, lease_expires_at = NULL, last_released_at = ended.ended_at,
@@ -192,7 +197,8 @@ WITH picked AS (
     INSERT INTO leases (slot_id, path, token, amount, acquired_at, expires_at)
     SELECT picked.id, picked.path, %(token)s, %(amount)s, %(now)s, %(expires_at)s
       FROM picked
-    RETURNING *
+    RETURNING id, slot_id, path, token, amount, acquired_at, expires_at, ended_at, end_reason,
+              taint_until
 ), occupied AS (
     UPDATE slots AS s
        SET live_lease_id = lease.id, lease_expires_at = lease.expires_at,
@@ -214,7 +220,8 @@ WITH slot AS (
        SET ended_at = %(now)s, end_reason = %(reason)s, taint_until = %(taint_until)s
       FROM slot
      WHERE l.id = %(id)s AND l.slot_id = slot.id AND l.ended_at IS NULL
-    RETURNING l.*
+    RETURNING l.id, l.slot_id, l.path, l.token, l.amount, l.acquired_at, l.expires_at,
+              l.ended_at, l.end_reason, l.taint_until
 ), freed AS (
     UPDATE slots AS s
        SET live_lease_id = NULL, lease_expires_at = NULL, last_released_at = ended.ended_at,
@@ -261,19 +268,26 @@ UPDATE leases AS l SET taint_until = NULL
 SELECT min(expires_at) AS earliest FROM leases WHERE ended_at IS NULL;
 
 -- name: live_lease_of_payment
-SELECT * FROM leases WHERE token = %(token)s AND ended_at IS NULL;
+SELECT id, slot_id, path, token, amount, acquired_at, expires_at, ended_at, end_reason, taint_until
+  FROM leases WHERE token = %(token)s AND ended_at IS NULL;
 
 -- name: live_lease_on_path
-SELECT l.* FROM slots AS s JOIN leases AS l ON l.id = s.live_lease_id WHERE s.path = %(path)s;
+SELECT l.id, l.slot_id, l.path, l.token, l.amount, l.acquired_at, l.expires_at, l.ended_at,
+       l.end_reason, l.taint_until
+  FROM slots AS s JOIN leases AS l ON l.id = s.live_lease_id
+ WHERE s.path = %(path)s;
 
 -- name: live_leases
-SELECT * FROM leases WHERE ended_at IS NULL ORDER BY id;
+SELECT id, slot_id, path, token, amount, acquired_at, expires_at, ended_at, end_reason, taint_until
+  FROM leases WHERE ended_at IS NULL ORDER BY id;
 
 -- name: candidates
 SELECT l.id AS l_id, l.slot_id AS l_slot_id, l.path AS l_path, l.token AS l_token,
        l.amount AS l_amount, l.acquired_at AS l_acquired_at, l.expires_at AS l_expires_at,
        l.ended_at AS l_ended_at, l.end_reason AS l_end_reason, l.taint_until AS l_taint_until,
-       p.*
+       p.token, p.amount, p.currency, p.items, p.customer, p.status, p.late, p.lease_id,
+       p.callback_path, p.expires_at, p.pn_ref, p.order_id, p.auth_code, p.card_type, p.last4,
+       p.result_code, p.error_message, p.callback_id, p.created_at, p.updated_at
   FROM leases AS l JOIN payments AS p ON p.token = l.token
  WHERE l.slot_id = %(slot_id)s AND (l.ended_at IS NULL OR l.taint_until > %(now)s)
  ORDER BY l.id;
@@ -283,7 +297,9 @@ SELECT l.id AS l_id, l.slot_id AS l_slot_id, l.path AS l_path, l.token AS l_toke
 SELECT l.id AS l_id, l.slot_id AS l_slot_id, l.path AS l_path, l.token AS l_token,
        l.amount AS l_amount, l.acquired_at AS l_acquired_at, l.expires_at AS l_expires_at,
        l.ended_at AS l_ended_at, l.end_reason AS l_end_reason, l.taint_until AS l_taint_until,
-       p.*
+       p.token, p.amount, p.currency, p.items, p.customer, p.status, p.late, p.lease_id,
+       p.callback_path, p.expires_at, p.pn_ref, p.order_id, p.auth_code, p.card_type, p.last4,
+       p.result_code, p.error_message, p.callback_id, p.created_at, p.updated_at
   FROM leases AS l JOIN payments AS p ON p.token = l.token
  WHERE l.slot_id = %(slot_id)s AND (l.ended_at IS NULL OR l.taint_until > %(now)s)
  ORDER BY l.id
@@ -315,7 +331,10 @@ VALUES (%(token)s, %(amount)s, %(currency)s, %(items)s, %(customer)s, %(status)s
         %(lease_id)s, %(callback_path)s, %(expires_at)s, %(created_at)s, %(created_at)s);
 
 -- name: get_payment
-SELECT * FROM payments WHERE token = %(token)s;
+SELECT token, amount, currency, items, customer, status, late, lease_id, callback_path,
+       expires_at, pn_ref, order_id, auth_code, card_type, last4, result_code, error_message,
+       callback_id, created_at, updated_at
+  FROM payments WHERE token = %(token)s;
 
 -- name: update_payment
 -- Conditional on the status the caller saw: a repeated or raced transition writes nothing.
@@ -334,7 +353,10 @@ UPDATE payments
  WHERE token = %(token)s AND status = %(expected)s;
 
 -- name: payments
-SELECT * FROM payments
+SELECT token, amount, currency, items, customer, status, late, lease_id, callback_path,
+       expires_at, pn_ref, order_id, auth_code, card_type, last4, result_code, error_message,
+       callback_id, created_at, updated_at
+  FROM payments
  WHERE (%(statuses)s::text[] IS NULL OR status = ANY (%(statuses)s::text[]))
    AND (%(created_before)s::timestamptz IS NULL OR created_at < %(created_before)s)
  ORDER BY created_at, seq
@@ -346,12 +368,16 @@ VALUES (%(path)s, %(method)s, %(params)s, %(client_addr)s, %(now)s, 'received')
 RETURNING id;
 
 -- name: get_callback
-SELECT * FROM callbacks WHERE id = %(id)s;
+SELECT id, path, method, params, client_addr, received_at, outcome, pn_ref, amount, approved,
+       payment_token, detail, candidates, redirect, duplicate_of, settled_at, settled_by
+  FROM callbacks WHERE id = %(id)s;
 
 -- name: get_callback_locked
 -- Whoever resolves a callback holds it: a second resolver (the sweeper) waits, then sees
 -- it resolved.
-SELECT * FROM callbacks WHERE id = %(id)s
+SELECT id, path, method, params, client_addr, received_at, outcome, pn_ref, amount, approved,
+       payment_token, detail, candidates, redirect, duplicate_of, settled_at, settled_by
+  FROM callbacks WHERE id = %(id)s
    FOR NO KEY UPDATE;
 
 -- name: pn_ref_holder
@@ -388,7 +414,9 @@ SELECT id FROM callbacks
  ORDER BY id;
 
 -- name: callbacks
-SELECT * FROM callbacks
+SELECT id, path, method, params, client_addr, received_at, outcome, pn_ref, amount, approved,
+       payment_token, detail, candidates, redirect, duplicate_of, settled_at, settled_by
+  FROM callbacks
  WHERE (%(outcomes)s::text[] IS NULL OR outcome = ANY (%(outcomes)s::text[]))
  ORDER BY id DESC
  LIMIT %(limit)s;
