@@ -68,9 +68,6 @@ SELECT name FROM schema_migrations ORDER BY name;
 -- name: record_migration
 INSERT INTO schema_migrations (name) VALUES (%(name)s);
 
--- name: slots
-SELECT id, path, active FROM slots ORDER BY id;
-
 -- name: insert_slots
 INSERT INTO slots (path, active, created_at)
 SELECT path, true, %(now)s FROM unnest(%(paths)s::text[]) AS wanted (path)
