@@ -156,8 +156,7 @@ def test_a_second_instance_takes_another_slot_without_waiting(
             token="a", amount=1, expires_at=one.now, allow_same_amount_tainted=True
         )
         # Still inside the first transaction, which holds a's slot. Waiting for it here
-        # would deadlock this thread until the lock timeout.
-        started = time.monotonic()
+        # would block this thread until the lock timeout: StoreUnavailable.
         with second.transaction() as two:
             b = two.acquire_slot(
                 token="b", amount=1, expires_at=two.now, allow_same_amount_tainted=True
@@ -166,7 +165,6 @@ def test_a_second_instance_takes_another_slot_without_waiting(
             assert b is not None
             assert b.slot_id != a.slot_id
             two.insert_payment(payment("b", two.now))
-        assert time.monotonic() - started < 1
         one.insert_payment(payment("a", one.now))
 
 

@@ -224,6 +224,8 @@ def test_processes_and_threads_share_one_pool(database: str) -> None:
 
 # --- two app servers whose clocks disagree ------------------------------------------------
 
+LEASE = timedelta(seconds=3)  # long enough for a few requests even on a busy machine
+
 
 def skewed_server(url: str, skew_minutes: float, commands: Any) -> None:
     """An app process whose system clock is ``skew_minutes`` off, serving commands."""
@@ -235,7 +237,7 @@ def skewed_server(url: str, skew_minutes: float, commands: Any) -> None:
         return system_now(self) + skew
 
     SystemClock.now = skewed_now  # type: ignore[method-assign]
-    pool = pool_on(url, threads=1, lock_timeout=timedelta(seconds=2))
+    pool = pool_on(url, threads=1, lock_timeout=LEASE)
     try:
         while (command := commands.recv()) is not None:
             name, *args = command
@@ -277,12 +279,12 @@ def test_app_servers_with_skewed_clocks_agree_on_expiry(database: str) -> None:
         assert ahead_own - behind_own > timedelta(minutes=29)
         assert abs(ahead_db - behind_db) < timedelta(seconds=30)
 
-        # A lease of 2 seconds taken by the server that is behind. The one ahead believes
+        # A lease of 3 seconds taken by the server that is behind. The one ahead believes
         # 15 minutes have passed; on its own clock it would expire the lease at once.
         token = ask("behind", "create", 1000)
         assert ask("ahead", "sweep") == 0
         assert ask("ahead", "status", token) == "pending"
-        time.sleep(2.2)
+        time.sleep(LEASE.total_seconds() + 0.2)
         # Due now on the database's clock. The server that is behind would, on its own
         # clock, wait another 15 minutes.
         assert ask("behind", "status", token) == "expired"
@@ -291,7 +293,7 @@ def test_app_servers_with_skewed_clocks_agree_on_expiry(database: str) -> None:
         # And the other way round: taken ahead, not expired early, expired by the one behind.
         token = ask("ahead", "create", 2000)
         assert ask("ahead", "sweep") == 0
-        time.sleep(2.2)
+        time.sleep(LEASE.total_seconds() + 0.2)
         assert ask("behind", "sweep") == 1
         assert ask("ahead", "status", token) == "expired"
     finally:

