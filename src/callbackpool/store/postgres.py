@@ -371,7 +371,10 @@ class PostgresTx:
         return None if row is None else _lease(row)
 
     def live_leases(self) -> list[Lease]:
-        return [_lease(row) for row in self._all("live_leases")]
+        return [
+            _lease(row)
+            for row in self._all("live_leases_locked" if self._writing else "live_leases")
+        ]
 
     def end_lease(
         self, lease_id: int, reason: LeaseEnd, taint_until: datetime | None

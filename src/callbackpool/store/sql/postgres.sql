@@ -274,6 +274,23 @@ SELECT l.id, l.slot_id, l.path, l.token, l.amount, l.acquired_at, l.expires_at, 
   FROM slots AS s JOIN leases AS l ON l.id = s.live_lease_id
  WHERE s.path = %(path)s;
 
+-- name: live_leases_locked
+-- Before a transaction acts on every live lease (the operator's release of all): it takes
+-- their slots at once, in one order (ORDER BY comes before the locks), so that two such
+-- transactions wait for each other instead of each holding what the other needs. Only the
+-- leases on slots it now holds are returned.
+WITH held AS (
+    SELECT s.id, s.live_lease_id
+      FROM slots AS s
+     WHERE s.live_lease_id IS NOT NULL
+     ORDER BY s.id
+       FOR NO KEY UPDATE
+)
+SELECT l.id, l.slot_id, l.path, l.token, l.amount, l.acquired_at, l.expires_at, l.ended_at,
+       l.end_reason, l.taint_until
+  FROM held JOIN leases AS l ON l.id = held.live_lease_id
+ ORDER BY l.id;
+
 -- name: live_leases
 SELECT id, slot_id, path, token, amount, acquired_at, expires_at, ended_at, end_reason, taint_until
   FROM leases WHERE ended_at IS NULL ORDER BY id;
