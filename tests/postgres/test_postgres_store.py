@@ -4,6 +4,7 @@ side by side, the database's clock, bounded waits, migrations under an advisory 
 from __future__ import annotations
 
 import contextlib
+import random
 import socket
 import sys
 import threading
@@ -20,6 +21,7 @@ from psycopg import sql
 
 from callbackpool.clock import FakeClock
 from callbackpool.domain.errors import (
+    CallbackPoolError,
     ConfigurationError,
     MigrationError,
     PaymentNotPending,
@@ -631,3 +633,80 @@ def test_a_postgres_url_without_the_driver_says_which_extra_to_install(
     monkeypatch.setitem(sys.modules, "psycopg", None)
     with pytest.raises(ConfigurationError, match=r"callbackpool\[postgres\]"):
         open_store("postgresql://localhost/pool")
+
+
+# --- every operation at once --------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_every_operation_at_once_from_two_instances_never_deadlocks(
+    database: str, postgres_store: StoreOpener, raw: psycopg.Connection[Any]
+) -> None:
+    """Creates, returns (on the right path or another, repeated, forged), cancels, sweeps,
+    releases and reads, on four slots from two instances: transactions wait for each other
+    in one lock order, so none fails (a deadlock would be a StoreUnavailable)."""
+    instances = [
+        pool_over(
+            postgres_store(database, max_size=6, timeout=20),
+            callback_paths=PATHS[:4],
+            lock_timeout=timedelta(seconds=0.3),
+            late_callback_window=timedelta(seconds=5),
+        )
+        for _ in range(2)
+    ]
+    made: list[tuple[str, str, int]] = []
+    failures: list[BaseException] = []
+
+    def customer(seed: int) -> None:
+        rng = random.Random(seed)
+        pool = instances[seed % 2]
+        for _ in range(150):
+            action = rng.random()
+            try:
+                if action < 0.3 or not made:
+                    checkout = pool.create_payment(amount=rng.choice((1000, 2000)))
+                    made.append(
+                        (checkout.payment.token, checkout.lease.path, checkout.lease.amount)
+                    )
+                elif action < 0.55:
+                    _, path, amount = rng.choice(made)
+                    pool.handle_callback(
+                        rng.choice((path, path, rng.choice(PATHS[:4]))),
+                        paygistix_return(
+                            amount=f"{amount / 100:.2f}",
+                            pn_ref=str(rng.randint(1, 60)),
+                            result=rng.choice("00051"),
+                        ),
+                    )
+                elif action < 0.7:
+                    pool.cancel_payment(rng.choice(made)[0])
+                elif action < 0.78:
+                    pool.sweep()
+                elif action < 0.84:
+                    pool.release(path=rng.choice(PATHS[:4]))
+                elif action < 0.87:
+                    pool.release_all()
+                else:
+                    pool.get_payment(rng.choice(made)[0])
+            except (StoreUnavailable, StoreError) as exc:
+                failures.append(exc)
+            except CallbackPoolError:
+                pass  # the pool refusing (exhausted, not pending, nothing to release)
+
+    threads = [threading.Thread(target=customer, args=(seed,)) for seed in range(10)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert failures == []
+    assert len(made) > 50
+    (inconsistent,) = raw.execute(
+        "SELECT count(*) FROM slots AS s"
+        "  FULL JOIN (SELECT * FROM leases WHERE ended_at IS NULL) AS l ON l.slot_id = s.id"
+        " WHERE s.live_lease_id IS DISTINCT FROM l.id"
+    ).fetchone() or (None,)
+    (pending_without_lease,) = raw.execute(
+        "SELECT count(*) FROM payments AS p WHERE status = 'pending' AND NOT EXISTS"
+        " (SELECT 1 FROM leases AS l WHERE l.token = p.token AND l.ended_at IS NULL)"
+    ).fetchone() or (None,)
+    assert (inconsistent, pending_without_lease) == (0, 0)
