@@ -195,6 +195,23 @@ class PoolStatus:
         return sum(1 for s in self.active if not s.in_rotation)
 
 
+@dataclass(frozen=True, kw_only=True)
+class ReviewItem:
+    """An ambiguous approved return and the payments it could belong to."""
+
+    record: CallbackRecord
+    candidates: tuple[Payment, ...]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReviewQueue:
+    returns: tuple[ReviewItem, ...] = ()
+    payments: tuple[Payment, ...] = ()
+
+    def __len__(self) -> int:
+        return len(self.returns) + len(self.payments)
+
+
 @dataclass(kw_only=True)
 class _Work:
     """What a transaction did that must be announced once it has committed."""
@@ -891,20 +908,22 @@ class CallbackPool:
 
     # --- review ------------------------------------------------------------------------------
 
-    def review_queue(self, limit: int = 100) -> tuple[list[CallbackRecord], list[Payment]]:
+    def review_queue(self, limit: int = 100) -> ReviewQueue:
         """What waits for an operator: approved returns that could belong to several
         payments (each with its candidates), and payments in review that no open return
         names (left in review by an earlier decision)."""
         with self.store.read() as tx:
-            open_returns = tx.open_review_callbacks(limit)
+            items = []
+            for record in tx.open_review_callbacks(limit):
+                found = (tx.get_payment(token) for token in record.candidates)
+                items.append(
+                    ReviewItem(record=record, candidates=tuple(p for p in found if p is not None))
+                )
             in_review = tx.payments(statuses=[PaymentStatus.NEEDS_REVIEW], limit=limit)
-        named = {token for record in open_returns for token in record.candidates}
-        return open_returns, [p for p in in_review if p.token not in named]
-
-    def review_candidates(self, record: CallbackRecord) -> list[Payment]:
-        with self.store.read() as tx:
-            found = [tx.get_payment(token) for token in record.candidates]
-        return [payment for payment in found if payment is not None]
+        named = {token for item in items for token in item.record.candidates}
+        return ReviewQueue(
+            returns=tuple(items), payments=tuple(p for p in in_review if p.token not in named)
+        )
 
     def get_callback(self, callback_id: int) -> CallbackRecord:
         """A stored return. Raises UnknownCallback."""

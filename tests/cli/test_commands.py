@@ -17,7 +17,9 @@ PREFIX = "/api/v1/payments/callback/"
 PATHS = [f"{PREFIX}handler-{i}" for i in range(1, 11)]
 HANDLER_KEYS = {
     "path", "active", "state", "isLocked", "leaseId", "lockedBy", "lockedAt", "expiresAt",
-    "usageCount", "lastUsedAt", "lastReleasedAt", "taints",
+    "usageCount", "lastUsedAt", "lastReleasedAt", "taints", "inRotation", "sidelinedAt",
+    "sidelinedBy", "sidelinedReason", "approvals", "declines", "silentExpiries", "expiryStreak",
+    "lastReturnAt", "secondsSinceLastReturn",
 }  # fmt: skip
 LEASE_KEYS = {"leaseId", "path", "lockedBy", "amount", "lockedAt", "expiresAt"}
 
@@ -113,7 +115,8 @@ def test_status_json_has_the_totals_and_a_row_per_slot(ready: Cli) -> None:
     status = ready.json("status")
 
     assert set(status) == {
-        "at", "total", "available", "locked", "stuck", "tainted", "inactive", "handlers",
+        "at", "total", "available", "locked", "stuck", "tainted", "inactive", "outOfRotation",
+        "handlers",
     }  # fmt: skip
     assert (status["total"], status["available"], status["locked"]) == (10, 9, 1)
     assert (status["stuck"], status["tainted"], status["inactive"]) == (0, 0, 0)
@@ -133,6 +136,16 @@ def test_status_json_has_the_totals_and_a_row_per_slot(ready: Cli) -> None:
         "lastUsedAt": iso(start),
         "lastReleasedAt": None,
         "taints": 0,
+        "inRotation": True,
+        "sidelinedAt": None,
+        "sidelinedBy": None,
+        "sidelinedReason": None,
+        "approvals": 0,
+        "declines": 0,
+        "silentExpiries": 0,
+        "expiryStreak": 0,
+        "lastReturnAt": None,
+        "secondsSinceLastReturn": None,
     }
     assert status["handlers"][1]["state"] == "available"
     assert status["handlers"][1]["lockedBy"] is None

@@ -55,10 +55,11 @@ def status(pool: CallbackPool, checkout: Checkout) -> PaymentStatus:
 
 def test_the_queue_shows_the_ambiguous_return_and_its_candidates(pool: CallbackPool) -> None:
     pair = ambiguous_pair(pool)
-    returns, lone = pool.review_queue()
-    assert [r.id for r in returns] == [pair.result.callback_id]
-    assert lone == []
-    candidates = pool.review_candidates(returns[0])
+    queue = pool.review_queue()
+    assert len(queue) == 1
+    assert [item.record.id for item in queue.returns] == [pair.result.callback_id]
+    assert queue.payments == ()
+    candidates = queue.returns[0].candidates
     assert {c.token for c in candidates} == {pair.first.payment.token, pair.second.payment.token}
     assert {c.status for c in candidates} == {P.NEEDS_REVIEW}
 
@@ -113,7 +114,7 @@ def test_resolving_to_one_payment_completes_it_and_leaves_the_other_as_chosen(
     ]
     # Nothing is left to review; the slot's taint for the completed payment is gone, the
     # expired one's stays (that customer may still pay late).
-    assert pool.review_queue() == ([], [])
+    assert len(pool.review_queue()) == 0
     slot = next(s for s in pool.status().slots if s.path == pair.first.lease.path)
     assert slot.taints == 1
 
@@ -157,9 +158,9 @@ def test_others_may_stay_in_review_and_are_then_decided_one_by_one(pool: Callbac
         reason="first one; the second customer says they paid too: checking",
     )
     assert [status(pool, pair.first), status(pool, pair.second)] == [P.COMPLETED, P.NEEDS_REVIEW]
-    returns, lone = pool.review_queue()
-    assert returns == []
-    assert [p.token for p in lone] == [pair.second.payment.token]
+    queue = pool.review_queue()
+    assert queue.returns == ()
+    assert [p.token for p in queue.payments] == [pair.second.payment.token]
 
     review = pool.resolve_payment(
         pair.second.payment.token, status=P.EXPIRED, by="carol", reason="no such charge"
@@ -167,7 +168,7 @@ def test_others_may_stay_in_review_and_are_then_decided_one_by_one(pool: Callbac
     assert review.decision is ReviewDecision.PAYMENT
     assert review.callback_id is None
     assert status(pool, pair.second) is P.EXPIRED
-    assert pool.review_queue() == ([], [])
+    assert len(pool.review_queue()) == 0
     assert [r.decided_by for r in pool.reviews()] == ["carol", "carol"]
 
 
@@ -267,7 +268,7 @@ def test_a_candidate_that_moved_on_is_an_illegal_transition_and_nothing_is_appli
         )
     # Refused whole: the first is still in review, the return still open.
     assert [status(pool, pair.first), status(pool, pair.second)] == [P.NEEDS_REVIEW, P.FAILED]
-    assert [r.id for r in pool.review_queue()[0]] == [pair.result.callback_id]
+    assert [item.record.id for item in pool.review_queue().returns] == [pair.result.callback_id]
 
 
 def test_only_ambiguous_returns_and_payments_in_review_can_be_decided(pool: CallbackPool) -> None:
