@@ -17,7 +17,6 @@ import getpass
 import json
 import logging
 import os
-import re
 import sys
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -511,17 +510,7 @@ def release(
 
 def _resolve_path(pool: CallbackPool, name: str) -> str:
     """A slot's full path from its full path or its last segment."""
-    paths = [slot.path for slot in pool.status().slots]
-    matches = [p for p in paths if p == name or (not name.startswith("/") and _leaf(p) == name)]
-    if len(matches) == 1:
-        return matches[0]
-    if not matches:
-        raise UnknownSlot(f"no callback path {name!r} in the pool")
-    raise CliError(f"{name!r} names several paths ({', '.join(matches)}): give it in full", USAGE)
-
-
-def _leaf(path: str) -> str:
-    return path.rstrip("/").rsplit("/", 1)[-1]
+    return pool.slot_path(name)
 
 
 @reports_app.command("stuck")
@@ -533,20 +522,15 @@ def stuck_report(ctx: typer.Context, as_json: JsonFlag = False) -> None:
     pool = _state(ctx).pool()
     leases = pool.stuck_leases()
     now = _now(pool)
-    document = {"at": views.iso(now), "leases": [views.lease_json(lease) for lease in leases]}
-    _emit(as_json, document, _stuck_lines(leases, now))
+    _emit(as_json, views.stuck_json(now, leases), _stuck_lines(leases, now))
 
 
 def parse_duration(text: str) -> timedelta:
     """``90s``, ``30m``, ``2h``, ``1d``, or several at once: ``1h30m``."""
-    parts = _DURATION_PART.findall(text.strip())
-    if not parts or "".join(n + u for n, u in parts) != text.strip():
-        raise typer.BadParameter(f"{text!r} is not a duration such as 90s, 30m, 2h or 1h30m")
-    return sum((timedelta(seconds=float(n) * _UNIT_SECONDS[u]) for n, u in parts), timedelta())
-
-
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
-_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    try:
+        return views.parse_duration(text)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
 
 
 @reports_app.command("orphans")
@@ -571,12 +555,7 @@ def orphans_report(
     age = older_than if older_than is not None else 3 * pool.policy.lock_timeout
     payments = pool.orphaned_payments(age)
     now = _now(pool)
-    document = {
-        "at": views.iso(now),
-        "olderThanSeconds": age.total_seconds(),
-        "payments": [views.payment_json(p) for p in payments],
-    }
-    _emit(as_json, document, _orphan_lines(payments, age, now))
+    _emit(as_json, views.orphans_json(now, age, payments), _orphan_lines(payments, age, now))
 
 
 @reports_app.command("usage")
@@ -595,16 +574,9 @@ def usage_report(ctx: typer.Context, as_json: JsonFlag = False) -> None:
 def health_report(ctx: typer.Context, as_json: JsonFlag = False) -> None:
     """Per-slot health: approvals, declines, expiries without a return, time since the last
     return, and which slots are out of rotation (and why)."""
-    pool_status = _state(ctx).pool().status()
-    document = {
-        "at": views.iso(pool_status.at),
-        "outOfRotation": pool_status.out_of_rotation,
-        "expiriesToSideline": _state(ctx).settings().slot_health_expiries_to_sideline,
-        "handlers": [
-            {"path": slot.path, **views.slot_health_json(slot, pool_status.at)}
-            for slot in pool_status.slots
-        ],
-    }
+    pool = _state(ctx).pool()
+    pool_status = pool.status()
+    document = views.health_json(pool_status, pool.policy.slot_health_expiries_to_sideline)
     _emit(as_json, document, _health_lines(pool_status.slots, pool_status.at))
 
 
@@ -643,10 +615,10 @@ def callbacks_report(
 
 
 def _callback_id(ref: str) -> int:
-    text = ref.strip().upper().removeprefix("CB-")
-    if not text.isdigit():
+    callback_id = views.callback_id_of(ref)
+    if callback_id is None:
         raise typer.BadParameter(f"{ref!r} is not a return's reference (CB-12, or 12)")
-    return int(text)
+    return callback_id
 
 
 @review_app.command("list")

@@ -196,6 +196,13 @@ class PoolStatus:
 
 
 @dataclass(frozen=True, kw_only=True)
+class PoolHistory:
+    now: datetime
+    spans: tuple[LeaseSpan, ...]
+    turn_aways: tuple[tuple[datetime, int], ...]
+
+
+@dataclass(frozen=True, kw_only=True)
 class ReviewItem:
     """An ambiguous approved return and the payments it could belong to."""
 
@@ -286,6 +293,7 @@ class CallbackPool:
                 token, total, currency, line_items, customer, started
             )
         except PoolExhausted:
+            self._record_turn_away()
             self._emit([CreateRefused(reason="pool_exhausted")])
             raise
         return checkout
@@ -821,15 +829,44 @@ class CallbackPool:
         with self.store.read() as tx:
             return tx.callbacks(outcomes=outcomes, limit=limit, before_id=before_id)
 
-    def lease_spans(self, since: datetime) -> tuple[datetime, list[LeaseSpan]]:
-        """The store's time, and the leases that held a slot at some time since ``since``."""
+    def history(self, window: timedelta) -> PoolHistory:
+        """What the dashboard's charts are drawn from: the leases that held a slot in the
+        last ``window``, and the turn-aways per minute."""
         with self.store.read() as tx:
-            return tx.now, tx.lease_spans(since)
+            since = tx.now - window
+            return PoolHistory(
+                now=tx.now,
+                spans=tuple(tx.lease_spans(since)),
+                turn_aways=tuple(tx.turn_aways_since(since)),
+            )
+
+    def _record_turn_away(self) -> None:
+        try:
+            with self.store.transaction() as tx:
+                tx.record_turn_away()
+        except Exception:  # a figure for the charts; the refusal itself stands
+            log.exception("a turn-away could not be recorded")
 
     def now(self) -> datetime:
         """The time the pool decides by (the store's clock)."""
         with self.store.read() as tx:
             return tx.now
+
+    def slot_path(self, name: str) -> str:
+        """A slot's full path from its full path or its last segment (``handler-3``).
+        Raises UnknownSlot (naming the problem)."""
+        with self.store.read() as tx:
+            paths = [slot.path for slot in tx.slot_views()]
+        matches = [
+            p
+            for p in paths
+            if p == name or (not name.startswith("/") and p.rstrip("/").rsplit("/", 1)[-1] == name)
+        ]
+        if len(matches) == 1:
+            return matches[0]
+        if not matches:
+            raise UnknownSlot(f"no callback path {name!r} in the pool")
+        raise UnknownSlot(f"{name!r} names several paths ({', '.join(matches)}): give it in full")
 
     # --- slots out of rotation -------------------------------------------------------------
 

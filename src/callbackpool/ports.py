@@ -209,6 +209,14 @@ class Tx(Protocol):
         limit: int = 100,
     ) -> list[Payment]: ...
 
+    def record_turn_away(self) -> None:
+        """Count a request for a slot turned away, in the current minute."""
+        ...
+
+    def turn_aways_since(self, since: datetime) -> list[tuple[datetime, int]]:
+        """Turn-aways per minute (the minute's start, the count), from ``since`` on."""
+        ...
+
     def payment_counts(self) -> dict[PaymentStatus, int]:
         """How many payments have each status (statuses without any are left out)."""
         ...

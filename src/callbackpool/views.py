@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from .analytics import PoolSeries
 from .domain.model import (
     CallbackOutcome,
     CallbackRecord,
@@ -276,3 +277,64 @@ def review_payment_json(payment: Payment) -> JsonObject:
 
 def counts_json(counts: Mapping[PaymentStatus, int]) -> JsonObject:
     return {status.value: counts.get(status, 0) for status in PaymentStatus}
+
+
+def health_json(status: PoolStatus, expiries_to_sideline: int) -> JsonObject:
+    """Per-slot health, and the rule's threshold (0: the rule is off)."""
+    return {
+        "at": iso(status.at),
+        "outOfRotation": status.out_of_rotation,
+        "expiriesToSideline": expiries_to_sideline,
+        "handlers": [
+            {"path": slot.path, **slot_health_json(slot, status.at)} for slot in status.slots
+        ],
+    }
+
+
+def stuck_json(now: datetime, leases: Sequence[Lease]) -> JsonObject:
+    return {"at": iso(now), "leases": [lease_json(lease) for lease in leases]}
+
+
+def orphans_json(now: datetime, age: timedelta, payments: Sequence[Payment]) -> JsonObject:
+    return {
+        "at": iso(now),
+        "olderThanSeconds": age.total_seconds(),
+        "payments": [payment_json(p) for p in payments],
+    }
+
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> timedelta:
+    """``90s``, ``30m``, ``2h``, ``1d``, or several at once: ``1h30m`` (ValueError else).
+    How durations are written to the CLI's options and the API's query parameters."""
+    parts = _DURATION_PART.findall(text.strip())
+    if not parts or "".join(n + u for n, u in parts) != text.strip():
+        raise ValueError(f"{text!r} is not a duration such as 90s, 30m, 2h or 1h30m")
+    return sum((timedelta(seconds=float(n) * _UNIT_SECONDS[u]) for n, u in parts), timedelta())
+
+
+def series_json(series: PoolSeries, window: str) -> JsonObject:
+    """The dashboard's charts as data: a value per bucket, oldest first."""
+    return {
+        "window": window,
+        "since": iso(series.since),
+        "bucketSeconds": series.bucket.total_seconds(),
+        "slots": series.slots,
+        "starts": [iso(start) for start in series.starts],
+        "utilisation": [round(value, 4) for value in series.utilisation],
+        "turnedAway": None if series.turned_away is None else list(series.turned_away),
+        "leasesEnded": {reason.value: list(counts) for reason, counts in series.ended.items()},
+        "durationP50Seconds": list(series.duration_p50),
+        "durationP95Seconds": list(series.duration_p95),
+    }
+
+
+def callback_id_of(ref: str) -> int | None:
+    """The id a return's reference names (``CB-12`` or ``12``), or None."""
+    text = ref.strip().upper().removeprefix("CB-")
+    if not text.isdigit() or len(text) > 18:
+        return None
+    return int(text)

@@ -86,7 +86,8 @@ def test_lease_spans_cover_the_window_and_the_live_leases(
     pool.handle_callback(paid.lease.path, paygistix_return(pn_ref="new"))
     live = pool.create_payment(amount=2000)
 
-    now, spans = pool.lease_spans(since)
+    history = pool.history(clock.now() - since)
+    now, spans = history.now, history.spans
     assert now == clock.now()
     assert [(s.lease_id, s.end_reason) for s in spans] == [
         (paid.lease.id, LeaseEnd.CALLBACK),
@@ -133,3 +134,17 @@ def test_a_failing_observer_changes_nothing(pool: CallbackPool) -> None:
     checkout = pool.create_payment(amount=1000)
     pool.handle_callback(checkout.lease.path, paygistix_return())
     assert pool.get_payment(checkout.payment.token).status is PaymentStatus.COMPLETED
+
+
+def test_turn_aways_are_counted_per_minute(pool: CallbackPool, clock: FakeClock) -> None:
+    for i in range(10):
+        pool.create_payment(amount=1000 + i)
+    start = clock.now()
+    for seconds in (0, 10, 59, 60, 185):
+        clock.set(start + timedelta(seconds=seconds))
+        with pytest.raises(PoolExhausted):
+            pool.create_payment(amount=1000)
+    history = pool.history(timedelta(minutes=5))
+    minute = timedelta(minutes=1)
+    assert history.turn_aways == ((start, 3), (start + minute, 1), (start + 3 * minute, 1))
+    assert pool.history(timedelta(seconds=30)).turn_aways == ((start + 3 * minute, 1),)

@@ -46,6 +46,7 @@ from ..ports import (
 from .queries import load_migrations, load_queries
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MINUTE_US = 60_000_000
 _Q = load_queries("sqlite.sql")
 _MIGRATIONS_TABLE = """
 CREATE TABLE IF NOT EXISTS schema_migrations (
@@ -556,6 +557,14 @@ class SqliteTx:
             limit=limit,
         )
         return [_payment(row) for row in rows]
+
+    def record_turn_away(self) -> None:
+        self._run("record_turn_away", minute=self._now_us - self._now_us % _MINUTE_US)
+
+    def turn_aways_since(self, since: datetime) -> list[tuple[datetime, int]]:
+        start = to_us(since)
+        rows = self._all("turn_aways_since", since=start - start % _MINUTE_US)
+        return [(_at(row["minute"]), row["count"]) for row in rows]
 
     def payment_counts(self) -> dict[PaymentStatus, int]:
         return {PaymentStatus(row["status"]): row["n"] for row in self._all("payment_counts")}

@@ -84,15 +84,13 @@ def demo_banner(settings: Settings, links: dict[str, str]) -> list[str]:
         "",
         f"  checkout     {base}{links['checkout']}",
     ]
-    if "dashboard" in links:
-        lines.append(f"  dashboard    {base}{links['dashboard']}")
-    else:
-        lines.append(f"  dashboard    (none yet) the pool's state: {base}{links['pool-stats']}")
     lines += [
+        f"  dashboard    {base}{links['dashboard']}   (sign in with your name and the token below)",
         f"  API          {base}{links['api']}   (documentation: {base}{links['docs']})",
         f"  admin token  {token}",
         "",
         f'  curl -H "Authorization: Bearer {token}" {base}{links["pool-stats"]}',
+        f'  curl -H "Authorization: Bearer {token}" {base}{links["metrics"]}',
         "",
         "Test cards: "
         + ", ".join(f"{card.number} {card.outcome.value}" for card in cards)

@@ -267,3 +267,10 @@ SELECT * FROM reviews WHERE callback_id = :callback_id;
 
 -- name: reviews
 SELECT * FROM reviews ORDER BY id DESC LIMIT :limit;
+
+-- name: record_turn_away
+INSERT INTO turn_aways (minute, count) VALUES (:minute, 1)
+ON CONFLICT (minute) DO UPDATE SET count = count + 1;
+
+-- name: turn_aways_since
+SELECT minute, count FROM turn_aways WHERE minute >= :since ORDER BY minute;

@@ -46,3 +46,9 @@ CREATE UNIQUE INDEX reviews_one_per_callback ON reviews (callback_id) WHERE call
 
 -- The dashboard's charts read leases by when they ended.
 CREATE INDEX IF NOT EXISTS leases_ended ON leases (ended_at) WHERE ended_at IS NOT NULL;
+
+-- Requests for a slot turned away (the pool full), per minute: the dashboard's turn-away chart.
+CREATE TABLE turn_aways (
+    minute INTEGER PRIMARY KEY,  -- microseconds since the epoch of the minute's start
+    count  INTEGER NOT NULL
+);
