@@ -259,6 +259,16 @@ class HandlerOut(_Out):
     last_used_at: str | None
     last_released_at: str | None
     taints: int
+    in_rotation: bool
+    sidelined_at: str | None
+    sidelined_by: str | None
+    sidelined_reason: str | None
+    approvals: int
+    declines: int
+    silent_expiries: int
+    expiry_streak: int
+    last_return_at: str | None
+    seconds_since_last_return: int | None
 
 
 class PoolStatsOut(_Out):
@@ -271,6 +281,7 @@ class PoolStatsOut(_Out):
     stuck: int
     tainted: int
     inactive: int
+    out_of_rotation: int
     handlers: list[HandlerOut]
 
     @classmethod
