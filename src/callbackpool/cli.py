@@ -1138,11 +1138,4 @@ def _ago(moment: datetime | None, now: datetime) -> str:
 
 def _span(delta: timedelta) -> str:
     """The two largest units of a duration: ``45s``, ``5m 10s``, ``2h 5m``, ``3d 4h``."""
-    seconds = int(delta.total_seconds())
-    days, seconds = divmod(seconds, 86400)
-    hours, seconds = divmod(seconds, 3600)
-    minutes, seconds = divmod(seconds, 60)
-    parts = [(days, "d"), (hours, "h"), (minutes, "m"), (seconds, "s")]
-    while len(parts) > 1 and parts[0][0] == 0:
-        parts.pop(0)
-    return " ".join(f"{n}{unit}" for n, unit in parts[:2] if n or unit == parts[0][1])
+    return views.span(delta)

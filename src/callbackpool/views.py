@@ -338,3 +338,15 @@ def callback_id_of(ref: str) -> int | None:
     if not text.isdigit() or len(text) > 18:
         return None
     return int(text)
+
+
+def span(delta: timedelta) -> str:
+    """The two largest units of a duration: ``45s``, ``5m 10s``, ``2h 5m``, ``3d 4h``."""
+    seconds = int(delta.total_seconds())
+    days, seconds = divmod(seconds, 86400)
+    hours, seconds = divmod(seconds, 3600)
+    minutes, seconds = divmod(seconds, 60)
+    parts = [(days, "d"), (hours, "h"), (minutes, "m"), (seconds, "s")]
+    while len(parts) > 1 and parts[0][0] == 0:
+        parts.pop(0)
+    return " ".join(f"{n}{unit}" for n, unit in parts[:2] if n or unit == parts[0][1])

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from fastapi.templating import Jinja2Templates
 
 from ..domain.money import format_amount
-from ..views import masked_params
+from ..views import masked_params, span
 
 HERE = Path(__file__).parent
 STATIC_DIR = HERE / "static"
@@ -28,18 +28,8 @@ def _ago(moment: datetime | None, now: datetime) -> str:
     if moment is None:
         return "–"
     seconds = int((now - moment).total_seconds())
-    text = _span(abs(seconds))
+    text = span(timedelta(seconds=abs(seconds)))
     return f"{text} ago" if seconds >= 0 else f"in {text}"
-
-
-def _span(seconds: int) -> str:
-    days, seconds = divmod(seconds, 86400)
-    hours, seconds = divmod(seconds, 3600)
-    minutes, seconds = divmod(seconds, 60)
-    parts = [(days, "d"), (hours, "h"), (minutes, "m"), (seconds, "s")]
-    while len(parts) > 1 and parts[0][0] == 0:
-        parts.pop(0)
-    return " ".join(f"{n}{unit}" for n, unit in parts[:2])
 
 
 def _short(token: str | None) -> str:

@@ -30,6 +30,12 @@ router = APIRouter(prefix=PREFIX, tags=["operator"], responses=error_responses(4
 Json = dict[str, Any]
 
 
+def _json_body(model: type[Any]) -> dict[str, Any]:
+    """The OpenAPI request body of an endpoint that reads its JSON itself (``read_json``)."""
+    schema = model.model_json_schema()
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+
+
 @router.get("/status")
 def status(_: OperatorDep, pool: PoolDep) -> Json:
     """The pool: totals and a row per slot, with its health (``callbackpool status``)."""
@@ -97,12 +103,7 @@ def reviews(_: OperatorDep, pool: PoolDep) -> Json:
 @router.post(
     "/reviews/{ref}/resolve",
     responses=error_responses(404, 409, 422),
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {"application/json": {"schema": ResolveReviewIn.model_json_schema()}},
-        }
-    },
+    openapi_extra=_json_body(ResolveReviewIn),
 )
 async def resolve_review(ref: str, request: Request, _: OperatorDep, pool: PoolDep) -> Json:
     """Decide which payment an ambiguous return (``CB-12``) belongs to, or none
@@ -125,12 +126,7 @@ async def resolve_review(ref: str, request: Request, _: OperatorDep, pool: PoolD
 @router.post(
     "/payments/{token}/close",
     responses=error_responses(404, 409, 422),
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {"application/json": {"schema": ClosePaymentIn.model_json_schema()}},
-        }
-    },
+    openapi_extra=_json_body(ClosePaymentIn),
 )
 async def close_payment(token: str, request: Request, _: OperatorDep, pool: PoolDep) -> Json:
     """End a payment left in review without a return (``expired`` or ``failed``)."""
@@ -149,12 +145,7 @@ async def close_payment(token: str, request: Request, _: OperatorDep, pool: Pool
 @router.post(
     "/slots/sideline",
     responses=error_responses(404, 422),
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {"application/json": {"schema": SidelineIn.model_json_schema()}},
-        }
-    },
+    openapi_extra=_json_body(SidelineIn),
 )
 async def sideline(request: Request, _: OperatorDep, pool: PoolDep) -> Json:
     """Take a slot out of rotation (``path``: in full or its last segment)."""
@@ -171,12 +162,7 @@ async def sideline(request: Request, _: OperatorDep, pool: PoolDep) -> Json:
 @router.post(
     "/slots/restore",
     responses=error_responses(404, 422),
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {"application/json": {"schema": RestoreIn.model_json_schema()}},
-        }
-    },
+    openapi_extra=_json_body(RestoreIn),
 )
 async def restore(request: Request, _: OperatorDep, pool: PoolDep) -> Json:
     """Put a slot back in rotation."""
