@@ -46,7 +46,14 @@ log = logging.getLogger("callbackpool.config")
 ENV_PREFIX = "CALLBACKPOOL_"
 PAYGISTIX_FORM_ACTION = "https://safepay.paymentlogistics.net/transaction.asp"
 # Variables with the prefix that are not configuration keys.
-_NOT_SETTINGS = ("CALLBACKPOOL_CONFIG", "CALLBACKPOOL_TEST_")
+_NOT_SETTINGS = (
+    "CALLBACKPOOL_CONFIG",
+    "CALLBACKPOOL_TEST_",
+    "CALLBACKPOOL_HOST",
+    "CALLBACKPOOL_PORT",
+    "CALLBACKPOOL_LOG_FORMAT",
+    "CALLBACKPOOL_OPERATOR",
+)
 
 _file_data: ContextVar[dict[str, Any] | None] = ContextVar("callbackpool_file_data", default=None)
 
@@ -141,6 +148,11 @@ class Settings(BaseSettings):
     admin_token: SecretStr | None = None
     env: Literal["development", "production"] = "development"
     sandbox: SandboxSettings = SandboxSettings()
+    # Operations (docs/operations.md).
+    slot_health_expiries_to_sideline: int = Field(default=5, ge=0)
+    metrics_require_token: bool = True
+    dashboard_refresh_seconds: int = Field(default=10, ge=2, le=3600)
+    admin_session_hours: float = Field(default=12, gt=0, le=24 * 30)
 
     @field_validator("callback_paths", mode="before")
     @classmethod
@@ -227,6 +239,7 @@ class Settings(BaseSettings):
             max_amount=self.max_amount,
             success_url=self.success_url,
             error_url=self.error_url,
+            slot_health_expiries_to_sideline=self.slot_health_expiries_to_sideline,
         )
 
     def effective_form_action_url(self) -> str:

@@ -40,6 +40,8 @@ from .conftest import StoreOpener
 
 pytestmark = pytest.mark.postgres
 
+MIGRATIONS = [name for name, _ in postgres_module.load_migrations("postgres")]
+
 
 def pool_over(store: PostgresStore, **policy: Any) -> CallbackPool:
     pool = CallbackPool(store, make_gateway(), replace(POLICY, **policy))
@@ -341,6 +343,25 @@ def test_a_concurrent_claim_of_a_pn_ref_waits_then_sees_the_holder(
     assert result == ([(one, "fp-1")] if first_commits else [None])
 
 
+def test_turn_aways_counted_at_once_by_two_instances_add_up(
+    database: str, postgres_store: StoreOpener
+) -> None:
+    clock = FakeClock()
+    stores = [postgres_store(database, clock=clock, max_size=4) for _ in range(2)]
+    start = threading.Barrier(8)
+
+    def turn_away(store: PostgresStore) -> None:
+        start.wait()
+        for _ in range(5):
+            with store.transaction() as tx:
+                tx.record_turn_away()
+
+    with ThreadPoolExecutor(max_workers=8) as workers:
+        list(workers.map(turn_away, stores * 4))
+    with stores[0].read() as tx:
+        assert tx.turn_aways_since(clock.now()) == [(clock.now().replace(second=0), 40)]
+
+
 # --- the database's clock -------------------------------------------------------------------
 
 
@@ -489,7 +510,7 @@ def test_instances_starting_together_apply_each_migration_once(postgres_store: S
 
     empty = DATABASES.create_empty()
     stores = [postgres_store(empty) for _ in range(4)]
-    assert [name for name, _ in stores[0].pending_migrations()] == ["0001_initial"]
+    assert [name for name, _ in stores[0].pending_migrations()] == MIGRATIONS
     assert tables(empty) == set()  # looking changes nothing
     start = threading.Barrier(len(stores))
 
@@ -499,7 +520,7 @@ def test_instances_starting_together_apply_each_migration_once(postgres_store: S
 
     with ThreadPoolExecutor(max_workers=len(stores)) as workers:
         applied = list(workers.map(migrate, stores))
-    assert sorted(applied) == [[], [], [], ["0001_initial"]]
+    assert sorted(applied) == [[], [], [], MIGRATIONS]
     assert stores[0].pending_migrations() == []
     assert {"slots", "leases", "payments", "callbacks", "pn_refs", "schema_migrations"} <= tables(
         empty
@@ -521,7 +542,7 @@ def test_an_instance_waits_for_another_ones_migration_past_the_request_timeout(
         assert thread.is_alive()  # still waiting, three times the request timeout later
         other.rollback()
     thread.join(10)
-    assert result == [["0001_initial"]]
+    assert result == [MIGRATIONS]
 
 
 def test_a_running_instance_survives_another_ones_migration_adding_columns(
@@ -561,13 +582,13 @@ def test_a_failing_migration_applies_nothing(
     monkeypatch.setattr(
         postgres_module,
         "load_migrations",
-        lambda dialect: [*real, ("0002_broken", "ALTER TABLE no_such_table ADD COLUMN x int;")],
+        lambda dialect: [*real, ("9999_broken", "ALTER TABLE no_such_table ADD COLUMN x int;")],
     )
     store = postgres_store(empty)
-    with pytest.raises(MigrationError, match="0002_broken"):
+    with pytest.raises(MigrationError, match="9999_broken"):
         store.migrate()
-    assert tables(empty) == set()  # the first migration was rolled back with it
-    assert [name for name, _ in store.pending_migrations()] == ["0001_initial", "0002_broken"]
+    assert tables(empty) == set()  # the ones before were rolled back with it
+    assert [name for name, _ in store.pending_migrations()] == [*MIGRATIONS, "9999_broken"]
 
 
 # --- what is stored comes back exactly ------------------------------------------------------

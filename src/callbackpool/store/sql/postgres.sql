@@ -159,7 +159,7 @@ WITH picked AS (
     SELECT id, path FROM (
         SELECT s.id, s.path
           FROM slots AS s
-         WHERE s.live_lease_id IS NULL AND s.active
+         WHERE s.live_lease_id IS NULL AND s.active AND s.sidelined_at IS NULL
            AND (s.last_released_at IS NULL OR s.last_released_at <= %(now)s)
            AND (s.tainted_until IS NULL OR s.tainted_until <= %(now)s)
          ORDER BY s.last_released_at NULLS FIRST, s.id
@@ -170,7 +170,7 @@ WITH picked AS (
     SELECT id, path FROM (
         SELECT s.id, s.path
           FROM slots AS s
-         WHERE s.live_lease_id IS NULL AND s.active
+         WHERE s.live_lease_id IS NULL AND s.active AND s.sidelined_at IS NULL
            AND (s.last_released_at IS NULL OR s.last_released_at <= %(now)s)
            AND NOT EXISTS (SELECT 1 FROM leases AS t
                             WHERE t.slot_id = s.id AND t.amount = %(amount)s
@@ -183,7 +183,8 @@ WITH picked AS (
     SELECT id, path FROM (
         SELECT s.id, s.path
           FROM slots AS s
-         WHERE s.live_lease_id IS NULL AND s.active AND %(allow_same_amount_tainted)s
+         WHERE s.live_lease_id IS NULL AND s.active AND s.sidelined_at IS NULL
+           AND %(allow_same_amount_tainted)s
            AND (s.last_released_at IS NULL OR s.last_released_at <= %(now)s)
          ORDER BY s.last_released_at NULLS FIRST, s.id
          LIMIT 1
@@ -321,6 +322,8 @@ SELECT l.id AS l_id, l.slot_id AS l_slot_id, l.path AS l_path, l.token AS l_toke
 
 -- name: slot_views
 SELECT s.id, s.path, s.active, s.usage_count, s.last_acquired_at, s.last_released_at,
+       s.sidelined_at, s.sidelined_by, s.sidelined_reason, s.approvals, s.declines,
+       s.silent_expiries, s.expiry_streak, s.last_return_at,
        (SELECT count(*) FROM leases AS t
          WHERE t.slot_id = s.id AND t.taint_until > %(now)s) AS taints,
        l.id AS l_id, l.slot_id AS l_slot_id, l.path AS l_path, l.token AS l_token,
@@ -432,5 +435,88 @@ SELECT id, path, method, params, client_addr, received_at, outcome, pn_ref, amou
        payment_token, detail, candidates, redirect, duplicate_of, settled_at, settled_by
   FROM callbacks
  WHERE (%(outcomes)s::text[] IS NULL OR outcome = ANY (%(outcomes)s::text[]))
+   AND (%(before_id)s::bigint IS NULL OR id < %(before_id)s)
  ORDER BY id DESC
  LIMIT %(limit)s;
+
+-- name: get_lease
+SELECT id, slot_id, path, token, amount, acquired_at, expires_at, ended_at, end_reason, taint_until
+  FROM leases WHERE id = %(id)s;
+
+-- name: lease_spans
+SELECT id, path, acquired_at, ended_at, end_reason FROM (
+    SELECT id, path, acquired_at, ended_at, end_reason FROM leases
+     WHERE ended_at >= %(since)s
+    UNION ALL
+    SELECT id, path, acquired_at, ended_at, end_reason FROM leases
+     WHERE ended_at IS NULL
+) AS spans
+ ORDER BY acquired_at, id
+ LIMIT %(limit)s;
+
+-- name: record_slot_return
+UPDATE slots
+   SET approvals = approvals + CASE WHEN %(approved)s THEN 1 ELSE 0 END,
+       declines = declines + CASE WHEN %(approved)s THEN 0 ELSE 1 END,
+       expiry_streak = 0,
+       last_return_at = %(now)s
+ WHERE id = %(slot_id)s;
+
+-- name: record_late_return
+UPDATE slots SET silent_expiries = greatest(silent_expiries - 1, 0) WHERE id = %(slot_id)s;
+
+-- name: record_slot_expiry
+UPDATE slots
+   SET silent_expiries = silent_expiries + 1, expiry_streak = expiry_streak + 1
+ WHERE id = %(slot_id)s
+RETURNING expiry_streak;
+
+-- name: sideline_slot
+UPDATE slots
+   SET sidelined_at = %(now)s, sidelined_by = %(by)s, sidelined_reason = %(reason)s
+ WHERE id = %(slot_id)s AND sidelined_at IS NULL;
+
+-- name: restore_slot
+UPDATE slots
+   SET sidelined_at = NULL, sidelined_by = NULL, sidelined_reason = NULL, expiry_streak = 0
+ WHERE id = %(slot_id)s AND sidelined_at IS NOT NULL;
+
+-- name: payment_counts
+SELECT status, count(*) AS n FROM payments GROUP BY status;
+
+-- name: callback_counts
+SELECT outcome, count(*) AS n FROM callbacks GROUP BY outcome;
+
+-- name: open_review_callbacks
+SELECT id, path, method, params, client_addr, received_at, outcome, pn_ref, amount, approved,
+       payment_token, detail, candidates, redirect, duplicate_of, settled_at, settled_by
+  FROM callbacks
+ WHERE outcome = 'ambiguous' AND approved AND settled_at IS NULL
+ ORDER BY id
+ LIMIT %(limit)s;
+
+-- name: insert_review
+-- At most one decision per stored return: a second one, even at the same moment from
+-- another instance, inserts nothing.
+INSERT INTO reviews (decision, callback_id, payment_token, others, decided_by, reason,
+                     decided_at, changes)
+VALUES (%(decision)s, %(callback_id)s, %(payment_token)s, %(others)s, %(decided_by)s,
+        %(reason)s, %(now)s, %(changes)s)
+ON CONFLICT DO NOTHING
+RETURNING id, decision, callback_id, payment_token, others, decided_by, reason, decided_at, changes;
+
+-- name: review_of_callback
+SELECT id, decision, callback_id, payment_token, others, decided_by, reason, decided_at, changes
+  FROM reviews WHERE callback_id = %(callback_id)s;
+
+-- name: reviews
+SELECT id, decision, callback_id, payment_token, others, decided_by, reason, decided_at, changes
+  FROM reviews ORDER BY id DESC LIMIT %(limit)s;
+
+-- name: record_turn_away
+-- Instances counting in the same minute add up: the second waits for the first's row.
+INSERT INTO turn_aways (minute, count) VALUES (%(minute)s, 1)
+ON CONFLICT (minute) DO UPDATE SET count = turn_aways.count + 1;
+
+-- name: turn_aways_since
+SELECT minute, count FROM turn_aways WHERE minute >= %(since)s ORDER BY minute;
