@@ -3,14 +3,10 @@ sandbox gateway on and its returns' hash verified."""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +17,8 @@ import pytest
 
 from callbackpool.gateways.sandbox import DEFAULT_HASH_FIELDS
 
-REPO = Path(__file__).parents[2]
+from ..servers import REPO, example_config, launch, stop_server
+
 ADMIN_TOKEN = "e2e-admin-token"
 SANDBOX_SECRET = "e2e-sandbox-secret"
 
@@ -46,65 +43,20 @@ class Server:
         return stats
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def executable() -> str:
-    beside = Path(sys.executable).parent / "callbackpool"
-    found = str(beside) if beside.exists() else shutil.which("callbackpool")
-    assert found, "the callbackpool executable is not installed"
-    return found
-
-
 def start_server(folder: Path, **config: Any) -> tuple[subprocess.Popen[bytes], Server]:
-    port = free_port()
-    base_url = f"http://127.0.0.1:{port}"
-    example = json.loads((REPO / "examples" / "paygistix-forms.json").read_text())
-    settings = {
-        **example,
-        "baseUrl": base_url,
-        "databaseUrl": f"sqlite:///{folder / 'service.db'}",
-        "adminToken": ADMIN_TOKEN,
-        "sandbox": {"enabled": True, "secret": SANDBOX_SECRET},
-        "callbackHash": {"secret": SANDBOX_SECRET, "fields": list(DEFAULT_HASH_FIELDS)},
-        **config,
-    }
-    config_path = folder / "paygistix-forms.json"
-    config_path.write_text(json.dumps(settings))
-    log = folder / "server.log"
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("CALLBACKPOOL_")}
-    with log.open("wb") as output:
-        process = subprocess.Popen(
-            [executable(), "--config", str(config_path), "serve", "--port", str(port)],
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            env=environment,
-        )
-    server = Server(base_url=base_url, admin_token=ADMIN_TOKEN, log=log)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"callbackpool serve exited with {process.returncode}:\n{log.read_text()}")
-        try:
-            if httpx.get(f"{base_url}/healthz", timeout=1).status_code == 200:
-                return process, server
-        except httpx.TransportError:
-            time.sleep(0.1)
-    process.kill()
-    pytest.fail(f"callbackpool serve did not answer in time:\n{log.read_text()}")
-
-
-def stop_server(process: subprocess.Popen[bytes]) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+    settings = example_config(
+        **{
+            "databaseUrl": f"sqlite:///{folder / 'service.db'}",
+            "adminToken": ADMIN_TOKEN,
+            "sandbox": {"enabled": True, "secret": SANDBOX_SECRET},
+            "callbackHash": {"secret": SANDBOX_SECRET, "fields": list(DEFAULT_HASH_FIELDS)},
+            **config,
+        }
+    )
+    started = launch(folder, settings, name="server")
+    started.wait_until_serving(20)
+    server = Server(base_url=started.base_url, admin_token=ADMIN_TOKEN, log=started.log)
+    return started.process, server
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,7 @@ import pytest
 from callbackpool.web import create_app
 from callbackpool.web.server import DEMO_CONFIG, demo_banner, demo_settings
 
-from ..e2e.conftest import executable, free_port, stop_server
+from ..servers import executable, free_port, stop_server
 from .conftest import gateway_return, serving
 
 REPO = Path(__file__).parents[2]
