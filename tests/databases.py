@@ -14,6 +14,7 @@ import queue
 import secrets
 import threading
 from typing import Any, NoReturn
+from urllib.parse import quote, urlencode
 
 import psycopg
 import pytest
@@ -32,6 +33,18 @@ def unavailable(reason: str) -> NoReturn:
     if os.environ.get("CI") == "true":
         pytest.fail(f"{reason} (CI=true: PostgreSQL tests must run, not skip)", pytrace=False)
     pytest.skip(reason)
+
+
+def url_of(conninfo: str, **options: str | int | float) -> str:
+    """A connection string as the ``postgresql://`` URL the service takes (its
+    ``databaseUrl``), with ``options`` (libpq's or the store's) in the query."""
+    given = conninfo_to_dict(conninfo)
+    user = quote(str(given.get("user", "postgres")))
+    password = given.get("password")
+    credentials = f"{user}:{quote(str(password))}" if password else user
+    where = f"{given.get('host', '127.0.0.1')}:{given.get('port', 5432)}"
+    query = urlencode(options)
+    return f"postgresql://{credentials}@{where}/{given['dbname']}" + (f"?{query}" if query else "")
 
 
 def random_name(prefix: str) -> str:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+import itertools
+from collections.abc import Sequence
+from datetime import datetime, timedelta
 from typing import Any
 
 from callbackpool.domain.gateway import CatalogueItem
@@ -62,3 +64,23 @@ def paygistix_return(
         params.insert(3, ("Amount", amount))
     params += list(extra.items())
     return params
+
+
+LeaseRow = tuple[int, int, str, datetime, datetime | None]
+
+
+def assert_lease_history(leases: Sequence[LeaseRow]) -> None:
+    """Invariant 1 over a whole history of ``(id, slot_id, token, acquired_at, ended_at)``:
+    on each slot, leases in id order each ended before the next one began (so no two were
+    ever live at once), and no payment held more than one lease."""
+    by_slot: dict[int, list[LeaseRow]] = {}
+    for lease in sorted(leases):
+        by_slot.setdefault(lease[1], []).append(lease)
+    for slot_id, spans in by_slot.items():
+        for lease_id, _, _, start, end in spans:
+            assert end is None or end >= start, f"lease {lease_id} ended before it began"
+        for (first, _, _, _, end), (second, _, _, start, _) in itertools.pairwise(spans):
+            assert end is not None, f"slot {slot_id}: lease {first} never ended"
+            assert start >= end, f"slot {slot_id}: lease {second} began before {first} ended"
+    tokens = [lease[2] for lease in leases]
+    assert len(tokens) == len(set(tokens)), "a payment held two leases"
