@@ -63,6 +63,10 @@ DEFAULT_CONFIG = Path("paygistix-forms.json")
 FAILURE = 1
 USAGE = 2
 
+# The PostgreSQL driver's logger (its connection pool's warnings), and a level above all.
+DRIVER_LOGGER = "psycopg"
+QUIET = logging.CRITICAL + 1
+
 
 class CliError(Exception):
     """A failure the command line itself finds, with the exit code it ends in."""
@@ -173,11 +177,18 @@ def _logging_to_stderr() -> Iterator[None]:
     level = logger.level
     logger.addHandler(handler)
     logger.setLevel(logging.WARNING)
+    # The driver's connection pool warns at each failed connection attempt; the command's
+    # one ``error:`` line says what failed instead (``--verbose`` shows them).
+    driver = logging.getLogger(DRIVER_LOGGER)
+    saved = driver.handlers[:], driver.level, driver.propagate
+    driver.handlers, driver.propagate = [handler], False
+    driver.setLevel(QUIET)
     try:
         yield
     finally:
         logger.removeHandler(handler)
         logger.setLevel(level)
+        driver.handlers, driver.level, driver.propagate = saved
 
 
 # --- the global options ------------------------------------------------------------------------
@@ -357,6 +368,7 @@ def _global_options(
     ctx.call_on_close(state.close)
     if verbose:
         logging.getLogger("callbackpool").setLevel(logging.DEBUG)
+        logging.getLogger(DRIVER_LOGGER).setLevel(logging.WARNING)
 
 
 def main() -> None:
@@ -818,11 +830,17 @@ def _service_logging(log_format: logs.LogFormat) -> Iterator[None]:
     logger.handlers = [handler]
     logger.setLevel(min(logger.getEffectiveLevel(), logging.INFO))
     logger.propagate = False
+    # The driver's warnings (a connection lost or refused) in the same format.
+    driver = logging.getLogger(DRIVER_LOGGER)
+    saved = driver.handlers[:], driver.level, driver.propagate
+    driver.handlers, driver.propagate = [handler], False
+    driver.setLevel(logging.WARNING)
     try:
         yield
     finally:
         logger.handlers, logger.propagate = handlers, propagate
         logger.setLevel(level)
+        driver.handlers, driver.level, driver.propagate = saved
 
 
 def _now(pool: CallbackPool) -> datetime:

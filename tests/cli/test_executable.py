@@ -10,6 +10,7 @@ from pathlib import Path
 
 from callbackpool import build_pool, load_settings
 
+from ..servers import free_port
 from .conftest import EXAMPLE_CONFIG
 
 EXECUTABLE = Path(sys.executable).with_name("callbackpool")
@@ -69,3 +70,18 @@ def test_the_executable_fails_with_one_line_and_an_exit_code(tmp_path: Path) -> 
     assert no_terminal.returncode == 2
     assert no_terminal.stderr.startswith("error: cleanup --all releases every live lease")
     assert "Traceback" not in missing.stderr + no_terminal.stderr
+
+
+def test_a_database_that_is_down_is_one_error_line_naming_why() -> None:
+    # Nothing listens on a port just freed; the driver's pool warns at every attempt, and
+    # none of that reaches the operator but the one line (--verbose shows the attempts).
+    url = f"postgresql://postgres@127.0.0.1:{free_port()}/pool?timeout=2"
+    down = run("--database", url, "migrate")
+    verbose = run("--verbose", "--database", url, "migrate")
+
+    assert down.returncode == 1
+    assert down.stderr.count("\n") == 1, down.stderr
+    assert down.stderr.startswith("error: PostgreSQL is unavailable (get a connection): ")
+    assert "Connection refused" in down.stderr
+    assert verbose.returncode == 1
+    assert "warning: error connecting" in verbose.stderr

@@ -19,13 +19,13 @@ from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, suppress
 from datetime import UTC, datetime, timedelta
 from time import monotonic
-from typing import Any
+from typing import Any, Self
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.pq import TransactionStatus
 from psycopg.rows import DictRow, dict_row
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
 
 from ..clock import Clock
 from ..domain.errors import (
@@ -68,13 +68,43 @@ _Q = load_queries("postgres.sql")
 IDLE_IN_TRANSACTION_TIMEOUT = timedelta(minutes=1)
 
 
+def _summary(exc: BaseException) -> str:
+    """The first line of a driver error's message (the rest is libpq's advice)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+class _ConnectFailure:
+    """Why the last attempt to connect failed (None once one succeeds): what a request that
+    timed out waiting for a connection reports, rather than only that it waited."""
+
+    def __init__(self) -> None:
+        self.reason: str | None = None
+
+
+class _Connection(psycopg.Connection[Any]):
+    """The pool's connections: each attempt tells the store's ``_ConnectFailure`` how it went."""
+
+    failure = _ConnectFailure()  # replaced in each store's subclass
+
+    @classmethod
+    def connect(cls, conninfo: str = "", **kwargs: Any) -> Self:
+        try:
+            conn = super().connect(conninfo, **kwargs)
+        except psycopg.Error as exc:
+            cls.failure.reason = _summary(exc).removeprefix("connection failed: ")
+            raise
+        cls.failure.reason = None
+        return conn
+
+
 def translate(exc: psycopg.Error, doing: str) -> CallbackPoolError:
     """The domain error a driver error means (the caller chains it ``from exc``).
 
     Operational errors (the server unreachable or gone, a pool or statement timeout, a lock
     wait past ``lock_timeout``, a deadlock) are worth retrying: ``StoreUnavailable``.
     """
-    summary = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    summary = _summary(exc)
     if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
         return StoreUnavailable(f"PostgreSQL is unavailable ({doing}): {summary}")
     return StoreError(f"PostgreSQL refused to {doing}: {summary}")
@@ -131,8 +161,11 @@ class PostgresStore:
             "lock_timeout": str(int(timeout * 1000)),
             "idle_timeout": str(int(IDLE_IN_TRANSACTION_TIMEOUT.total_seconds() * 1000)),
         }
+        self._connect_failure = _ConnectFailure()
+        connection_class = type("Connection", (_Connection,), {"failure": self._connect_failure})
         self._pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
             url,
+            connection_class=connection_class,
             min_size=min_size,
             max_size=max_size,
             timeout=timeout,
@@ -168,6 +201,13 @@ class PostgresStore:
         while True:
             try:
                 conn = self._pool.getconn(timeout=max(deadline - monotonic(), 0.001))
+            except PoolTimeout as exc:
+                reason = self._connect_failure.reason
+                if reason is None:  # the server is up, every connection is busy
+                    raise translate(exc, "get a connection") from exc
+                raise StoreUnavailable(
+                    f"PostgreSQL is unavailable (get a connection): {reason}"
+                ) from exc
             except psycopg.Error as exc:
                 raise translate(exc, "get a connection") from exc
             try:
