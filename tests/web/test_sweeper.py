@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from callbackpool.domain.errors import StoreUnavailable
 from callbackpool.pool import SweepReport
 from callbackpool.web.sweeper import Sweeper
 
@@ -75,3 +76,24 @@ async def test_a_failing_sweep_is_logged_and_the_next_one_runs(
         await asyncio.sleep(0.01)
     await sweeper.stop()
     assert any("sweep failed" in r.getMessage() and r.exc_info for r in caplog.records)
+
+
+async def test_a_sweep_without_the_database_is_one_warning_line(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    calls: list[int] = []
+
+    class Away:
+        def sweep(self) -> Any:
+            calls.append(1)
+            raise StoreUnavailable("PostgreSQL is unavailable (begin): connection refused")
+
+    sweeper = Sweeper(Away(), 0.01)  # type: ignore[arg-type]
+    sweeper.start()
+    while len(calls) < 2:
+        await asyncio.sleep(0.01)
+    await sweeper.stop()
+    skipped = [r for r in caplog.records if "sweep skipped" in r.getMessage()]
+    assert skipped
+    assert all(r.levelname == "WARNING" and r.exc_info is None for r in skipped)
+    assert "connection refused" in skipped[0].getMessage()

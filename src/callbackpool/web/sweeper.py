@@ -8,6 +8,7 @@ import logging
 
 from fastapi.concurrency import run_in_threadpool
 
+from ..domain.errors import StoreUnavailable
 from ..pool import CallbackPool
 
 log = logging.getLogger("callbackpool.sweeper")
@@ -43,6 +44,11 @@ class Sweeper:
         while not await self._stop_requested_within(self.interval_seconds):
             try:
                 report = await run_in_threadpool(self.pool.sweep)
+            except StoreUnavailable as exc:
+                # Expected while the database is away (a restart, a failover): one line, no
+                # traceback; the sweep after it catches up.
+                log.warning("sweep skipped: %s; trying again in %s s", exc, self.interval_seconds)
+                continue
             except Exception:
                 log.exception("sweep failed; trying again in %s s", self.interval_seconds)
                 continue
