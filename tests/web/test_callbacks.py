@@ -8,6 +8,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 import httpx
 import pytest
 
+from callbackpool.domain.errors import StoreUnavailable
 from callbackpool.domain.model import CallbackOutcome
 
 from .conftest import PATHS, ClientFactory, gateway_return, services_of
@@ -215,3 +216,53 @@ async def test_an_oversized_return_lands_on_the_error_page(client: httpx.AsyncCl
     )
     assert response.status_code == 303
     assert response.headers["location"].startswith("/payment-error?")
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+async def test_a_return_the_database_cannot_take_now_is_sent_again_by_its_page(
+    client: httpx.AsyncClient,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    method: str,
+) -> None:
+    # On the error page the return would be lost; the page answered instead sends the same
+    # return again after Retry-After, and once the database is back it is stored.
+    created = await create(client)
+    path, params = created["formConfig"]["callbackPath"], gateway_return()
+    pool = services_of(client).pool
+    handle = pool.handle_callback
+
+    def away(*args: object, **kwargs: object) -> None:
+        raise StoreUnavailable("PostgreSQL is unavailable (insert callback): server closed")
+
+    monkeypatch.setattr(pool, "handle_callback", away)
+    if method == "GET":
+        response = await client.get(path, params=params)
+    else:
+        response = await client.post(path, data=dict(params))
+    assert response.status_code == 503
+    assert response.headers["Retry-After"] == "5"
+    assert response.headers["Cache-Control"] == "no-store"
+    assert "Please do not pay again" in response.text
+    if method == "GET":
+        assert '<meta http-equiv="refresh" content="5">' in response.text
+        assert "<form" not in response.text
+    else:
+        assert f'<form id="return-again" method="post" action="{path}"' in response.text
+        for name, value in params:
+            assert f'<input type="hidden" name="{name}" value="{value}">' in response.text
+        assert "return-again.js" in response.text
+    assert stored(client) == []
+    assert any(
+        r.levelname == "ERROR"
+        and "not stored" in r.getMessage()
+        and "PNRef=804322218" in r.getMessage()
+        for r in caplog.records
+    )
+
+    monkeypatch.setattr(pool, "handle_callback", handle)
+    again = await (
+        client.get(path, params=params) if method == "GET" else client.post(path, data=dict(params))
+    )
+    assert again.status_code == 303
+    assert again.headers["location"] == f"/payment-success?token={created['token']}"

@@ -219,6 +219,8 @@ def error_page_url(request: Request, message: str) -> str:
 
 def respond(request: Request, problem: Problem) -> Response:
     style = answer_style(request)
+    if style == "callback" and problem.status == 503:
+        return _return_again_later(request, problem)
     if style == "callback":
         # A gateway return always lands the customer on a page, whatever went wrong.
         return RedirectResponse(error_page_url(request, "Processing error"), status_code=303)
@@ -238,6 +240,40 @@ def respond(request: Request, problem: Problem) -> Response:
         body.update(problem.extra)
         response = JSONResponse(body, status_code=problem.status)
     response.headers.update(problem.headers)
+    return response
+
+
+def keep_return(request: Request, params: Sequence[tuple[str, str]]) -> None:
+    """Keep a gateway return's parameters with its request, for the page that sends them
+    again if the service cannot store the return now."""
+    request.state.return_params = list(params)
+
+
+def _return_again_later(request: Request, problem: Problem) -> Response:
+    """A gateway return the service could not store (the database is away): not sent on to
+    the error page, where it would be lost, but answered 503 with a page that sends the
+    very same return again after ``Retry-After`` (a GET reloads itself; a POST posts its
+    fields again), so that it is stored as soon as the database is back."""
+    params: list[tuple[str, str]] = getattr(request.state, "return_params", [])
+    log.error(
+        "gateway return on %s not stored (%s); the customer's page will send it again: %s",
+        request.url.path,
+        problem.message,
+        urlencode(params),
+    )
+    response = templates.TemplateResponse(
+        request,
+        "return_retry.html",
+        {
+            "method": request.method,
+            "action": request.url.path,
+            "fields": params,
+            "retry_after": problem.headers.get("Retry-After", "5"),
+        },
+        status_code=503,
+    )
+    response.headers.update(problem.headers)
+    response.headers["Cache-Control"] = "no-store"
     return response
 
 

@@ -1,7 +1,8 @@
 """The callback routes: the gateway's return, by GET or POST, on each of the pool's paths.
 
 Every return is handed to the core, which stores it before acting on it, and the customer's
-browser is always sent on (303) to the success or the error page.
+browser is sent on (303) to the success or the error page; when the return cannot be stored
+(the database is away), the page answered (503) sends it again by itself.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from starlette.exceptions import HTTPException
 
 from ...config import Settings
 from ..deps import client_address, services_of
-from ..errors import mark_answer
+from ..errors import keep_return, mark_answer
 from ..schemas import form_pairs
 
 CALLBACK_PREFIX = "/api/v1/payments/callback"
@@ -37,6 +38,13 @@ async def _return_params(request: Request) -> Sequence[tuple[str, str]]:
 async def _resolve(request: Request, path: str) -> RedirectResponse:
     mark_answer(request, "callback")
     params = await _return_params(request)
+    keep_return(request, params)
+    return await _hand_over(request, path, params)
+
+
+async def _hand_over(
+    request: Request, path: str, params: Sequence[tuple[str, str]]
+) -> RedirectResponse:
     pool = services_of(request).pool
     result = await run_in_threadpool(
         lambda: pool.handle_callback(
@@ -58,10 +66,12 @@ async def _prefixed_return(handler: str, request: Request) -> RedirectResponse:
     parameters (query string or form body). Answers 303 to the success or error page."""
     path = f"{CALLBACK_PREFIX}/{handler}"
     mark_answer(request, "callback")
+    params = await _return_params(request)
+    keep_return(request, params)
     if not await run_in_threadpool(services_of(request).pool.has_path, path):
         mark_answer(request, "api")
         raise HTTPException(404)
-    return await _resolve(request, path)
+    return await _hand_over(request, path, params)
 
 
 def add_callback_routes(app: FastAPI, settings: Settings) -> None:
