@@ -172,3 +172,45 @@ def test_a_database_restart_mid_load_loses_nothing(server: PrivateServer) -> Non
         assert pool.get_payment(waiting.payment.token).status is PaymentStatus.COMPLETED
     finally:
         store.close()
+
+
+def test_a_frozen_server_is_given_up_on_and_served_again_after(server: PrivateServer) -> None:
+    # The server's processes stopped (SIGSTOP): its connections stay open and its kernel
+    # acknowledges every packet, so neither TCP nor the server's own statement timeout ends
+    # a wait. The store's watchdog does: no call waits much past the store's timeout.
+    with psycopg.connect(server.url(), autocommit=True) as admin:
+        admin.execute("CREATE DATABASE pool")
+    store = PostgresStore(server.url("pool"), timeout=1, connect_timeout=2, max_size=2)
+    bound = store.answer_within + 3
+    try:
+        store.migrate()
+        expected = f"no answer within {store.answer_within:g} s"
+
+        def freeze_mid_transaction() -> None:
+            with store.transaction() as tx:
+                server.freeze()  # a statement on its way when the server freezes
+                tx.payments()
+
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailable, match=expected):
+            freeze_mid_transaction()
+        assert time.monotonic() - started < bound
+        try:
+            for _ in range(3):  # pooled connections, and new ones the server never answers
+                started = time.monotonic()
+                with pytest.raises(StoreUnavailable), store.read() as tx:
+                    tx.payments()
+                assert time.monotonic() - started < bound
+        finally:
+            server.thaw()
+        assert wait_for(lambda: _answers(store), 15)
+    finally:
+        store.close()
+
+
+def _answers(store: PostgresStore) -> bool:
+    try:
+        with store.read() as tx:
+            return tx.payments() == []
+    except StoreUnavailable:
+        return False

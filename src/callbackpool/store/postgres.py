@@ -15,7 +15,10 @@ timeout become ``StoreUnavailable``; anything else the database refuses, ``Store
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+import os
+import socket
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, suppress
 from datetime import UTC, datetime, timedelta
 from time import monotonic
@@ -66,6 +69,80 @@ _Q = load_queries("postgres.sql")
 
 # Abandoned transactions (a process frozen mid-request) must not hold slot locks for ever.
 IDLE_IN_TRANSACTION_TIMEOUT = timedelta(minutes=1)
+# How long a migration may wait (sql/postgres.sql: migration_timeouts).
+MIGRATION_WAIT = timedelta(minutes=5)
+
+# Runs a statement of the transaction under the watchdog: what it is doing, and the seconds
+# it may go unanswered (None: the store's).
+Guard = Callable[[str, float | None], AbstractContextManager[None]]
+
+
+class _Watchdog:
+    """Gives up on a server that answers nothing at all.
+
+    The server ends a slow statement itself (``statement_timeout``), and TCP notices a peer
+    that is gone (keepalives, ``tcp_user_timeout``). Neither notices a server whose processes
+    are stopped or stuck while its machine still acknowledges every packet (a frozen VM, a
+    process stopped, storage that hangs): a request would wait on the socket for ever. So
+    each statement has a deadline on the client too, somewhat after the server's own; a
+    statement still unanswered then has its connection's socket shut down from this thread,
+    which ends the wait with an error (``StoreUnavailable``), and the pool discards it.
+    """
+
+    TICK = 0.25  # seconds between looks
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._deadlines: dict[psycopg.Connection[Any], float] = {}
+        self._cut: set[psycopg.Connection[Any]] = set()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @contextmanager
+    def guard(self, conn: psycopg.Connection[Any], seconds: float, doing: str) -> Iterator[None]:
+        """Run a statement on ``conn`` that must be answered within ``seconds``."""
+        with self._lock:
+            self._deadlines[conn] = monotonic() + seconds
+            if self._thread is None and not self._stop.is_set():
+                self._thread = threading.Thread(
+                    target=self._watch, name=f"{self._name}-watchdog", daemon=True
+                )
+                self._thread.start()
+        try:
+            yield
+        except psycopg.Error as exc:
+            with self._lock:
+                cut = conn in self._cut
+            if cut:
+                raise StoreUnavailable(
+                    f"PostgreSQL is unavailable ({doing}): no answer within {seconds:g} s"
+                ) from exc
+            raise
+        finally:
+            with self._lock:
+                self._deadlines.pop(conn, None)
+                self._cut.discard(conn)
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self.TICK):
+            now = monotonic()
+            with self._lock:
+                for conn, deadline in self._deadlines.items():
+                    if deadline <= now and conn not in self._cut:
+                        self._cut.add(conn)
+                        _shut_down(conn)
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+
+def _shut_down(conn: psycopg.Connection[Any]) -> None:
+    """End every wait on the connection's socket (the thread using it gets an error)."""
+    with suppress(OSError, psycopg.Error), socket.socket(fileno=os.dup(conn.pgconn.socket)) as s:
+        s.shutdown(socket.SHUT_RDWR)
 
 
 def _summary(exc: BaseException) -> str:
@@ -141,7 +218,11 @@ class PostgresStore:
             raise ValueError(f"invalid PostgreSQL URL: {exc}") from None
         self.clock = clock
         self.timeout = timeout
+        # How long a statement may go unanswered before the client gives up on the server:
+        # later than the server's own statement timeout, so that one speaks first.
+        self.answer_within = timeout + max(1.0, timeout / 2)
         self.max_size = max_size
+        self._watchdog = _Watchdog(name or "callbackpool")
         self._where = f"{given.get('host', 'localhost')}:{given.get('port', 5432)}"
         connect_args: dict[str, Any] = {"autocommit": True}
         # Options the URL sets itself win; these are the defaults that keep a request from
@@ -211,11 +292,15 @@ class PostgresStore:
             except psycopg.Error as exc:
                 raise translate(exc, "get a connection") from exc
             try:
-                cursor = conn.execute(_Q[begin])
+                with self._watchdog.guard(conn, self.answer_within, "begin a transaction"):
+                    cursor = conn.execute(_Q[begin])
                 cursor.nextset()  # past BEGIN, to the SELECT now()
                 row = cursor.fetchone()
                 assert row is not None
                 return conn, row[0]
+            except StoreUnavailable:
+                self._pool.putconn(conn)
+                raise
             except psycopg.Error as exc:
                 self._pool.putconn(conn)
                 attempts += 1
@@ -229,20 +314,24 @@ class PostgresStore:
         try:
             now = self.clock.now() if self.clock is not None else database_now.astimezone(UTC)
             try:
-                yield PostgresTx(conn, now, writing=writing)
+                yield PostgresTx(conn, now, writing=writing, guard=self._guard(conn))
             except BaseException:
-                _rollback_quietly(conn)
+                self._rollback_quietly(conn)
                 raise
             if conn.info.transaction_status == TransactionStatus.INERROR:
                 # A statement failed and its error was caught inside the transaction: the
                 # server would answer COMMIT with a silent rollback. Say so instead.
-                _rollback_quietly(conn)
+                self._rollback_quietly(conn)
                 raise StoreError("a statement of the transaction failed: nothing was written")
             try:
-                conn.execute(_Q["commit"])
+                with self._watchdog.guard(conn, self.answer_within, "commit"):
+                    conn.execute(_Q["commit"])
             except psycopg.Error as exc:
-                _rollback_quietly(conn)
+                self._rollback_quietly(conn)
                 raise translate(exc, "commit") from exc
+            except StoreUnavailable:
+                self._rollback_quietly(conn)
+                raise
         finally:
             self._pool.putconn(conn)
 
@@ -254,6 +343,21 @@ class PostgresStore:
 
     def close(self) -> None:
         self._pool.close()
+        self._watchdog.close()
+
+    def _guard(self, conn: psycopg.Connection[Any]) -> Guard:
+        def guard(doing: str, seconds: float | None = None) -> AbstractContextManager[None]:
+            return self._watchdog.guard(conn, seconds or self.answer_within, doing)
+
+        return guard
+
+    def _rollback_quietly(self, conn: psycopg.Connection[Any]) -> None:
+        """Roll back; a connection too broken to roll back is discarded by the pool anyway."""
+        with (
+            suppress(psycopg.Error, StoreUnavailable),
+            self._watchdog.guard(conn, self.answer_within, "roll back"),
+        ):
+            conn.execute(_Q["rollback"])
 
     # --- migrations ------------------------------------------------------------------------
 
@@ -276,25 +380,25 @@ class PostgresStore:
         return applied_now
 
 
-def _rollback_quietly(conn: psycopg.Connection[Any]) -> None:
-    """Roll back; a connection too broken to roll back is discarded by the pool anyway."""
-    with suppress(psycopg.Error):
-        conn.execute(_Q["rollback"])
-
-
 class PostgresTx:
     """One PostgreSQL transaction, speaking the ``Tx`` port."""
 
-    def __init__(self, conn: psycopg.Connection[Any], now: datetime, *, writing: bool) -> None:
+    def __init__(
+        self, conn: psycopg.Connection[Any], now: datetime, *, writing: bool, guard: Guard
+    ) -> None:
         self._cursor: psycopg.Cursor[DictRow] = conn.cursor(row_factory=dict_row)
         self.now = now
         self._writing = writing
+        self._guard = guard
+        self._answer_within: float | None = None  # the store's, unless a migration waits
 
     def _execute(self, query: str, params: dict[str, Any]) -> psycopg.Cursor[DictRow]:
+        doing = query.replace("_", " ")
         try:
-            return self._cursor.execute(_Q[query], params)
+            with self._guard(doing, self._answer_within):
+                return self._cursor.execute(_Q[query], params)
         except psycopg.Error as exc:
-            raise translate(exc, query.replace("_", " ")) from exc
+            raise translate(exc, doing) from exc
 
     def _one(self, query: str, **params: Any) -> DictRow | None:
         return self._execute(query, params).fetchone()
@@ -308,6 +412,7 @@ class PostgresTx:
     # --- migrations (the store's own use) --------------------------------------------------
 
     def lock_migrations(self) -> None:
+        self._answer_within = MIGRATION_WAIT.total_seconds() + 10
         self._run("migration_timeouts")
         self._run("migration_lock")
         self._run("create_migrations_table")
@@ -321,7 +426,8 @@ class PostgresTx:
     def apply_migration(self, name: str, script: str) -> None:
         try:
             # A script of several statements, without parameters: sent as one simple query.
-            self._cursor.execute(script)
+            with self._guard(f"apply migration {name}", self._answer_within):
+                self._cursor.execute(script)
         except psycopg.OperationalError as exc:
             raise translate(exc, f"apply migration {name}") from exc
         except psycopg.Error as exc:
