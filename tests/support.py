@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -84,3 +85,13 @@ def assert_lease_history(leases: Sequence[LeaseRow]) -> None:
             assert start >= end, f"slot {slot_id}: lease {second} began before {first} ended"
     tokens = [lease[2] for lease in leases]
     assert len(tokens) == len(set(tokens)), "a payment held two leases"
+
+
+def wait_for(condition: Callable[[], bool], seconds: float) -> bool:
+    """Whether ``condition`` came true within ``seconds`` (asked every 50 ms)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return False

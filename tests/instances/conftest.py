@@ -12,6 +12,7 @@ import pytest
 from ..conftest import DATABASES
 from ..databases import url_of
 from ..servers import ServeProcess, example_config, start_servers
+from ..support import MERCHANT
 
 ADMIN_TOKEN = "instances-admin-token"
 SLOTS = 20
@@ -77,3 +78,19 @@ def problems_logged(server: ServeProcess) -> list[str]:
 def rows(conninfo: str, query: str) -> list[tuple[Any, ...]]:
     with psycopg.connect(conninfo) as conn:
         return conn.execute(query).fetchall()
+
+
+def gateway_return(amount: int, pn_ref: str, *, approved: bool = True) -> dict[str, str]:
+    """A plain (unsigned) Paygistix return for ``amount`` minor units, as PAYGISTIX.md shows."""
+    return {
+        "MerchantID": MERCHANT,
+        "OrderID": pn_ref,
+        "Amount": f"{amount // 100}.{amount % 100:02d}",
+        "PNRef": pn_ref,
+        "Result": "0" if approved else "12",
+        "TxnType": "SALE",
+        "Last4": "1111",
+        "ExpDate": "1230",
+        "CardType": "VISA",
+        "AuthCode": "A1B2C3" if approved else "",
+    }

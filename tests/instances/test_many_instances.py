@@ -15,8 +15,8 @@ import httpx
 import pytest
 
 from ..servers import ServeProcess
-from ..support import MERCHANT, assert_lease_history
-from .conftest import SLOTS, StartInstances, problems_logged, rows
+from ..support import assert_lease_history
+from .conftest import SLOTS, StartInstances, gateway_return, problems_logged, rows
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -43,22 +43,6 @@ class Tally:
     counts: Counter[str] = field(default_factory=Counter)
     created: list[Created] = field(default_factory=list)
     unexpected: list[str] = field(default_factory=list)
-
-
-def gateway_return(amount: int, pn_ref: str, approved: bool) -> dict[str, str]:
-    """A plain (unsigned) Paygistix return, as PAYGISTIX.md shows one."""
-    return {
-        "MerchantID": MERCHANT,
-        "OrderID": pn_ref,
-        "Amount": f"{amount // 100}.{amount % 100:02d}",
-        "PNRef": pn_ref,
-        "Result": "0" if approved else "12",
-        "TxnType": "SALE",
-        "Last4": "1111",
-        "ExpDate": "1230",
-        "CardType": "VISA",
-        "AuthCode": "A1B2C3" if approved else "",
-    }
 
 
 def customer(
@@ -98,7 +82,7 @@ def customer(
                 created_by=at,
                 approved=rng.random() < 0.7,
             )
-            params = gateway_return(amount, f"P{number}-{sequence}", created.approved)
+            params = gateway_return(amount, f"P{number}-{sequence}", approved=created.approved)
             # Some browsers come back twice, the second time maybe by POST, maybe elsewhere.
             for attempt in range(2 if rng.random() < 0.2 else 1):
                 back = rng.randrange(len(servers))

@@ -14,7 +14,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from ..servers import ServeProcess
-from .conftest import SLOTS, StartInstances, problems_logged, rows
+from .conftest import SLOTS, StartInstances, gateway_return, problems_logged, rows
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -109,18 +109,7 @@ def test_sweepers_of_two_instances_at_once(database: str, start_instances: Start
     # No taint lost: the first round's customers all pay late, each return on a slot that
     # has expired two more leases since, and each is attributed to its own payment.
     for n, (token, (amount, path)) in enumerate(rounds[0].items()):
-        params = {
-            "MerchantID": "demoMerchantWEB",
-            "OrderID": str(n),
-            "Amount": f"{amount // 100}.{amount % 100:02d}",
-            "PNRef": f"LATE-{n}",
-            "Result": "0",
-            "TxnType": "SALE",
-            "Last4": "1111",
-            "ExpDate": "1230",
-            "CardType": "VISA",
-            "AuthCode": "A1",
-        }
+        params = gateway_return(amount, f"LATE-{n}")
         with servers[n % 2].client() as client:
             back = client.get(path, params=params)
             assert back.headers["location"] == f"/payment-success?token={token}"

@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import replace
 
 import psycopg
@@ -24,7 +24,7 @@ from callbackpool.pool import CallbackPool
 from callbackpool.store.postgres import PostgresStore
 
 from ..private_postgres import PrivateServer, private_server
-from ..support import PATHS, POLICY, make_gateway, paygistix_return
+from ..support import PATHS, POLICY, make_gateway, paygistix_return, wait_for
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -100,15 +100,6 @@ class Load:
     def served(self) -> int:
         with self.lock:
             return self.counts["paid"]
-
-
-def wait_for(condition: Callable[[], bool], seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def test_a_database_restart_mid_load_loses_nothing(server: PrivateServer) -> None:

@@ -69,6 +69,8 @@ _Q = load_queries("postgres.sql")
 
 # Abandoned transactions (a process frozen mid-request) must not hold slot locks for ever.
 IDLE_IN_TRANSACTION_TIMEOUT = timedelta(minutes=1)
+# How long a request waits for a connection while the last attempt to connect failed.
+OUTAGE_WAIT = 0.5
 # How long a migration may wait (sql/postgres.sql: migration_timeouts).
 MIGRATION_WAIT = timedelta(minutes=5)
 
@@ -280,8 +282,14 @@ class PostgresStore:
         deadline = monotonic() + self.timeout
         attempts = 0
         while True:
+            wait = deadline - monotonic()
+            if self._connect_failure.reason is not None:
+                # The server refused or ignored the last attempt to connect: wait only for a
+                # connection the pool can make at once (the server being back), so that in
+                # an outage requests fail fast rather than each hold a worker for the timeout.
+                wait = min(wait, OUTAGE_WAIT)
             try:
-                conn = self._pool.getconn(timeout=max(deadline - monotonic(), 0.001))
+                conn = self._pool.getconn(timeout=max(wait, 0.001))
             except PoolTimeout as exc:
                 reason = self._connect_failure.reason
                 if reason is None:  # the server is up, every connection is busy
@@ -297,6 +305,7 @@ class PostgresStore:
                 cursor.nextset()  # past BEGIN, to the SELECT now()
                 row = cursor.fetchone()
                 assert row is not None
+                self._connect_failure.reason = None  # the server answers
                 return conn, row[0]
             except StoreUnavailable:
                 self._pool.putconn(conn)
