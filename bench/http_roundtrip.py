@@ -1,18 +1,25 @@
-"""HTTP round trips against one ``callbackpool serve`` on SQLite (issue 3's benchmark).
+"""HTTP round trips against ``callbackpool serve``: one process on SQLite (issue 3's
+benchmark), then two processes sharing one PostgreSQL database (issue 4's).
 
 A round is what one customer costs the service: create-token, the gateway's return on the
 leased callback URL, check-status. ``--clients`` clients (default 32) run rounds for
-``--seconds``; in the same run, against the same server, the same clients hit a trivial JSON
+``--seconds``; in the same run, against the same servers, the same clients hit a trivial JSON
 endpoint (``/healthz``). The figure of merit is the ratio of the two request rates (target:
-the requests inside rounds at 0.3 or more of the trivial endpoint's rate).
+the requests inside rounds at 0.3 or more of the trivial endpoint's rate). With several
+servers, as behind a load balancer, client n speaks to server n mod N, and each return
+arrives at the next server (the gateway sends the browser to whichever instance answers).
 
 The clients speak HTTP/1.1 with keep-alive over asyncio streams directly, so that they cost
 the machine as little as possible (it is shared with the server) and the same per request
 in both phases. Everything runs on loopback; the run stops by itself.
 
     python bench/http_roundtrip.py [--clients 32] [--seconds 10] [--paths 64]
+                                   [--only sqlite|postgres] [--postgres URL] [--instances 2]
 
-Last line: ``http_roundtrip sqlite ratio=<x> p99_ms=<y>`` (p99 of the requests in rounds).
+The PostgreSQL run makes a database of its own on the server ``--postgres`` names (or
+``CALLBACKPOOL_BENCH_POSTGRES_URL``; default the local one) and drops it afterwards.
+Last line of each run: ``http_roundtrip <sqlite|postgres> ratio=<x> p99_ms=<y>`` (p99 of the
+requests in rounds).
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ import asyncio
 import itertools
 import json
 import os
+import secrets
 import shutil
 import socket
 import statistics
@@ -30,8 +38,14 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+from psycopg import sql
 
 REPO = Path(__file__).resolve().parents[1]
 API = "/api/v1/payments"
@@ -101,9 +115,12 @@ async def trivial_client(host: str, port: int, until: float, tally: Tally) -> No
 
 
 async def round_client(
-    host: str, port: int, until: float, tally: Tally, references: itertools.count[int]
+    host: str, ports: tuple[int, int], until: float, tally: Tally, references: itertools.count[int]
 ) -> None:
-    connection = Connection(host, port)
+    """Rounds: create-token and check-status at ``ports[0]``, the return at ``ports[1]``."""
+    connection, returns = Connection(host, ports[0]), Connection(host, ports[1])
+    if ports[1] == ports[0]:
+        returns = connection
     while time.perf_counter() < until:
         amount = 1000 + next(references) % 5000
         status, payload = await timed(
@@ -124,7 +141,7 @@ async def round_client(
             f"&CardType=VISA&AuthCode=A1"
         )
         status, _ = await timed(
-            connection, tally, "GET", f"{created['formConfig']['callbackPath']}?{query}"
+            returns, tally, "GET", f"{created['formConfig']['callbackPath']}?{query}"
         )
         tally.errors += status != 303
         status, payload = await timed(
@@ -135,13 +152,17 @@ async def round_client(
         else:
             tally.errors += 1
     await connection.close()
+    await returns.close()
 
 
-async def phase(clients: int, seconds: float, make: object) -> tuple[Tally, float]:
+async def phase(
+    clients: int, seconds: float, client: Callable[[int], Callable[[float, Tally], Awaitable[None]]]
+) -> tuple[Tally, float]:
+    """``clients`` clients at once for ``seconds``; ``client(n)`` is the n-th one's loop."""
     tally = Tally()
     started = time.perf_counter()
     until = started + seconds
-    await asyncio.gather(*(make(until, tally) for _ in range(clients)))  # type: ignore[operator]
+    await asyncio.gather(*(client(n)(until, tally) for n in range(clients)))
     return tally, time.perf_counter() - started
 
 
@@ -156,69 +177,109 @@ def free_port() -> int:
         return port
 
 
-def start_server(
-    folder: Path, port: int, paths: int, sqlite_options: str = ""
-) -> subprocess.Popen[bytes]:
+def start_server(folder: Path, port: int, paths: int, database_url: str) -> subprocess.Popen[bytes]:
     config = json.loads((REPO / "examples" / "paygistix-forms.json").read_text())
     config.update(
         baseUrl=f"http://127.0.0.1:{port}",
-        databaseUrl=f"sqlite:///{folder / 'bench.db'}{sqlite_options}",
+        databaseUrl=database_url,
         callbackPaths=[f"{API}/callback/handler-{i}" for i in range(1, paths + 1)],
     )
-    (folder / "config.json").write_text(json.dumps(config))
+    config_file = folder / f"config-{port}.json"
+    config_file.write_text(json.dumps(config))
+    log = folder / f"server-{port}.log"
     executable = Path(sys.executable).parent / "callbackpool"
     command = str(executable) if executable.exists() else shutil.which("callbackpool")
     assert command, "callbackpool is not installed (make install)"
     environment = {k: v for k, v in os.environ.items() if not k.startswith("CALLBACKPOOL_")}
-    process = subprocess.Popen(
-        [command, "--config", str(folder / "config.json"), "serve", "--port", str(port)],
-        stdout=(folder / "server.log").open("wb"),
+    return subprocess.Popen(
+        [command, "--config", str(config_file), "serve", "--port", str(port)],
+        stdout=log.open("wb"),
         stderr=subprocess.STDOUT,
         env=environment,
     )
+
+
+def wait_until_serving(process: subprocess.Popen[bytes], port: int, log: Path) -> None:
     for _ in range(200):
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1):
-                return process
+                return
         except OSError:
             if process.poll() is not None:
-                raise SystemExit((folder / "server.log").read_text()) from None
+                raise SystemExit(log.read_text()) from None
             time.sleep(0.1)
     process.kill()
     raise SystemExit("the server did not start")
 
 
-async def measure(port: int, clients: int, seconds: float) -> None:
+@contextmanager
+def servers(folder: Path, count: int, paths: int, database_url: str) -> Iterator[list[int]]:
+    """``count`` servers on one database, started side by side: their ports."""
+    ports = [free_port() for _ in range(count)]
+    processes = [start_server(folder, port, paths, database_url) for port in ports]
+    try:
+        for process, port in zip(processes, ports, strict=True):
+            wait_until_serving(process, port, folder / f"server-{port}.log")
+        yield ports
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            process.wait(timeout=15)
+
+
+async def measure(store: str, ports: list[int], clients: int, seconds: float) -> None:
     host = "127.0.0.1"
     references = itertools.count(10**8)
-    # Warm up both paths (imports, SQLite pages, connection setup).
-    await phase(clients, 1.0, lambda until, tally: trivial_client(host, port, until, tally))
-    await phase(
-        clients, 1.0, lambda until, tally: round_client(host, port, until, tally, references)
-    )
-    trivial, trivial_elapsed = await phase(
-        clients, seconds, lambda until, tally: trivial_client(host, port, until, tally)
-    )
-    rounds, rounds_elapsed = await phase(
-        clients, seconds, lambda until, tally: round_client(host, port, until, tally, references)
-    )
-    trivial_rps = len(trivial.latencies) / trivial_elapsed
-    round_rps = len(rounds.latencies) / rounds_elapsed
+
+    def trivial(n: int) -> Callable[[float, Tally], Awaitable[None]]:
+        return lambda until, tally: trivial_client(host, ports[n % len(ports)], until, tally)
+
+    def rounds(n: int) -> Callable[[float, Tally], Awaitable[None]]:
+        pair = (ports[n % len(ports)], ports[(n + 1) % len(ports)])
+        return lambda until, tally: round_client(host, pair, until, tally, references)
+
+    # Warm up both paths (imports, database pages, connection setup).
+    await phase(clients, 1.0, trivial)
+    await phase(clients, 1.0, rounds)
+    trivial_tally, trivial_elapsed = await phase(clients, seconds, trivial)
+    rounds_tally, rounds_elapsed = await phase(clients, seconds, rounds)
+    trivial_rps = len(trivial_tally.latencies) / trivial_elapsed
+    round_rps = len(rounds_tally.latencies) / rounds_elapsed
     ratio = round_rps / trivial_rps
-    p50 = percentile(rounds.latencies, 0.5) * 1000
-    p99 = percentile(rounds.latencies, 0.99) * 1000
-    print(f"clients={clients} seconds={seconds:g} (each phase, after a 1 s warm-up)")
+    p50 = percentile(rounds_tally.latencies, 0.5) * 1000
+    p99 = percentile(rounds_tally.latencies, 0.99) * 1000
+    print(
+        f"{store}: {len(ports)} server process(es), clients={clients} seconds={seconds:g}"
+        " (each phase, after a 1 s warm-up)"
+    )
     print(
         f"trivial /healthz: {trivial_rps:.0f} req/s  "
-        f"p50 {percentile(trivial.latencies, 0.5) * 1000:.1f} ms  "
-        f"p99 {percentile(trivial.latencies, 0.99) * 1000:.1f} ms  errors {trivial.errors}"
+        f"p50 {percentile(trivial_tally.latencies, 0.5) * 1000:.1f} ms  "
+        f"p99 {percentile(trivial_tally.latencies, 0.99) * 1000:.1f} ms  "
+        f"errors {trivial_tally.errors}"
     )
     print(
-        f"rounds (create-token, callback, check-status): {rounds.rounds / rounds_elapsed:.0f} "
-        f"rounds/s = {round_rps:.0f} req/s  p50 {p50:.1f} ms  p99 {p99:.1f} ms  "
-        f"errors {rounds.errors}"
+        f"rounds (create-token, callback, check-status): "
+        f"{rounds_tally.rounds / rounds_elapsed:.0f} rounds/s = {round_rps:.0f} req/s  "
+        f"p50 {p50:.1f} ms  p99 {p99:.1f} ms  errors {rounds_tally.errors}"
     )
-    print(f"http_roundtrip sqlite ratio={ratio:.2f} p99_ms={p99:.1f}")
+    print(f"http_roundtrip {store} ratio={ratio:.2f} p99_ms={p99:.1f}")
+
+
+@contextmanager
+def postgres_database(server_url: str) -> Iterator[str]:
+    """A database of the benchmark's own on the server (migrated by the first server to
+    start), as the URL the service takes; dropped afterwards."""
+    name = f"cbp_bench_{secrets.token_hex(6)}"
+    with psycopg.connect(server_url, autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        try:
+            yield urlunsplit(urlsplit(server_url)._replace(path=f"/{name}"))
+        finally:
+            admin.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
 
 
 def main() -> None:
@@ -231,15 +292,34 @@ def main() -> None:
         default="",
         help="appended to the database URL, e.g. '?synchronous=normal' (default: the store's)",
     )
+    parser.add_argument(
+        "--postgres",
+        default=os.environ.get(
+            "CALLBACKPOOL_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+        ),
+        help="the PostgreSQL server to make the benchmark's database on",
+    )
+    parser.add_argument(
+        "--postgres-options",
+        default="",
+        help="appended to the PostgreSQL database URL, e.g. '?pool_max_size=16'",
+    )
+    parser.add_argument("--instances", type=int, default=2, help="server processes on PostgreSQL")
+    parser.add_argument("--only", choices=("sqlite", "postgres"), help="run one store only")
     options = parser.parse_args()
-    port = free_port()
     with tempfile.TemporaryDirectory(prefix="callbackpool-bench-") as folder:
-        server = start_server(Path(folder), port, options.paths, options.sqlite_options)
-        try:
-            asyncio.run(measure(port, options.clients, options.seconds))
-        finally:
-            server.terminate()
-            server.wait(timeout=15)
+        if options.only != "postgres":
+            url = f"sqlite:///{Path(folder) / 'bench.db'}{options.sqlite_options}"
+            with servers(Path(folder), 1, options.paths, url) as ports:
+                asyncio.run(measure("sqlite", ports, options.clients, options.seconds))
+        if options.only != "sqlite":
+            with (
+                postgres_database(options.postgres) as url,
+                servers(
+                    Path(folder), options.instances, options.paths, url + options.postgres_options
+                ) as ports,
+            ):
+                asyncio.run(measure("postgres", ports, options.clients, options.seconds))
 
 
 if __name__ == "__main__":
