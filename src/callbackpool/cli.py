@@ -27,6 +27,7 @@ import typer
 from typer.core import TyperGroup
 
 from . import views
+from .capacity import erlang
 from .clock import Clock
 from .compose import build_pool
 from .config import Settings, load_settings
@@ -510,6 +511,128 @@ def usage_report(ctx: typer.Context, as_json: JsonFlag = False) -> None:
     _emit(as_json, document, _usage_lines(rows, document["averageUsage"], _now(pool)))
 
 
+# --- capacity ----------------------------------------------------------------------------------
+
+
+def parse_share(text: str | float) -> float:
+    """``0.01`` or ``1%``: a share strictly between 0 and 1."""
+    if isinstance(text, float):  # the option's default
+        return text
+    raw = text.strip()
+    try:
+        share = float(raw[:-1]) / 100 if raw.endswith("%") else float(raw)
+    except ValueError:
+        raise typer.BadParameter(f"{text!r} is not a share such as 0.01 or 1%") from None
+    if not 0 < share < 1:
+        raise typer.BadParameter(f"{text!r} must be between 0 and 1 (or 0% and 100%), exclusive")
+    return share
+
+
+def _positive_duration(text: str | timedelta) -> timedelta:
+    if isinstance(text, timedelta):  # the option's default
+        return text
+    duration = parse_duration(text)
+    if duration <= timedelta(0):
+        raise typer.BadParameter(f"{text!r} must be longer than zero")
+    return duration
+
+
+def _positive_rate(text: str) -> float:
+    try:
+        rate = float(text)
+    except ValueError:
+        raise typer.BadParameter(f"{text!r} is not a number") from None
+    if not 0 < rate < 1e9:
+        raise typer.BadParameter(f"{text!r} must be a number above zero")
+    return rate
+
+
+HoldOption = Annotated[
+    timedelta,
+    typer.Option(
+        "--hold",
+        parser=_positive_duration,
+        metavar="DURATION",
+        help="How long a lease is held on average: 90s, 3m, 10m (the lock timeout, if "
+        "every customer held their slot to the end).",
+    ),
+]
+TargetOption = Annotated[
+    float,
+    typer.Option(
+        "--target",
+        parser=parse_share,
+        metavar="SHARE",
+        help="The most customers turned away: 0.01 or 1%.",
+    ),
+]
+
+
+@app.command()
+def plan(
+    slots: Annotated[
+        int | None,
+        typer.Option(
+            "--slots", min=1, max=erlang.MAX_SLOTS, help="What N slots carry at the target."
+        ),
+    ] = None,
+    arrivals: Annotated[
+        float | None,
+        typer.Option(
+            "--arrivals",
+            parser=_positive_rate,
+            metavar="PER_HOUR",
+            help="How many slots this many payments an hour need.",
+        ),
+    ] = None,
+    hold: HoldOption = timedelta(minutes=10),
+    target: TargetOption = 0.01,
+    max_slots: Annotated[
+        int,
+        typer.Option("--max-slots", min=1, max=1000, help="The last row of the table."),
+    ] = 20,
+    as_json: JsonFlag = False,
+) -> None:
+    """How many callback paths for how much traffic, from Erlang B.
+
+    --slots N: the offered load (erlangs) and the most payments an hour N slots carry with at
+    most --target turned away. --arrivals R: the slots R payments an hour need. Both: also
+    the share R would find every slot busy. Neither: a table over N. Needs no configuration."""
+    hold_seconds = hold.total_seconds()
+    if slots is None and arrivals is None:
+        rows = [
+            erlang.plan_for_slots(n, hold_seconds=hold_seconds, target=target)
+            for n in range(1, max_slots + 1)
+        ]
+        document: views.JsonObject = {
+            "holdSeconds": hold_seconds,
+            "target": target,
+            "rows": [views.plan_json(row) for row in rows],
+        }
+        _emit(as_json, document, _plan_table_lines(rows, hold, target))
+        return
+    document = {"holdSeconds": hold_seconds, "target": target}
+    if slots is not None:
+        document.update(
+            views.plan_json(erlang.plan_for_slots(slots, hold_seconds=hold_seconds, target=target))
+        )
+    if arrivals is not None:
+        offered = erlang.erlangs_of(arrivals, hold_seconds)
+        try:
+            needed = erlang.slots_needed(offered, target)
+        except ValueError as exc:
+            raise CliError(str(exc), USAGE) from None
+        document["arrivalsPerHour"] = arrivals
+        document["offeredErlangs"] = round(offered, 4)
+        document["slotsNeeded"] = needed
+        if slots is None:
+            carried = erlang.plan_for_slots(needed, hold_seconds=hold_seconds, target=target)
+            document["maxArrivalsPerHour"] = round(carried.max_arrivals_per_hour, 2)
+        else:
+            document["turnedAway"] = round(erlang.erlang_b(slots, offered), 6)
+    _emit(as_json, document, _plan_lines(document, hold))
+
+
 def _now(pool: CallbackPool) -> datetime:
     """The store's time: the one the pool decides expiry by."""
     with pool.store.read() as tx:
@@ -668,6 +791,38 @@ def _usage_lines(rows: list[UsageRow], average: float, now: datetime) -> Iterato
     headers = ["PATH", "ACTIVE", "USAGE", "CALLBACKS", "EXPIRIES", "LAST USED", "LAST RELEASED"]
     yield from _table(headers, table, right={2, 3, 4})
     yield f"average usage: {average:.1f} leases per active slot"
+
+
+def _plan_table_lines(rows: list[erlang.Plan], hold: timedelta, target: float) -> Iterator[str]:
+    yield f"leases held {_span(hold)} on average, at most {_percent(target)} turned away"
+    table = [
+        [str(row.slots), f"{row.offered_erlangs:.3f}", f"{row.max_arrivals_per_hour:.1f}"]
+        for row in rows
+    ]
+    yield from _table(["SLOTS", "ERLANGS", "PAYMENTS/HOUR"], table, right={0, 1, 2})
+
+
+def _plan_lines(document: views.JsonObject, hold: timedelta) -> Iterator[str]:
+    target = _percent(document["target"])
+    held = f"holding a slot {_span(hold)} on average"
+    if "arrivalsPerHour" not in document:
+        yield f"{document['slots']} slots, at most {target} turned away, payments {held}:"
+        yield f"  offered load      {document['offeredErlangs']:.3f} erlangs"
+        yield f"  payments an hour  {document['maxArrivalsPerHour']:.1f}"
+        return
+    yield f"{document['arrivalsPerHour']:g} payments an hour {held}:"
+    yield f"  offered load      {document['offeredErlangs']:.3f} erlangs"
+    yield f"  slots needed      {document['slotsNeeded']} (for at most {target} turned away)"
+    if "turnedAway" in document:
+        yield (
+            f"  with {document['slots']} slots   {_percent(document['turnedAway'])} turned away; "
+            f"{document['slots']} slots carry {document['maxArrivalsPerHour']:.1f} "
+            f"payments an hour at {target}"
+        )
+
+
+def _percent(share: float) -> str:
+    return f"{share * 100:.3g}%"
 
 
 def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: set[int]) -> Iterator[str]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from .capacity.erlang import Plan
 from .domain.model import Lease, Payment, SlotView
 from .pool import PoolStatus, SweepReport
 from .ports import SlotSync, UsageRow
@@ -121,4 +122,13 @@ def sync_json(sync: SlotSync) -> JsonObject:
         "added": list(sync.added),
         "reactivated": list(sync.reactivated),
         "deactivated": list(sync.deactivated),
+    }
+
+
+def plan_json(plan: Plan) -> JsonObject:
+    """One line of ``callbackpool plan``: what N slots carry at the target."""
+    return {
+        "slots": plan.slots,
+        "offeredErlangs": round(plan.offered_erlangs, 4),
+        "maxArrivalsPerHour": round(plan.max_arrivals_per_hour, 2),
     }
