@@ -39,7 +39,7 @@ from .domain.errors import (
 )
 from .domain.model import Lease, Payment
 from .domain.money import format_amount
-from .pool import CallbackPool, PoolStatus, SweepReport
+from .pool import CallbackPool, CapacityReport, PoolStatus, ReserveStatus, SweepReport
 from .ports import SlotSync, Store, UsageRow
 from .store import DEFAULT_DATABASE_URL, open_store
 
@@ -675,11 +675,11 @@ def _migrate_lines(
 
 def _status_lines(status: PoolStatus) -> Iterator[str]:
     now = status.at
-    inactive = len(status.slots) - status.total
+    standby = f", {status.standby} on standby" if status.standby else ""
     yield (
         f"pool at {_clock_time(now)}: {status.total} slots, {status.available} available, "
         f"{status.locked} locked, {status.stuck} stuck, {status.tainted} tainted, "
-        f"{inactive} inactive"
+        f"{status.inactive} inactive{standby}"
     )
     if not status.slots:
         yield "no callback paths: run 'callbackpool init'"
@@ -710,6 +710,35 @@ def _status_lines(status: PoolStatus) -> Iterator[str]:
     headers = ["PATH", "STATE", "LEASE", "TOKEN", "LOCKED", "EXPIRES"]
     headers += ["USAGE", "LAST USED", "LAST RELEASED", "TAINTS"]
     yield from _table(headers, rows, right={2, 6, 9})
+    if status.waiting:
+        yield f"waiting room: {_count(status.waiting, 'ticket')}"
+    if status.reserve is not None and status.reserve.paths:
+        yield from _reserve_lines(status.reserve, now)
+    if status.capacity is not None:
+        yield _capacity_line(status.capacity)
+
+
+def _reserve_lines(reserve: ReserveStatus, now: datetime) -> Iterator[str]:
+    yield f"reserve: {reserve.state}, {_count(len(reserve.paths), 'path')}"
+    for event in reserve.events[:3]:
+        yield f"  {_ago(event.at, now)} {event.action.value}: {event.reason}"
+
+
+def _capacity_line(report: CapacityReport) -> str:
+    counts = report.counts
+    seen = (
+        f"last {_span(report.window)}: {_count(counts.requests, 'request')} "
+        f"({counts.leased} served at once, {counts.waited} waited, {counts.refused} turned away)"
+    )
+    mean, erlangs = report.holding.mean_seconds, report.offered_erlangs
+    if mean is None or erlangs is None:
+        return f"{seen}; no lease ended yet"
+    turned_away = report.predicted_turned_away or 0.0
+    return (
+        f"{seen}, {report.arrivals_per_hour:.1f} an hour held {_span(timedelta(seconds=mean))} "
+        f"on average: {erlangs:.2f} erlangs; Erlang B: {report.slots} slots turn away "
+        f"{_percent(turned_away)}, {report.slots_needed} needed for {_percent(report.target)}"
+    )
 
 
 def _cleanup_lines(
@@ -720,6 +749,10 @@ def _cleanup_lines(
         f"dropped {_count(report.taints_dropped, 'stale taint')}, "
         f"resolved {_count(report.callbacks_resolved, 'stored return')}"
     )
+    if report.tickets_expired:
+        yield f"expired {_count(report.tickets_expired, 'unpolled ticket')}"
+    if report.reserve is not None:
+        yield f"reserve {report.reserve.action.value}: {report.reserve.reason}"
     yield from _released_lines(released, taint_window)
 
 

@@ -10,8 +10,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from .capacity.erlang import Plan
-from .domain.model import Lease, Payment, SlotView
-from .pool import PoolStatus, SweepReport
+from .domain.model import Lease, Payment, ReserveEvent, SlotView
+from .pool import CapacityReport, PoolStatus, ReserveStatus, SweepReport
 from .ports import SlotSync, UsageRow
 
 JsonObject = dict[str, Any]
@@ -26,10 +26,13 @@ def iso(moment: datetime | None) -> str | None:
 
 def slot_state(slot: SlotView, at: datetime) -> str:
     """``locked``, ``stuck`` (its lease is past expiry and no sweep has ended it yet),
-    ``available`` or ``inactive`` (no longer in the configuration, and free)."""
+    ``available``, ``standby`` (a reserve path out of rotation, and free) or ``inactive``
+    (no longer in the configuration, and free)."""
     if slot.lease is not None:
         return "stuck" if slot.lease.expires_at <= at else "locked"
-    return "available" if slot.active else "inactive"
+    if not slot.active:
+        return "inactive"
+    return "standby" if slot.standby else "available"
 
 
 def status_json(status: PoolStatus) -> JsonObject:
@@ -41,8 +44,57 @@ def status_json(status: PoolStatus) -> JsonObject:
         "locked": status.locked,
         "stuck": status.stuck,
         "tainted": status.tainted,
-        "inactive": len(status.slots) - status.total,
+        "inactive": status.inactive,
+        "standby": status.standby,
+        "waiting": status.waiting,
+        "reserve": reserve_json(status.reserve) if status.reserve else None,
+        "capacity": capacity_json(status.capacity) if status.capacity else None,
         "handlers": [slot_json(slot, status.at) for slot in status.slots],
+    }
+
+
+def reserve_json(reserve: ReserveStatus) -> JsonObject:
+    """The reserve paths: their state and their latest changes, newest first."""
+    return {
+        "state": reserve.state,
+        "paths": list(reserve.paths),
+        "inRotation": reserve.in_rotation,
+        "draining": reserve.draining,
+        "events": [reserve_event_json(event) for event in reserve.events],
+    }
+
+
+def reserve_event_json(event: ReserveEvent) -> JsonObject:
+    return {
+        "at": iso(event.at),
+        "action": event.action.value,
+        "paths": list(event.paths),
+        "reason": event.reason,
+    }
+
+
+def capacity_json(report: CapacityReport) -> JsonObject:
+    """The capacity window: requests and holding times seen, and Erlang B's reading of
+    them (None until a lease has ended in the window)."""
+    counts = report.counts
+    turned_away = report.predicted_turned_away
+    erlangs = report.offered_erlangs
+    mean = report.holding.mean_seconds
+    return {
+        "windowSeconds": report.window.total_seconds(),
+        "requests": counts.requests,
+        "leased": counts.leased,
+        "waited": counts.waited,
+        "refused": counts.refused,
+        "granted": counts.granted,
+        "notServedAtOnce": round(counts.not_served_at_once, 6),
+        "arrivalsPerHour": round(report.arrivals_per_hour, 2),
+        "meanHoldSeconds": None if mean is None else round(mean, 1),
+        "offeredErlangs": None if erlangs is None else round(erlangs, 4),
+        "slots": report.slots,
+        "target": report.target,
+        "predictedTurnedAway": None if turned_away is None else round(turned_away, 6),
+        "slotsNeeded": report.slots_needed,
     }
 
 
@@ -61,6 +113,8 @@ def slot_json(slot: SlotView, at: datetime) -> JsonObject:
         "lastUsedAt": iso(slot.last_acquired_at),
         "lastReleasedAt": iso(slot.last_released_at),
         "taints": slot.taints,
+        "reserve": slot.reserve,
+        "standby": slot.standby,
     }
 
 
@@ -114,6 +168,8 @@ def sweep_json(report: SweepReport) -> JsonObject:
         "expired": report.expired,
         "taintsDropped": report.taints_dropped,
         "callbacksResolved": report.callbacks_resolved,
+        "ticketsExpired": report.tickets_expired,
+        "reserve": None if report.reserve is None else reserve_event_json(report.reserve),
     }
 
 

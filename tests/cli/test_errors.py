@@ -153,8 +153,8 @@ def test_a_database_not_initialised(cli: Cli) -> None:
 
     assert result.exit_code == 1
     assert one_error_line(result) == (
-        "error: the database is not initialised or not up to date (pending: 0001_initial): "
-        "run 'callbackpool init'"
+        "error: the database is not initialised or not up to date "
+        "(pending: 0001_initial, 0002_capacity): run 'callbackpool init'"
     )
 
 

@@ -9,12 +9,15 @@ import pytest
 
 from callbackpool.domain.errors import StoreUnavailable
 from callbackpool.store import open_store
+from callbackpool.store.queries import load_migrations
 from callbackpool.store.sqlite import SqliteStore
+
+MIGRATIONS = ["0001_initial", "0002_capacity"]
 
 
 def test_looking_at_pending_migrations_creates_no_database(tmp_path: Path) -> None:
     store = SqliteStore(tmp_path / "typo.db")
-    assert [name for name, _ in store.pending_migrations()] == ["0001_initial"]
+    assert [name for name, _ in store.pending_migrations()] == MIGRATIONS
     assert not (tmp_path / "typo.db").exists()
 
 
@@ -25,7 +28,7 @@ def test_the_file_is_in_wal_mode_with_foreign_keys(tmp_path: Path) -> None:
         pass
     raw = sqlite3.connect(tmp_path / "pool.db")
     assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert [row[0] for row in raw.execute("SELECT name FROM schema_migrations")] == ["0001_initial"]
+    assert [row[0] for row in raw.execute("SELECT name FROM schema_migrations")] == MIGRATIONS
 
 
 def test_one_live_lease_per_slot_is_a_rule_of_the_database(tmp_path: Path) -> None:
@@ -76,3 +79,41 @@ def test_database_urls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     memory.migrate()
     with memory.transaction() as tx:
         assert tx.sync_slots(["/cb/1"]).added == ("/cb/1",)
+
+
+def test_the_capacity_migration_keeps_leases_and_their_id_sequence(tmp_path: Path) -> None:
+    # A database at 0001 with ended leases (one id burnt by a deleted row): after 0002 the
+    # rows are there, their taints too, and the next id continues the sequence.
+    path = tmp_path / "pool.db"
+    raw = sqlite3.connect(path)
+    raw.execute("CREATE TABLE schema_migrations (name TEXT PRIMARY KEY, applied_at INTEGER)")
+    raw.executescript(dict(load_migrations("sqlite"))["0001_initial"])
+    raw.execute("INSERT INTO schema_migrations VALUES ('0001_initial', 0)")
+    raw.execute("INSERT INTO slots (path, created_at) VALUES ('/cb/1', 0)")
+    raw.execute(
+        "INSERT INTO payments (token, amount, currency, status, created_at, updated_at) "
+        "VALUES ('t', 100, 'USD', 'cancelled', 0, 0)"
+    )
+    for ended in (1, 2, 3):
+        raw.execute(
+            "INSERT INTO leases (slot_id, path, token, amount, acquired_at, expires_at, "
+            "ended_at, end_reason, taint_until) VALUES (1, '/cb/1', 't', 100, 0, 9, ?, "
+            "'cancelled', 99)",
+            (ended,),
+        )
+    raw.execute("DELETE FROM leases WHERE id = 3")
+    raw.commit()
+    raw.close()
+
+    assert SqliteStore(path).migrate() == ["0002_capacity"]
+
+    raw = sqlite3.connect(path)
+    rows = raw.execute("SELECT id, ended_at, end_reason, taint_until FROM leases").fetchall()
+    assert rows == [(1, 1, "cancelled", 99), (2, 2, "cancelled", 99)]
+    raw.execute(
+        "INSERT INTO leases (slot_id, path, token, amount, acquired_at, expires_at, ended_at, "
+        "end_reason) VALUES (1, '/cb/1', 't', 100, 0, 9, 5, 'abandoned')"
+    )
+    assert raw.execute("SELECT max(id) FROM leases").fetchone() == (4,)
+    with pytest.raises(sqlite3.IntegrityError, match="CHECK"):
+        raw.execute("UPDATE leases SET end_reason = 'lost' WHERE id = 4")
