@@ -671,7 +671,10 @@ class CallbackPool:
         if payment is None:
             raise UnknownPayment()
         if payment.status is PaymentStatus.PENDING and _due(payment.expires_at, now):
-            self.expire_due()
+            with self._writing() as (tx, work):
+                lease = tx.live_lease_of_payment(token)
+                if lease is not None:
+                    self._expire_due(tx, work, lease.slot_id)
             return self.get_payment(token)
         return payment
 
@@ -695,7 +698,8 @@ class CallbackPool:
         if lease is None:
             return payment
         if _due(lease.expires_at, now) or _due(lease.heartbeat_until, now):
-            self.expire_due()
+            with self._writing() as (tx, work):
+                self._expire_due(tx, work, lease.slot_id)
             return self.get_payment(token)
         timeout = self.policy.heartbeat_timeout
         if timeout > timedelta(0) and (
@@ -709,7 +713,9 @@ class CallbackPool:
         """Cancel a pending payment: its lease ends and leaves a taint, for the customer may
         still be paying on the gateway's page. Raises UnknownPayment or PaymentNotPending."""
         with self._writing() as (tx, work):
-            self._expire_due(tx, work)
+            lease = tx.live_lease_of_payment(token)
+            if lease is not None:
+                self._expire_due(tx, work, lease.slot_id)  # a lease past expiry has ended
             payment = tx.get_payment(token)
             if payment is None:
                 raise UnknownPayment()
@@ -723,7 +729,7 @@ class CallbackPool:
                 cancelled = tx.get_payment(token)
                 assert cancelled is not None
                 return cancelled
-        # Raised after the transaction committed, so the expiries it made are kept.
+        # Raised after the transaction committed, so an expiry it made is kept.
         raise PaymentNotPending(current.value)
 
     # --- gateway returns -------------------------------------------------------------------
@@ -806,7 +812,8 @@ class CallbackPool:
         if holder is not None:
             return self._duplicate(tx, callback_id, parsed, fingerprint, holder)
 
-        self._expire_due(tx, work)
+        # A lease past its expiry has ended: its payment is a taint now, not the live lease.
+        self._expire_due(tx, work, slot.id)
         candidates = tx.candidates(slot.id)
         open_ambiguities = (
             tx.open_ambiguities(path, parsed.amount)
@@ -998,12 +1005,20 @@ class CallbackPool:
             reserve = self._drain_reserve(tx)
             tx.drop_admissions_before(tx.now - max(ADMISSIONS_KEPT, self.policy.capacity_window))
             leftovers = tx.unresolved_callbacks(tx.now - UNRESOLVED_GRACE)
+        resolved = 0
         for callback_id in leftovers:
-            self._resolve(callback_id)
+            try:
+                self._resolve(callback_id)
+            except Exception:
+                # It stays ``received``: shown to operators and tried again by the next sweep.
+                # One return that cannot be resolved must not hold back the others.
+                log.exception("callback %s could not be resolved", callback_ref(callback_id))
+            else:
+                resolved += 1
         return SweepReport(
             expired=expired,
             taints_dropped=dropped,
-            callbacks_resolved=len(leftovers),
+            callbacks_resolved=resolved,
             tickets_expired=tickets,
             reserve=reserve,
         )
@@ -1014,14 +1029,14 @@ class CallbackPool:
         if (path is None) == (token is None):
             raise ValueError("name either a path or a token")
         with self._writing() as (tx, work):
-            self._expire_due(tx, work)
             lease = (
                 tx.live_lease_on_path(path)
                 if path is not None
                 else tx.live_lease_of_payment(token or "")
             )
-            if lease is not None:
+            if lease is not None and not self._expire_due(tx, work, lease.slot_id):
                 self._release_by_operator(tx, work, lease)
+            # A lease already past its expiry has just been ended as expired instead.
         if lease is None:
             raise NothingToRelease()
         return lease
@@ -1106,11 +1121,13 @@ class CallbackPool:
                 except Exception:
                     log.exception("status hook failed for payment %s", _short(change.token))
 
-    def _expire_due(self, tx: Tx, work: _Work) -> int:
-        """End leases whose heartbeat lapsed, then leases past their expiry; their pending
-        payments become ``expired``. Returns how many leases ended."""
+    def _expire_due(self, tx: Tx, work: _Work, slot_id: int | None = None) -> int:
+        """End leases whose heartbeat lapsed, then leases past their expiry (only the
+        slot's, if ``slot_id`` is given); their pending payments become ``expired``.
+        Returns how many leases ended."""
+        window = self.policy.late_callback_window
         abandoned = (
-            tx.abandon_silent_leases(self.policy.late_callback_window)
+            tx.abandon_silent_leases(window, slot_id)
             if self.policy.heartbeat_timeout > timedelta(0)
             else []
         )
@@ -1127,7 +1144,7 @@ class CallbackPool:
                     status=PaymentStatus.EXPIRED, error_message="the checkout page stopped polling"
                 )
                 self._transition(tx, work, payment, change, "checkout page stopped polling")
-        ended = tx.expire_due_leases(self.policy.late_callback_window)
+        ended = tx.expire_due_leases(window, slot_id)
         for lease in ended:
             log.info(
                 "lease %d on %s expired (payment %s)", lease.id, lease.path, _short(lease.token)

@@ -148,9 +148,10 @@ class Tx(Protocol):
     def usage(self) -> list[UsageRow]: ...
 
     # --- leases ---------------------------------------------------------------------------
-    def expire_due_leases(self, taint_window: timedelta) -> list[Lease]:
-        """End every live lease whose expiry has passed, tainting its slot until
-        ``expires_at + taint_window``. Returns the leases ended here (none twice)."""
+    def expire_due_leases(self, taint_window: timedelta, slot_id: int | None = None) -> list[Lease]:
+        """End every live lease whose expiry has passed (only the slot's, if ``slot_id`` is
+        given), tainting its slot until ``expires_at + taint_window``. Returns the leases
+        ended here (none twice, however many transactions try at once)."""
         ...
 
     def acquire_slot(
@@ -159,10 +160,13 @@ class Tx(Protocol):
         """Lease the best free slot to ``token`` (DESIGN.md §4 order), or None if none."""
         ...
 
-    def abandon_silent_leases(self, taint_window: timedelta) -> list[Lease]:
+    def abandon_silent_leases(
+        self, taint_window: timedelta, slot_id: int | None = None
+    ) -> list[Lease]:
         """End every live lease whose heartbeat has lapsed (``heartbeat_until`` passed, and
-        before its expiry) with reason ``abandoned`` at ``heartbeat_until``, tainting its
-        slot until ``heartbeat_until + taint_window``. Returns the leases ended here."""
+        before its expiry; only the slot's, if ``slot_id`` is given) with reason
+        ``abandoned`` at ``heartbeat_until``, tainting its slot until ``heartbeat_until +
+        taint_window``. Returns the leases ended here (none twice)."""
         ...
 
     def record_heartbeat(self, lease_id: int, until: datetime) -> bool:

@@ -404,3 +404,32 @@ def test_a_failing_hook_does_not_undo_the_payment(pool: CallbackPool) -> None:
     result = pool.handle_callback(checkout.lease.path, paygistix_return())
     assert result.outcome is APPLIED
     assert pool.get_payment(checkout.payment.token).status is PaymentStatus.COMPLETED
+
+
+def test_one_unresolvable_leftover_does_not_hold_back_the_others(
+    pool: CallbackPool, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from callbackpool.ports import NewCallback
+
+    checkout = pool.create_payment(amount=1000)
+    with pool.store.transaction() as tx:
+        for params in (paygistix_return(pn_ref="POISON"), paygistix_return(pn_ref="GOOD")):
+            tx.insert_callback(
+                NewCallback(
+                    path=checkout.lease.path, method="GET", params=tuple(params), client_addr=None
+                )
+            )
+    clock.advance(31)
+    real_parse = pool.gateway.parse_return
+
+    def parse(params: list[tuple[str, str]]) -> object:
+        if dict(params)["PNRef"] == "POISON":
+            raise KeyError("a bug")
+        return real_parse(params)
+
+    monkeypatch.setattr(pool.gateway, "parse_return", parse)
+    assert pool.sweep().callbacks_resolved == 1
+    assert pool.get_payment(checkout.payment.token).pn_ref == "GOOD"
+    with pool.store.read() as tx:
+        left = tx.callbacks(outcomes=[CallbackOutcome.RECEIVED])
+    assert [dict(r.params)["PNRef"] for r in left] == ["POISON"]

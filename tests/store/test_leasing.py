@@ -369,3 +369,13 @@ def test_leases_end_with_the_reason_they_ended(pool: CallbackPool, clock: FakeCl
         cancelled.payment.token: LeaseEnd.CANCELLED,
         expired.payment.token: LeaseEnd.EXPIRED,
     }
+
+
+def test_releasing_a_stuck_lease_ends_it_as_expired(pool: CallbackPool, clock: FakeClock) -> None:
+    checkout = pool.create_payment(amount=1000)
+    clock.advance(timedelta(minutes=11))
+    assert pool.release(path=checkout.lease.path).id == checkout.lease.id
+    payment = pool.get_payment(checkout.payment.token)
+    assert payment.status is PaymentStatus.EXPIRED
+    assert payment.error_message is None  # it ran out; no operator had to end it
+    assert pool.status().locked == 0

@@ -359,11 +359,15 @@ class SqliteTx:
 
     # --- leases --------------------------------------------------------------------------
 
-    def expire_due_leases(self, taint_window: timedelta) -> list[Lease]:
+    def expire_due_leases(self, taint_window: timedelta, slot_id: int | None = None) -> list[Lease]:
         window = taint_window // timedelta(microseconds=1)
-        leases = [
-            _lease(row) for row in self._all("expire_due_leases", now=self._now_us, window=window)
-        ]
+        if slot_id is None:
+            rows = self._all("expire_due_leases", now=self._now_us, window=window)
+        else:
+            rows = self._all(
+                "expire_due_lease_on_slot", now=self._now_us, window=window, slot_id=slot_id
+            )
+        leases = [_lease(row) for row in rows]
         for lease in leases:
             self._free_slot(lease)
         return leases
@@ -406,12 +410,17 @@ class SqliteTx:
             expires_at=expires_at,
         )
 
-    def abandon_silent_leases(self, taint_window: timedelta) -> list[Lease]:
+    def abandon_silent_leases(
+        self, taint_window: timedelta, slot_id: int | None = None
+    ) -> list[Lease]:
         window = taint_window // timedelta(microseconds=1)
-        leases = [
-            _lease(row)
-            for row in self._all("abandon_silent_leases", now=self._now_us, window=window)
-        ]
+        if slot_id is None:
+            rows = self._all("abandon_silent_leases", now=self._now_us, window=window)
+        else:
+            rows = self._all(
+                "abandon_silent_lease_on_slot", now=self._now_us, window=window, slot_id=slot_id
+            )
+        leases = [_lease(row) for row in rows]
         for lease in leases:
             self._free_slot(lease)
         return leases

@@ -7,6 +7,12 @@ UPDATE leases
  WHERE ended_at IS NULL AND expires_at <= :now
 RETURNING *;
 
+-- name: expire_due_lease_on_slot
+UPDATE leases
+   SET ended_at = expires_at, end_reason = 'expired', taint_until = expires_at + :window
+ WHERE ended_at IS NULL AND expires_at <= :now AND slot_id = :slot_id
+RETURNING *;
+
 -- Main slots before reserve ones (so that an activated reserve drains first), each least
 -- recently released first.
 -- name: pick_clean_slot
@@ -46,6 +52,14 @@ UPDATE leases
    SET ended_at = heartbeat_until, end_reason = 'abandoned',
        taint_until = heartbeat_until + :window
  WHERE ended_at IS NULL AND heartbeat_until <= :now AND heartbeat_until < expires_at
+RETURNING *;
+
+-- name: abandon_silent_lease_on_slot
+UPDATE leases
+   SET ended_at = heartbeat_until, end_reason = 'abandoned',
+       taint_until = heartbeat_until + :window
+ WHERE ended_at IS NULL AND heartbeat_until <= :now AND heartbeat_until < expires_at
+   AND slot_id = :slot_id
 RETURNING *;
 
 -- A lapsed heartbeat is not revived: the lease counts as abandoned from that moment.
