@@ -13,17 +13,20 @@ from callbackpool.clock import FakeClock
 from callbackpool.gateways.paygistix import PaygistixGateway
 from callbackpool.pool import CallbackPool
 from callbackpool.ports import Store
+from callbackpool.store.memory import MemoryStore
 from callbackpool.store.sqlite import SqliteStore
 
 from .support import POLICY, make_gateway
 
 # Every store kind the behavioural suite runs against (the PostgreSQL issue adds its own).
-STORE_KINDS: list[Any] = ["sqlite"]
+STORE_KINDS: list[Any] = ["sqlite", "memory"]
 
 
 def make_store(kind: str, tmp_path: Path, clock: FakeClock) -> Store:
     if kind == "sqlite":
         return SqliteStore(tmp_path / "pool.db", clock=clock, synchronous="NORMAL")
+    if kind == "memory":
+        return MemoryStore(clock=clock)
     raise AssertionError(f"unknown store kind {kind}")
 
 

@@ -1,0 +1,697 @@
+"""A store in the process's memory: the simulator's, and a reference for the port.
+
+It keeps the pool's tables as dictionaries of frozen value objects. Transactions are
+serialised by one lock; a write transaction keeps an undo log and rolls every change back
+if it raises, so it commits whole or not at all like the others. Nothing survives the
+process. It passes the same behaviour suite as SQLite (tests/store).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from ..clock import Clock, SystemClock
+from ..domain.model import (
+    Admission,
+    AdmissionCounts,
+    CallbackOutcome,
+    CallbackRecord,
+    Candidate,
+    HoldingTimes,
+    Lease,
+    LeaseEnd,
+    Payment,
+    PaymentStatus,
+    ReserveAction,
+    ReserveEvent,
+    SlotView,
+    Ticket,
+    TicketStatus,
+)
+from ..domain.resolution import OpenAmbiguity
+from ..ports import (
+    CallbackResolution,
+    NewCallback,
+    NewTicket,
+    PaymentChange,
+    SlotRow,
+    SlotSync,
+    UsageRow,
+)
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MINUTE = timedelta(minutes=1)
+_ABSENT = object()
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Slot:
+    id: int
+    path: str
+    active: bool = True
+    reserve: bool = False
+    standby: bool = False
+    live_lease_id: int | None = None
+    usage_count: int = 0
+    last_acquired_at: datetime | None = None
+    last_released_at: datetime | None = None
+
+
+class _Tables:
+    """Everything the store holds. Every dictionary is changed through ``MemoryTx._put``
+    and ``MemoryTx._drop`` only, so that the undo log sees every change."""
+
+    def __init__(self) -> None:
+        self.sequences: dict[str, int] = {}
+        self.slots: dict[int, _Slot] = {}
+        self.slot_ids: dict[str, int] = {}
+        self.leases: dict[int, Lease] = {}
+        self.live_by_token: dict[str, int] = {}
+        # Leases with a taint (past or not), by slot: the candidates beside the live lease.
+        self.tainted: dict[int, dict[int, None]] = {}
+        self.payments: dict[str, Payment] = {}
+        self.callbacks: dict[int, CallbackRecord] = {}
+        self.received: dict[int, None] = {}
+        self.pn_refs: dict[str, tuple[int, str]] = {}
+        self.open_ambiguous: dict[int, None] = {}
+        self.tickets: dict[int, Ticket] = {}
+        self.ticket_ids: dict[str, int] = {}
+        self.waiting: dict[int, None] = {}
+        self.admissions: dict[int, tuple[int, int, int, int, int]] = {}
+        self.reserve_events: dict[int, ReserveEvent] = {}
+
+
+class MemoryStore:
+    """The pool's tables in this process's memory."""
+
+    def __init__(self, *, clock: Clock | None = None) -> None:
+        self.clock: Clock = clock or SystemClock()
+        self._tables = _Tables()
+        self._lock = threading.RLock()
+
+    def __repr__(self) -> str:
+        return "MemoryStore()"
+
+    def migrate(self) -> list[str]:
+        return []  # nothing to migrate: the tables are built with the store
+
+    def pending_migrations(self) -> list[tuple[str, str]]:
+        return []
+
+    @contextmanager
+    def _begin(self, writable: bool) -> Iterator[MemoryTx]:
+        with self._lock:
+            tx = MemoryTx(self._tables, self.clock.now(), writable=writable)
+            try:
+                yield tx
+            except BaseException:
+                tx.rollback()
+                raise
+
+    def transaction(self) -> AbstractContextManager[MemoryTx]:
+        return self._begin(writable=True)
+
+    def read(self) -> AbstractContextManager[MemoryTx]:
+        return self._begin(writable=False)
+
+    def close(self) -> None:
+        pass
+
+
+class MemoryTx:
+    """One transaction on the memory store, speaking the ``Tx`` port."""
+
+    def __init__(self, tables: _Tables, now: datetime, *, writable: bool) -> None:
+        self._t = tables
+        self.now = now
+        self._writable = writable
+        self._undo: list[tuple[dict[Any, Any], Any, Any]] = []
+
+    # --- the undo log ----------------------------------------------------------------------
+
+    def _put(self, table: dict[Any, Any], key: Any, value: Any) -> None:
+        assert self._writable, "a read transaction changed the store"
+        self._undo.append((table, key, table.get(key, _ABSENT)))
+        table[key] = value
+
+    def _drop(self, table: dict[Any, Any], key: Any) -> None:
+        if key in table:
+            self._put(table, key, _ABSENT)
+            del table[key]
+
+    def rollback(self) -> None:
+        for table, key, old in reversed(self._undo):
+            if old is _ABSENT:
+                table.pop(key, None)
+            else:
+                table[key] = old
+        self._undo.clear()
+
+    def _next_id(self, name: str) -> int:
+        value = self._t.sequences.get(name, 0) + 1
+        self._put(self._t.sequences, name, value)
+        return value
+
+    # --- slots -----------------------------------------------------------------------------
+
+    def sync_slots(self, paths: Sequence[str], reserve_paths: Sequence[str] = ()) -> SlotSync:
+        slots = self._t.slots
+        reserve_in_rotation = any(s.active and s.reserve and not s.standby for s in slots.values())
+        wanted = dict.fromkeys(paths, False) | dict.fromkeys(reserve_paths, True)
+        added, reactivated, deactivated = [], [], []
+        for path, reserve in wanted.items():
+            standby = reserve and not reserve_in_rotation
+            slot_id = self._t.slot_ids.get(path)
+            if slot_id is None:
+                slot_id = self._next_id("slots")
+                self._put(
+                    slots, slot_id, _Slot(id=slot_id, path=path, reserve=reserve, standby=standby)
+                )
+                self._put(self._t.slot_ids, path, slot_id)
+                added.append(path)
+                continue
+            slot = slots[slot_id]
+            if slot.reserve != reserve:
+                slot = replace(slot, reserve=reserve, standby=standby)
+            if not slot.active:
+                slot = replace(slot, active=True)
+                reactivated.append(path)
+            self._put(slots, slot_id, slot)
+        for slot in list(slots.values()):
+            if slot.active and slot.path not in wanted:
+                self._put(slots, slot.id, replace(slot, active=False))
+                deactivated.append(slot.path)
+        return SlotSync(
+            added=tuple(added), reactivated=tuple(reactivated), deactivated=tuple(deactivated)
+        )
+
+    def slot_by_path(self, path: str) -> SlotRow | None:
+        slot_id = self._t.slot_ids.get(path)
+        if slot_id is None:
+            return None
+        slot = self._t.slots[slot_id]
+        return SlotRow(id=slot.id, path=slot.path, active=slot.active)
+
+    def slot_views(self) -> list[SlotView]:
+        return [
+            SlotView(
+                id=slot.id,
+                path=slot.path,
+                active=slot.active,
+                usage_count=slot.usage_count,
+                last_acquired_at=slot.last_acquired_at,
+                last_released_at=slot.last_released_at,
+                lease=None if slot.live_lease_id is None else self._t.leases[slot.live_lease_id],
+                taints=len(self._taints(slot.id)),
+                reserve=slot.reserve,
+                standby=slot.standby,
+            )
+            for slot in sorted(self._t.slots.values(), key=lambda s: s.id)
+        ]
+
+    def usage(self) -> list[UsageRow]:
+        ended: dict[int, dict[LeaseEnd, int]] = {}
+        for lease in self._t.leases.values():
+            if lease.end_reason is not None:
+                counts = ended.setdefault(lease.slot_id, {})
+                counts[lease.end_reason] = counts.get(lease.end_reason, 0) + 1
+        return [
+            UsageRow(
+                path=slot.path,
+                active=slot.active,
+                usage_count=slot.usage_count,
+                callbacks=ended.get(slot.id, {}).get(LeaseEnd.CALLBACK, 0),
+                expiries=ended.get(slot.id, {}).get(LeaseEnd.EXPIRED, 0),
+                last_acquired_at=slot.last_acquired_at,
+                last_released_at=slot.last_released_at,
+            )
+            for slot in sorted(self._t.slots.values(), key=lambda s: s.id)
+        ]
+
+    def free_slot_count(self) -> int:
+        return sum(1 for slot in self._t.slots.values() if _free(slot))
+
+    def busy_slot_count(self) -> int:
+        return sum(1 for slot in self._t.slots.values() if slot.live_lease_id is not None)
+
+    def set_reserve_standby(self, standby: bool) -> list[str]:
+        changed = []
+        for slot in sorted(self._t.slots.values(), key=lambda s: s.id):
+            if slot.reserve and slot.active and slot.standby != standby:
+                self._put(self._t.slots, slot.id, replace(slot, standby=standby))
+                changed.append(slot.path)
+        return changed
+
+    # --- leases ----------------------------------------------------------------------------
+
+    def _live_leases(self, slot_id: int | None) -> list[Lease]:
+        if slot_id is not None:
+            live_id = self._t.slots[slot_id].live_lease_id
+            return [] if live_id is None else [self._t.leases[live_id]]
+        return [self._t.leases[lease_id] for lease_id in self._t.live_by_token.values()]
+
+    def expire_due_leases(self, taint_window: timedelta, slot_id: int | None = None) -> list[Lease]:
+        due = sorted(
+            (lease for lease in self._live_leases(slot_id) if lease.expires_at <= self.now),
+            key=lambda lease: lease.id,
+        )
+        return [
+            self._end(lease, LeaseEnd.EXPIRED, lease.expires_at, lease.expires_at + taint_window)
+            for lease in due
+        ]
+
+    def abandon_silent_leases(
+        self, taint_window: timedelta, slot_id: int | None = None
+    ) -> list[Lease]:
+        silent = sorted(
+            (
+                lease
+                for lease in self._live_leases(slot_id)
+                if lease.heartbeat_until is not None
+                and lease.heartbeat_until <= self.now
+                and lease.heartbeat_until < lease.expires_at
+            ),
+            key=lambda lease: lease.id,
+        )
+        return [
+            self._end(
+                lease,
+                LeaseEnd.ABANDONED,
+                _given(lease.heartbeat_until),
+                _given(lease.heartbeat_until) + taint_window,
+            )
+            for lease in silent
+        ]
+
+    def record_heartbeat(self, lease_id: int, until: datetime) -> bool:
+        lease = self._t.leases.get(lease_id)
+        if lease is None or not lease.is_live:
+            return False
+        current = lease.heartbeat_until
+        if current is not None and not (self.now < current < until):
+            return False
+        self._put(self._t.leases, lease_id, replace(lease, heartbeat_until=until))
+        return True
+
+    def get_lease(self, lease_id: int) -> Lease | None:
+        return self._t.leases.get(lease_id)
+
+    def acquire_slot(
+        self, *, token: str, amount: int, expires_at: datetime, allow_same_amount_tainted: bool
+    ) -> Lease | None:
+        free = sorted((s for s in self._t.slots.values() if _free(s)), key=_lru)
+        slot = next((s for s in free if not self._taints(s.id)), None)
+        if slot is None:
+            slot = next(
+                (s for s in free if all(t.amount != amount for t in self._taints(s.id))), None
+            )
+        if slot is None and allow_same_amount_tainted and free:
+            slot = free[0]
+        if slot is None:
+            return None
+        lease = Lease(
+            id=self._next_id("leases"),
+            slot_id=slot.id,
+            path=slot.path,
+            token=token,
+            amount=amount,
+            acquired_at=self.now,
+            expires_at=expires_at,
+        )
+        self._put(self._t.leases, lease.id, lease)
+        self._put(self._t.live_by_token, token, lease.id)
+        self._put(
+            self._t.slots,
+            slot.id,
+            replace(
+                slot,
+                live_lease_id=lease.id,
+                usage_count=slot.usage_count + 1,
+                last_acquired_at=self.now,
+            ),
+        )
+        return lease
+
+    def earliest_lease_end(self) -> datetime | None:
+        return min((lease.expires_at for lease in self._live_leases(None)), default=None)
+
+    def live_lease_of_payment(self, token: str) -> Lease | None:
+        lease_id = self._t.live_by_token.get(token)
+        return None if lease_id is None else self._t.leases[lease_id]
+
+    def live_lease_on_path(self, path: str) -> Lease | None:
+        slot_id = self._t.slot_ids.get(path)
+        if slot_id is None:
+            return None
+        live_id = self._t.slots[slot_id].live_lease_id
+        return None if live_id is None else self._t.leases[live_id]
+
+    def live_leases(self) -> list[Lease]:
+        return sorted(self._live_leases(None), key=lambda lease: lease.id)
+
+    def end_lease(
+        self, lease_id: int, reason: LeaseEnd, taint_until: datetime | None
+    ) -> Lease | None:
+        lease = self._t.leases.get(lease_id)
+        if lease is None or not lease.is_live:
+            return None
+        return self._end(lease, reason, self.now, taint_until)
+
+    def _end(
+        self, lease: Lease, reason: LeaseEnd, at: datetime, taint_until: datetime | None
+    ) -> Lease:
+        ended = replace(lease, ended_at=at, end_reason=reason, taint_until=taint_until)
+        self._put(self._t.leases, lease.id, ended)
+        self._drop(self._t.live_by_token, lease.token)
+        if taint_until is not None:
+            taints = self._t.tainted.get(lease.slot_id)
+            if taints is None:
+                taints = {}
+                self._put(self._t.tainted, lease.slot_id, taints)
+            self._put(taints, lease.id, None)
+        slot = self._t.slots[lease.slot_id]
+        if slot.live_lease_id == lease.id:
+            self._put(
+                self._t.slots, slot.id, replace(slot, live_lease_id=None, last_released_at=at)
+            )
+        return ended
+
+    def _taints(self, slot_id: int) -> list[Lease]:
+        """The slot's leases whose taint has not passed."""
+        taints = self._t.tainted.get(slot_id)
+        if not taints:
+            return []
+        leases = (self._t.leases[lease_id] for lease_id in taints)
+        return [
+            lease
+            for lease in leases
+            if lease.taint_until is not None and lease.taint_until > self.now
+        ]
+
+    def drop_taint(self, lease_id: int) -> None:
+        lease = self._t.leases.get(lease_id)
+        if lease is None or lease.taint_until is None:
+            return
+        self._put(self._t.leases, lease_id, replace(lease, taint_until=None))
+        self._drop(self._t.tainted.get(lease.slot_id, {}), lease_id)
+
+    def drop_stale_taints(self) -> int:
+        dropped = 0
+        for taints in self._t.tainted.values():
+            for lease_id in list(taints):
+                lease = self._t.leases[lease_id]
+                if lease.taint_until is not None and lease.taint_until <= self.now:
+                    self._put(self._t.leases, lease_id, replace(lease, taint_until=None))
+                    self._drop(taints, lease_id)
+                    dropped += 1
+        return dropped
+
+    def candidates(self, slot_id: int) -> list[Candidate]:
+        leases = self._taints(slot_id) + self._live_leases(slot_id)
+        return [
+            Candidate(lease=lease, payment=self._t.payments[lease.token])
+            for lease in sorted(leases, key=lambda lease: lease.id)
+        ]
+
+    # --- payments --------------------------------------------------------------------------
+
+    def insert_payment(self, payment: Payment) -> None:
+        if payment.token in self._t.payments:
+            raise ValueError(f"payment {payment.token[:8]}… exists already")
+        self._put(self._t.payments, payment.token, payment)
+
+    def get_payment(self, token: str) -> Payment | None:
+        return self._t.payments.get(token)
+
+    def update_payment(self, token: str, expected: PaymentStatus, change: PaymentChange) -> bool:
+        payment = self._t.payments.get(token)
+        if payment is None or payment.status is not expected:
+            return False
+        fields = {
+            name: getattr(change, name)
+            for name in (
+                "late",
+                "pn_ref",
+                "order_id",
+                "auth_code",
+                "card_type",
+                "last4",
+                "result_code",
+                "error_message",
+                "callback_id",
+            )
+            if getattr(change, name) is not None
+        }
+        updated = replace(payment, status=change.status, updated_at=self.now, **fields)
+        self._put(self._t.payments, token, updated)
+        return True
+
+    def payments(
+        self,
+        *,
+        statuses: Sequence[PaymentStatus] = (),
+        created_before: datetime | None = None,
+        limit: int = 100,
+    ) -> list[Payment]:
+        found = [
+            p
+            for p in self._t.payments.values()
+            if (not statuses or p.status in statuses)
+            and (created_before is None or p.created_at < created_before)
+        ]
+        return sorted(found, key=lambda p: p.created_at)[:limit]
+
+    # --- the waiting room ------------------------------------------------------------------
+
+    def insert_ticket(self, ticket: NewTicket) -> Ticket:
+        if ticket.ticket in self._t.ticket_ids:
+            raise ValueError("ticket exists already")
+        queued = Ticket(
+            id=self._next_id("tickets"),
+            ticket=ticket.ticket,
+            priority=ticket.priority,
+            amount=ticket.amount,
+            currency=ticket.currency,
+            items=ticket.items,
+            customer=ticket.customer,
+            status=TicketStatus.WAITING,
+            created_at=self.now,
+            expires_at=ticket.expires_at,
+        )
+        self._put(self._t.tickets, queued.id, queued)
+        self._put(self._t.ticket_ids, queued.ticket, queued.id)
+        self._put(self._t.waiting, queued.id, None)
+        return queued
+
+    def get_ticket(self, ticket: str) -> Ticket | None:
+        ticket_id = self._t.ticket_ids.get(ticket)
+        return None if ticket_id is None else self._t.tickets[ticket_id]
+
+    def waiting_ahead(self, priority: int, ticket_id: int | None) -> int:
+        ahead = 0
+        for waiting_id in self._t.waiting:
+            other = self._t.tickets[waiting_id]
+            if other.expires_at > self.now and (
+                other.priority > priority
+                or (other.priority == priority and (ticket_id is None or other.id < ticket_id))
+            ):
+                ahead += 1
+        return ahead
+
+    def touch_ticket(self, ticket_id: int, expires_at: datetime) -> None:
+        ticket = self._t.tickets[ticket_id]
+        if ticket.status is TicketStatus.WAITING:
+            self._put(self._t.tickets, ticket_id, replace(ticket, expires_at=expires_at))
+
+    def end_ticket(
+        self, ticket_id: int, status: TicketStatus, payment_token: str | None = None
+    ) -> bool:
+        ticket = self._t.tickets.get(ticket_id)
+        if ticket is None or ticket.status is not TicketStatus.WAITING:
+            return False
+        self._finish_ticket(ticket, status, self.now, payment_token)
+        return True
+
+    def _finish_ticket(
+        self, ticket: Ticket, status: TicketStatus, at: datetime, payment_token: str | None
+    ) -> None:
+        ended = replace(ticket, status=status, ended_at=at, payment_token=payment_token)
+        self._put(self._t.tickets, ticket.id, ended)
+        self._drop(self._t.waiting, ticket.id)
+
+    def expire_stale_tickets(self) -> int:
+        stale = [
+            self._t.tickets[ticket_id]
+            for ticket_id in self._t.waiting
+            if self._t.tickets[ticket_id].expires_at <= self.now
+        ]
+        for ticket in stale:
+            self._finish_ticket(ticket, TicketStatus.EXPIRED, ticket.expires_at, None)
+        return len(stale)
+
+    # --- capacity figures ------------------------------------------------------------------
+
+    def record_admission(self, admission: Admission, busy: int | None = None) -> None:
+        minute = _minute(self.now)
+        leased, waited, refused, granted, peak = self._t.admissions.get(minute, (0, 0, 0, 0, 0))
+        self._put(
+            self._t.admissions,
+            minute,
+            (
+                leased + (admission is Admission.LEASED),
+                waited + (admission is Admission.WAITED),
+                refused + (admission is Admission.REFUSED),
+                granted + (admission is Admission.GRANTED),
+                max(peak, busy or 0),
+            ),
+        )
+
+    def admissions_since(self, since: datetime) -> AdmissionCounts:
+        first = _minute(since)
+        rows = [row for minute, row in self._t.admissions.items() if minute >= first]
+        return AdmissionCounts(
+            leased=sum(row[0] for row in rows),
+            waited=sum(row[1] for row in rows),
+            refused=sum(row[2] for row in rows),
+            granted=sum(row[3] for row in rows),
+            peak_busy=max((row[4] for row in rows), default=0),
+        )
+
+    def drop_admissions_before(self, before: datetime) -> int:
+        first = _minute(before)
+        old = [minute for minute in self._t.admissions if minute < first]
+        for minute in old:
+            self._drop(self._t.admissions, minute)
+        return len(old)
+
+    def holding_times_since(self, since: datetime) -> HoldingTimes:
+        held = [
+            (lease.ended_at - lease.acquired_at).total_seconds()
+            for lease in self._t.leases.values()
+            if lease.ended_at is not None and lease.ended_at >= since
+        ]
+        return HoldingTimes(ended=len(held), total_seconds=sum(held))
+
+    def insert_reserve_event(
+        self, action: ReserveAction, paths: Sequence[str], reason: str
+    ) -> ReserveEvent:
+        event = ReserveEvent(at=self.now, action=action, paths=tuple(paths), reason=reason)
+        self._put(self._t.reserve_events, self._next_id("reserve_events"), event)
+        return event
+
+    def reserve_events(self, limit: int = 20) -> list[ReserveEvent]:
+        newest = sorted(self._t.reserve_events.items(), reverse=True)[:limit]
+        return [event for _, event in newest]
+
+    # --- callbacks -------------------------------------------------------------------------
+
+    def insert_callback(self, callback: NewCallback) -> int:
+        callback_id = self._next_id("callbacks")
+        record = CallbackRecord(
+            id=callback_id,
+            path=callback.path,
+            method=callback.method,
+            params=callback.params,
+            client_addr=callback.client_addr,
+            received_at=self.now,
+            outcome=CallbackOutcome.RECEIVED,
+        )
+        self._put(self._t.callbacks, callback_id, record)
+        self._put(self._t.received, callback_id, None)
+        return callback_id
+
+    def get_callback(self, callback_id: int) -> CallbackRecord | None:
+        return self._t.callbacks.get(callback_id)
+
+    def pn_ref_holder(self, pn_ref: str) -> tuple[int, str] | None:
+        return self._t.pn_refs.get(pn_ref)
+
+    def claim_pn_ref(
+        self, pn_ref: str, callback_id: int, fingerprint: str
+    ) -> tuple[int, str] | None:
+        holder = self._t.pn_refs.get(pn_ref)
+        if holder is not None:
+            return holder
+        self._put(self._t.pn_refs, pn_ref, (callback_id, fingerprint))
+        return None
+
+    def finish_callback(self, callback_id: int, resolution: CallbackResolution) -> None:
+        record = replace(
+            self._t.callbacks[callback_id],
+            outcome=resolution.outcome,
+            redirect=resolution.redirect,
+            pn_ref=resolution.pn_ref,
+            amount=resolution.amount,
+            approved=resolution.approved,
+            payment_token=resolution.payment_token,
+            detail=resolution.detail,
+            candidates=resolution.candidates,
+            duplicate_of=resolution.duplicate_of,
+        )
+        self._put(self._t.callbacks, callback_id, record)
+        if record.outcome is not CallbackOutcome.RECEIVED:
+            self._drop(self._t.received, callback_id)
+        if record.outcome is CallbackOutcome.AMBIGUOUS and record.approved:
+            self._put(self._t.open_ambiguous, callback_id, None)
+
+    def open_ambiguities(self, path: str, amount: int) -> list[OpenAmbiguity]:
+        found = []
+        for callback_id in sorted(self._t.open_ambiguous):
+            record = self._t.callbacks[callback_id]
+            if record.path == path and record.amount == amount:
+                found.append(
+                    OpenAmbiguity(callback_id=callback_id, candidates=frozenset(record.candidates))
+                )
+        return found
+
+    def settle_callback(self, callback_id: int, token: str, settled_by: str) -> None:
+        record = replace(
+            self._t.callbacks[callback_id],
+            payment_token=token,
+            settled_at=self.now,
+            settled_by=settled_by,
+        )
+        self._put(self._t.callbacks, callback_id, record)
+        self._drop(self._t.open_ambiguous, callback_id)
+
+    def callbacks(
+        self, *, outcomes: Sequence[CallbackOutcome] = (), limit: int = 100
+    ) -> list[CallbackRecord]:
+        found = [
+            record
+            for _, record in sorted(self._t.callbacks.items(), reverse=True)
+            if not outcomes or record.outcome in outcomes
+        ]
+        return found[:limit]
+
+    def unresolved_callbacks(self, received_before: datetime) -> list[int]:
+        return sorted(
+            callback_id
+            for callback_id in self._t.received
+            if self._t.callbacks[callback_id].received_at < received_before
+        )
+
+
+def _free(slot: _Slot) -> bool:
+    return slot.live_lease_id is None and slot.active and not slot.standby
+
+
+def _lru(slot: _Slot) -> tuple[bool, bool, datetime, int]:
+    """Main before reserve, then least recently released (never released first), as the
+    SQL stores order them."""
+    released = slot.last_released_at
+    return (slot.reserve, released is not None, released or _EPOCH, slot.id)
+
+
+def _minute(moment: datetime) -> int:
+    return (moment - _EPOCH) // _MINUTE
+
+
+def _given(moment: datetime | None) -> datetime:
+    assert moment is not None
+    return moment
