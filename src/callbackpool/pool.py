@@ -815,8 +815,12 @@ class CallbackPool:
         # A lease past its expiry has ended: its payment is a taint now, not the live lease.
         self._expire_due(tx, work, slot.id)
         candidates = tx.candidates(slot.id)
+        # An earlier ambiguous return can settle only while its candidates are still
+        # candidates: their taints run out a late-callback window after it was resolved
+        # (within seconds of its receipt, or at the next sweep). Twice the window leaves
+        # ample room, and keeps the list from growing for ever on a busy same-amount slot.
         open_ambiguities = (
-            tx.open_ambiguities(path, parsed.amount)
+            tx.open_ambiguities(path, parsed.amount, tx.now - 2 * self.policy.late_callback_window)
             if parsed.approved and parsed.amount is not None
             else []
         )

@@ -297,8 +297,12 @@ class Tx(Protocol):
 
     def finish_callback(self, callback_id: int, resolution: CallbackResolution) -> None: ...
 
-    def open_ambiguities(self, path: str, amount: int) -> list[OpenAmbiguity]:
-        """Approved returns of ``amount`` on ``path`` still ambiguous and unsettled."""
+    def open_ambiguities(
+        self, path: str, amount: int, received_after: datetime
+    ) -> list[OpenAmbiguity]:
+        """Approved returns of ``amount`` on ``path`` still ambiguous and unsettled, received
+        after ``received_after`` (older ones can no longer be settled: their candidates'
+        taints have run out), in the order they came."""
         ...
 
     def settle_callback(self, callback_id: int, token: str, settled_by: str) -> None: ...

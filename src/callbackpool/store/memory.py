@@ -9,8 +9,8 @@ process. It passes the same behaviour suite as SQLite (tests/store).
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -78,7 +78,8 @@ class _Tables:
         self.callbacks: dict[int, CallbackRecord] = {}
         self.received: dict[int, None] = {}
         self.pn_refs: dict[str, tuple[int, str]] = {}
-        self.open_ambiguous: dict[int, None] = {}
+        # Approved ambiguous returns not settled yet, by path and amount.
+        self.open_ambiguous: dict[tuple[str, int | None], dict[int, None]] = {}
         self.tickets: dict[int, Ticket] = {}
         self.ticket_ids: dict[str, int] = {}
         self.waiting: dict[int, None] = {}
@@ -103,24 +104,37 @@ class MemoryStore:
     def pending_migrations(self) -> list[tuple[str, str]]:
         return []
 
-    @contextmanager
-    def _begin(self, writable: bool) -> Iterator[MemoryTx]:
-        with self._lock:
-            tx = MemoryTx(self._tables, self.clock.now(), writable=writable)
-            try:
-                yield tx
-            except BaseException:
-                tx.rollback()
-                raise
-
     def transaction(self) -> AbstractContextManager[MemoryTx]:
-        return self._begin(writable=True)
+        return _Transaction(self, writable=True)
 
     def read(self) -> AbstractContextManager[MemoryTx]:
-        return self._begin(writable=False)
+        return _Transaction(self, writable=False)
 
     def close(self) -> None:
         pass
+
+
+class _Transaction:
+    """Holds the store's lock for one transaction; rolls it back if it raises. (A class,
+    not a generator: the simulator opens hundreds of thousands of these.)"""
+
+    __slots__ = ("_store", "_tx", "_writable")
+
+    def __init__(self, store: MemoryStore, *, writable: bool) -> None:
+        self._store = store
+        self._writable = writable
+
+    def __enter__(self) -> MemoryTx:
+        self._store._lock.acquire()
+        self._tx = MemoryTx(self._store._tables, self._store.clock.now(), writable=self._writable)
+        return self._tx
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        try:
+            if kind is not None:
+                self._tx.rollback()
+        finally:
+            self._store._lock.release()
 
 
 class MemoryTx:
@@ -637,17 +651,27 @@ class MemoryTx:
         if record.outcome is not CallbackOutcome.RECEIVED:
             self._drop(self._t.received, callback_id)
         if record.outcome is CallbackOutcome.AMBIGUOUS and record.approved:
-            self._put(self._t.open_ambiguous, callback_id, None)
+            key = (record.path, record.amount)
+            open_ones = self._t.open_ambiguous.get(key)
+            if open_ones is None:
+                open_ones = {}
+                self._put(self._t.open_ambiguous, key, open_ones)
+            self._put(open_ones, callback_id, None)
 
-    def open_ambiguities(self, path: str, amount: int) -> list[OpenAmbiguity]:
+    def open_ambiguities(
+        self, path: str, amount: int, received_after: datetime
+    ) -> list[OpenAmbiguity]:
+        open_ones = self._t.open_ambiguous.get((path, amount), {})
         found = []
-        for callback_id in sorted(self._t.open_ambiguous):
+        # Newest first, as far back as asked: ids grow with the time of receipt.
+        for callback_id in sorted(open_ones, reverse=True):
             record = self._t.callbacks[callback_id]
-            if record.path == path and record.amount == amount:
-                found.append(
-                    OpenAmbiguity(callback_id=callback_id, candidates=frozenset(record.candidates))
-                )
-        return found
+            if record.received_at <= received_after:
+                break
+            found.append(
+                OpenAmbiguity(callback_id=callback_id, candidates=frozenset(record.candidates))
+            )
+        return found[::-1]
 
     def settle_callback(self, callback_id: int, token: str, settled_by: str) -> None:
         record = replace(
@@ -657,7 +681,7 @@ class MemoryTx:
             settled_by=settled_by,
         )
         self._put(self._t.callbacks, callback_id, record)
-        self._drop(self._t.open_ambiguous, callback_id)
+        self._drop(self._t.open_ambiguous.get((record.path, record.amount), {}), callback_id)
 
     def callbacks(
         self, *, outcomes: Sequence[CallbackOutcome] = (), limit: int = 100

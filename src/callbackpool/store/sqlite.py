@@ -688,12 +688,19 @@ class SqliteTx:
             duplicate_of=resolution.duplicate_of,
         )
 
-    def open_ambiguities(self, path: str, amount: int) -> list[OpenAmbiguity]:
+    def open_ambiguities(
+        self, path: str, amount: int, received_after: datetime
+    ) -> list[OpenAmbiguity]:
         return [
             OpenAmbiguity(
                 callback_id=row["id"], candidates=frozenset(json.loads(row["candidates"]))
             )
-            for row in self._all("open_ambiguities", path=path, amount=amount)
+            for row in self._all(
+                "open_ambiguities",
+                path=path,
+                amount=amount,
+                received_after=to_us(received_after),
+            )
         ]
 
     def settle_callback(self, callback_id: int, token: str, settled_by: str) -> None:

@@ -222,6 +222,7 @@ UPDATE callbacks
 SELECT id, candidates FROM callbacks
  WHERE path = :path AND amount = :amount
    AND outcome = 'ambiguous' AND approved = 1 AND settled_at IS NULL
+   AND received_at > :received_after
  ORDER BY id;
 
 -- name: settle_callback
