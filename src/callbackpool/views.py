@@ -6,13 +6,17 @@ same report. Pure functions over the core's value objects; no I/O.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .capacity.erlang import Plan
 from .domain.model import Lease, Payment, ReserveEvent, SlotView
 from .pool import CapacityReport, PoolStatus, ReserveStatus, SweepReport
 from .ports import SlotSync, UsageRow
+
+if TYPE_CHECKING:  # the simulator is not needed to show the pool's own reports
+    from .capacity.simulate import PolicyReport, Workload
 
 JsonObject = dict[str, Any]
 
@@ -187,4 +191,53 @@ def plan_json(plan: Plan) -> JsonObject:
         "slots": plan.slots,
         "offeredErlangs": round(plan.offered_erlangs, 4),
         "maxArrivalsPerHour": round(plan.max_arrivals_per_hour, 2),
+    }
+
+
+def simulation_json(
+    workload: Workload, target: float, reports: Mapping[str, PolicyReport]
+) -> JsonObject:
+    """``callbackpool simulate --json``: the workload, each policy's figures, and how the
+    project's pool compares with the guide's and with the oracle."""
+    policies = {name: policy_json(report) for name, report in reports.items()}
+    comparison: JsonObject = {}
+    ours = policies.get("callbackpool", {}).get("maxArrivalsPerHour")
+    for other, key in (("seed", "callbackpoolOverSeed"), ("oracle", "callbackpoolOverOracle")):
+        theirs = policies.get(other, {}).get("maxArrivalsPerHour")
+        if ours and theirs:
+            comparison[key] = round(ours / theirs, 3)
+    return {
+        "workload": {
+            "arrivalsPerHour": workload.arrivals_per_hour,
+            "customers": workload.customers,
+            "seed": workload.seed,
+            "slots": workload.slots,
+            "uniformAmount": workload.uniform_amount,
+            "patienceSeconds": workload.patience,
+            "pollSeconds": workload.poll_seconds,
+        },
+        "target": target,
+        "policies": policies,
+        "comparison": comparison,
+    }
+
+
+def policy_json(report: PolicyReport) -> JsonObject:
+    result = report.result
+    best = report.max_arrivals_per_hour
+    return {
+        "arrivals": result.arrivals,
+        "admitted": result.admitted,
+        "turnedAway": result.turned_away,
+        "turnedAwayShare": round(result.turned_away_share, 6),
+        "waited": result.waited,
+        "meanWaitSeconds": round(result.mean_wait, 3),
+        "p95WaitSeconds": round(result.p95_wait, 3),
+        "meanHoldSeconds": round(result.mean_hold, 1),
+        "approved": result.approved,
+        "misattributed": result.misattributed,
+        "lost": result.lost,
+        "needsReview": result.needs_review,
+        "unmatchedReturns": result.unmatched,
+        "maxArrivalsPerHour": None if best is None else round(best, 1),
     }
