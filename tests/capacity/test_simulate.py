@@ -202,6 +202,16 @@ def test_a_run_repeats_for_its_seed_and_not_for_another() -> None:
     assert other.result != first.result
 
 
+@pytest.mark.parametrize("uniform_amount", [False, True])
+def test_skipping_the_pages_read_only_polls_changes_nothing(uniform_amount: bool) -> None:
+    # The simulator replays only the polls that can change something; replaying every one
+    # of the page's 3-second polls gives the very same run.
+    workload = Workload(customers=1500, arrivals_per_hour=115, uniform_amount=uniform_amount)
+    skipping = simulate("callbackpool", workload)
+    assert skipping.waited > 0
+    assert simulate("callbackpool", replace(workload, every_poll=True)) == skipping
+
+
 def test_policies_in_parallel_give_what_they_give_one_after_the_other() -> None:
     workload = Workload(customers=300, arrivals_per_hour=120, seed=2)
     steps: list[str] = []

@@ -69,6 +69,8 @@ class Workload:
     poll_seconds: float = 3.0  # the checkout page's status polling
     warmup: float = 3600.0  # seconds of arrivals not counted, while the pool fills
     fixed_hold: float | None = None  # everybody pays after exactly this long (theory)
+    # Replay the page's read-only polls too (they change nothing: a test proves it).
+    every_poll: bool = False
     mix: Mix = field(default_factory=Mix)
 
     def __post_init__(self) -> None:
@@ -129,8 +131,10 @@ class Run(Protocol):
 
     def poll_ticket(self, ticket: str) -> tuple[str, str] | str | None: ...
 
-    def poll(self, token: str) -> bool:
-        """The page's status poll: whether the payment is still pending."""
+    def poll(self, token: str) -> float | None:
+        """The page's status poll. None once the payment is no longer pending (the page
+        stops); else the moment (seconds on the run's clock) from which a poll can change
+        anything again: the polls before it only read, and may be skipped."""
         ...
 
     def pay(self, customer: Customer, token: str, path: str) -> None: ...
@@ -188,8 +192,17 @@ class PoolRun:
         except TicketEnded:
             return None
 
-    def poll(self, token: str) -> bool:
-        return self.pool.poll_payment(token).status is PaymentStatus.PENDING
+    def poll(self, token: str) -> float | None:
+        if self.pool.poll_payment(token).status is not PaymentStatus.PENDING:
+            return None
+        with self.store.read() as tx:
+            lease = tx.live_lease_of_payment(token)
+        if lease is None or lease.heartbeat_until is None:
+            return 0.0
+        # poll_payment writes only when the recorded heartbeat runs out within the timeout
+        # (and a payment's status changes only at its expiry, seen by any later poll).
+        writes_from = lease.heartbeat_until - self.pool.policy.heartbeat_timeout
+        return min(writes_from, lease.expires_at).timestamp() - START.timestamp()
 
     def pay(self, customer: Customer, token: str, path: str) -> None:
         params = [
@@ -264,8 +277,8 @@ class GuideRun:
     def poll_ticket(self, ticket: str) -> tuple[str, str] | str | None:
         raise AssertionError("the guide has no waiting room")
 
-    def poll(self, token: str) -> bool:
-        return self.pool.status_of(token) == "pending"
+    def poll(self, token: str) -> float | None:
+        return 0.0 if self.pool.status_of(token) == "pending" else None
 
     def pay(self, customer: Customer, token: str, path: str) -> None:
         self.applied.append((self.pool.handle_return(path, customer.approved), customer))
@@ -359,9 +372,12 @@ def simulate(
     owners: dict[str, Customer] = {}
     paid: set[int] = set()
 
+    admitted_at = [0.0] * count
+
     def admitted(index: int, moment: float, token: str, path: str) -> None:
         customer = customers[index]
         tokens[index], paths[index] = token, path
+        admitted_at[index] = moment
         waits[index] = moment - arrived[index]
         owners[token] = customer
         at(moment + customer.duration, _DONE, index)
@@ -396,8 +412,19 @@ def simulate(
                 answered(index, moment, run.poll_ticket(tickets[index] or ""))
         elif kind == _POLL:
             token = tokens[index]
-            if not done[index] and token is not None and run.poll(token):
-                at(moment + workload.poll_seconds, _POLL, index)
+            if done[index] or token is None:
+                continue
+            matters_from = run.poll(token)
+            if matters_from is None:
+                continue
+            # The page polls every poll_seconds from its start; the polls before the next
+            # one that can change anything only read, and are not replayed unless asked.
+            every = workload.poll_seconds
+            following = moment + every
+            if not workload.every_poll and matters_from > following:
+                start = admitted_at[index]
+                following = start + math.ceil((matters_from - start) / every) * every
+            at(following, _POLL, index)
         else:
             token, path = tokens[index], paths[index]
             assert token is not None

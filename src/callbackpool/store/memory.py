@@ -11,9 +11,9 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from ..clock import Clock, SystemClock
 from ..domain.model import (
@@ -47,6 +47,7 @@ from ..ports import (
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MINUTE = timedelta(minutes=1)
 _ABSENT = object()
+_V = TypeVar("_V")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -191,14 +192,14 @@ class MemoryTx:
                 continue
             slot = slots[slot_id]
             if slot.reserve != reserve:
-                slot = replace(slot, reserve=reserve, standby=standby)
+                slot = _changed(slot, reserve=reserve, standby=standby)
             if not slot.active:
-                slot = replace(slot, active=True)
+                slot = _changed(slot, active=True)
                 reactivated.append(path)
             self._put(slots, slot_id, slot)
         for slot in list(slots.values()):
             if slot.active and slot.path not in wanted:
-                self._put(slots, slot.id, replace(slot, active=False))
+                self._put(slots, slot.id, _changed(slot, active=False))
                 deactivated.append(slot.path)
         return SlotSync(
             added=tuple(added), reactivated=tuple(reactivated), deactivated=tuple(deactivated)
@@ -257,7 +258,7 @@ class MemoryTx:
         changed = []
         for slot in sorted(self._t.slots.values(), key=lambda s: s.id):
             if slot.reserve and slot.active and slot.standby != standby:
-                self._put(self._t.slots, slot.id, replace(slot, standby=standby))
+                self._put(self._t.slots, slot.id, _changed(slot, standby=standby))
                 changed.append(slot.path)
         return changed
 
@@ -309,7 +310,7 @@ class MemoryTx:
         current = lease.heartbeat_until
         if current is not None and not (self.now < current < until):
             return False
-        self._put(self._t.leases, lease_id, replace(lease, heartbeat_until=until))
+        self._put(self._t.leases, lease_id, _changed(lease, heartbeat_until=until))
         return True
 
     def get_lease(self, lease_id: int) -> Lease | None:
@@ -342,7 +343,7 @@ class MemoryTx:
         self._put(
             self._t.slots,
             slot.id,
-            replace(
+            _changed(
                 slot,
                 live_lease_id=lease.id,
                 usage_count=slot.usage_count + 1,
@@ -379,7 +380,7 @@ class MemoryTx:
     def _end(
         self, lease: Lease, reason: LeaseEnd, at: datetime, taint_until: datetime | None
     ) -> Lease:
-        ended = replace(lease, ended_at=at, end_reason=reason, taint_until=taint_until)
+        ended = _changed(lease, ended_at=at, end_reason=reason, taint_until=taint_until)
         self._put(self._t.leases, lease.id, ended)
         self._drop(self._t.live_by_token, lease.token)
         if taint_until is not None:
@@ -391,7 +392,7 @@ class MemoryTx:
         slot = self._t.slots[lease.slot_id]
         if slot.live_lease_id == lease.id:
             self._put(
-                self._t.slots, slot.id, replace(slot, live_lease_id=None, last_released_at=at)
+                self._t.slots, slot.id, _changed(slot, live_lease_id=None, last_released_at=at)
             )
         return ended
 
@@ -411,7 +412,7 @@ class MemoryTx:
         lease = self._t.leases.get(lease_id)
         if lease is None or lease.taint_until is None:
             return
-        self._put(self._t.leases, lease_id, replace(lease, taint_until=None))
+        self._put(self._t.leases, lease_id, _changed(lease, taint_until=None))
         self._drop(self._t.tainted.get(lease.slot_id, {}), lease_id)
 
     def drop_stale_taints(self) -> int:
@@ -420,7 +421,7 @@ class MemoryTx:
             for lease_id in list(taints):
                 lease = self._t.leases[lease_id]
                 if lease.taint_until is not None and lease.taint_until <= self.now:
-                    self._put(self._t.leases, lease_id, replace(lease, taint_until=None))
+                    self._put(self._t.leases, lease_id, _changed(lease, taint_until=None))
                     self._drop(taints, lease_id)
                     dropped += 1
         return dropped
@@ -461,7 +462,7 @@ class MemoryTx:
             )
             if getattr(change, name) is not None
         }
-        updated = replace(payment, status=change.status, updated_at=self.now, **fields)
+        updated = _changed(payment, status=change.status, updated_at=self.now, **fields)
         self._put(self._t.payments, token, updated)
         return True
 
@@ -520,7 +521,7 @@ class MemoryTx:
     def touch_ticket(self, ticket_id: int, expires_at: datetime) -> None:
         ticket = self._t.tickets[ticket_id]
         if ticket.status is TicketStatus.WAITING:
-            self._put(self._t.tickets, ticket_id, replace(ticket, expires_at=expires_at))
+            self._put(self._t.tickets, ticket_id, _changed(ticket, expires_at=expires_at))
 
     def end_ticket(
         self, ticket_id: int, status: TicketStatus, payment_token: str | None = None
@@ -534,7 +535,7 @@ class MemoryTx:
     def _finish_ticket(
         self, ticket: Ticket, status: TicketStatus, at: datetime, payment_token: str | None
     ) -> None:
-        ended = replace(ticket, status=status, ended_at=at, payment_token=payment_token)
+        ended = _changed(ticket, status=status, ended_at=at, payment_token=payment_token)
         self._put(self._t.tickets, ticket.id, ended)
         self._drop(self._t.waiting, ticket.id)
 
@@ -577,11 +578,19 @@ class MemoryTx:
         )
 
     def drop_admissions_before(self, before: datetime) -> int:
+        # Minutes only grow: walk from the oldest one kept to the first one to keep.
         first = _minute(before)
-        old = [minute for minute in self._t.admissions if minute < first]
-        for minute in old:
-            self._drop(self._t.admissions, minute)
-        return len(old)
+        floor = self._t.sequences.get("admissions_floor")
+        if floor is None:
+            floor = min(self._t.admissions, default=first)
+        dropped = 0
+        for minute in range(floor, first):
+            if minute in self._t.admissions:
+                self._drop(self._t.admissions, minute)
+                dropped += 1
+        if first > floor:
+            self._put(self._t.sequences, "admissions_floor", first)
+        return dropped
 
     def holding_times_since(self, since: datetime) -> HoldingTimes:
         held = [
@@ -635,7 +644,7 @@ class MemoryTx:
         return None
 
     def finish_callback(self, callback_id: int, resolution: CallbackResolution) -> None:
-        record = replace(
+        record = _changed(
             self._t.callbacks[callback_id],
             outcome=resolution.outcome,
             redirect=resolution.redirect,
@@ -674,7 +683,7 @@ class MemoryTx:
         return found[::-1]
 
     def settle_callback(self, callback_id: int, token: str, settled_by: str) -> None:
-        record = replace(
+        record = _changed(
             self._t.callbacks[callback_id],
             payment_token=token,
             settled_at=self.now,
@@ -699,6 +708,17 @@ class MemoryTx:
             for callback_id in self._t.received
             if self._t.callbacks[callback_id].received_at < received_before
         )
+
+
+def _changed(value: _V, **changes: Any) -> _V:
+    """A copy of a frozen value object with some fields changed: ``dataclasses.replace``
+    without its per-call field introspection and validation (none of these objects validates
+    itself), which the simulator would otherwise spend a fifth of its time in."""
+    copy = object.__new__(type(value))
+    fields = copy.__dict__
+    fields.update(value.__dict__)
+    fields.update(changes)
+    return copy
 
 
 def _free(slot: _Slot) -> bool:
