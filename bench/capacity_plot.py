@@ -5,7 +5,7 @@ Each point is one simulation run of the issue's workload (10 slots, the same cus
 every rate). Needs matplotlib (``pip install -e '.[plot]'``); run on demand, not a test:
 
     .venv/bin/python bench/capacity_plot.py                      # docs/capacity-turned-away.png
-    .venv/bin/python bench/capacity_plot.py --uniform-amount --out /tmp/uniform.png
+    .venv/bin/python bench/capacity_plot.py --uniform-amount --out uniform.png
 
 The last line is machine-readable: ``capacity_plot points=<n> out=<path>``.
 """
