@@ -9,7 +9,7 @@ PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3; do \
             command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null \
             && { echo $$p; break; }; done)
 
-.PHONY: install test lint types unit demo bench clean
+.PHONY: install test lint types unit demo bench bench-http clean
 
 $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "callbackpool needs Python 3.11 or newer on the PATH" >&2; exit 1; }
@@ -32,8 +32,15 @@ unit: install
 
 test: lint types unit
 
+# The whole flow on this machine: the sandbox gateway, an SQLite file, a fresh admin token.
+demo: install
+	$(BIN)/callbackpool demo $(DEMO_ARGS)
+
 bench: install
 	$(BIN)/python bench/lease_cycle.py
+
+bench-http: install
+	$(BIN)/python bench/http_roundtrip.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

@@ -1,4 +1,5 @@
-"""The operator's command line: ``callbackpool [--config PATH] [--database URL] COMMAND``.
+"""The command line: ``callbackpool [--config PATH] [--database URL] COMMAND``: the
+operator's commands, and ``serve`` and ``demo`` that run the service.
 
 One Typer app, one function a command. What every command shares lives in one place each:
 the global options and what they resolve to (``CliState``), ``--json`` (``JsonFlag`` and
@@ -770,6 +771,72 @@ def _duration_or_zero(text: str | timedelta) -> timedelta:
     if text.strip() in ("0", "0s"):
         return timedelta(0)
     return parse_duration(text)
+
+
+# --- the service -------------------------------------------------------------------------------
+
+HostOption = Annotated[
+    str, typer.Option("--host", envvar="CALLBACKPOOL_HOST", help="The address to listen on.")
+]
+PortOption = Annotated[
+    int,
+    typer.Option("--port", envvar="CALLBACKPOOL_PORT", min=1, max=65535, help="The port."),
+]
+
+
+@app.command()
+def serve(
+    ctx: typer.Context,
+    host: HostOption = "127.0.0.1",
+    port: PortOption = 8000,
+    access_log: Annotated[
+        bool, typer.Option("--access-log", help="Log every request (uvicorn's access log).")
+    ] = False,
+) -> None:
+    """Serve the HTTP API, the callback routes and the pages (uvicorn, one process).
+
+    The database is brought up to date and the configured paths loaded at start; the
+    sweeper runs every sweepIntervalSeconds. Ctrl-C (or SIGTERM) stops it cleanly."""
+    from .web.server import serve as serve_http
+
+    settings = _state(ctx).settings()
+    with _service_logging():
+        serve_http(settings, host=host, port=port, access_log=access_log)
+
+
+@app.command()
+def demo(
+    host: HostOption = "127.0.0.1",
+    port: PortOption = 8000,
+    database: Annotated[
+        str, typer.Option("--database", metavar="URL", help="The demo's database.")
+    ] = "sqlite:///callbackpool-demo.db",
+) -> None:
+    """The whole flow on this machine: the example configuration, an SQLite file, the
+    sandbox gateway standing in for Paygistix and a fresh admin token. Prints where to
+    start: the checkout, the dashboard, the API and the token."""
+    from .web.server import demo as serve_demo
+
+    with _service_logging():
+        serve_demo(host=host, port=port, database_url=database, echo=typer.echo)
+
+
+@contextmanager
+def _service_logging() -> Iterator[None]:
+    """A running service logs what it does (INFO, or DEBUG with --verbose), with times,
+    instead of the one-shot commands' bare warning lines."""
+    logger = logging.getLogger("callbackpool")
+    handlers, level, propagate = logger.handlers[:], logger.level, logger.propagate
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logger.handlers = [handler]
+    logger.setLevel(min(logger.getEffectiveLevel(), logging.INFO))
+    logger.propagate = False
+    try:
+        yield
+    finally:
+        logger.handlers, logger.propagate = handlers, propagate
+        logger.setLevel(level)
 
 
 def _now(pool: CallbackPool) -> datetime:

@@ -38,6 +38,7 @@ from .domain.errors import ConfigurationError
 from .domain.gateway import CatalogueItem
 from .domain.money import is_known_currency, to_minor
 from .gateways.paygistix import HASH_ALGORITHMS, HashRecipe, PaygistixGateway
+from .gateways.sandbox import DEFAULT_HASH_FIELDS, SANDBOX_FORM_PATH, SandboxGateway
 from .pool import PoolPolicy
 
 log = logging.getLogger("callbackpool.config")
@@ -92,6 +93,26 @@ class CallbackHashSettings(_Section):
         return value
 
 
+class SandboxSettings(_Section):
+    """The sandbox gateway (gateways/sandbox.py): a stand-in for the hosted form, for demos
+    and tests. When on, the form action URL handed out points at it."""
+
+    enabled: bool = False
+    # The sandbox signs its returns' ``hash`` with this recipe; give ``callbackHash`` the
+    # same secret and fields so verification runs end to end.
+    secret: SecretStr = SecretStr("sandbox-secret")
+    hash_fields: list[str] = Field(default=list(DEFAULT_HASH_FIELDS), min_length=1)
+    hash_algorithm: str = "hmac-md5"
+    hash_separator: str = "|"
+
+    @field_validator("hash_algorithm")
+    @classmethod
+    def _known_algorithm(cls, value: str) -> str:
+        if value not in HASH_ALGORITHMS:
+            raise ValueError(f"must be one of {', '.join(HASH_ALGORITHMS)}")
+        return value
+
+
 class Settings(BaseSettings):
     """Every setting of callbackpool. Build it with ``load_settings``."""
 
@@ -130,6 +151,7 @@ class Settings(BaseSettings):
     reserve_paths: Annotated[list[str], NoDecode] = []
     capacity_window_minutes: float = Field(default=15, gt=0)
     capacity_target: float = Field(default=0.01, gt=0, lt=1)
+    sandbox: SandboxSettings = SandboxSettings()
 
     @field_validator("callback_paths", "reserve_paths", mode="before")
     @classmethod
@@ -189,6 +211,16 @@ class Settings(BaseSettings):
             raise ValueError(f"unknown currency {code!r}")
         return code
 
+    @field_validator("sandbox")
+    @classmethod
+    def _no_sandbox_in_production(
+        cls, sandbox: SandboxSettings, info: ValidationInfo
+    ) -> SandboxSettings:
+        # The sandbox mints signed returns: next to real money it would mint payments.
+        if sandbox.enabled and info.data.get("env") == "production":
+            raise ValueError("the sandbox must not be enabled in production")
+        return sandbox
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -217,7 +249,7 @@ class Settings(BaseSettings):
         return PoolPolicy(
             base_url=self.base_url,
             callback_paths=tuple(self.callback_paths),
-            form_action_url=self.form_action_url,
+            form_action_url=self.effective_form_action_url(),
             lock_timeout=timedelta(minutes=self.lock_timeout_minutes),
             late_callback_window=timedelta(minutes=self.late_callback_window_minutes),
             reuse_same_amount_tainted=self.reuse_same_amount_tainted,
@@ -234,6 +266,28 @@ class Settings(BaseSettings):
             reserve_paths=tuple(self.reserve_paths),
             capacity_window=timedelta(minutes=self.capacity_window_minutes),
             capacity_target=self.capacity_target,
+        )
+
+    def effective_form_action_url(self) -> str:
+        """Where the browser posts the hosted form: the sandbox's page when it is on."""
+        if self.sandbox.enabled:
+            return self.base_url.rstrip("/") + SANDBOX_FORM_PATH
+        return self.form_action_url
+
+    def sandbox_gateway(self) -> SandboxGateway:
+        """The sandbox standing in for this configuration's hosted form."""
+        return SandboxGateway(
+            merchant_id=self.merchant_id or "",
+            form_id=self.form.form_id,
+            form_hash=self.form.form_hash,
+            currency=self.currency,
+            catalogue=self.catalogue(),
+            signer=HashRecipe(
+                secret=self.sandbox.secret.get_secret_value(),
+                fields=tuple(self.sandbox.hash_fields),
+                algorithm=self.sandbox.hash_algorithm,
+                separator=self.sandbox.hash_separator,
+            ),
         )
 
     def gateway(self) -> PaygistixGateway:

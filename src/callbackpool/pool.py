@@ -67,6 +67,9 @@ StatusHook = Callable[[StatusChange], None]
 
 TOKEN_BYTES = 24  # 192 bits from the operating system's CSPRNG
 MAX_QUANTITY = 10_000
+# The largest amount any payment may have, configured maximum or not: the largest integer a
+# JSON client in JavaScript holds exactly (and far inside what every store's integers hold).
+AMOUNT_CEILING = 2**53 - 1
 MAX_CUSTOMER_BYTES = 16_384
 UNRESOLVED_GRACE = timedelta(seconds=30)
 # How long admission counts are kept (the capacity window reads the latest of them).
@@ -652,6 +655,8 @@ class CallbackPool:
             raise InvalidPayment("amount", "must be greater than zero")
         if self.policy.max_amount is not None and total > self.policy.max_amount:
             raise InvalidPayment("amount", f"must not exceed {self.policy.max_amount}")
+        if total > AMOUNT_CEILING:
+            raise InvalidPayment("amount", f"must not exceed {AMOUNT_CEILING}")
         return line_items, total, currency
 
     def _form(self, path: str, items: Sequence[LineItem]) -> FormConfig:
@@ -747,7 +752,9 @@ class CallbackPool:
         The return is committed before anything acts on it, so even a crash in between
         leaves it on record (``received``); the sweeper resolves such leftovers.
         """
-        with self.store.transaction() as tx:
+        # Not waiting for the disk here is safe: the resolution's durable commit, right
+        # after, makes this record durable too (see Store.transaction).
+        with self.store.transaction(durable=False) as tx:
             callback_id = tx.insert_callback(
                 NewCallback(
                     path=path, method=method.upper(), params=tuple(params), client_addr=client_addr
@@ -815,13 +822,14 @@ class CallbackPool:
         # A lease past its expiry has ended: its payment is a taint now, not the live lease.
         self._expire_due(tx, work, slot.id)
         candidates = tx.candidates(slot.id)
-        # An earlier ambiguous return can settle only while its candidates are still
-        # candidates: their taints run out a late-callback window after it was resolved
-        # (within seconds of its receipt, or at the next sweep). Twice the window leaves
-        # ample room, and keeps the list from growing for ever on a busy same-amount slot.
+        # Earlier unattributed returns matter only where several payments compete, and
+        # only while their candidates are still candidates: their taints run out a
+        # late-callback window after the return was resolved (within seconds of its
+        # receipt, or at the next sweep). Twice the window leaves ample room, and keeps the
+        # list from growing for ever on a busy same-amount slot.
         open_ambiguities = (
             tx.open_ambiguities(path, parsed.amount, tx.now - 2 * self.policy.late_callback_window)
-            if parsed.approved and parsed.amount is not None
+            if parsed.approved and parsed.amount is not None and len(candidates) > 1
             else []
         )
         decision = decide(

@@ -260,3 +260,26 @@ def test_invalid_capacity_keys_are_named(
 def test_no_priorities_needs_no_threshold(tmp_path: Path) -> None:
     settings = load_settings(write(tmp_path, {**GUIDE_SHAPE, "maxPriority": 0}))
     assert settings.policy().max_priority == 0
+
+
+def test_the_sandbox_takes_the_form_action_when_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert not load_settings(write(tmp_path, AS_BUILT)).sandbox.enabled
+    monkeypatch.setenv("CALLBACKPOOL_SANDBOX__ENABLED", "true")
+    monkeypatch.setenv("CALLBACKPOOL_SANDBOX__SECRET", "from-the-environment")
+    settings = load_settings(write(tmp_path, AS_BUILT))
+    assert settings.policy().form_action_url == "https://wavemax.promo/sandbox/transaction.asp"
+    sandbox = settings.sandbox_gateway()
+    assert (sandbox.merchant_id, sandbox.form_id) == ("wavemaxLaundry", "55015901455")
+    assert sandbox.signer.secret == "from-the-environment"
+    assert sandbox.signer.algorithm == "hmac-md5"
+
+
+def test_the_sandbox_is_refused_in_production(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError) as error:
+        load_settings(
+            write(tmp_path, {**AS_BUILT, "env": "production", "sandbox": {"enabled": True}})
+        )
+    assert error.value.key == "sandbox"
+    load_settings(write(tmp_path, {**AS_BUILT, "env": "production", "sandbox": {"enabled": False}}))

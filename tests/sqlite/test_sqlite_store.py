@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import sqlite3
+import threading
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -117,3 +120,57 @@ def test_the_capacity_migration_keeps_leases_and_their_id_sequence(tmp_path: Pat
     assert raw.execute("SELECT max(id) FROM leases").fetchone() == (4,)
     with pytest.raises(sqlite3.IntegrityError, match="CHECK"):
         raw.execute("UPDATE leases SET end_reason = 'lost' WHERE id = 4")
+
+
+def test_writers_of_one_process_queue_in_the_process_not_in_sqlite(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # SQLite's busy handler polls with sleeps of up to 100 ms: a writer waiting there is
+    # let in long after the turn is free. A writer of the same process must wait for the
+    # turn before it asks SQLite for the lock, and no longer than the busy timeout.
+    store = SqliteStore(tmp_path / "pool.db", busy_timeout=0.3)
+    store.migrate()
+    asked_sqlite: list[str] = []
+    begin = store._begin
+
+    def spying_begin(mode: str, **options: Any) -> Any:
+        asked_sqlite.append(threading.current_thread().name)
+        return begin(mode, **options)
+
+    monkeypatch.setattr(store, "_begin", spying_begin)
+    finished = threading.Event()
+    refused: list[Exception] = []
+
+    def second_writer() -> None:
+        try:
+            with store.transaction():
+                finished.set()
+        except StoreUnavailable as exc:
+            refused.append(exc)
+
+    with store.transaction():
+        waiting = threading.Thread(target=second_writer, name="second")
+        waiting.start()
+        time.sleep(0.1)
+        assert asked_sqlite == ["MainThread"]
+        assert not finished.is_set()
+    waiting.join()
+    assert finished.is_set()
+    assert asked_sqlite == ["MainThread", "second"]
+    # A turn that does not come within the busy timeout: the store is unavailable.
+    with store.transaction():
+        late = threading.Thread(target=second_writer, name="late")
+        late.start()
+        late.join()
+    assert [str(exc) for exc in refused] == ["SQLite database is busy: no write turn in 0.3 s"]
+
+
+def test_a_non_durable_transaction_restores_the_durable_mode(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "pool.db", synchronous="FULL")
+    store.migrate()
+    with store.transaction(durable=False) as tx:
+        tx.sync_slots(["/cb/1"])
+    with store.read() as tx:
+        assert [view.path for view in tx.slot_views()] == ["/cb/1"]
+    conn = store._local.conn
+    assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL again

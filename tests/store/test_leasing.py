@@ -339,6 +339,15 @@ def test_max_amount(make_pool: PoolFactory) -> None:
         pool.create_payment(amount=50_001)
 
 
+def test_amounts_beyond_what_json_clients_hold_exactly_are_refused(pool: CallbackPool) -> None:
+    # Without a configured maximum too: such an amount would overflow a store's integers.
+    for amount in (2**53, 2**63, 10**30):
+        with pytest.raises(InvalidPayment, match="must not exceed") as invalid:
+            pool.create_payment(amount=amount)
+        assert invalid.value.field == "amount"
+    assert pool.create_payment(amount=2**53 - 1).payment.amount == 2**53 - 1
+
+
 def test_items_price_the_payment_and_fill_the_form(pool: CallbackPool) -> None:
     checkout = pool.create_payment(items={"WDF": 3, "BAG": 1})
     assert checkout.payment.amount == 3 * 125 + 1000

@@ -105,7 +105,8 @@ class MemoryStore:
     def pending_migrations(self) -> list[tuple[str, str]]:
         return []
 
-    def transaction(self) -> AbstractContextManager[MemoryTx]:
+    def transaction(self, *, durable: bool = True) -> AbstractContextManager[MemoryTx]:
+        # Nothing here outlives the process: every commit is as durable as it gets.
         return _Transaction(self, writable=True)
 
     def read(self) -> AbstractContextManager[MemoryTx]:

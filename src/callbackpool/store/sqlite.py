@@ -93,6 +93,11 @@ class SqliteStore:
         # An in-memory database lives in one connection, which the threads then share.
         self._shared: sqlite3.Connection | None = None
         self._shared_lock = threading.RLock()
+        # SQLite takes one writer at a time. This process's writers queue here, handed the
+        # turn as soon as it is free, rather than in SQLite's busy handler, which polls with
+        # sleeps of up to 100 ms and, under load, leaves writers waiting long after the lock
+        # was released. Other processes on the file still meet SQLite's own locking.
+        self._writer = threading.RLock()
 
     def __repr__(self) -> str:
         return f"SqliteStore({self.path!r})"
@@ -134,11 +139,16 @@ class SqliteStore:
         yield conn
 
     @contextmanager
-    def _begin(self, mode: str) -> Iterator[SqliteTx]:
+    def _begin(self, mode: str, *, durable: bool = True) -> Iterator[SqliteTx]:
         with self._connection() as conn:
+            if not durable:
+                # In WAL mode a NORMAL commit is appended to the log without an fsync; the
+                # next FULL commit's fsync of the log makes it durable along with its own.
+                conn.execute("PRAGMA synchronous = NORMAL")
             try:
                 conn.execute(f"BEGIN {mode}")
             except sqlite3.OperationalError as exc:
+                self._restore_synchronous(conn, durable)
                 raise StoreUnavailable(f"SQLite database is busy: {exc}") from exc
             try:
                 # Time is read once the transaction holds its lock, so that it orders
@@ -152,14 +162,30 @@ class SqliteStore:
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
-            try:
-                conn.execute("COMMIT")
-            except sqlite3.OperationalError as exc:
-                conn.execute("ROLLBACK")
-                raise StoreUnavailable(f"SQLite commit failed: {exc}") from exc
+            else:
+                try:
+                    conn.execute("COMMIT")
+                except sqlite3.OperationalError as exc:
+                    conn.execute("ROLLBACK")
+                    raise StoreUnavailable(f"SQLite commit failed: {exc}") from exc
+            finally:
+                self._restore_synchronous(conn, durable)
 
-    def transaction(self) -> AbstractContextManager[SqliteTx]:
-        return self._begin("IMMEDIATE")
+    def _restore_synchronous(self, conn: sqlite3.Connection, durable: bool) -> None:
+        if not durable:
+            conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+
+    @contextmanager
+    def transaction(self, *, durable: bool = True) -> Iterator[SqliteTx]:
+        if not self._writer.acquire(timeout=self.busy_timeout):
+            raise StoreUnavailable(
+                f"SQLite database is busy: no write turn in {self.busy_timeout:g} s"
+            )
+        try:
+            with self._begin("IMMEDIATE", durable=durable) as tx:
+                yield tx
+        finally:
+            self._writer.release()
 
     def read(self) -> AbstractContextManager[SqliteTx]:
         return self._begin("DEFERRED")

@@ -1,0 +1,246 @@
+"""HTTP round trips against one ``callbackpool serve`` on SQLite (issue 3's benchmark).
+
+A round is what one customer costs the service: create-token, the gateway's return on the
+leased callback URL, check-status. ``--clients`` clients (default 32) run rounds for
+``--seconds``; in the same run, against the same server, the same clients hit a trivial JSON
+endpoint (``/healthz``). The figure of merit is the ratio of the two request rates (target:
+the requests inside rounds at 0.3 or more of the trivial endpoint's rate).
+
+The clients speak HTTP/1.1 with keep-alive over asyncio streams directly, so that they cost
+the machine as little as possible (it is shared with the server) and the same per request
+in both phases. Everything runs on loopback; the run stops by itself.
+
+    python bench/http_roundtrip.py [--clients 32] [--seconds 10] [--paths 64]
+
+Last line: ``http_roundtrip sqlite ratio=<x> p99_ms=<y>`` (p99 of the requests in rounds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+API = "/api/v1/payments"
+MERCHANT = "demoMerchantWEB"
+
+
+@dataclass
+class Tally:
+    latencies: list[float] = field(default_factory=list)
+    rounds: int = 0
+    errors: int = 0
+
+
+class Connection:
+    """One keep-alive HTTP/1.1 connection: a request, then its whole response."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def request(self, method: str, target: str, body: bytes = b"") -> tuple[int, bytes]:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        assert self.reader is not None
+        head = f"{method} {target} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
+        if body:
+            head += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+        self.writer.write(head.encode() + b"\r\n" + body)
+        status_line = await self.reader.readline()
+        status = int(status_line.split()[1])
+        length = 0
+        closing = False
+        while (line := await self.reader.readline()) not in (b"\r\n", b""):
+            name, _, value = line.decode("latin-1").partition(":")
+            if name.lower() == "content-length":
+                length = int(value)
+            elif name.lower() == "connection" and value.strip().lower() == "close":
+                closing = True
+        payload = await self.reader.readexactly(length) if length else b""
+        if closing:
+            await self.close()
+        return status, payload
+
+    async def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            await self.writer.wait_closed()
+        self.reader = self.writer = None
+
+
+async def timed(
+    connection: Connection, tally: Tally, method: str, target: str, body: bytes = b""
+) -> tuple[int, bytes]:
+    started = time.perf_counter()
+    status, payload = await connection.request(method, target, body)
+    tally.latencies.append(time.perf_counter() - started)
+    return status, payload
+
+
+async def trivial_client(host: str, port: int, until: float, tally: Tally) -> None:
+    connection = Connection(host, port)
+    while time.perf_counter() < until:
+        status, _ = await timed(connection, tally, "GET", "/healthz")
+        tally.errors += status != 200
+    await connection.close()
+
+
+async def round_client(
+    host: str, port: int, until: float, tally: Tally, references: itertools.count[int]
+) -> None:
+    connection = Connection(host, port)
+    while time.perf_counter() < until:
+        amount = 1000 + next(references) % 5000
+        status, payload = await timed(
+            connection,
+            tally,
+            "POST",
+            f"{API}/create-token",
+            json.dumps({"paymentData": {"amount": amount}}).encode(),
+        )
+        if status != 201:
+            tally.errors += 1
+            await asyncio.sleep(0.05)
+            continue
+        created = json.loads(payload)
+        query = (
+            f"MerchantID={MERCHANT}&OrderID=1&Amount={amount // 100}.{amount % 100:02d}"
+            f"&PNRef={next(references)}&Result=0&TxnType=SALE&Last4=1111&ExpDate=1230"
+            f"&CardType=VISA&AuthCode=A1"
+        )
+        status, _ = await timed(
+            connection, tally, "GET", f"{created['formConfig']['callbackPath']}?{query}"
+        )
+        tally.errors += status != 303
+        status, payload = await timed(
+            connection, tally, "GET", f"{API}/check-status/{created['token']}"
+        )
+        if status == 200 and json.loads(payload)["status"] == "completed":
+            tally.rounds += 1
+        else:
+            tally.errors += 1
+    await connection.close()
+
+
+async def phase(clients: int, seconds: float, make: object) -> tuple[Tally, float]:
+    tally = Tally()
+    started = time.perf_counter()
+    until = started + seconds
+    await asyncio.gather(*(make(until, tally) for _ in range(clients)))  # type: ignore[operator]
+    return tally, time.perf_counter() - started
+
+
+def percentile(values: list[float], share: float) -> float:
+    return statistics.quantiles(values, n=1000)[int(share * 1000) - 1] if len(values) > 1 else 0.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def start_server(
+    folder: Path, port: int, paths: int, sqlite_options: str = ""
+) -> subprocess.Popen[bytes]:
+    config = json.loads((REPO / "examples" / "paygistix-forms.json").read_text())
+    config.update(
+        baseUrl=f"http://127.0.0.1:{port}",
+        databaseUrl=f"sqlite:///{folder / 'bench.db'}{sqlite_options}",
+        callbackPaths=[f"{API}/callback/handler-{i}" for i in range(1, paths + 1)],
+    )
+    (folder / "config.json").write_text(json.dumps(config))
+    executable = Path(sys.executable).parent / "callbackpool"
+    command = str(executable) if executable.exists() else shutil.which("callbackpool")
+    assert command, "callbackpool is not installed (make install)"
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("CALLBACKPOOL_")}
+    process = subprocess.Popen(
+        [command, "--config", str(folder / "config.json"), "serve", "--port", str(port)],
+        stdout=(folder / "server.log").open("wb"),
+        stderr=subprocess.STDOUT,
+        env=environment,
+    )
+    for _ in range(200):
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1):
+                return process
+        except OSError:
+            if process.poll() is not None:
+                raise SystemExit((folder / "server.log").read_text()) from None
+            time.sleep(0.1)
+    process.kill()
+    raise SystemExit("the server did not start")
+
+
+async def measure(port: int, clients: int, seconds: float) -> None:
+    host = "127.0.0.1"
+    references = itertools.count(10**8)
+    # Warm up both paths (imports, SQLite pages, connection setup).
+    await phase(clients, 1.0, lambda until, tally: trivial_client(host, port, until, tally))
+    await phase(
+        clients, 1.0, lambda until, tally: round_client(host, port, until, tally, references)
+    )
+    trivial, trivial_elapsed = await phase(
+        clients, seconds, lambda until, tally: trivial_client(host, port, until, tally)
+    )
+    rounds, rounds_elapsed = await phase(
+        clients, seconds, lambda until, tally: round_client(host, port, until, tally, references)
+    )
+    trivial_rps = len(trivial.latencies) / trivial_elapsed
+    round_rps = len(rounds.latencies) / rounds_elapsed
+    ratio = round_rps / trivial_rps
+    p50 = percentile(rounds.latencies, 0.5) * 1000
+    p99 = percentile(rounds.latencies, 0.99) * 1000
+    print(f"clients={clients} seconds={seconds:g} (each phase, after a 1 s warm-up)")
+    print(
+        f"trivial /healthz: {trivial_rps:.0f} req/s  "
+        f"p50 {percentile(trivial.latencies, 0.5) * 1000:.1f} ms  "
+        f"p99 {percentile(trivial.latencies, 0.99) * 1000:.1f} ms  errors {trivial.errors}"
+    )
+    print(
+        f"rounds (create-token, callback, check-status): {rounds.rounds / rounds_elapsed:.0f} "
+        f"rounds/s = {round_rps:.0f} req/s  p50 {p50:.1f} ms  p99 {p99:.1f} ms  "
+        f"errors {rounds.errors}"
+    )
+    print(f"http_roundtrip sqlite ratio={ratio:.2f} p99_ms={p99:.1f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--paths", type=int, default=64, help="callback paths in the pool")
+    parser.add_argument(
+        "--sqlite-options",
+        default="",
+        help="appended to the database URL, e.g. '?synchronous=normal' (default: the store's)",
+    )
+    options = parser.parse_args()
+    port = free_port()
+    with tempfile.TemporaryDirectory(prefix="callbackpool-bench-") as folder:
+        server = start_server(Path(folder), port, options.paths, options.sqlite_options)
+        try:
+            asyncio.run(measure(port, options.clients, options.seconds))
+        finally:
+            server.terminate()
+            server.wait(timeout=15)
+
+
+if __name__ == "__main__":
+    main()

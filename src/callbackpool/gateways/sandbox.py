@@ -1,0 +1,319 @@
+"""The sandbox gateway: a stand-in for Paygistix's hosted form, so the whole flow runs on one
+machine (shared PAYGISTIX.md, "The sandbox").
+
+It takes the hosted-form post the way the gateway does (``merchantID``, ``formID`` and the
+form ``hash`` must match the configured form, and so must the line-item fields the hash is
+tied to), charges Σ ``pxPrice`` × ``pxQty``, and answers with the gateway's 11 return
+parameters — never a custom field — signed with the sandbox's secret by a ``HashRecipe``.
+
+Test cards choose the outcome::
+
+    4111 1111 1111 1111   VISA  approved     Result 0
+    5555 5555 5555 4444   MC    approved     Result 0
+    3782 822463 10005     AMEX  approved     Result 0
+    6011 1111 1111 1117   DISC  approved     Result 0
+    4000 0000 0000 0002   VISA  declined     Result 12
+    4000 0000 0000 0119   VISA  error        Result 1000
+
+Switches (``ReturnSwitches``) make it misbehave on purpose: return by POST instead of a
+302 GET, return twice, return late (after N seconds), or never return.
+
+This module holds the logic only; the web layer mounts its pages when the sandbox is on.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import threading
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from ..domain.gateway import CatalogueItem
+from ..domain.money import format_amount, parse_decimal, to_minor
+from .paygistix import HashRecipe
+
+SANDBOX_FORM_PATH = "/sandbox/transaction.asp"
+# The order the sandbox signs a return's fields in (configure the same in ``callbackHash``).
+DEFAULT_HASH_FIELDS = (
+    "MerchantID",
+    "OrderID",
+    "Amount",
+    "PNRef",
+    "Result",
+    "TxnType",
+    "Last4",
+    "ExpDate",
+    "CardType",
+    "AuthCode",
+)
+# The 11 parameters of a return, in the order the real gateway sends them.
+RETURN_FIELDS = (
+    "hash",
+    "MerchantID",
+    "OrderID",
+    "Amount",
+    "PNRef",
+    "Result",
+    "TxnType",
+    "Last4",
+    "ExpDate",
+    "CardType",
+    "AuthCode",
+)
+MAX_DELAY_SECONDS = 600
+_KEPT_TRANSACTIONS = 10_000
+_ITEM_FIELD = re.compile(r"px(Code|Description|Price|Qty)([0-9]+)")
+_EXPIRY = re.compile(r"(0[1-9]|1[0-2])[0-9]{2}")
+
+
+class Outcome(StrEnum):
+    APPROVED = "approved"
+    DECLINED = "declined"
+    ERROR = "error"
+
+
+@dataclass(frozen=True, kw_only=True)
+class SandboxCard:
+    number: str
+    card_type: str
+    outcome: Outcome
+    result: str
+
+
+TEST_CARDS: tuple[SandboxCard, ...] = (
+    SandboxCard(number="4111111111111111", card_type="VISA", outcome=Outcome.APPROVED, result="0"),
+    SandboxCard(number="5555555555554444", card_type="MC", outcome=Outcome.APPROVED, result="0"),
+    SandboxCard(number="378282246310005", card_type="AMEX", outcome=Outcome.APPROVED, result="0"),
+    SandboxCard(number="6011111111111117", card_type="DISC", outcome=Outcome.APPROVED, result="0"),
+    SandboxCard(number="4000000000000002", card_type="VISA", outcome=Outcome.DECLINED, result="12"),
+    SandboxCard(number="4000000000000119", card_type="VISA", outcome=Outcome.ERROR, result="1000"),
+)
+_CARDS = {card.number: card for card in TEST_CARDS}
+
+
+class ReturnMethod(StrEnum):
+    GET = "GET"  # a 302 to ReturnURL with the parameters in the query string
+    POST = "POST"  # a page whose form posts the parameters to ReturnURL by itself
+    NEVER = "NEVER"  # the customer is never sent back
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReturnSwitches:
+    """How the sandbox sends the customer back: the documented misbehaviours."""
+
+    method: ReturnMethod = ReturnMethod.GET
+    twice: bool = False
+    delay_seconds: int = 0
+
+    @property
+    def plain(self) -> bool:
+        """A single immediate GET: the gateway's usual 302."""
+        return self.method is ReturnMethod.GET and not self.twice and self.delay_seconds == 0
+
+
+class SandboxRefusal(Exception):
+    """The gateway would refuse this (the page shows ``message``)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+@dataclass(frozen=True, kw_only=True)
+class ChargedItem:
+    code: str
+    description: str
+    quantity: int
+    unit_price: int  # minor units
+
+    @property
+    def total(self) -> int:
+        return self.quantity * self.unit_price
+
+
+@dataclass(kw_only=True)
+class Transaction:
+    """One hosted-form session: the customer's visit to the card page."""
+
+    id: str
+    return_url: str
+    amount: int
+    items: tuple[ChargedItem, ...]
+    amount_text: str
+    # Set once the card was taken: the return, sent again as it was if the form is resubmitted.
+    answer: tuple[tuple[str, str], ...] | None = None
+    switches: ReturnSwitches = field(default_factory=ReturnSwitches)
+
+
+class SandboxGateway:
+    """The sandbox's hosted form, as configured: the merchant, the form and its line items."""
+
+    def __init__(
+        self,
+        *,
+        merchant_id: str,
+        form_id: str,
+        form_hash: str,
+        currency: str,
+        catalogue: Sequence[CatalogueItem],
+        signer: HashRecipe,
+    ) -> None:
+        self.merchant_id = merchant_id
+        self.form_id = form_id
+        self.form_hash = form_hash
+        self.currency = currency
+        self.catalogue = tuple(catalogue)
+        self.signer = signer
+        self._transactions: OrderedDict[str, Transaction] = OrderedDict()
+        self._used_refs: set[str] = set()
+        self._lock = threading.Lock()
+
+    # --- the hosted-form post ----------------------------------------------------------
+
+    def open_transaction(self, posted: Sequence[tuple[str, str]]) -> Transaction:
+        """Take the hosted-form post; SandboxRefusal where the gateway would refuse it."""
+        values: dict[str, str] = {}
+        for name, value in posted:
+            if name in values:
+                raise SandboxRefusal(f"Field {name} given more than once")
+            values[name] = value
+        if values.get("txnType", "").upper() != "FORM":
+            raise SandboxRefusal("Invalid transaction type")
+        if values.get("merchantID") != self.merchant_id:
+            raise SandboxRefusal("Invalid merchant")
+        if values.get("formID") != self.form_id:
+            raise SandboxRefusal("Invalid form")
+        if not secrets.compare_digest(values.get("hash", ""), self.form_hash):
+            raise SandboxRefusal("Invalid hash")
+        items = self._charged_items(values)
+        amount = sum(item.total for item in items)
+        if amount <= 0:
+            raise SandboxRefusal("Invalid amount: nothing to charge")
+        return_url = values.get("ReturnURL", "")
+        if not re.fullmatch(r"https?://[^\s]+", return_url):
+            raise SandboxRefusal("Invalid ReturnURL")
+        transaction = Transaction(
+            id=secrets.token_urlsafe(16),
+            return_url=return_url,
+            amount=amount,
+            items=items,
+            amount_text=format_amount(amount, self.currency),
+        )
+        with self._lock:
+            self._transactions[transaction.id] = transaction
+            while len(self._transactions) > _KEPT_TRANSACTIONS:
+                self._transactions.popitem(last=False)
+        return transaction
+
+    def _charged_items(self, values: Mapping[str, str]) -> tuple[ChargedItem, ...]:
+        # The form hash is tied to the form's field structure: the line-item fields must be
+        # exactly the configured ones (codes, descriptions, prices); only quantities vary.
+        posted_indexes = {int(m[2]) for name in values if (m := _ITEM_FIELD.fullmatch(name))}
+        if posted_indexes != set(range(1, len(self.catalogue) + 1)):
+            raise SandboxRefusal("Invalid hash")
+        items = []
+        for index, item in enumerate(self.catalogue, start=1):
+            price = parse_decimal(values.get(f"pxPrice{index}", ""))
+            if (
+                values.get(f"pxCode{index}") != item.code
+                or values.get(f"pxDescription{index}") != item.description
+                or price is None
+                or to_minor(price, self.currency) != item.price
+            ):
+                raise SandboxRefusal("Invalid hash")
+            quantity_text = values.get(f"pxQty{index}", "")
+            if not re.fullmatch(r"[0-9]{1,9}", quantity_text):
+                raise SandboxRefusal(f"Invalid quantity for {item.code}")
+            quantity = int(quantity_text)
+            if quantity:
+                items.append(
+                    ChargedItem(
+                        code=item.code,
+                        description=item.description,
+                        quantity=quantity,
+                        unit_price=item.price,
+                    )
+                )
+        return tuple(items)
+
+    def transaction(self, transaction_id: str) -> Transaction | None:
+        with self._lock:
+            return self._transactions.get(transaction_id)
+
+    # --- the card page -----------------------------------------------------------------
+
+    def pay(
+        self,
+        transaction_id: str,
+        *,
+        card_number: str,
+        expiry: str,
+        switches: ReturnSwitches | None = None,
+    ) -> Transaction:
+        """Charge the card: the transaction's return parameters, signed.
+
+        Paying a transaction again sends the same return again (same ``PNRef``), as a
+        resubmitted form would. SandboxRefusal for an unknown transaction or card.
+        """
+        with self._lock:
+            transaction = self._transactions.get(transaction_id)
+            if transaction is None:
+                raise SandboxRefusal("Unknown or expired transaction")
+            if switches is not None:
+                transaction.switches = switches
+            if transaction.answer is not None:
+                return transaction
+        number = re.sub(r"[\s-]", "", card_number)
+        card = _CARDS.get(number)
+        if card is None:
+            raise SandboxRefusal("Use one of the sandbox's test cards")
+        expiry = re.sub(r"[\s/]", "", expiry)
+        if not _EXPIRY.fullmatch(expiry):
+            raise SandboxRefusal("Expiry must be MM/YY")
+        values = {
+            "MerchantID": self.merchant_id,
+            "OrderID": self._unique_number(11),
+            "Amount": transaction.amount_text,
+            "PNRef": self._unique_number(9),
+            "Result": card.result,
+            "TxnType": "SALE",
+            "Last4": number[-4:],
+            "ExpDate": expiry,
+            "CardType": card.card_type,
+            "AuthCode": _auth_code() if card.outcome is Outcome.APPROVED else "",
+        }
+        values["hash"] = self.signer.sign(values)
+        with self._lock:
+            if transaction.answer is None:
+                transaction.answer = tuple((name, values[name]) for name in RETURN_FIELDS)
+        return transaction
+
+    def _unique_number(self, digits: int) -> str:
+        """A number of ``digits`` digits never handed out before by this sandbox."""
+        while True:
+            number = str(10 ** (digits - 1) + secrets.randbelow(9 * 10 ** (digits - 1)))
+            with self._lock:
+                if number not in self._used_refs:
+                    self._used_refs.add(number)
+                    return number
+
+
+def parse_switches(method: str, twice: str, delay: str) -> ReturnSwitches:
+    """The switches as the card page posts them; SandboxRefusal for nonsense."""
+    try:
+        chosen = ReturnMethod((method or "GET").upper())
+    except ValueError:
+        raise SandboxRefusal("Unknown return method") from None
+    delay = delay.strip() or "0"
+    if not delay.isdigit() or int(delay) > MAX_DELAY_SECONDS:
+        raise SandboxRefusal(f"Delay must be 0 to {MAX_DELAY_SECONDS} seconds")
+    return ReturnSwitches(
+        method=chosen, twice=twice.lower() in ("1", "on", "true", "yes"), delay_seconds=int(delay)
+    )
+
+
+def _auth_code() -> str:
+    return f"{secrets.randbelow(10**5):05d}{secrets.choice('ABCDEFGHJKLMNPQRSTUVWXYZ')}"

@@ -1,0 +1,109 @@
+"""The ASGI app: ``create_app(settings)``.
+
+The lifespan builds the store, the pool and the services on ``app.state.services`` and runs
+the sweeper; routes get what they need through the dependency getters of ``deps``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from importlib.metadata import PackageNotFoundError, version
+
+from fastapi import FastAPI
+from fastapi.concurrency import run_in_threadpool
+from fastapi.staticfiles import StaticFiles
+
+from ..clock import Clock
+from ..compose import build_pool
+from ..config import Settings
+from ..ports import Store
+from ..store import open_store
+from .deps import Services
+from .errors import install_error_handlers
+from .headers import ResponseHeaders
+from .limits import BodyLimit
+from .routes import callbacks, pages, payments, sandbox
+from .sweeper import Sweeper
+from .templating import STATIC_DIR
+
+log = logging.getLogger("callbackpool.web")
+
+
+def create_app(
+    settings: Settings, *, store: Store | None = None, clock: Clock | None = None
+) -> FastAPI:
+    """The service for ``settings``. ``store`` and ``clock`` replace the ones the settings
+    name (tests); the store is opened, migrated and closed by the app's lifespan."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        services = await run_in_threadpool(_build_services, settings, store, clock)
+        app.state.services = services
+        sweeper = Sweeper(services.pool, settings.sweep_interval_seconds)
+        app.state.sweeper = sweeper
+        sweeper.start()
+        log.info(
+            "callbackpool serving %d callback paths at %s%s",
+            len(settings.callback_paths),
+            settings.base_url,
+            " with the sandbox gateway" if services.sandbox else "",
+        )
+        try:
+            yield
+        finally:
+            await sweeper.stop()
+            services.store.close()
+
+    app = FastAPI(
+        title="callbackpool",
+        version=_version(),
+        summary="Callback URLs leased to pending payments of a hosted payment form.",
+        lifespan=lifespan,
+        docs_url="/api/docs",
+        redoc_url=None,
+        openapi_url="/api/openapi.json",
+    )
+    install_error_handlers(app)
+    app.add_middleware(BodyLimit)
+    app.add_middleware(ResponseHeaders)
+
+    app.include_router(payments.router)
+    callbacks.add_callback_routes(app, settings)
+    app.include_router(pages.router)
+    if settings.sandbox.enabled:
+        app.include_router(sandbox.router)
+    app.add_api_route("/healthz", healthz, methods=["GET"], tags=["operations"])
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    # Where people start (the demo prints these; the operator dashboard adds itself here).
+    app.state.links = {
+        "checkout": "/checkout",
+        "api": payments.PREFIX,
+        "docs": "/api/docs",
+        "pool-stats": f"{payments.PREFIX}/pool-stats",
+    }
+    return app
+
+
+async def healthz() -> dict[str, str]:
+    """The process answers."""
+    return {"status": "ok"}
+
+
+def _build_services(settings: Settings, store: Store | None, clock: Clock | None) -> Services:
+    store = store or open_store(settings.database_url, clock=clock)
+    pool = build_pool(settings, store=store)
+    return Services(
+        settings=settings,
+        store=store,
+        pool=pool,
+        sandbox=settings.sandbox_gateway() if settings.sandbox.enabled else None,
+    )
+
+
+def _version() -> str:
+    try:
+        return version("callbackpool")
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree
+        return "0"

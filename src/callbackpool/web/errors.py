@@ -1,0 +1,250 @@
+"""Every error the service answers, mapped to HTTP in this one place.
+
+An API request gets ``{"success": false, "message": ...}`` (with ``errors`` naming the
+fields of a bad request), a page gets the error page, and a gateway return gets a 303 to the
+payment error page: the customer's browser is never left on a bare error.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+from urllib.parse import urlencode
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, RedirectResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ..domain.errors import (
+    CallbackPoolError,
+    IllegalTransition,
+    InvalidPayment,
+    NothingToRelease,
+    PaymentNotPending,
+    PoolExhausted,
+    StoreUnavailable,
+    UnknownPayment,
+)
+from .templating import templates
+
+log = logging.getLogger("callbackpool.web")
+
+AnswerStyle = Literal["api", "page", "callback"]
+# The guide's words for an exhausted pool, kept so its front ends show what they always did.
+POOL_EXHAUSTED_MESSAGE = "No forms available. All forms are currently in use."
+# How the request's fields are called in the API where the core names them otherwise.
+_API_FIELD_NAMES = {"customer": "customerData"}
+_STATUS_MESSAGES = {
+    400: "Bad request",
+    401: "Authentication required",
+    403: "Forbidden",
+    404: "Not found",
+    405: "Method not allowed",
+    413: "Request body too large",
+    415: "Unsupported media type",
+    422: "Invalid request",
+    429: "Too many requests",
+    503: "Service unavailable",
+}
+
+
+class WebError(Exception):
+    """An error of the HTTP layer itself (not of the pool)."""
+
+    status = 400
+
+    def __init__(self, message: str, *, headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.headers = dict(headers or {})
+
+
+class NotAuthenticated(WebError):
+    status = 401
+
+    def __init__(self, message: str = "Authentication required") -> None:
+        super().__init__(message, headers={"WWW-Authenticate": 'Bearer realm="callbackpool"'})
+
+
+class RequestTooLarge(StarletteHTTPException):
+    """Raised while a body is read past the limit (an HTTPException, so that a framework
+    reading the body passes it on untouched)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"Request body too large (limit {limit} bytes)")
+
+
+class BadBody(WebError):
+    """The request body is not what the endpoint takes: answered 422 naming ``field``."""
+
+    status = 422
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}")
+        self.field = field
+        self.problem = problem
+
+
+@dataclass(frozen=True, kw_only=True)
+class Problem:
+    status: int
+    message: str
+    errors: dict[str, str] | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def problem_for(exc: Exception) -> Problem:
+    """The answer to an exception: the whole mapping of errors to HTTP."""
+    match exc:
+        case InvalidPayment():
+            name = _API_FIELD_NAMES.get(exc.field, exc.field)
+            return Problem(status=422, message=f"{name}: {exc.problem}", errors={name: exc.problem})
+        case PoolExhausted():
+            retry = exc.retry_after_seconds
+            return Problem(
+                status=503,
+                message=POOL_EXHAUSTED_MESSAGE,
+                headers={"Retry-After": str(retry)},
+                extra={"retryAfter": retry},
+            )
+        case UnknownPayment():
+            return Problem(status=404, message="Payment not found")
+        case PaymentNotPending():
+            return Problem(status=409, message=exc.message, extra={"status": exc.status})
+        case IllegalTransition() | NothingToRelease():
+            return Problem(status=409, message=exc.message)
+        case StoreUnavailable():
+            log.error("store unavailable: %s", exc.message)
+            return Problem(
+                status=503,
+                message=StoreUnavailable.__doc__ or "Service unavailable",
+                headers={"Retry-After": str(StoreUnavailable.retry_after_seconds)},
+            )
+        case CallbackPoolError():
+            return Problem(status=400, message=exc.message)
+        case BadBody():
+            return Problem(status=422, message=exc.message, errors={exc.field: exc.problem})
+        case WebError():
+            return Problem(status=exc.status, message=exc.message, headers=exc.headers)
+        case RequestValidationError():
+            errors = _field_errors(exc.errors())
+            first = next(iter(errors.items()))
+            return Problem(status=422, message=f"{first[0]}: {first[1]}", errors=errors)
+        case StarletteHTTPException():
+            detail = exc.detail if isinstance(exc.detail, str) else None
+            message = detail or _STATUS_MESSAGES.get(exc.status_code, "Request failed")
+            if message in ("Not Found", "Method Not Allowed"):
+                message = _STATUS_MESSAGES[exc.status_code]
+            return Problem(status=exc.status_code, message=message, headers=dict(exc.headers or {}))
+        case _:
+            ref = f"ERR-{secrets.token_hex(4)}"
+            log.error("unexpected error %s", ref, exc_info=exc)
+            return Problem(
+                status=500, message=f"Internal error (reference {ref})", extra={"ref": ref}
+            )
+
+
+def _field_errors(errors: Sequence[Any]) -> dict[str, str]:
+    """``{field: problem}`` from pydantic's errors, fields named as the API names them."""
+    found: dict[str, str] = {}
+    for error in errors:
+        loc = [part for part in error.get("loc", ()) if part not in ("body", "paymentData")]
+        name = ""
+        for part in loc:
+            name += f"[{part}]" if isinstance(part, int) else (f".{part}" if name else str(part))
+        if error.get("type") == "json_invalid":
+            name, message = "body", "malformed JSON"
+        elif error.get("type") == "missing":
+            message = "is required"
+        else:
+            message = str(error.get("msg", "is invalid")).removeprefix("Value error, ")
+        found.setdefault(name or "body", message)
+    return found or {"body": "is invalid"}
+
+
+# --- answering -------------------------------------------------------------------------------
+
+
+def mark_answer(request: Request, style: AnswerStyle) -> None:
+    """Say how errors of this request are answered (before anything can fail)."""
+    request.state.answer_as = style
+
+
+def answer_style(request: Request) -> AnswerStyle:
+    style: AnswerStyle | None = getattr(request.state, "answer_as", None)
+    if style is not None:
+        return style
+    return "api" if request.url.path.startswith("/api/") else "page"
+
+
+def error_page_url(request: Request, message: str) -> str:
+    services = getattr(request.app.state, "services", None)
+    base = services.settings.error_url if services is not None else "/payment-error"
+    return f"{base}?{urlencode({'message': message})}"
+
+
+def respond(request: Request, problem: Problem) -> Response:
+    style = answer_style(request)
+    if style == "callback":
+        # A gateway return always lands the customer on a page, whatever went wrong.
+        return RedirectResponse(error_page_url(request, "Processing error"), status_code=303)
+    if style == "page":
+        response: Response = templates.TemplateResponse(
+            request,
+            "problem.html",
+            {"status": problem.status, "message": problem.message, "ref": problem.extra.get("ref")},
+            status_code=problem.status,
+        )
+    else:
+        body: dict[str, Any] = {"success": False, "message": problem.message}
+        if problem.errors:
+            body["errors"] = problem.errors
+        body.update(problem.extra)
+        response = JSONResponse(body, status_code=problem.status)
+    response.headers.update(problem.headers)
+    return response
+
+
+async def _handle(request: Request, exc: Exception) -> Response:
+    return respond(request, problem_for(exc))
+
+
+class UnexpectedErrors:
+    """The catch-all: an exception no handler took is logged and answered generically
+    (Starlette's own last resort would re-raise it and print a traceback page)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception as exc:
+            problem = problem_for(exc)
+            if started:
+                return
+            response = respond(Request(scope, receive), problem)
+            await response(scope, receive, send)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    for kind in (CallbackPoolError, WebError, RequestValidationError, StarletteHTTPException):
+        app.add_exception_handler(kind, _handle)
+    app.add_middleware(UnexpectedErrors)

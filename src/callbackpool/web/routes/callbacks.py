@@ -1,0 +1,83 @@
+"""The callback routes: the gateway's return, by GET or POST, on each of the pool's paths.
+
+Every return is handed to the core, which stores it before acting on it, and the customer's
+browser is always sent on (303) to the success or the error page.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+
+from fastapi import FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import RedirectResponse
+from starlette.exceptions import HTTPException
+
+from ...config import Settings
+from ..deps import client_address, services_of
+from ..errors import mark_answer
+from ..schemas import form_pairs
+
+CALLBACK_PREFIX = "/api/v1/payments/callback"
+_METHODS = ["GET", "POST"]
+
+
+async def _return_params(request: Request) -> Sequence[tuple[str, str]]:
+    params = list(request.query_params.multi_items())
+    if request.method == "POST":
+        content_type = request.headers.get("content-type", "")
+        if content_type.startswith("multipart/form-data"):
+            async with request.form() as form:
+                params += [(k, v) for k, v in form.multi_items() if isinstance(v, str)]
+        else:
+            params += form_pairs(await request.body())
+    return params
+
+
+async def _resolve(request: Request, path: str) -> RedirectResponse:
+    mark_answer(request, "callback")
+    params = await _return_params(request)
+    pool = services_of(request).pool
+    result = await run_in_threadpool(
+        lambda: pool.handle_callback(
+            path, params, method=request.method, client_addr=client_address(request)
+        )
+    )
+    return RedirectResponse(result.redirect, status_code=303)
+
+
+def _route_for(path: str) -> Callable[[Request], Awaitable[RedirectResponse]]:
+    async def gateway_return(request: Request) -> RedirectResponse:
+        return await _resolve(request, path)
+
+    return gateway_return
+
+
+async def _prefixed_return(handler: str, request: Request) -> RedirectResponse:
+    """The hosted form's return: the gateway sends the customer's browser here with its 11
+    parameters (query string or form body). Answers 303 to the success or error page."""
+    path = f"{CALLBACK_PREFIX}/{handler}"
+    mark_answer(request, "callback")
+    if not await run_in_threadpool(services_of(request).pool.has_path, path):
+        mark_answer(request, "api")
+        raise HTTPException(404)
+    return await _resolve(request, path)
+
+
+def add_callback_routes(app: FastAPI, settings: Settings) -> None:
+    """A route for each configured path, and one for any other path under the guide's
+    prefix that the pool knows (a path removed from the configuration still takes the
+    late returns of the leases it had)."""
+    for path in settings.callback_paths:
+        app.add_api_route(path, _route_for(path), methods=_METHODS, include_in_schema=False)
+    for method in _METHODS:
+        app.add_api_route(
+            CALLBACK_PREFIX + "/{handler}",
+            _prefixed_return,
+            methods=[method],
+            status_code=303,
+            response_class=RedirectResponse,
+            tags=["gateway"],
+            summary=f"The hosted form's return by {method}",
+            operation_id=f"gateway_return_{method.lower()}",
+        )

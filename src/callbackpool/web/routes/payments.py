@@ -1,0 +1,71 @@
+"""The payments API under ``/api/v1/payments`` (the guide's paths and shapes)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
+
+from ..deps import OperatorDep, PoolDep, SettingsDep
+from ..schemas import (
+    CancelledOut,
+    ConfigOut,
+    CreateTokenIn,
+    CreateTokenOut,
+    PaymentStatusOut,
+    PoolStatsOut,
+    PoolStatsResponse,
+    error_responses,
+    read_json,
+)
+
+PREFIX = "/api/v1/payments"
+
+router = APIRouter(prefix=PREFIX, tags=["payments"])
+
+
+@router.post(
+    "/create-token",
+    status_code=201,
+    response_model=CreateTokenOut,
+    responses=error_responses(413, 422, 503),
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": CreateTokenIn.model_json_schema()}},
+        }
+    },
+)
+async def create_token(request: Request, pool: PoolDep) -> CreateTokenOut:
+    """Create a pending payment and lease it a callback URL: the fields to post to the
+    hosted form come back in ``formConfig.fields``."""
+    order: CreateTokenIn = await read_json(request, CreateTokenIn)
+    checkout = await run_in_threadpool(lambda: pool.create_payment(**order.payment_arguments()))
+    return CreateTokenOut.of(checkout)
+
+
+@router.get(
+    "/check-status/{token}", response_model=PaymentStatusOut, responses=error_responses(404)
+)
+def check_status(token: str, pool: PoolDep) -> PaymentStatusOut:
+    """The payment as it stands (poll it while the customer is on the gateway's page)."""
+    return PaymentStatusOut.of(pool.get_payment(token))
+
+
+@router.post(
+    "/cancel-token/{token}", response_model=CancelledOut, responses=error_responses(404, 409)
+)
+def cancel_token(token: str, pool: PoolDep) -> CancelledOut:
+    """Cancel a pending payment and free its callback URL (the customer left)."""
+    return CancelledOut(status=pool.cancel_payment(token).status.value)
+
+
+@router.get("/config", response_model=ConfigOut)
+async def public_config(settings: SettingsDep) -> ConfigOut:
+    """The public settings of the hosted form."""
+    return ConfigOut.of(settings)
+
+
+@router.get("/pool-stats", response_model=PoolStatsResponse, responses=error_responses(401))
+def pool_stats(_: OperatorDep, pool: PoolDep) -> PoolStatsResponse:
+    """The pool's slots and their leases (operators only: it shows live tokens)."""
+    return PoolStatsResponse(stats=PoolStatsOut.of(pool.status()))

@@ -1,0 +1,264 @@
+"""The JSON the API takes and gives (paths and shapes follow the guide's API)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import parse_qsl
+
+from fastapi import Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ConfigDict, StrictInt, StrictStr, ValidationError
+from pydantic.alias_generators import to_camel
+
+from .. import views
+from ..config import Settings
+from ..domain.errors import InvalidPayment
+from ..domain.model import Payment
+from ..domain.money import format_amount
+from ..pool import Checkout, PoolStatus
+from ..views import iso
+from .errors import BadBody
+
+# --- requests ------------------------------------------------------------------------------
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+
+
+class ItemIn(_In):
+    code: StrictStr
+    quantity: StrictInt
+
+
+class PaymentDataIn(_In):
+    amount: StrictInt | None = None
+    currency: StrictStr | None = None
+    items: list[ItemIn] | None = None
+
+
+class CreateTokenIn(_In):
+    """``{"paymentData": {...}, "customerData": {...}}``, or the guide's flat
+    ``{"amount": 1000, "customerData": {...}}``. ``amount`` is in minor units."""
+
+    payment_data: PaymentDataIn | None = None
+    amount: StrictInt | None = None
+    currency: StrictStr | None = None
+    items: list[ItemIn] | None = None
+    customer_data: dict[str, Any] | None = None
+
+    def payment_arguments(self) -> dict[str, Any]:
+        """The keyword arguments of ``CallbackPool.create_payment``."""
+        flat = PaymentDataIn(amount=self.amount, currency=self.currency, items=self.items)
+        if self.payment_data is not None:
+            if flat.model_dump(exclude_none=True):
+                raise InvalidPayment(
+                    "paymentData", "give amount, currency and items inside it or flat, not both"
+                )
+            flat = self.payment_data
+        items: dict[str, int] | None = None
+        if flat.items is not None:
+            items = {}
+            for item in flat.items:
+                if item.code in items:
+                    raise InvalidPayment("items", f"item {item.code!r} is listed twice")
+                items[item.code] = item.quantity
+        return {
+            "amount": flat.amount,
+            "currency": flat.currency,
+            "items": items,
+            "customer": self.customer_data,
+        }
+
+
+async def read_json(request: Request, model: type[_In]) -> Any:
+    """The body as ``model``, whatever the Content-Type says (the guide's own client posts
+    JSON as text/plain). BadBody or RequestValidationError naming the field otherwise."""
+    raw = await request.body()
+    if not raw.strip():
+        raise BadBody("body", "is required (a JSON object)")
+    try:
+        data = json.loads(raw)
+    except (ValueError, RecursionError):
+        raise BadBody("body", "malformed JSON") from None
+    if not isinstance(data, dict):
+        raise BadBody("body", "must be a JSON object")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise RequestValidationError(exc.errors(include_url=False, include_context=False)) from None
+
+
+# --- responses -----------------------------------------------------------------------------
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True)
+
+
+class ErrorOut(_Out):
+    success: bool = False
+    message: str
+    errors: dict[str, str] | None = None
+
+
+class FormConfigOut(_Out):
+    form_action_url: str
+    method: str
+    merchant_id: str
+    form_id: str
+    form_hash: str
+    callback_path: str
+    callback_url: str
+    fields: dict[str, str]
+
+
+class CreateTokenOut(_Out):
+    success: bool = True
+    token: str
+    status: str
+    expires_at: str | None
+    form_config: FormConfigOut
+
+    @classmethod
+    def of(cls, checkout: Checkout) -> CreateTokenOut:
+        form = checkout.form
+        return cls(
+            token=checkout.payment.token,
+            status=checkout.payment.status.value,
+            expires_at=iso(checkout.payment.expires_at),
+            form_config=FormConfigOut(
+                form_action_url=form.action_url,
+                method=form.method,
+                merchant_id=form.fields.get("merchantID", ""),
+                form_id=form.fields.get("formID", ""),
+                form_hash=form.fields.get("hash", ""),
+                callback_path=form.callback_path,
+                callback_url=form.callback_url,
+                fields=dict(form.fields),
+            ),
+        )
+
+
+class PaymentStatusOut(_Out):
+    success: bool = True
+    token: str
+    status: str
+    amount: int
+    currency: str
+    transaction_id: str | None
+    error_message: str | None
+    late: bool
+    expires_at: str | None
+
+    @classmethod
+    def of(cls, payment: Payment) -> PaymentStatusOut:
+        return cls(
+            token=payment.token,
+            status=payment.status.value,
+            amount=payment.amount,
+            currency=payment.currency,
+            transaction_id=payment.pn_ref,
+            error_message=payment.error_message,
+            late=payment.late,
+            expires_at=iso(payment.expires_at),
+        )
+
+
+class CancelledOut(_Out):
+    success: bool = True
+    status: str
+
+
+class CatalogueItemOut(_Out):
+    code: str
+    description: str
+    price: int
+    price_text: str
+
+
+class ConfigOut(_Out):
+    """The public form settings (everything here is posted by the browser anyway)."""
+
+    success: bool = True
+    form_action_url: str
+    method: str = "POST"
+    merchant_id: str | None
+    form_id: str
+    form_hash: str
+    currency: str
+    items: list[CatalogueItemOut]
+    lock_timeout_minutes: float
+    max_amount: int | None
+    sandbox: bool
+
+    @classmethod
+    def of(cls, settings: Settings) -> ConfigOut:
+        return cls(
+            form_action_url=settings.effective_form_action_url(),
+            merchant_id=settings.merchant_id,
+            form_id=settings.form.form_id,
+            form_hash=settings.form.form_hash,
+            currency=settings.currency,
+            items=[
+                CatalogueItemOut(
+                    code=item.code,
+                    description=item.description,
+                    price=item.price,
+                    price_text=format_amount(item.price, settings.currency),
+                )
+                for item in settings.catalogue()
+            ],
+            lock_timeout_minutes=settings.lock_timeout_minutes,
+            max_amount=settings.max_amount,
+            sandbox=settings.sandbox.enabled,
+        )
+
+
+class HandlerOut(_Out):
+    path: str
+    active: bool
+    state: str
+    is_locked: bool
+    lease_id: int | None
+    locked_by: str | None
+    locked_at: str | None
+    expires_at: str | None
+    usage_count: int
+    last_used_at: str | None
+    last_released_at: str | None
+    taints: int
+
+
+class PoolStatsOut(_Out):
+    """The guide's pool status, as ``callbackpool status --json`` shows it."""
+
+    at: str | None
+    total: int
+    available: int
+    locked: int
+    stuck: int
+    tainted: int
+    inactive: int
+    handlers: list[HandlerOut]
+
+    @classmethod
+    def of(cls, status: PoolStatus) -> PoolStatsOut:
+        return cls.model_validate(views.status_json(status))
+
+
+class PoolStatsResponse(_Out):
+    success: bool = True
+    stats: PoolStatsOut
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI entries for the error answers of an endpoint."""
+    return {status: {"model": ErrorOut} for status in statuses}
+
+
+def form_pairs(raw: bytes) -> Sequence[tuple[str, str]]:
+    """An ``application/x-www-form-urlencoded`` body as ordered pairs, repeats kept."""
+    return parse_qsl(raw.decode("utf-8", errors="replace"), keep_blank_values=True)

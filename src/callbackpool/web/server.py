@@ -1,0 +1,96 @@
+"""Running the service: ``serve`` (uvicorn) and the one-machine ``demo``."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable
+from pathlib import Path
+
+import uvicorn
+from fastapi import FastAPI
+
+from ..config import Settings, load_settings
+from ..gateways.sandbox import DEFAULT_HASH_FIELDS, TEST_CARDS, Outcome
+from .app import create_app
+
+DEMO_CONFIG = Path(__file__).parent / "demo" / "paygistix-forms.json"
+DEMO_DATABASE_URL = "sqlite:///callbackpool-demo.db"
+
+
+def serve(settings: Settings, *, host: str, port: int, access_log: bool = False) -> None:
+    """Serve ``settings`` with uvicorn until interrupted."""
+    run(create_app(settings), host=host, port=port, access_log=access_log)
+
+
+def run(app: FastAPI, *, host: str, port: int, access_log: bool = False) -> None:
+    """One uvicorn process (the sandbox keeps its transactions in memory)."""
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        access_log=access_log,
+        log_level="info",
+        server_header=False,
+    )
+
+
+def demo_settings(
+    *, host: str, port: int, database_url: str = DEMO_DATABASE_URL, admin_token: str = ""
+) -> Settings:
+    """The example configuration with the sandbox on: its returns are signed with a fresh
+    secret that ``callbackHash`` verifies, so the whole check runs end to end."""
+    secret = secrets.token_hex(16)
+    public_host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host  # noqa: S104
+    return load_settings(
+        DEMO_CONFIG,
+        overrides={
+            "base_url": f"http://{public_host}:{port}",
+            "database_url": database_url,
+            "admin_token": admin_token or secrets.token_urlsafe(24),
+            "sandbox": {"enabled": True, "secret": secret},
+            "callback_hash": {
+                "secret": secret,
+                "fields": list(DEFAULT_HASH_FIELDS),
+                "algorithm": "hmac-md5",
+            },
+        },
+    )
+
+
+def demo_banner(settings: Settings, links: dict[str, str]) -> list[str]:
+    base = settings.base_url.rstrip("/")
+    token = settings.admin_token.get_secret_value() if settings.admin_token else ""
+    database = settings.database_url.removeprefix("sqlite:///")
+    cards = [next(c for c in TEST_CARDS if c.outcome is outcome) for outcome in Outcome]
+    lines = [
+        f"callbackpool demo: the sandbox gateway stands in for Paygistix; data in {database}",
+        "",
+        f"  checkout     {base}{links['checkout']}",
+    ]
+    if "dashboard" in links:
+        lines.append(f"  dashboard    {base}{links['dashboard']}")
+    else:
+        lines.append(f"  dashboard    (none yet) the pool's state: {base}{links['pool-stats']}")
+    lines += [
+        f"  API          {base}{links['api']}   (documentation: {base}{links['docs']})",
+        f"  admin token  {token}",
+        "",
+        f'  curl -H "Authorization: Bearer {token}" {base}{links["pool-stats"]}',
+        "",
+        "Test cards: "
+        + ", ".join(f"{card.number} {card.outcome.value}" for card in cards)
+        + " (expiry: any MM/YY). Ctrl-C stops.",
+        "",
+    ]
+    return lines
+
+
+def demo(
+    *, host: str, port: int, database_url: str = DEMO_DATABASE_URL, echo: Callable[[str], None]
+) -> None:
+    """Serve the demo, its banner printed first."""
+    settings = demo_settings(host=host, port=port, database_url=database_url)
+    app = create_app(settings)
+    for line in demo_banner(settings, app.state.links):
+        echo(line)
+    run(app, host=host, port=port)

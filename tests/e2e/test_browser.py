@@ -1,0 +1,187 @@
+"""The reference checkout in a real browser (Debian's Chromium, driven by Playwright):
+pay in the payment window, be declined, or close the window and see the slot freed.
+
+Under CI=true a missing browser fails the run; elsewhere these tests are skipped with the
+reason. Screenshots are kept in test-artifacts/.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from .conftest import REPO, Server
+
+pytestmark = pytest.mark.slow
+
+ARTIFACTS = REPO / "test-artifacts"
+# What lets Chromium start here: no sandbox as root, and none of its calls home.
+CHROMIUM_FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+STATUS = "#checkout-status"
+
+
+def chromium_path() -> str | None:
+    """Debian's Chromium (or the one CALLBACKPOOL_TEST_CHROMIUM names)."""
+    configured = os.environ.get("CALLBACKPOOL_TEST_CHROMIUM")
+    if configured is not None:
+        return configured if Path(configured).is_file() else None
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def missing(reason: str) -> None:
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"CI needs the browser tests: {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        missing("Playwright for Python is not installed")
+    executable = chromium_path()
+    if executable is None:
+        missing("Chromium is not installed (Debian: apt-get install chromium)")
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=10_000)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=executable, headless=True, args=CHROMIUM_FLAGS
+        )
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def checkout(browser: Any, server: Server, request: pytest.FixtureRequest) -> Iterator[Any]:
+    """The checkout page in a fresh browser context; its console errors fail the test."""
+    context = browser.new_context(viewport={"width": 900, "height": 800})
+    context.set_default_timeout(15_000)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.goto(f"{server.base_url}/checkout")
+    yield page
+    ARTIFACTS.mkdir(exist_ok=True)
+    for index, open_page in enumerate(context.pages):
+        if not open_page.is_closed():
+            open_page.screenshot(path=ARTIFACTS / f"{request.node.name}-{index}.png")
+    context.close()
+    assert errors == []
+
+
+def pay_in_window(page: Any, card: str, *, return_method: str = "", twice: bool = False) -> Any:
+    """Click Pay on the checkout; in the payment window that opens, pay with ``card``
+    (with the sandbox's switches, if given)."""
+    with page.expect_popup() as opened:
+        page.click("#pay")
+    window = opened.value
+    window.wait_for_url("**/sandbox/pay/**")
+    window.fill("#card_number", card)
+    if return_method or twice:
+        window.click("summary")
+    if return_method:
+        window.select_option("#return_method", return_method)
+    if twice:
+        window.check("input[name=return_twice]")
+    window.click("#pay")
+    return window
+
+
+def token_of(page: Any) -> str:
+    token: str = page.locator(STATUS).get_attribute("data-token")
+    return token
+
+
+def status_of(server: Server, token: str) -> dict[str, Any]:
+    data: dict[str, Any] = httpx.get(
+        f"{server.base_url}/api/v1/payments/check-status/{token}"
+    ).json()
+    return data
+
+
+def test_pay_with_the_approve_card_and_land_on_the_success_page(
+    checkout: Any, server: Server
+) -> None:
+    from playwright.sync_api import expect
+
+    checkout.fill("#qty-WDF", "2")
+    checkout.fill("#qty-BAG", "1")
+    window = pay_in_window(checkout, "4111 1111 1111 1111")
+    window.wait_for_url("**/payment-success?token=**")
+    expect(window.get_by_test_id("outcome")).to_have_text("Payment received")
+    expect(window.locator("main")).to_contain_text("12.50 USD")
+    expect(checkout.locator(STATUS)).to_have_attribute("data-state", "completed")
+    expect(checkout.locator(STATUS)).to_have_text("Payment completed")
+    status = status_of(server, token_of(checkout))
+    assert (status["status"], status["amount"]) == ("completed", 1250)
+    expect(checkout.locator("#checkout-detail")).to_contain_text(status["transactionId"])
+
+
+def test_a_declined_card_shows_the_error_page_and_the_outcome(
+    checkout: Any, server: Server
+) -> None:
+    from playwright.sync_api import expect
+
+    checkout.fill("#amount", "7.35")
+    window = pay_in_window(checkout, "4000 0000 0000 0002")
+    window.wait_for_url("**/payment-error?**")
+    expect(window.get_by_test_id("message")).to_have_text("Payment declined")
+    assert window.get_by_test_id("ref").inner_text().startswith("CB-")
+    expect(checkout.locator(STATUS)).to_have_attribute("data-state", "failed")
+    status = status_of(server, token_of(checkout))
+    assert (status["status"], status["amount"]) == ("failed", 735)
+
+
+def test_closing_the_window_cancels_the_token_and_frees_its_slot(
+    checkout: Any, server: Server
+) -> None:
+    from playwright.sync_api import expect
+
+    checkout.fill("#amount", "3.00")
+    with checkout.expect_popup() as opened:
+        checkout.click("#pay")
+    window = opened.value
+    window.wait_for_url("**/sandbox/pay/**")
+    token = token_of(checkout)
+    held = [h for h in server.pool_stats()["handlers"] if h["lockedBy"] == token]
+    assert len(held) == 1
+    assert held[0]["isLocked"]
+    window.close()
+    expect(checkout.locator(STATUS)).to_have_attribute("data-state", "cancelled")
+    assert status_of(server, token)["status"] == "cancelled"
+    slot = next(h for h in server.pool_stats()["handlers"] if h["path"] == held[0]["path"])
+    assert (slot["isLocked"], slot["lockedBy"]) == (False, None)
+    assert slot["taints"] == 1  # the customer might still pay late on the gateway's page
+
+
+def test_a_return_sent_twice_by_post_is_applied_once(checkout: Any, server: Server) -> None:
+    from playwright.sync_api import expect
+
+    checkout.fill("#qty-DEL", "1")
+    window = pay_in_window(checkout, "5555 5555 5555 4444", return_method="POST", twice=True)
+    window.wait_for_url("**/payment-success?token=**")
+    expect(window.get_by_test_id("outcome")).to_have_text("Payment received")
+    expect(checkout.locator(STATUS)).to_have_attribute("data-state", "completed")
+    token = token_of(checkout)
+    assert status_of(server, token)["status"] == "completed"
+    log = server.log.read_text()
+    assert f"applied to payment {token[:8]}" in log
+    assert f"duplicate to payment {token[:8]}" in log
