@@ -332,6 +332,10 @@ async def test_pool_stats_shows_every_handler(client: httpx.AsyncClient) -> None
         "stuck",
         "tainted",
         "inactive",
+        "standby",
+        "waiting",
+        "reserve",
+        "capacity",
         "handlers",
     }
     assert len(stats["handlers"]) == 10
