@@ -10,10 +10,14 @@ from typing import Any
 
 import pytest
 
-from callbackpool.domain.errors import StoreUnavailable
+from callbackpool.clock import FakeClock
+from callbackpool.domain.errors import PoolExhausted, StoreUnavailable
+from callbackpool.pool import CallbackPool, Checkout, Waiting
 from callbackpool.store import open_store
 from callbackpool.store.queries import load_migrations
 from callbackpool.store.sqlite import SqliteStore
+
+from ..support import POLICY, make_gateway, paygistix_return
 
 MIGRATIONS = ["0001_initial", "0002_capacity"]
 
@@ -174,3 +178,34 @@ def test_a_non_durable_transaction_restores_the_durable_mode(tmp_path: Path) -> 
         assert [view.path for view in tx.slot_views()] == ["/cb/1"]
     conn = store._local.conn
     assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL again
+
+
+def test_instances_on_one_file_share_one_waiting_room(tmp_path: Path) -> None:
+    # Two app instances: two stores (their own connections) on one file, two pools.
+    clock = FakeClock()
+    stores = [SqliteStore(tmp_path / "pool.db", clock=clock) for _ in range(2)]
+    stores[0].migrate()
+    one, two = (CallbackPool(store, make_gateway(), POLICY) for store in stores)
+    one.sync_slots()
+    held = [one.create_payment(amount=5000 + n) for n in range(10)]
+    first = one.create_payment(amount=1000, wait=True)
+    second = two.create_payment(amount=2000, wait=True)
+    assert isinstance(first, Waiting)
+    assert isinstance(second, Waiting)
+    assert second.position == 2
+
+    returned = two.handle_callback(held[0].lease.path, paygistix_return(amount="50.00"))
+    assert returned.payment_token == held[0].payment.token
+    with pytest.raises(PoolExhausted):  # the free slot is the first ticket's, on either
+        one.create_payment(amount=3000)
+    still = two.poll_ticket(second.ticket)
+    assert isinstance(still, Waiting)
+    assert still.position == 2
+    granted = two.poll_ticket(first.ticket)
+    assert isinstance(granted, Checkout)
+    assert granted.lease.path == held[0].lease.path
+    again = one.poll_ticket(first.ticket)
+    assert isinstance(again, Checkout)
+    assert again.payment.token == granted.payment.token
+    for store in stores:
+        store.close()
