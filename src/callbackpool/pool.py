@@ -425,8 +425,11 @@ class CallbackPool:
             else 0
         )
         ahead = tx.waiting_ahead(priority, ticket_id)
-        if (ahead or kept) and tx.free_slot_count() - ahead <= kept:
-            return None
+        if ahead or kept:
+            tx.lock_admission()
+            ahead = tx.waiting_ahead(priority, ticket_id)  # again, now that it is our turn
+            if tx.free_slot_count() - ahead <= kept:
+                return None
         return tx.acquire_slot(
             token=token,
             amount=amount,

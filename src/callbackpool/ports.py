@@ -220,10 +220,15 @@ class Tx(Protocol):
     ) -> list[Payment]: ...
 
     # --- the waiting room -----------------------------------------------------------------
-    # The queue lives in the database, so every instance sharing it sees one order. A
-    # store whose transactions do not serialise writers (PostgreSQL) must serialise the
-    # transactions that count the queue and then lease (e.g. a transaction-level advisory
-    # lock taken by ``waiting_ahead``), or two instances could both give the last slot away.
+    # The queue lives in the database, so every instance sharing it sees one order.
+
+    def lock_admission(self) -> None:
+        """Take the admission turn until the transaction ends. A request that weighs the
+        free slots against the waiting tickets ahead of it takes it first, so that no other
+        instance gives those free slots away between its count and its lease. A no-op where
+        write transactions are serialised anyway (SQLite, memory); on PostgreSQL a
+        transaction-level advisory lock. Requests that find nobody waiting do not take it."""
+        ...
 
     def insert_ticket(self, ticket: NewTicket) -> Ticket:
         """Queue a ticket (``waiting``); ids strictly increase (they order arrivals)."""

@@ -4,12 +4,17 @@ store; the queue lives in the database, so pools sharing a store share one queue
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
 import pytest
 
 from callbackpool.clock import FakeClock
 from callbackpool.domain.errors import InvalidPayment, PoolExhausted, TicketEnded, UnknownTicket
 from callbackpool.domain.model import PaymentStatus
 from callbackpool.pool import CallbackPool, Checkout, Waiting
+from callbackpool.ports import Store
 
 from ..conftest import PoolFactory
 from ..support import PATHS, paygistix_return
@@ -215,3 +220,43 @@ def test_slots_kept_for_priority(make_pool: PoolFactory) -> None:
     pool.cancel_payment(vip.payment.token)
     # One slot free, and it is a kept one: the low ticket still waits.
     assert waiting(pool.poll_ticket(low.ticket)).position == 1
+
+
+class CountingTurns:
+    """Wraps a store to count the admission turns its transactions take."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self.turns = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    @contextmanager
+    def transaction(self, *, durable: bool = True) -> Iterator[Any]:
+        with self._store.transaction(durable=durable) as tx:
+            take = tx.lock_admission
+
+            def lock_admission() -> None:
+                self.turns += 1
+                take()
+
+            tx.lock_admission = lock_admission  # type: ignore[method-assign]
+            yield tx
+
+
+def test_an_admission_that_weighs_the_queue_takes_the_turn(pool: CallbackPool) -> None:
+    # Between counting the free slots and leasing one, no other instance may give them
+    # away: on PostgreSQL the turn is a lock. Nobody waiting: no turn taken.
+    counting = CountingTurns(pool.store)
+    instance = CallbackPool(counting, pool.gateway, pool.policy)  # type: ignore[arg-type]
+    held = fill(instance)
+    assert counting.turns == 0
+    ticket = waiting(instance.create_payment(amount=1000, wait=True)).ticket
+    assert counting.turns == 0  # found nobody ahead; no slot free at all
+    pay(instance, held[0], "R1")
+    with pytest.raises(PoolExhausted):
+        instance.create_payment(amount=2000)
+    assert counting.turns == 1
+    granted(instance.poll_ticket(ticket))
+    assert counting.turns == 1  # the head of the queue has nobody ahead

@@ -572,6 +572,9 @@ class SqliteTx:
 
     # --- the waiting room ----------------------------------------------------------------
 
+    def lock_admission(self) -> None:
+        pass  # a write transaction holds the database's one write lock already
+
     def insert_ticket(self, ticket: NewTicket) -> Ticket:
         row = self._one(
             "insert_ticket",
