@@ -46,7 +46,14 @@ log = logging.getLogger("callbackpool.config")
 ENV_PREFIX = "CALLBACKPOOL_"
 PAYGISTIX_FORM_ACTION = "https://safepay.paymentlogistics.net/transaction.asp"
 # Variables with the prefix that are not configuration keys.
-_NOT_SETTINGS = ("CALLBACKPOOL_CONFIG", "CALLBACKPOOL_TEST_")
+_NOT_SETTINGS = (
+    "CALLBACKPOOL_CONFIG",
+    "CALLBACKPOOL_TEST_",
+    "CALLBACKPOOL_HOST",
+    "CALLBACKPOOL_PORT",
+    "CALLBACKPOOL_LOG_FORMAT",
+    "CALLBACKPOOL_OPERATOR",
+)
 
 _file_data: ContextVar[dict[str, Any] | None] = ContextVar("callbackpool_file_data", default=None)
 
@@ -152,6 +159,11 @@ class Settings(BaseSettings):
     capacity_window_minutes: float = Field(default=15, gt=0)
     capacity_target: float = Field(default=0.01, gt=0, lt=1)
     sandbox: SandboxSettings = SandboxSettings()
+    # Operations (docs/operations.md).
+    slot_health_expiries_to_sideline: int = Field(default=5, ge=0)
+    metrics_require_token: bool = True
+    dashboard_refresh_seconds: int = Field(default=10, ge=2, le=3600)
+    admin_session_hours: float = Field(default=12, gt=0, le=24 * 30)
 
     @field_validator("callback_paths", "reserve_paths", mode="before")
     @classmethod
@@ -266,6 +278,7 @@ class Settings(BaseSettings):
             reserve_paths=tuple(self.reserve_paths),
             capacity_window=timedelta(minutes=self.capacity_window_minutes),
             capacity_target=self.capacity_target,
+            slot_health_expiries_to_sideline=self.slot_health_expiries_to_sideline,
         )
 
     def effective_form_action_url(self) -> str:

@@ -10,6 +10,7 @@ import hashlib
 import json
 import logging
 import secrets
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -20,27 +21,47 @@ from urllib.parse import urlencode
 from .capacity.erlang import erlang_b, slots_needed
 from .domain.errors import (
     InvalidPayment,
+    InvalidReview,
     NothingToRelease,
+    NotUnderReview,
+    PaymentChanged,
     PaymentNotPending,
     PoolExhausted,
     TicketEnded,
+    UnknownCallback,
     UnknownPayment,
+    UnknownSlot,
     UnknownTicket,
+)
+from .domain.events import (
+    CallbackResolved,
+    CreateRefused,
+    LeaseEnded,
+    LeaseStarted,
+    PoolEvent,
+    SlotRestored,
+    SlotSidelined,
+    SweepRan,
 )
 from .domain.gateway import Gateway, GatewayReturn, MalformedReturn, Params
 from .domain.model import (
     Admission,
     AdmissionCounts,
     CallbackOutcome,
+    CallbackRecord,
     Candidate,
     HoldingTimes,
     Lease,
     LeaseEnd,
+    LeaseSpan,
     LineItem,
     Payment,
     PaymentStatus,
     ReserveAction,
     ReserveEvent,
+    Review,
+    ReviewChange,
+    ReviewDecision,
     SlotView,
     StatusChange,
     Ticket,
@@ -53,6 +74,7 @@ from .domain.transitions import check_ticket_transition, check_transition, is_la
 from .ports import (
     CallbackResolution,
     NewCallback,
+    NewReview,
     NewTicket,
     PaymentChange,
     SlotSync,
@@ -64,6 +86,7 @@ from .ports import (
 log = logging.getLogger("callbackpool")
 
 StatusHook = Callable[[StatusChange], None]
+Observer = Callable[[PoolEvent], None]
 
 TOKEN_BYTES = 24  # 192 bits from the operating system's CSPRNG
 MAX_QUANTITY = 10_000
@@ -74,6 +97,13 @@ MAX_CUSTOMER_BYTES = 16_384
 UNRESOLVED_GRACE = timedelta(seconds=30)
 # How long admission counts are kept (the capacity window reads the latest of them).
 ADMISSIONS_KEPT = timedelta(hours=24)
+MAX_REASON_CHARS = 500
+MAX_OPERATOR_CHARS = 100
+SLOT_HEALTH = "slot health"  # who takes a slot out of rotation when the rule does
+# What the other candidates of a return may become when an operator attributes it.
+REVIEW_OTHERS = (PaymentStatus.EXPIRED, PaymentStatus.FAILED, PaymentStatus.NEEDS_REVIEW)
+# What a payment in review may become without a return (a return is what completes one).
+REVIEW_ENDINGS = (PaymentStatus.EXPIRED, PaymentStatus.FAILED)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -107,6 +137,9 @@ class PoolPolicy:
     reserve_paths: tuple[str, ...] = ()
     capacity_window: timedelta = timedelta(minutes=15)
     capacity_target: float = 0.01
+    # A slot whose last K leases expired with no return on its path, while returns arrive
+    # on other paths, is taken out of rotation (0: never).
+    slot_health_expiries_to_sideline: int = 5
 
     def callback_url(self, path: str) -> str:
         return self.base_url.rstrip("/") + path
@@ -234,8 +267,8 @@ class PoolStatus:
 
     @property
     def active(self) -> tuple[SlotView, ...]:
-        """The slots in rotation: configured, and not reserve slots on standby."""
-        return tuple(s for s in self.slots if s.in_rotation)
+        """The configured slots, but reserve slots on standby (sidelined ones included)."""
+        return tuple(s for s in self.slots if s.active and not s.standby)
 
     @property
     def total(self) -> int:
@@ -263,11 +296,45 @@ class PoolStatus:
 
     @property
     def available(self) -> int:
-        return sum(1 for s in self.active if s.lease is None or s.lease.expires_at <= self.at)
+        """Slots a new payment could lease now (in rotation, and free or due to expire)."""
+        return sum(
+            1
+            for s in self.active
+            if s.in_rotation and (s.lease is None or s.lease.expires_at <= self.at)
+        )
 
     @property
     def tainted(self) -> int:
         return sum(1 for s in self.active if s.taints > 0)
+
+    @property
+    def out_of_rotation(self) -> int:
+        """Active slots that are never leased until an operator restores them."""
+        return sum(1 for s in self.active if not s.in_rotation)
+
+
+@dataclass(frozen=True, kw_only=True)
+class PoolHistory:
+    now: datetime
+    spans: tuple[LeaseSpan, ...]
+    turn_aways: tuple[tuple[datetime, int], ...]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReviewItem:
+    """An ambiguous approved return and the payments it could belong to."""
+
+    record: CallbackRecord
+    candidates: tuple[Payment, ...]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReviewQueue:
+    returns: tuple[ReviewItem, ...] = ()
+    payments: tuple[Payment, ...] = ()
+
+    def __len__(self) -> int:
+        return len(self.returns) + len(self.payments)
 
 
 @dataclass(kw_only=True)
@@ -275,6 +342,7 @@ class _Work:
     """What a transaction did that must be announced once it has committed."""
 
     changes: list[StatusChange] = field(default_factory=list)
+    events: list[PoolEvent] = field(default_factory=list)
 
 
 class CallbackPool:
@@ -296,9 +364,15 @@ class CallbackPool:
         self.gateway = gateway
         self.policy = policy
         self._hooks: list[StatusHook] = [on_status_change] if on_status_change else []
+        self._observers: list[Observer] = []
 
     def add_status_hook(self, hook: StatusHook) -> None:
         self._hooks.append(hook)
+
+    def add_observer(self, observer: Observer) -> None:
+        """Call ``observer`` with every event (domain/events.py) once it has committed; an
+        exception it raises is logged, not raised."""
+        self._observers.append(observer)
 
     # --- set-up ----------------------------------------------------------------------------
 
@@ -354,12 +428,38 @@ class CallbackPool:
         (``Waiting``), served by priority then arrival; without, PoolExhausted. Raises
         InvalidPayment (naming the field) too.
         """
-        line_items, total, currency = self._price(amount, currency, items)
-        customer = _customer_data(customer)
-        priority = self._priority(priority)
+        try:
+            line_items, total, currency = self._price(amount, currency, items)
+            customer = _customer_data(customer)
+            priority = self._priority(priority)
+        except InvalidPayment:
+            self._emit([CreateRefused(reason="invalid")])
+            raise
         token = secrets.token_urlsafe(TOKEN_BYTES)
+        started = time.perf_counter()
+        try:
+            return self._lease_new_payment(
+                token, total, currency, line_items, customer, priority, wait, started
+            )
+        except PoolExhausted:
+            self._record_turn_away()
+            self._emit([CreateRefused(reason="pool_exhausted")])
+            raise
+
+    def _lease_new_payment(
+        self,
+        token: str,
+        total: int,
+        currency: str,
+        line_items: tuple[LineItem, ...],
+        customer: dict[str, Any],
+        priority: int,
+        wait: bool,
+        started: float,
+    ) -> Checkout | Waiting:
         refusal: PoolExhausted | None = None
         result: Checkout | Waiting
+        lease: Lease | None
         with self._writing() as (tx, work):
             self._expire_due(tx, work)
             lease = self._admit(tx, token, total, priority)
@@ -404,6 +504,8 @@ class CallbackPool:
         # Raised after the transaction committed, so that the refusal is counted.
         if refusal is not None:
             raise refusal
+        if lease is not None:
+            self._announce_lease(lease, total, started)
         return result
 
     def _priority(self, priority: int) -> int:
@@ -461,15 +563,20 @@ class CallbackPool:
             expires_at=lease.expires_at,
         )
         tx.insert_payment(payment)
+        return payment
+
+    def _announce_lease(self, lease: Lease, amount: int, started: float) -> None:
+        """After the commit: observers hear of the lease (timed to the commit), the log says."""
+        self._emit([LeaseStarted(lease=lease, seconds=time.perf_counter() - started)])
         log.info(
             "lease %d started on %s for payment %s (amount %d, until %s)",
             lease.id,
             lease.path,
-            _short(token),
+            _short(lease.token),
             amount,
             lease.expires_at.isoformat(),
+            extra=_fields("lease_started", lease.path, lease.id, lease.token, amount=amount),
         )
-        return payment
 
     def _count(self, tx: Tx, admission: Admission) -> None:
         # The peak of busy slots is only needed to decide when a reserve may drain.
@@ -500,6 +607,8 @@ class CallbackPool:
         """
         failure: UnknownTicket | TicketEnded | None = None
         result: Checkout | Waiting | None = None
+        fresh: Lease | None = None  # a lease granted by this poll
+        started = time.perf_counter()
         with self._writing() as (tx, work):
             self._expire_due(tx, work)
             found = tx.get_ticket(ticket)
@@ -514,8 +623,12 @@ class CallbackPool:
                 failure = TicketEnded(TicketStatus.EXPIRED.value)
             else:
                 result = self._take_turn(tx, found)
+                if isinstance(result, Checkout):
+                    fresh = result.lease
         if failure is not None:
             raise failure
+        if fresh is not None:
+            self._announce_lease(fresh, fresh.amount, started)
         assert result is not None
         return result
 
@@ -730,7 +843,7 @@ class CallbackPool:
             if payment.status is not PaymentStatus.PENDING:
                 current = payment.status
             else:
-                self._end_live_lease(tx, token, LeaseEnd.CANCELLED)
+                self._end_live_lease(tx, work, token, LeaseEnd.CANCELLED)
                 self._transition(
                     tx, work, payment, PaymentChange(status=PaymentStatus.CANCELLED), "cancelled"
                 )
@@ -774,6 +887,11 @@ class CallbackPool:
             else:
                 resolution = self._decide(tx, work, callback_id, record.path, record.params)
                 tx.finish_callback(callback_id, resolution)
+                work.events.append(
+                    CallbackResolved(
+                        callback_id=callback_id, path=record.path, outcome=resolution.outcome
+                    )
+                )
         if resolution is None:  # resolved meanwhile by another worker
             return CallbackResult(
                 callback_id=callback_id,
@@ -787,12 +905,23 @@ class CallbackPool:
         )
         log.log(
             log_level,
-            "callback %s on %s: %s%s%s",
+            "callback %s on %s: %s%s%s%s",
             callback_ref(callback_id),
             record.path,
             resolution.outcome.value,
             f" to payment {_short(resolution.payment_token)}" if resolution.payment_token else "",
+            f" (lease {resolution.lease_id})" if resolution.lease_id is not None else "",
             f" ({resolution.detail})" if resolution.detail else "",
+            extra=_fields(
+                "callback",
+                record.path,
+                resolution.lease_id,
+                resolution.payment_token,
+                callback=callback_ref(callback_id),
+                outcome=resolution.outcome.value,
+                approved=resolution.approved,
+                amount=resolution.amount,
+            ),
         )
         return CallbackResult(
             callback_id=callback_id,
@@ -822,6 +951,8 @@ class CallbackPool:
         if holder is not None:
             return self._duplicate(tx, callback_id, parsed, fingerprint, holder)
 
+        # A verified return on the path: the path works (slot health).
+        tx.record_slot_return(slot.id, approved=parsed.approved)
         # A lease past its expiry has ended: its payment is a taint now, not the live lease.
         self._expire_due(tx, work, slot.id)
         candidates = tx.candidates(slot.id)
@@ -856,15 +987,18 @@ class CallbackPool:
                     outcome=CallbackOutcome.APPLIED,
                     redirect=self._answer(candidate.payment.token, parsed, callback_id),
                     payment_token=candidate.payment.token,
+                    lease_id=candidate.lease.id,
                 )
             case SettleAll(assignments=assignments):
                 own_token = ""
+                own_lease: int | None = None
                 for earlier_id, candidate in assignments:
                     if earlier_id is None:
                         self._settle(
                             tx, work, candidate, PaymentStatus.COMPLETED, parsed, callback_id
                         )
                         own_token = candidate.payment.token
+                        own_lease = candidate.lease.id
                     else:
                         earlier = tx.get_callback(earlier_id)
                         assert earlier is not None
@@ -882,6 +1016,7 @@ class CallbackPool:
                     payment_token=own_token,
                     detail=f"settled {len(assignments)} same-amount payments on {path}",
                     candidates=tuple(c.payment.token for _, c in assignments),
+                    lease_id=own_lease,
                 )
             case Ambiguous(candidates=matching, review=review):
                 if review:
@@ -955,6 +1090,8 @@ class CallbackPool:
         status: PaymentStatus,
         parsed: GatewayReturn,
         callback_id: int,
+        *,
+        reason: str | None = None,
     ) -> None:
         lease = candidate.lease
         late = status is PaymentStatus.COMPLETED and (
@@ -973,11 +1110,14 @@ class CallbackPool:
             error_message=None if parsed.approved else f"declined (Result {parsed.result_code})",
             callback_id=callback_id,
         )
-        self._transition(tx, work, candidate.payment, change, f"return {callback_ref(callback_id)}")
+        reason = reason or f"return {callback_ref(callback_id)}"
+        self._transition(tx, work, candidate.payment, change, reason)
         if lease.is_live:
-            self._end_lease(tx, lease, LeaseEnd.CALLBACK, taint=False)
+            self._end_lease(tx, work, lease, LeaseEnd.CALLBACK, taint=False)
         else:
             tx.drop_taint(lease.id)
+            if lease.end_reason is LeaseEnd.EXPIRED:
+                tx.record_late_return(lease.slot_id)  # that expiry was not silent after all
 
     def _send_to_review(self, tx: Tx, work: _Work, candidate: Candidate, callback_id: int) -> None:
         if candidate.payment.status is not PaymentStatus.NEEDS_REVIEW:
@@ -990,7 +1130,7 @@ class CallbackPool:
             )
         if candidate.lease.is_live:
             # The return may be this customer's or not: the lease ends, its taint stays.
-            self._end_lease(tx, candidate.lease, LeaseEnd.CALLBACK, taint=True)
+            self._end_lease(tx, work, candidate.lease, LeaseEnd.CALLBACK, taint=True)
 
     def _answer(self, token: str, parsed: GatewayReturn, callback_id: int) -> str:
         if parsed.approved:
@@ -1013,13 +1153,19 @@ class CallbackPool:
         taints and unpolled tickets, drain the reserve when the load has fallen, and resolve
         returns that were stored but never resolved. Safe to run on several instances at
         once."""
-        with self._writing() as (tx, work):
-            expired = self._expire_due(tx, work)
-            dropped = tx.drop_stale_taints()
-            tickets = tx.expire_stale_tickets()
-            reserve = self._drain_reserve(tx)
-            tx.drop_admissions_before(tx.now - max(ADMISSIONS_KEPT, self.policy.capacity_window))
-            leftovers = tx.unresolved_callbacks(tx.now - UNRESOLVED_GRACE)
+        try:
+            with self._writing() as (tx, work):
+                expired = self._expire_due(tx, work)
+                dropped = tx.drop_stale_taints()
+                tickets = tx.expire_stale_tickets()
+                reserve = self._drain_reserve(tx)
+                tx.drop_admissions_before(
+                    tx.now - max(ADMISSIONS_KEPT, self.policy.capacity_window)
+                )
+                leftovers = tx.unresolved_callbacks(tx.now - UNRESOLVED_GRACE)
+        except Exception:
+            self._emit([SweepRan(failed=True)])
+            raise
         resolved = 0
         for callback_id in leftovers:
             try:
@@ -1030,6 +1176,7 @@ class CallbackPool:
                 log.exception("callback %s could not be resolved", callback_ref(callback_id))
             else:
                 resolved += 1
+        self._emit([SweepRan(failed=False, expired=expired)])
         return SweepReport(
             expired=expired,
             taints_dropped=dropped,
@@ -1059,14 +1206,17 @@ class CallbackPool:
     def release_all(self) -> list[Lease]:
         """End every live lease (the guide's manual cleanup), each leaving a taint."""
         with self._writing() as (tx, work):
-            self._expire_due(tx, work)
+            # The leases (and, on PostgreSQL, their slots, all in one order) before the
+            # expiry: taking slots one by one after it held some could deadlock two of these.
             leases = tx.live_leases()
+            self._expire_due(tx, work)
+            leases = [lease for lease in leases if lease.expires_at > tx.now]  # not expired
             for lease in leases:
                 self._release_by_operator(tx, work, lease)
         return leases
 
     def _release_by_operator(self, tx: Tx, work: _Work, lease: Lease) -> None:
-        self._end_lease(tx, lease, LeaseEnd.ADMIN, taint=True)
+        self._end_lease(tx, work, lease, LeaseEnd.ADMIN, taint=True)
         payment = tx.get_payment(lease.token)
         if payment is not None and payment.status is PaymentStatus.PENDING:
             change = PaymentChange(
@@ -1121,11 +1271,319 @@ class CallbackPool:
         with self.store.read() as tx:
             return tx.slot_by_path(path) is not None
 
+    def payment_counts(self) -> dict[PaymentStatus, int]:
+        """Payments by status, every status present (0 where none)."""
+        with self.store.read() as tx:
+            counts = tx.payment_counts()
+        return {status: counts.get(status, 0) for status in PaymentStatus}
+
+    def callback_counts(self) -> dict[CallbackOutcome, int]:
+        """Stored returns by outcome, every outcome present (0 where none)."""
+        with self.store.read() as tx:
+            counts = tx.callback_counts()
+        return {outcome: counts.get(outcome, 0) for outcome in CallbackOutcome}
+
+    def callbacks(
+        self,
+        *,
+        outcomes: Sequence[CallbackOutcome] = (),
+        limit: int = 50,
+        before_id: int | None = None,
+    ) -> list[CallbackRecord]:
+        """Stored returns, newest first, with their raw parameters; page on with the
+        smallest id of a page as ``before_id``."""
+        with self.store.read() as tx:
+            return tx.callbacks(outcomes=outcomes, limit=limit, before_id=before_id)
+
+    def history(self, window: timedelta) -> PoolHistory:
+        """What the dashboard's charts are drawn from: the leases that held a slot in the
+        last ``window``, and the turn-aways per minute."""
+        with self.store.read() as tx:
+            since = tx.now - window
+            return PoolHistory(
+                now=tx.now,
+                spans=tuple(tx.lease_spans(since)),
+                turn_aways=tuple(tx.turn_aways_since(since)),
+            )
+
+    def _record_turn_away(self) -> None:
+        try:
+            with self.store.transaction() as tx:
+                tx.record_turn_away()
+        except Exception:  # a figure for the charts; the refusal itself stands
+            log.exception("a turn-away could not be recorded")
+
+    def now(self) -> datetime:
+        """The time the pool decides by (the store's clock)."""
+        with self.store.read() as tx:
+            return tx.now
+
+    def slot_path(self, name: str) -> str:
+        """A slot's full path from its full path or its last segment (``handler-3``).
+        Raises UnknownSlot (naming the problem)."""
+        with self.store.read() as tx:
+            paths = [slot.path for slot in tx.slot_views()]
+        matches = [
+            p
+            for p in paths
+            if p == name or (not name.startswith("/") and p.rstrip("/").rsplit("/", 1)[-1] == name)
+        ]
+        if len(matches) == 1:
+            return matches[0]
+        if not matches:
+            raise UnknownSlot(f"no callback path {name!r} in the pool")
+        raise UnknownSlot(f"{name!r} names several paths ({', '.join(matches)}): give it in full")
+
+    # --- slots out of rotation -------------------------------------------------------------
+
+    def sideline_slot(self, path: str, *, by: str, reason: str) -> bool:
+        """Take a slot out of rotation by hand: it is leased no more until restored; its
+        live lease and taints still take their returns. False if it was out already.
+        Raises UnknownSlot."""
+        by, reason = _operator(by), _reason(reason)
+        with self._writing() as (tx, work):
+            slot = tx.slot_by_path(path)
+            if slot is None:
+                raise UnknownSlot()
+            done = tx.sideline_slot(slot.id, by=by, reason=reason)
+            if done:
+                work.events.append(SlotSidelined(path=path, by=by, reason=reason))
+        if done:
+            log.warning(
+                "slot %s taken out of rotation by %s: %s",
+                path,
+                by,
+                reason,
+                extra=_fields("slot_sidelined", path, None, None, by=by, reason=reason),
+            )
+        return done
+
+    def restore_slot(self, path: str, *, by: str) -> bool:
+        """Put a slot back in rotation (with a fresh expiry streak). False if it was in.
+        Raises UnknownSlot."""
+        by = _operator(by)
+        with self._writing() as (tx, work):
+            slot = tx.slot_by_path(path)
+            if slot is None:
+                raise UnknownSlot()
+            done = tx.restore_slot(slot.id)
+            if done:
+                work.events.append(SlotRestored(path=path, by=by))
+        if done:
+            log.warning(
+                "slot %s put back in rotation by %s",
+                path,
+                by,
+                extra=_fields("slot_restored", path, None, None, by=by),
+            )
+        return done
+
+    def _check_slot_health(self, tx: Tx, work: _Work, lease: Lease) -> None:
+        """The slot-health rule, after one of the slot's leases expired with no return."""
+        streak = tx.record_slot_expiry(lease.slot_id)
+        limit = self.policy.slot_health_expiries_to_sideline
+        if limit <= 0 or streak < limit:
+            return
+        views = tx.slot_views()
+        this = next((v for v in views if v.id == lease.slot_id), None)
+        if this is None or not this.in_rotation:
+            return
+        others = [v for v in views if v.id != lease.slot_id]
+        last_here = this.health.last_return_at
+        # Returns must be arriving on other paths (a gateway that sends none at all is an
+        # outage, not a broken path), and the pool must keep a slot to lease.
+        returns_elsewhere = any(
+            v.health.last_return_at is not None
+            and (last_here is None or v.health.last_return_at > last_here)
+            for v in others
+        )
+        if not returns_elsewhere or not any(v.in_rotation for v in others):
+            return
+        reason = f"{streak} leases in a row expired without a return on this path"
+        if tx.sideline_slot(lease.slot_id, by=SLOT_HEALTH, reason=reason):
+            work.events.append(SlotSidelined(path=lease.path, by=SLOT_HEALTH, reason=reason))
+            log.warning(
+                "slot %s taken out of rotation: %s",
+                lease.path,
+                reason,
+                extra=_fields("slot_sidelined", lease.path, lease.id, lease.token, by=SLOT_HEALTH),
+            )
+
+    # --- review ------------------------------------------------------------------------------
+
+    def review_queue(self, limit: int = 100) -> ReviewQueue:
+        """What waits for an operator: approved returns that could belong to several
+        payments (each with its candidates), and payments in review that no open return
+        names (left in review by an earlier decision)."""
+        with self.store.read() as tx:
+            items = []
+            for record in tx.open_review_callbacks(limit):
+                found = (tx.get_payment(token) for token in record.candidates)
+                items.append(
+                    ReviewItem(record=record, candidates=tuple(p for p in found if p is not None))
+                )
+            in_review = tx.payments(statuses=[PaymentStatus.NEEDS_REVIEW], limit=limit)
+        named = {token for item in items for token in item.record.candidates}
+        return ReviewQueue(
+            returns=tuple(items), payments=tuple(p for p in in_review if p.token not in named)
+        )
+
+    def get_callback(self, callback_id: int) -> CallbackRecord:
+        """A stored return. Raises UnknownCallback."""
+        with self.store.read() as tx:
+            record = tx.get_callback(callback_id)
+        if record is None:
+            raise UnknownCallback()
+        return record
+
+    def reviews(self, limit: int = 100) -> list[Review]:
+        """Operators' decisions, newest first."""
+        with self.store.read() as tx:
+            return tx.reviews(limit=limit)
+
+    def resolve_review(
+        self,
+        callback_id: int,
+        *,
+        payment_token: str | None,
+        others: PaymentStatus,
+        by: str,
+        reason: str,
+    ) -> Review:
+        """An operator's decision on an ambiguous return: it belongs to ``payment_token``
+        (one of its candidates: completed, or failed for a declined return) or to none of
+        them (None); every other candidate still in review becomes ``others`` (``expired``,
+        ``failed``, or ``needs_review`` to leave it for another return). Recorded with who,
+        why and when; the transition table governs every change.
+
+        Raises UnknownCallback, NotUnderReview (no longer ambiguous, or decided already),
+        InvalidReview (a payment that is not a candidate, an ``others`` status not
+        allowed, no reason) or IllegalTransition (a candidate has moved on meanwhile).
+        """
+        by, reason = _operator(by), _reason(reason)
+        if others not in REVIEW_OTHERS:
+            allowed = ", ".join(s.value for s in REVIEW_OTHERS)
+            raise InvalidReview("others", f"must be one of {allowed}")
+        with self._writing() as (tx, work):
+            record = tx.get_callback(callback_id)
+            if record is None:
+                raise UnknownCallback()
+            tx.slot_by_path(record.path)  # serialises with returns on the same slot
+            if record.outcome is not CallbackOutcome.AMBIGUOUS or record.settled_at is not None:
+                raise NotUnderReview(
+                    f"{record.ref} is {record.outcome.value}"
+                    + (f", settled by {record.settled_by}" if record.settled_by else "")
+                    + ": there is nothing to decide"
+                )
+            if payment_token is not None and payment_token not in record.candidates:
+                raise InvalidReview("paymentToken", f"is not a candidate of {record.ref}")
+            label = f"review of {record.ref} by {by}"
+            changes: list[ReviewChange] = []
+            if payment_token is not None:
+                changes.append(self._attribute(tx, work, record, payment_token, label))
+            for token in record.candidates:
+                if token == payment_token or others is PaymentStatus.NEEDS_REVIEW:
+                    continue
+                payment = tx.get_payment(token)
+                if payment is None or payment.status is not PaymentStatus.NEEDS_REVIEW:
+                    continue  # settled by another return meanwhile: nothing to decide
+                change = PaymentChange(status=others, error_message=f"{label}: {reason}")
+                self._transition(tx, work, payment, change, label)
+                changes.append(ReviewChange(token=token, previous=payment.status, status=others))
+            review = tx.insert_review(
+                NewReview(
+                    decision=ReviewDecision.ATTRIBUTED if payment_token else ReviewDecision.NONE,
+                    callback_id=callback_id,
+                    payment_token=payment_token,
+                    others=others,
+                    decided_by=by,
+                    reason=reason,
+                    changes=tuple(changes),
+                )
+            )
+            if review is None:
+                raise NotUnderReview(f"{record.ref} was decided meanwhile")
+            tx.settle_callback(callback_id, payment_token, f"review {review.ref} by {by}")
+        log.warning(
+            "review %s: %s %s (%s; others %s) by %s: %s",
+            review.ref,
+            record.ref,
+            f"attributed to payment {_short(payment_token)}" if payment_token else "to none",
+            ", ".join(f"{_short(c.token)} {c.previous.value} → {c.status.value}" for c in changes)
+            or "no change",
+            others.value,
+            by,
+            reason,
+            extra=_fields(
+                "review", record.path, None, payment_token, review=review.ref, by=by, reason=reason
+            ),
+        )
+        return review
+
+    def _attribute(
+        self, tx: Tx, work: _Work, record: CallbackRecord, token: str, label: str
+    ) -> ReviewChange:
+        payment = tx.get_payment(token)
+        if payment is None:
+            raise InvalidReview("paymentToken", "no such payment")
+        parsed = self.gateway.parse_return(record.params)
+        status = PaymentStatus.COMPLETED if parsed.approved else PaymentStatus.FAILED
+        check_transition(payment.status, status)
+        lease = tx.get_lease(payment.lease_id) if payment.lease_id is not None else None
+        if lease is None:
+            raise InvalidReview("paymentToken", "the payment never held a lease")
+        candidate = Candidate(lease=lease, payment=payment)
+        self._settle(tx, work, candidate, status, parsed, record.id, reason=label)
+        return ReviewChange(token=token, previous=payment.status, status=status)
+
+    def resolve_payment(self, token: str, *, status: PaymentStatus, by: str, reason: str) -> Review:
+        """End a payment in review without a return: ``expired`` (the customer did not
+        pay) or ``failed``. Only a return completes a payment: attribute one instead.
+        Raises UnknownPayment, NotUnderReview, InvalidReview or IllegalTransition."""
+        by, reason = _operator(by), _reason(reason)
+        if status not in REVIEW_ENDINGS:
+            raise InvalidReview(
+                "status",
+                "must be expired or failed (a payment is completed only by a return: "
+                "attribute the return to it)",
+            )
+        with self._writing() as (tx, work):
+            payment = tx.get_payment(token)
+            if payment is None:
+                raise UnknownPayment()
+            if payment.status is not PaymentStatus.NEEDS_REVIEW:
+                raise NotUnderReview(f"the payment is {payment.status.value}, not in review")
+            label = f"review by {by}"
+            change = PaymentChange(status=status, error_message=f"{label}: {reason}")
+            self._transition(tx, work, payment, change, label)
+            review = tx.insert_review(
+                NewReview(
+                    decision=ReviewDecision.PAYMENT,
+                    callback_id=None,
+                    payment_token=token,
+                    others=None,
+                    decided_by=by,
+                    reason=reason,
+                    changes=(ReviewChange(token=token, previous=payment.status, status=status),),
+                )
+            )
+            assert review is not None  # only a return's decision can be taken twice
+        log.warning(
+            "review %s: payment %s needs_review → %s by %s: %s",
+            review.ref,
+            _short(token),
+            status.value,
+            by,
+            reason,
+            extra=_fields("review", payment.callback_path, payment.lease_id, token, by=by),
+        )
+        return review
+
     # --- internals -------------------------------------------------------------------------
 
     @contextmanager
     def _writing(self) -> Iterator[tuple[Tx, _Work]]:
-        """A write transaction; status hooks run once it has committed."""
+        """A write transaction; status hooks and observers run once it has committed."""
         work = _Work()
         with self.store.transaction() as tx:
             yield tx, work
@@ -1135,6 +1593,15 @@ class CallbackPool:
                     hook(change)
                 except Exception:
                     log.exception("status hook failed for payment %s", _short(change.token))
+        self._emit(work.events)
+
+    def _emit(self, events: Sequence[PoolEvent]) -> None:
+        for event in events:
+            for observer in self._observers:
+                try:
+                    observer(event)
+                except Exception:
+                    log.exception("observer failed on %s", type(event).__name__)
 
     def _expire_due(self, tx: Tx, work: _Work, slot_id: int | None = None) -> int:
         """End leases whose heartbeat lapsed, then leases past their expiry (only the
@@ -1147,11 +1614,13 @@ class CallbackPool:
             else []
         )
         for lease in abandoned:
+            work.events.append(LeaseEnded(lease=lease))
             log.info(
                 "lease %d on %s released: the checkout page stopped polling (payment %s)",
                 lease.id,
                 lease.path,
                 _short(lease.token),
+                extra=_fields("lease_ended", lease.path, lease.id, lease.token, reason="abandoned"),
             )
             payment = tx.get_payment(lease.token)
             if payment is not None and payment.status is PaymentStatus.PENDING:
@@ -1161,55 +1630,83 @@ class CallbackPool:
                 self._transition(tx, work, payment, change, "checkout page stopped polling")
         ended = tx.expire_due_leases(window, slot_id)
         for lease in ended:
+            work.events.append(LeaseEnded(lease=lease))
             log.info(
-                "lease %d on %s expired (payment %s)", lease.id, lease.path, _short(lease.token)
+                "lease %d on %s expired (payment %s)",
+                lease.id,
+                lease.path,
+                _short(lease.token),
+                extra=_fields("lease_ended", lease.path, lease.id, lease.token, reason="expired"),
             )
             payment = tx.get_payment(lease.token)
             if payment is not None and payment.status is PaymentStatus.PENDING:
                 self._transition(
                     tx, work, payment, PaymentChange(status=PaymentStatus.EXPIRED), "lease expired"
                 )
+            self._check_slot_health(tx, work, lease)
         return len(abandoned) + len(ended)
 
-    def _end_live_lease(self, tx: Tx, token: str, reason: LeaseEnd) -> None:
+    def _end_live_lease(self, tx: Tx, work: _Work, token: str, reason: LeaseEnd) -> None:
         lease = tx.live_lease_of_payment(token)
         if lease is not None:
-            self._end_lease(tx, lease, reason, taint=True)
+            self._end_lease(tx, work, lease, reason, taint=True)
 
-    def _end_lease(self, tx: Tx, lease: Lease, reason: LeaseEnd, *, taint: bool) -> None:
+    def _end_lease(
+        self, tx: Tx, work: _Work, lease: Lease, reason: LeaseEnd, *, taint: bool
+    ) -> None:
         taint_until = tx.now + self.policy.late_callback_window if taint else None
-        if tx.end_lease(lease.id, reason, taint_until) is not None:
+        ended = tx.end_lease(lease.id, reason, taint_until)
+        if ended is not None:
+            work.events.append(LeaseEnded(lease=ended))
             log.info(
-                "lease %d on %s ended: %s%s",
+                "lease %d on %s ended: %s%s (payment %s)",
                 lease.id,
                 lease.path,
                 reason.value,
                 " (tainted)" if taint else "",
+                _short(lease.token),
+                extra=_fields(
+                    "lease_ended", lease.path, lease.id, lease.token, reason=reason.value
+                ),
             )
 
     def _transition(
         self, tx: Tx, work: _Work, payment: Payment, change: PaymentChange, reason: str
     ) -> None:
         check_transition(payment.status, change.status)
-        if tx.update_payment(payment.token, payment.status, change):
-            work.changes.append(
-                StatusChange(
-                    token=payment.token,
-                    previous=payment.status,
-                    status=change.status,
-                    at=tx.now,
-                    late=bool(change.late),
-                    callback_id=change.callback_id,
-                    reason=reason,
-                )
+        if not tx.update_payment(payment.token, payment.status, change):
+            # Decided on a status another transaction has changed since: undo it all. (The
+            # stores lock a payment's slot before acting on it, so this is a last guard.)
+            raise PaymentChanged(payment.token)
+        work.changes.append(
+            StatusChange(
+                token=payment.token,
+                previous=payment.status,
+                status=change.status,
+                at=tx.now,
+                late=bool(change.late),
+                callback_id=change.callback_id,
+                reason=reason,
             )
-            log.info(
-                "payment %s: %s → %s (%s)",
-                _short(payment.token),
-                payment.status.value,
-                change.status.value,
-                reason,
-            )
+        )
+        log.info(
+            "payment %s: %s → %s (%s; lease %s on %s)",
+            _short(payment.token),
+            payment.status.value,
+            change.status.value,
+            reason,
+            payment.lease_id if payment.lease_id is not None else "-",
+            payment.callback_path or "-",
+            extra=_fields(
+                "transition",
+                payment.callback_path,
+                payment.lease_id,
+                payment.token,
+                previous=payment.status.value,
+                status=change.status.value,
+                reason=reason,
+            ),
+        )
 
 
 def _customer_data(customer: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -1234,6 +1731,40 @@ def _minutes(span: timedelta) -> str:
 
 def _due(moment: datetime | None, now: datetime) -> bool:
     return moment is not None and moment <= now
+
+
+def _fields(
+    event: str, slot: str | None, lease: int | None, token: str | None, **more: Any
+) -> dict[str, Any]:
+    """The structured fields of a log line (``extra``): what ``--log-format json`` prints
+    beside the message. The token is shortened as in the message: logs carry no secrets."""
+    return {
+        "fields": {
+            "event": event,
+            "slot": slot,
+            "lease": lease,
+            "token": _short(token) if token else None,
+            **more,
+        }
+    }
+
+
+def _operator(name: str) -> str:
+    name = " ".join(str(name).split())
+    if not name:
+        raise InvalidReview("operator", "name who decides")
+    if len(name) > MAX_OPERATOR_CHARS:
+        raise InvalidReview("operator", f"must not exceed {MAX_OPERATOR_CHARS} characters")
+    return name
+
+
+def _reason(text: str) -> str:
+    text = str(text).strip()
+    if not text:
+        raise InvalidReview("reason", "say why (it is kept with the decision)")
+    if len(text) > MAX_REASON_CHARS:
+        raise InvalidReview("reason", f"must not exceed {MAX_REASON_CHARS} characters")
+    return text
 
 
 def _short(token: str | None) -> str:

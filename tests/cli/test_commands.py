@@ -15,9 +15,12 @@ from .conftest import Cli
 
 PREFIX = "/api/v1/payments/callback/"
 PATHS = [f"{PREFIX}handler-{i}" for i in range(1, 11)]
+MIGRATIONS = ["0001_initial", "0002_capacity", "0003_operations", "0004_capacity_rotation"]
 HANDLER_KEYS = {
     "path", "active", "state", "isLocked", "leaseId", "lockedBy", "lockedAt", "expiresAt",
-    "usageCount", "lastUsedAt", "lastReleasedAt", "taints", "reserve", "standby",
+    "usageCount", "lastUsedAt", "lastReleasedAt", "taints", "reserve", "standby", "inRotation",
+    "sidelinedAt", "sidelinedBy", "sidelinedReason", "approvals", "declines", "silentExpiries",
+    "expiryStreak", "lastReturnAt", "secondsSinceLastReturn",
 }  # fmt: skip
 LEASE_KEYS = {"leaseId", "path", "lockedBy", "amount", "lockedAt", "expiresAt"}
 
@@ -35,9 +38,10 @@ def test_init_migrates_the_database_and_loads_the_configured_paths(cli: Cli) -> 
 
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
-    assert lines[:2] == ["applied migration 0001_initial", "applied migration 0002_capacity"]
-    assert lines[2:12] == [f"added        {path}" for path in PATHS]
-    assert lines[12] == "10 callback paths active"
+    applied = len(MIGRATIONS)
+    assert lines[:applied] == [f"applied migration {name}" for name in MIGRATIONS]
+    assert lines[applied : applied + 10] == [f"added        {path}" for path in PATHS]
+    assert lines[applied + 10] == "10 callback paths active"
     again = cli.json("init")
     assert again == {
         "migrations": [],
@@ -84,10 +88,10 @@ def test_migrate_dry_run_prints_the_pending_sql_and_changes_nothing(cli: Cli) ->
     assert "CREATE TABLE slots" in dry.stdout
     as_json = cli.json("migrate", "--dry-run")
     assert (as_json["dryRun"], as_json["applied"]) == (True, [])
-    assert [m["name"] for m in as_json["pending"]] == ["0001_initial", "0002_capacity"]
+    assert [m["name"] for m in as_json["pending"]] == MIGRATIONS
     assert "CREATE TABLE leases" in as_json["pending"][0]["sql"]
     # Nothing was applied: the database still needs its migration.
-    assert "pending: 0001_initial, 0002_capacity" in cli("status").stderr
+    assert f"pending: {', '.join(MIGRATIONS)}" in cli("status").stderr
 
 
 def test_migrate_applies_once_and_needs_no_configuration(cli: Cli) -> None:
@@ -95,7 +99,7 @@ def test_migrate_applies_once_and_needs_no_configuration(cli: Cli) -> None:
 
     first = cli.bare(*database, "migrate")
     assert first.exit_code == 0, first.output
-    assert first.stdout == "applied migration 0001_initial\napplied migration 0002_capacity\n"
+    assert first.stdout == "".join(f"applied migration {name}\n" for name in MIGRATIONS)
     second = cli.bare(*database, "migrate", "--json")
     assert second.exit_code == 0, second.output
     assert second.stdout.startswith('{\n  "dryRun": false,\n  "applied": [],\n  "pending": []')
@@ -113,8 +117,8 @@ def test_status_json_has_the_totals_and_a_row_per_slot(ready: Cli) -> None:
     status = ready.json("status")
 
     assert set(status) == {
-        "at", "total", "available", "locked", "stuck", "tainted", "inactive", "standby",
-        "waiting", "reserve", "capacity", "handlers",
+        "at", "total", "available", "locked", "stuck", "tainted", "inactive", "outOfRotation",
+        "standby", "waiting", "reserve", "capacity", "handlers",
     }  # fmt: skip
     assert (status["total"], status["available"], status["locked"]) == (10, 9, 1)
     assert (status["stuck"], status["tainted"], status["inactive"]) == (0, 0, 0)
@@ -136,6 +140,16 @@ def test_status_json_has_the_totals_and_a_row_per_slot(ready: Cli) -> None:
         "taints": 0,
         "reserve": False,
         "standby": False,
+        "inRotation": True,
+        "sidelinedAt": None,
+        "sidelinedBy": None,
+        "sidelinedReason": None,
+        "approvals": 0,
+        "declines": 0,
+        "silentExpiries": 0,
+        "expiryStreak": 0,
+        "lastReturnAt": None,
+        "secondsSinceLastReturn": None,
     }
     assert status["handlers"][1]["state"] == "available"
     assert status["handlers"][1]["lockedBy"] is None

@@ -19,7 +19,7 @@ from callbackpool.store.sqlite import SqliteStore
 
 from ..support import POLICY, make_gateway, paygistix_return
 
-MIGRATIONS = ["0001_initial", "0002_capacity"]
+MIGRATIONS = ["0001_initial", "0002_capacity", "0003_operations", "0004_capacity_rotation"]
 
 
 def test_looking_at_pending_migrations_creates_no_database(tmp_path: Path) -> None:
@@ -35,7 +35,8 @@ def test_the_file_is_in_wal_mode_with_foreign_keys(tmp_path: Path) -> None:
         pass
     raw = sqlite3.connect(tmp_path / "pool.db")
     assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert [row[0] for row in raw.execute("SELECT name FROM schema_migrations")] == MIGRATIONS
+    names = [row[0] for row in raw.execute("SELECT name FROM schema_migrations ORDER BY name")]
+    assert names == MIGRATIONS
 
 
 def test_one_live_lease_per_slot_is_a_rule_of_the_database(tmp_path: Path) -> None:
@@ -112,7 +113,7 @@ def test_the_capacity_migration_keeps_leases_and_their_id_sequence(tmp_path: Pat
     raw.commit()
     raw.close()
 
-    assert SqliteStore(path).migrate() == ["0002_capacity"]
+    assert SqliteStore(path).migrate() == MIGRATIONS[1:]
 
     raw = sqlite3.connect(path)
     rows = raw.execute("SELECT id, ended_at, end_reason, taint_until FROM leases").fetchall()

@@ -78,6 +78,23 @@ class UnknownSlot(CallbackPoolError):
     """No callback path of that name is in the pool."""
 
 
+class UnknownCallback(CallbackPoolError):
+    """No stored return has that reference."""
+
+
+class NotUnderReview(CallbackPoolError):
+    """There is nothing to review there: it was resolved already, or never needed it."""
+
+
+class InvalidReview(CallbackPoolError):
+    """The review decision is invalid."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        self.field = field
+        self.problem = problem
+        super().__init__(f"{field}: {problem}")
+
+
 class PaymentNotPending(CallbackPoolError):
     """The payment is no longer pending."""
 
@@ -95,6 +112,14 @@ class IllegalTransition(CallbackPoolError):
         super().__init__(f"a {subject} cannot go from {current} to {requested}")
 
 
+class PaymentChanged(CallbackPoolError):
+    """The payment changed while this was being decided; nothing was applied. Try again."""
+
+    def __init__(self, token: str) -> None:
+        self.token = token
+        super().__init__()
+
+
 class NothingToRelease(CallbackPoolError):
     """There is no live lease to release."""
 
@@ -103,6 +128,10 @@ class StoreUnavailable(CallbackPoolError):
     """The database is unavailable. Please try again shortly."""
 
     retry_after_seconds = 5
+
+
+class StoreError(CallbackPoolError):
+    """The database refused the operation."""
 
 
 class MigrationError(CallbackPoolError):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
@@ -25,10 +25,13 @@ from ..domain.model import (
     HoldingTimes,
     Lease,
     LeaseEnd,
+    LeaseSpan,
     Payment,
     PaymentStatus,
     ReserveAction,
     ReserveEvent,
+    Review,
+    SlotHealth,
     SlotView,
     Ticket,
     TicketStatus,
@@ -37,6 +40,7 @@ from ..domain.resolution import OpenAmbiguity
 from ..ports import (
     CallbackResolution,
     NewCallback,
+    NewReview,
     NewTicket,
     PaymentChange,
     SlotRow,
@@ -61,6 +65,10 @@ class _Slot:
     usage_count: int = 0
     last_acquired_at: datetime | None = None
     last_released_at: datetime | None = None
+    health: SlotHealth = field(default_factory=SlotHealth)
+    sidelined_at: datetime | None = None
+    sidelined_by: str | None = None
+    sidelined_reason: str | None = None
 
 
 class _Tables:
@@ -86,6 +94,9 @@ class _Tables:
         self.waiting: dict[int, None] = {}
         self.admissions: dict[int, tuple[int, int, int, int, int]] = {}
         self.reserve_events: dict[int, ReserveEvent] = {}
+        self.turn_aways: dict[datetime, int] = {}
+        self.reviews: dict[int, Review] = {}
+        self.review_by_callback: dict[int, int] = {}
 
 
 class MemoryStore:
@@ -226,6 +237,10 @@ class MemoryTx:
                 taints=len(self._taints(slot.id)),
                 reserve=slot.reserve,
                 standby=slot.standby,
+                sidelined_at=slot.sidelined_at,
+                sidelined_by=slot.sidelined_by,
+                sidelined_reason=slot.sidelined_reason,
+                health=slot.health,
             )
             for slot in sorted(self._t.slots.values(), key=lambda s: s.id)
         ]
@@ -248,6 +263,59 @@ class MemoryTx:
             )
             for slot in sorted(self._t.slots.values(), key=lambda s: s.id)
         ]
+
+    # --- slot health -----------------------------------------------------------------------
+
+    def _health(self, slot_id: int, **changes: Any) -> _Slot:
+        slot = self._t.slots[slot_id]
+        updated = _changed(slot, health=_changed(slot.health, **changes))
+        self._put(self._t.slots, slot_id, updated)
+        return updated
+
+    def record_slot_return(self, slot_id: int, *, approved: bool) -> None:
+        health = self._t.slots[slot_id].health
+        self._health(
+            slot_id,
+            approvals=health.approvals + approved,
+            declines=health.declines + (not approved),
+            expiry_streak=0,
+            last_return_at=self.now,
+        )
+
+    def record_late_return(self, slot_id: int) -> None:
+        health = self._t.slots[slot_id].health
+        self._health(slot_id, silent_expiries=max(health.silent_expiries - 1, 0))
+
+    def record_slot_expiry(self, slot_id: int) -> int:
+        health = self._t.slots[slot_id].health
+        slot = self._health(
+            slot_id,
+            silent_expiries=health.silent_expiries + 1,
+            expiry_streak=health.expiry_streak + 1,
+        )
+        return slot.health.expiry_streak
+
+    def sideline_slot(self, slot_id: int, *, by: str, reason: str) -> bool:
+        slot = self._t.slots[slot_id]
+        if slot.sidelined_at is not None:
+            return False
+        sidelined = _changed(slot, sidelined_at=self.now, sidelined_by=by, sidelined_reason=reason)
+        self._put(self._t.slots, slot_id, sidelined)
+        return True
+
+    def restore_slot(self, slot_id: int) -> bool:
+        slot = self._t.slots[slot_id]
+        if slot.sidelined_at is None:
+            return False
+        restored = _changed(
+            slot,
+            sidelined_at=None,
+            sidelined_by=None,
+            sidelined_reason=None,
+            health=_changed(slot.health, expiry_streak=0),
+        )
+        self._put(self._t.slots, slot_id, restored)
+        return True
 
     def free_slot_count(self) -> int:
         return sum(1 for slot in self._t.slots.values() if _free(slot))
@@ -369,6 +437,20 @@ class MemoryTx:
 
     def live_leases(self) -> list[Lease]:
         return sorted(self._live_leases(None), key=lambda lease: lease.id)
+
+    def lease_spans(self, since: datetime, limit: int = 100_000) -> list[LeaseSpan]:
+        spans = [
+            LeaseSpan(
+                lease_id=lease.id,
+                path=lease.path,
+                acquired_at=lease.acquired_at,
+                ended_at=lease.ended_at,
+                end_reason=lease.end_reason,
+            )
+            for lease in self._t.leases.values()
+            if lease.ended_at is None or lease.ended_at >= since
+        ]
+        return sorted(spans, key=lambda span: (span.acquired_at, span.lease_id))[:limit]
 
     def end_lease(
         self, lease_id: int, reason: LeaseEnd, taint_until: datetime | None
@@ -615,6 +697,20 @@ class MemoryTx:
         newest = sorted(self._t.reserve_events.items(), reverse=True)[:limit]
         return [event for _, event in newest]
 
+    def record_turn_away(self) -> None:
+        minute = _EPOCH + _minute(self.now) * _MINUTE
+        self._put(self._t.turn_aways, minute, self._t.turn_aways.get(minute, 0) + 1)
+
+    def turn_aways_since(self, since: datetime) -> list[tuple[datetime, int]]:
+        first = _EPOCH + _minute(since) * _MINUTE
+        return sorted((minute, n) for minute, n in self._t.turn_aways.items() if minute >= first)
+
+    def payment_counts(self) -> dict[PaymentStatus, int]:
+        counts: dict[PaymentStatus, int] = {}
+        for payment in self._t.payments.values():
+            counts[payment.status] = counts.get(payment.status, 0) + 1
+        return counts
+
     # --- callbacks -------------------------------------------------------------------------
 
     def insert_callback(self, callback: NewCallback) -> int:
@@ -686,7 +782,7 @@ class MemoryTx:
             )
         return found[::-1]
 
-    def settle_callback(self, callback_id: int, token: str, settled_by: str) -> None:
+    def settle_callback(self, callback_id: int, token: str | None, settled_by: str) -> None:
         record = _changed(
             self._t.callbacks[callback_id],
             payment_token=token,
@@ -697,14 +793,57 @@ class MemoryTx:
         self._drop(self._t.open_ambiguous.get((record.path, record.amount), {}), callback_id)
 
     def callbacks(
-        self, *, outcomes: Sequence[CallbackOutcome] = (), limit: int = 100
+        self,
+        *,
+        outcomes: Sequence[CallbackOutcome] = (),
+        limit: int = 100,
+        before_id: int | None = None,
     ) -> list[CallbackRecord]:
         found = [
             record
-            for _, record in sorted(self._t.callbacks.items(), reverse=True)
-            if not outcomes or record.outcome in outcomes
+            for callback_id, record in sorted(self._t.callbacks.items(), reverse=True)
+            if (not outcomes or record.outcome in outcomes)
+            and (before_id is None or callback_id < before_id)
         ]
         return found[:limit]
+
+    def callback_counts(self) -> dict[CallbackOutcome, int]:
+        counts: dict[CallbackOutcome, int] = {}
+        for record in self._t.callbacks.values():
+            counts[record.outcome] = counts.get(record.outcome, 0) + 1
+        return counts
+
+    def open_review_callbacks(self, limit: int = 100) -> list[CallbackRecord]:
+        ids = sorted(i for open_ones in self._t.open_ambiguous.values() for i in open_ones)
+        return [self._t.callbacks[callback_id] for callback_id in ids[:limit]]
+
+    # --- reviews ---------------------------------------------------------------------------
+
+    def insert_review(self, review: NewReview) -> Review | None:
+        if review.callback_id is not None and review.callback_id in self._t.review_by_callback:
+            return None
+        recorded = Review(
+            id=self._next_id("reviews"),
+            decision=review.decision,
+            callback_id=review.callback_id,
+            payment_token=review.payment_token,
+            others=review.others,
+            decided_by=review.decided_by,
+            reason=review.reason,
+            decided_at=self.now,
+            changes=review.changes,
+        )
+        self._put(self._t.reviews, recorded.id, recorded)
+        if review.callback_id is not None:
+            self._put(self._t.review_by_callback, review.callback_id, recorded.id)
+        return recorded
+
+    def review_of_callback(self, callback_id: int) -> Review | None:
+        review_id = self._t.review_by_callback.get(callback_id)
+        return None if review_id is None else self._t.reviews[review_id]
+
+    def reviews(self, *, limit: int = 100) -> list[Review]:
+        return [review for _, review in sorted(self._t.reviews.items(), reverse=True)][:limit]
 
     def unresolved_callbacks(self, received_before: datetime) -> list[int]:
         return sorted(
@@ -726,7 +865,12 @@ def _changed(value: _V, **changes: Any) -> _V:
 
 
 def _free(slot: _Slot) -> bool:
-    return slot.live_lease_id is None and slot.active and not slot.standby
+    return (
+        slot.live_lease_id is None
+        and slot.active
+        and not slot.standby
+        and slot.sidelined_at is None
+    )
 
 
 def _lru(slot: _Slot) -> tuple[bool, bool, datetime, int]:

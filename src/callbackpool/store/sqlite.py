@@ -26,11 +26,16 @@ from ..domain.model import (
     HoldingTimes,
     Lease,
     LeaseEnd,
+    LeaseSpan,
     LineItem,
     Payment,
     PaymentStatus,
     ReserveAction,
     ReserveEvent,
+    Review,
+    ReviewChange,
+    ReviewDecision,
+    SlotHealth,
     SlotView,
     Ticket,
     TicketStatus,
@@ -39,6 +44,7 @@ from ..domain.resolution import OpenAmbiguity
 from ..ports import (
     CallbackResolution,
     NewCallback,
+    NewReview,
     NewTicket,
     PaymentChange,
     SlotRow,
@@ -48,7 +54,7 @@ from ..ports import (
 from .queries import load_migrations, load_queries
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-MINUTE_US = 60_000_000
+_MINUTE_US = 60_000_000
 _Q = load_queries("sqlite.sql")
 _MIGRATIONS_TABLE = """
 CREATE TABLE IF NOT EXISTS schema_migrations (
@@ -365,6 +371,16 @@ class SqliteTx:
                 taints=row["taints"],
                 reserve=bool(row["reserve"]),
                 standby=bool(row["standby"]),
+                sidelined_at=from_us(row["sidelined_at"]),
+                sidelined_by=row["sidelined_by"],
+                sidelined_reason=row["sidelined_reason"],
+                health=SlotHealth(
+                    approvals=row["approvals"],
+                    declines=row["declines"],
+                    silent_expiries=row["silent_expiries"],
+                    expiry_streak=row["expiry_streak"],
+                    last_return_at=from_us(row["last_return_at"]),
+                ),
             )
             for row in self._all("slot_views", now=self._now_us)
         ]
@@ -382,6 +398,26 @@ class SqliteTx:
             )
             for row in self._all("usage")
         ]
+
+    # --- slot health -----------------------------------------------------------------------
+
+    def record_slot_return(self, slot_id: int, *, approved: bool) -> None:
+        self._run("record_slot_return", slot_id=slot_id, approved=int(approved), now=self._now_us)
+
+    def record_late_return(self, slot_id: int) -> None:
+        self._run("record_late_return", slot_id=slot_id)
+
+    def record_slot_expiry(self, slot_id: int) -> int:
+        row = self._one("record_slot_expiry", slot_id=slot_id)
+        return 0 if row is None else int(row["expiry_streak"])
+
+    def sideline_slot(self, slot_id: int, *, by: str, reason: str) -> bool:
+        return (
+            self._run("sideline_slot", slot_id=slot_id, by=by, reason=reason, now=self._now_us) == 1
+        )
+
+    def restore_slot(self, slot_id: int) -> bool:
+        return self._run("restore_slot", slot_id=slot_id) == 1
 
     # --- leases --------------------------------------------------------------------------
 
@@ -455,10 +491,6 @@ class SqliteTx:
         updated = self._run("record_heartbeat", id=lease_id, until=to_us(until), now=self._now_us)
         return updated == 1
 
-    def get_lease(self, lease_id: int) -> Lease | None:
-        row = self._one("get_lease", id=lease_id)
-        return None if row is None else _lease(row)
-
     def earliest_lease_end(self) -> datetime | None:
         row = self._one("earliest_lease_end")
         return None if row is None else from_us(row[0])
@@ -473,6 +505,22 @@ class SqliteTx:
 
     def live_leases(self) -> list[Lease]:
         return [_lease(row) for row in self._all("live_leases")]
+
+    def get_lease(self, lease_id: int) -> Lease | None:
+        row = self._one("get_lease", id=lease_id)
+        return None if row is None else _lease(row)
+
+    def lease_spans(self, since: datetime, limit: int = 100_000) -> list[LeaseSpan]:
+        return [
+            LeaseSpan(
+                lease_id=row["id"],
+                path=row["path"],
+                acquired_at=_at(row["acquired_at"]),
+                ended_at=from_us(row["ended_at"]),
+                end_reason=None if row["end_reason"] is None else LeaseEnd(row["end_reason"]),
+            )
+            for row in self._all("lease_spans", since=to_us(since), limit=limit)
+        ]
 
     def end_lease(
         self, lease_id: int, reason: LeaseEnd, taint_until: datetime | None
@@ -620,7 +668,7 @@ class SqliteTx:
     def record_admission(self, admission: Admission, busy: int | None = None) -> None:
         self._run(
             "record_admission",
-            minute=self._now_us // MINUTE_US,
+            minute=self._now_us // _MINUTE_US,
             leased=int(admission is Admission.LEASED),
             waited=int(admission is Admission.WAITED),
             refused=int(admission is Admission.REFUSED),
@@ -629,7 +677,7 @@ class SqliteTx:
         )
 
     def admissions_since(self, since: datetime) -> AdmissionCounts:
-        row = self._one("admissions_since", minute=to_us(since) // MINUTE_US)
+        row = self._one("admissions_since", minute=to_us(since) // _MINUTE_US)
         assert row is not None
         return AdmissionCounts(
             leased=row["leased"],
@@ -640,7 +688,7 @@ class SqliteTx:
         )
 
     def drop_admissions_before(self, before: datetime) -> int:
-        return self._run("drop_admissions_before", minute=to_us(before) // MINUTE_US)
+        return self._run("drop_admissions_before", minute=to_us(before) // _MINUTE_US)
 
     def holding_times_since(self, since: datetime) -> HoldingTimes:
         row = self._one("holding_times_since", since=to_us(since))
@@ -669,6 +717,17 @@ class SqliteTx:
             )
             for row in self._all("reserve_events", limit=limit)
         ]
+
+    def record_turn_away(self) -> None:
+        self._run("record_turn_away", minute=self._now_us - self._now_us % _MINUTE_US)
+
+    def turn_aways_since(self, since: datetime) -> list[tuple[datetime, int]]:
+        start = to_us(since)
+        rows = self._all("turn_aways_since", since=start - start % _MINUTE_US)
+        return [(_at(row["minute"]), row["count"]) for row in rows]
+
+    def payment_counts(self) -> dict[PaymentStatus, int]:
+        return {PaymentStatus(row["status"]): row["n"] for row in self._all("payment_counts")}
 
     # --- callbacks -----------------------------------------------------------------------
 
@@ -732,20 +791,56 @@ class SqliteTx:
             )
         ]
 
-    def settle_callback(self, callback_id: int, token: str, settled_by: str) -> None:
+    def settle_callback(self, callback_id: int, token: str | None, settled_by: str) -> None:
         self._run(
             "settle_callback", id=callback_id, token=token, now=self._now_us, settled_by=settled_by
         )
 
     def callbacks(
-        self, *, outcomes: Sequence[CallbackOutcome] = (), limit: int = 100
+        self,
+        *,
+        outcomes: Sequence[CallbackOutcome] = (),
+        limit: int = 100,
+        before_id: int | None = None,
     ) -> list[CallbackRecord]:
         rows = self._all(
             "callbacks",
             outcomes=json.dumps([o.value for o in outcomes]) if outcomes else None,
             limit=limit,
+            before_id=before_id,
         )
         return [_callback(row) for row in rows]
+
+    def callback_counts(self) -> dict[CallbackOutcome, int]:
+        return {CallbackOutcome(row["outcome"]): row["n"] for row in self._all("callback_counts")}
+
+    def open_review_callbacks(self, limit: int = 100) -> list[CallbackRecord]:
+        return [_callback(row) for row in self._all("open_review_callbacks", limit=limit)]
+
+    # --- reviews ---------------------------------------------------------------------------
+
+    def insert_review(self, review: NewReview) -> Review | None:
+        row = self._one(
+            "insert_review",
+            decision=review.decision.value,
+            callback_id=review.callback_id,
+            payment_token=review.payment_token,
+            others=None if review.others is None else review.others.value,
+            decided_by=review.decided_by,
+            reason=review.reason,
+            now=self._now_us,
+            changes=json.dumps(
+                [[c.token, c.previous.value, c.status.value] for c in review.changes]
+            ),
+        )
+        return None if row is None else _review(row)
+
+    def review_of_callback(self, callback_id: int) -> Review | None:
+        row = self._one("review_of_callback", callback_id=callback_id)
+        return None if row is None else _review(row)
+
+    def reviews(self, *, limit: int = 100) -> list[Review]:
+        return [_review(row) for row in self._all("reviews", limit=limit)]
 
     def unresolved_callbacks(self, received_before: datetime) -> list[int]:
         return [
@@ -849,4 +944,22 @@ def _callback(row: sqlite3.Row) -> CallbackRecord:
         duplicate_of=row["duplicate_of"],
         settled_at=from_us(row["settled_at"]),
         settled_by=row["settled_by"],
+    )
+
+
+def _review(row: sqlite3.Row) -> Review:
+    others = row["others"]
+    return Review(
+        id=row["id"],
+        decision=ReviewDecision(row["decision"]),
+        callback_id=row["callback_id"],
+        payment_token=row["payment_token"],
+        others=None if others is None else PaymentStatus(others),
+        decided_by=row["decided_by"],
+        reason=row["reason"],
+        decided_at=_at(row["decided_at"]),
+        changes=tuple(
+            ReviewChange(token=token, previous=PaymentStatus(before), status=PaymentStatus(after))
+            for token, before, after in json.loads(row["changes"])
+        ),
     )

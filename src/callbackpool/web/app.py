@@ -24,7 +24,8 @@ from .deps import Services
 from .errors import install_error_handlers
 from .headers import ResponseHeaders
 from .limits import BodyLimit
-from .routes import callbacks, pages, payments, sandbox
+from .metrics import Metrics
+from .routes import admin_api, callbacks, dashboard, operations, pages, payments, sandbox
 from .sweeper import Sweeper
 from .templating import STATIC_DIR
 
@@ -40,6 +41,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         services = await run_in_threadpool(_build_services, settings, store, clock)
+        metrics.watch(services.pool)
         app.state.services = services
         sweeper = Sweeper(services.pool, settings.sweep_interval_seconds)
         app.state.sweeper = sweeper
@@ -65,6 +67,9 @@ def create_app(
         redoc_url=None,
         openapi_url="/api/openapi.json",
     )
+    # A registry of the app's own: tests build many apps in one process.
+    metrics = Metrics()
+    app.state.metrics = metrics
     install_error_handlers(app)
     app.add_middleware(BodyLimit)
     app.add_middleware(ResponseHeaders)
@@ -72,23 +77,22 @@ def create_app(
     app.include_router(payments.router)
     callbacks.add_callback_routes(app, settings)
     app.include_router(pages.router)
+    app.include_router(admin_api.router)
+    app.include_router(dashboard.router)
+    app.include_router(operations.router)
     if settings.sandbox.enabled:
         app.include_router(sandbox.router)
-    app.add_api_route("/healthz", healthz, methods=["GET"], tags=["operations"])
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
-    # Where people start (the demo prints these; the operator dashboard adds itself here).
+    # Where people start (the demo prints these).
     app.state.links = {
         "checkout": "/checkout",
+        "dashboard": "/admin",
         "api": payments.PREFIX,
         "docs": "/api/docs",
         "pool-stats": f"{payments.PREFIX}/pool-stats",
+        "metrics": "/metrics",
     }
     return app
-
-
-async def healthz() -> dict[str, str]:
-    """The process answers."""
-    return {"status": "ok"}
 
 
 def _build_services(settings: Settings, store: Store | None, clock: Clock | None) -> Services:

@@ -24,12 +24,18 @@ from ..domain.errors import (
     CallbackPoolError,
     IllegalTransition,
     InvalidPayment,
+    InvalidReview,
     NothingToRelease,
+    NotUnderReview,
+    PaymentChanged,
     PaymentNotPending,
     PoolExhausted,
+    StoreError,
     StoreUnavailable,
     TicketEnded,
+    UnknownCallback,
     UnknownPayment,
+    UnknownSlot,
     UnknownTicket,
 )
 from .templating import templates
@@ -100,6 +106,8 @@ class Problem:
     errors: dict[str, str] | None = None
     headers: dict[str, str] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+    # Where a page request is sent instead (the login form); API requests get the status.
+    redirect: str | None = None
 
 
 def problem_for(exc: Exception) -> Problem:
@@ -118,13 +126,19 @@ def problem_for(exc: Exception) -> Problem:
             )
         case UnknownPayment():
             return Problem(status=404, message="Payment not found")
+        case UnknownCallback() | UnknownSlot():
+            return Problem(status=404, message=exc.message)
+        case InvalidReview():
+            return Problem(status=422, message=exc.message, errors={exc.field: exc.problem})
+        case NotUnderReview():
+            return Problem(status=409, message=exc.message)
         case PaymentNotPending():
             return Problem(status=409, message=exc.message, extra={"status": exc.status})
         case UnknownTicket():
             return Problem(status=404, message="Ticket not found")
         case TicketEnded():
             return Problem(status=410, message=exc.message, extra={"status": exc.status})
-        case IllegalTransition() | NothingToRelease():
+        case IllegalTransition() | NothingToRelease() | PaymentChanged():
             return Problem(status=409, message=exc.message)
         case StoreUnavailable():
             log.error("store unavailable: %s", exc.message)
@@ -133,12 +147,24 @@ def problem_for(exc: Exception) -> Problem:
                 message=StoreUnavailable.__doc__ or "Service unavailable",
                 headers={"Retry-After": str(StoreUnavailable.retry_after_seconds)},
             )
+        case StoreError():
+            # The database refused what the service asked: the service's fault, not the
+            # client's, and the database's words are not for the client.
+            return _internal_error(exc)
         case CallbackPoolError():
             return Problem(status=400, message=exc.message)
         case BadBody():
             return Problem(status=422, message=exc.message, errors={exc.field: exc.problem})
         case WebError():
-            return Problem(status=exc.status, message=exc.message, headers=exc.headers)
+            next_path = getattr(exc, "next_path", None)  # the dashboard's LoginRequired
+            return Problem(
+                status=exc.status,
+                message=exc.message,
+                headers=exc.headers,
+                redirect=None
+                if next_path is None
+                else f"/admin/login?{urlencode({'next': next_path})}",
+            )
         case RequestValidationError():
             errors = _field_errors(exc.errors())
             first = next(iter(errors.items()))
@@ -150,11 +176,13 @@ def problem_for(exc: Exception) -> Problem:
                 message = _STATUS_MESSAGES[exc.status_code]
             return Problem(status=exc.status_code, message=message, headers=dict(exc.headers or {}))
         case _:
-            ref = f"ERR-{secrets.token_hex(4)}"
-            log.error("unexpected error %s", ref, exc_info=exc)
-            return Problem(
-                status=500, message=f"Internal error (reference {ref})", extra={"ref": ref}
-            )
+            return _internal_error(exc)
+
+
+def _internal_error(exc: Exception) -> Problem:
+    ref = f"ERR-{secrets.token_hex(4)}"
+    log.error("unexpected error %s", ref, exc_info=exc)
+    return Problem(status=500, message=f"Internal error (reference {ref})", extra={"ref": ref})
 
 
 def _field_errors(errors: Sequence[Any]) -> dict[str, str]:
@@ -201,6 +229,8 @@ def respond(request: Request, problem: Problem) -> Response:
     if style == "callback":
         # A gateway return always lands the customer on a page, whatever went wrong.
         return RedirectResponse(error_page_url(request, "Processing error"), status_code=303)
+    if style == "page" and problem.redirect is not None:
+        return RedirectResponse(problem.redirect, status_code=303)
     if style == "page":
         response: Response = templates.TemplateResponse(
             request,

@@ -17,14 +17,14 @@ RETURNING *;
 -- recently released first.
 -- name: pick_clean_slot
 SELECT id, path FROM slots
- WHERE live_lease_id IS NULL AND active = 1 AND standby = 0
+ WHERE live_lease_id IS NULL AND active = 1 AND standby = 0 AND sidelined_at IS NULL
    AND (tainted_until IS NULL OR tainted_until <= :now)
  ORDER BY reserve, last_released_at, id
  LIMIT 1;
 
 -- name: pick_slot_tainted_by_other_amounts
 SELECT s.id, s.path FROM slots AS s
- WHERE s.live_lease_id IS NULL AND s.active = 1 AND s.standby = 0
+ WHERE s.live_lease_id IS NULL AND s.active = 1 AND s.standby = 0 AND s.sidelined_at IS NULL
    AND NOT EXISTS (SELECT 1 FROM leases AS l
                     WHERE l.slot_id = s.id AND l.taint_until > :now AND l.amount = :amount)
  ORDER BY s.reserve, s.last_released_at, s.id
@@ -32,12 +32,13 @@ SELECT s.id, s.path FROM slots AS s
 
 -- name: pick_any_free_slot
 SELECT id, path FROM slots
- WHERE live_lease_id IS NULL AND active = 1 AND standby = 0
+ WHERE live_lease_id IS NULL AND active = 1 AND standby = 0 AND sidelined_at IS NULL
  ORDER BY reserve, last_released_at, id
  LIMIT 1;
 
 -- name: free_slot_count
-SELECT count(*) FROM slots WHERE live_lease_id IS NULL AND active = 1 AND standby = 0;
+SELECT count(*) FROM slots
+ WHERE live_lease_id IS NULL AND active = 1 AND standby = 0 AND sidelined_at IS NULL;
 
 -- name: busy_slot_count
 SELECT count(*) FROM slots WHERE live_lease_id IS NOT NULL;
@@ -67,9 +68,6 @@ RETURNING *;
 UPDATE leases SET heartbeat_until = :until
  WHERE id = :id AND ended_at IS NULL
    AND (heartbeat_until IS NULL OR (heartbeat_until < :until AND heartbeat_until > :now));
-
--- name: get_lease
-SELECT * FROM leases WHERE id = :id;
 
 -- name: insert_lease
 INSERT INTO leases (slot_id, path, token, amount, acquired_at, expires_at)
@@ -153,6 +151,8 @@ UPDATE slots SET reserve = :reserve, standby = :standby WHERE path = :path;
 -- name: slot_views
 SELECT s.id, s.path, s.active, s.reserve, s.standby, s.usage_count, s.last_acquired_at,
        s.last_released_at,
+       s.sidelined_at, s.sidelined_by, s.sidelined_reason, s.approvals, s.declines,
+       s.silent_expiries, s.expiry_streak, s.last_return_at,
        (SELECT count(*) FROM leases AS t
          WHERE t.slot_id = s.id AND t.taint_until > :now) AS taints,
        l.id AS l_id, l.slot_id AS l_slot_id, l.path AS l_path, l.token AS l_token,
@@ -243,6 +243,7 @@ SELECT * FROM payments
 -- name: callbacks
 SELECT * FROM callbacks
  WHERE (:outcomes IS NULL OR outcome IN (SELECT value FROM json_each(:outcomes)))
+   AND (:before_id IS NULL OR id < :before_id)
  ORDER BY id DESC
  LIMIT :limit;
 
@@ -303,3 +304,73 @@ VALUES (:now, :action, :paths, :reason);
 
 -- name: reserve_events
 SELECT at, action, paths, reason FROM reserve_events ORDER BY id DESC LIMIT :limit;
+-- name: get_lease
+SELECT * FROM leases WHERE id = :id;
+
+-- name: lease_spans
+SELECT id, path, acquired_at, ended_at, end_reason FROM leases
+ WHERE ended_at >= :since
+UNION ALL
+SELECT id, path, acquired_at, ended_at, end_reason FROM leases
+ WHERE ended_at IS NULL
+ ORDER BY acquired_at, id
+ LIMIT :limit;
+
+-- name: record_slot_return
+UPDATE slots
+   SET approvals = approvals + :approved,
+       declines = declines + 1 - :approved,
+       expiry_streak = 0,
+       last_return_at = :now
+ WHERE id = :slot_id;
+
+-- name: record_late_return
+UPDATE slots SET silent_expiries = max(silent_expiries - 1, 0) WHERE id = :slot_id;
+
+-- name: record_slot_expiry
+UPDATE slots
+   SET silent_expiries = silent_expiries + 1, expiry_streak = expiry_streak + 1
+ WHERE id = :slot_id
+RETURNING expiry_streak;
+
+-- name: sideline_slot
+UPDATE slots
+   SET sidelined_at = :now, sidelined_by = :by, sidelined_reason = :reason
+ WHERE id = :slot_id AND sidelined_at IS NULL;
+
+-- name: restore_slot
+UPDATE slots
+   SET sidelined_at = NULL, sidelined_by = NULL, sidelined_reason = NULL, expiry_streak = 0
+ WHERE id = :slot_id AND sidelined_at IS NOT NULL;
+
+-- name: payment_counts
+SELECT status, count(*) AS n FROM payments GROUP BY status;
+
+-- name: callback_counts
+SELECT outcome, count(*) AS n FROM callbacks GROUP BY outcome;
+
+-- name: open_review_callbacks
+SELECT * FROM callbacks
+ WHERE outcome = 'ambiguous' AND approved = 1 AND settled_at IS NULL
+ ORDER BY id
+ LIMIT :limit;
+
+-- name: insert_review
+INSERT INTO reviews (decision, callback_id, payment_token, others, decided_by, reason,
+                     decided_at, changes)
+VALUES (:decision, :callback_id, :payment_token, :others, :decided_by, :reason, :now, :changes)
+ON CONFLICT DO NOTHING
+RETURNING *;
+
+-- name: review_of_callback
+SELECT * FROM reviews WHERE callback_id = :callback_id;
+
+-- name: reviews
+SELECT * FROM reviews ORDER BY id DESC LIMIT :limit;
+
+-- name: record_turn_away
+INSERT INTO turn_aways (minute, count) VALUES (:minute, 1)
+ON CONFLICT (minute) DO UPDATE SET count = count + 1;
+
+-- name: turn_aways_since
+SELECT minute, count FROM turn_aways WHERE minute >= :since ORDER BY minute;
