@@ -238,3 +238,27 @@ async def test_pool_stats_shows_the_waiting_room_and_the_capacity_window(
     assert (capacity["leased"], capacity["waited"], capacity["refused"]) == (10, 1, 1)
     assert capacity["offeredErlangs"] is None  # no lease has ended yet
     assert len(PATHS) == capacity["slots"]
+
+
+async def test_the_dashboard_shows_the_waiting_room_the_reserve_and_the_capacity_window(
+    make_clocked: ClockedClient, clock: FakeClock
+) -> None:
+    async with make_clocked(reservePaths=RESERVE) as client:
+        held = await fill(client)
+        await create(client, 1000)  # the reserve comes into rotation
+        await create(client, 2000)
+        await create(client, 3000, wait=True)  # every slot leased: a ticket
+        clock.advance(3)
+        await client.post(f"{API}/cancel-token/{held[0]['token']}")  # a lease ends
+
+        page = await client.get("/admin", headers=OPERATOR)
+        assert page.status_code == 200
+        html = page.text
+        assert 'data-testid="waiting">1<' in html
+        assert 'data-testid="reserve-state"' in html
+        assert ">active</span>" in html
+        assert "1 of 11 requests in the last 15 min found no slot at once" in html
+        assert "<b>13</b> in all" in html
+        assert "<b>1</b> waited" in html
+        assert 'data-testid="slots-needed"' in html
+        assert "12 in rotation" in html
