@@ -147,6 +147,17 @@ class Settings(BaseSettings):
     database_url: str = "sqlite:///callbackpool.db"
     admin_token: SecretStr | None = None
     env: Literal["development", "production"] = "development"
+    # Capacity (docs/capacity.md).
+    heartbeat_timeout_seconds: float = Field(default=60, ge=0)
+    ticket_timeout_seconds: float = Field(default=10, gt=0)
+    ticket_poll_seconds: int = Field(default=2, ge=1)
+    max_waiting_tickets: int = Field(default=1000, ge=0)
+    max_priority: int = Field(default=9, ge=0)
+    reserved_slots_for_priority: int = Field(default=0, ge=0)
+    priority_threshold: int = Field(default=1, ge=1)
+    reserve_paths: Annotated[list[str], NoDecode] = []
+    capacity_window_minutes: float = Field(default=15, gt=0)
+    capacity_target: float = Field(default=0.01, gt=0, lt=1)
     sandbox: SandboxSettings = SandboxSettings()
     # Operations (docs/operations.md).
     slot_health_expiries_to_sideline: int = Field(default=5, ge=0)
@@ -154,7 +165,7 @@ class Settings(BaseSettings):
     dashboard_refresh_seconds: int = Field(default=10, ge=2, le=3600)
     admin_session_hours: float = Field(default=12, gt=0, le=24 * 30)
 
-    @field_validator("callback_paths", mode="before")
+    @field_validator("callback_paths", "reserve_paths", mode="before")
     @classmethod
     def _paths_from_text(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -169,15 +180,33 @@ class Settings(BaseSettings):
     def _valid_paths(cls, paths: list[str]) -> list[str]:
         if not paths:
             raise ValueError("at least one callback path is needed")
-        for path in paths:
-            if not path.startswith("/"):
-                raise ValueError(f"{path!r} does not start with '/'")
-            if any(c.isspace() or c in "?#" for c in path):
-                raise ValueError(f"{path!r} must not contain spaces, '?' or '#'")
-        duplicates = sorted({p for p in paths if paths.count(p) > 1})
-        if duplicates:
-            raise ValueError(f"duplicate paths: {', '.join(duplicates)}")
+        return _checked_paths(paths)
+
+    @field_validator("reserve_paths")
+    @classmethod
+    def _valid_reserve_paths(cls, paths: list[str], info: ValidationInfo) -> list[str]:
+        _checked_paths(paths)
+        both = sorted(set(paths) & set(info.data.get("callback_paths") or ()))
+        if both:
+            raise ValueError(f"also in callbackPaths: {', '.join(both)}")
         return paths
+
+    @field_validator("priority_threshold")
+    @classmethod
+    def _threshold_within_priorities(cls, threshold: int, info: ValidationInfo) -> int:
+        highest = info.data.get("max_priority")
+        kept = info.data.get("reserved_slots_for_priority")
+        if kept and highest is not None and threshold > highest:
+            raise ValueError(f"must not exceed maxPriority ({highest})")
+        return threshold
+
+    @field_validator("reserved_slots_for_priority")
+    @classmethod
+    def _some_slots_left_for_everyone(cls, reserved: int, info: ValidationInfo) -> int:
+        paths = info.data.get("callback_paths")
+        if paths is not None and reserved >= len(paths):
+            raise ValueError(f"must leave some of the {len(paths)} callback paths to everyone")
+        return reserved
 
     @field_validator("base_url", "form_action_url")
     @classmethod
@@ -239,6 +268,16 @@ class Settings(BaseSettings):
             max_amount=self.max_amount,
             success_url=self.success_url,
             error_url=self.error_url,
+            heartbeat_timeout=timedelta(seconds=self.heartbeat_timeout_seconds),
+            ticket_timeout=timedelta(seconds=self.ticket_timeout_seconds),
+            ticket_poll=timedelta(seconds=self.ticket_poll_seconds),
+            max_waiting=self.max_waiting_tickets,
+            max_priority=self.max_priority,
+            reserved_slots_for_priority=self.reserved_slots_for_priority,
+            priority_threshold=self.priority_threshold,
+            reserve_paths=tuple(self.reserve_paths),
+            capacity_window=timedelta(minutes=self.capacity_window_minutes),
+            capacity_target=self.capacity_target,
             slot_health_expiries_to_sideline=self.slot_health_expiries_to_sideline,
         )
 
@@ -281,6 +320,18 @@ class Settings(BaseSettings):
             catalogue=self.catalogue(),
             return_hash=recipe,
         )
+
+
+def _checked_paths(paths: list[str]) -> list[str]:
+    for path in paths:
+        if not path.startswith("/"):
+            raise ValueError(f"{path!r} does not start with '/'")
+        if any(c.isspace() or c in "?#" for c in path):
+            raise ValueError(f"{path!r} must not contain spaces, '?' or '#'")
+    duplicates = sorted({p for p in paths if paths.count(p) > 1})
+    if duplicates:
+        raise ValueError(f"duplicate paths: {', '.join(duplicates)}")
+    return paths
 
 
 class _FileSource(PydanticBaseSettingsSource):

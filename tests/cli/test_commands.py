@@ -15,11 +15,12 @@ from .conftest import Cli
 
 PREFIX = "/api/v1/payments/callback/"
 PATHS = [f"{PREFIX}handler-{i}" for i in range(1, 11)]
+MIGRATIONS = ["0001_initial", "0002_capacity", "0003_operations", "0004_capacity_rotation"]
 HANDLER_KEYS = {
     "path", "active", "state", "isLocked", "leaseId", "lockedBy", "lockedAt", "expiresAt",
-    "usageCount", "lastUsedAt", "lastReleasedAt", "taints", "inRotation", "sidelinedAt",
-    "sidelinedBy", "sidelinedReason", "approvals", "declines", "silentExpiries", "expiryStreak",
-    "lastReturnAt", "secondsSinceLastReturn",
+    "usageCount", "lastUsedAt", "lastReleasedAt", "taints", "reserve", "standby", "inRotation",
+    "sidelinedAt", "sidelinedBy", "sidelinedReason", "approvals", "declines", "silentExpiries",
+    "expiryStreak", "lastReturnAt", "secondsSinceLastReturn",
 }  # fmt: skip
 LEASE_KEYS = {"leaseId", "path", "lockedBy", "amount", "lockedAt", "expiresAt"}
 
@@ -37,9 +38,10 @@ def test_init_migrates_the_database_and_loads_the_configured_paths(cli: Cli) -> 
 
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
-    assert lines[:2] == ["applied migration 0001_initial", "applied migration 0003_operations"]
-    assert lines[2:12] == [f"added        {path}" for path in PATHS]
-    assert lines[12] == "10 callback paths active"
+    applied = len(MIGRATIONS)
+    assert lines[:applied] == [f"applied migration {name}" for name in MIGRATIONS]
+    assert lines[applied : applied + 10] == [f"added        {path}" for path in PATHS]
+    assert lines[applied + 10] == "10 callback paths active"
     again = cli.json("init")
     assert again == {
         "migrations": [],
@@ -86,10 +88,10 @@ def test_migrate_dry_run_prints_the_pending_sql_and_changes_nothing(cli: Cli) ->
     assert "CREATE TABLE slots" in dry.stdout
     as_json = cli.json("migrate", "--dry-run")
     assert (as_json["dryRun"], as_json["applied"]) == (True, [])
-    assert [m["name"] for m in as_json["pending"]] == ["0001_initial", "0003_operations"]
+    assert [m["name"] for m in as_json["pending"]] == MIGRATIONS
     assert "CREATE TABLE leases" in as_json["pending"][0]["sql"]
     # Nothing was applied: the database still needs its migration.
-    assert "pending: 0001_initial, 0003_operations" in cli("status").stderr
+    assert f"pending: {', '.join(MIGRATIONS)}" in cli("status").stderr
 
 
 def test_migrate_applies_once_and_needs_no_configuration(cli: Cli) -> None:
@@ -97,7 +99,7 @@ def test_migrate_applies_once_and_needs_no_configuration(cli: Cli) -> None:
 
     first = cli.bare(*database, "migrate")
     assert first.exit_code == 0, first.output
-    assert first.stdout == "applied migration 0001_initial\napplied migration 0003_operations\n"
+    assert first.stdout == "".join(f"applied migration {name}\n" for name in MIGRATIONS)
     second = cli.bare(*database, "migrate", "--json")
     assert second.exit_code == 0, second.output
     assert second.stdout.startswith('{\n  "dryRun": false,\n  "applied": [],\n  "pending": []')
@@ -116,7 +118,7 @@ def test_status_json_has_the_totals_and_a_row_per_slot(ready: Cli) -> None:
 
     assert set(status) == {
         "at", "total", "available", "locked", "stuck", "tainted", "inactive", "outOfRotation",
-        "handlers",
+        "standby", "waiting", "reserve", "capacity", "handlers",
     }  # fmt: skip
     assert (status["total"], status["available"], status["locked"]) == (10, 9, 1)
     assert (status["stuck"], status["tainted"], status["inactive"]) == (0, 0, 0)
@@ -136,6 +138,8 @@ def test_status_json_has_the_totals_and_a_row_per_slot(ready: Cli) -> None:
         "lastUsedAt": iso(start),
         "lastReleasedAt": None,
         "taints": 0,
+        "reserve": False,
+        "standby": False,
         "inRotation": True,
         "sidelinedAt": None,
         "sidelinedBy": None,
@@ -189,7 +193,10 @@ def test_status_text_is_a_table_with_full_tokens_and_relative_times(ready: Cli) 
     assert lines[4].startswith("handler-2   available      -  -")
     assert row.index(token) == lines[2].index("TOKEN")  # aligned columns
     assert lines[4].index("available") == lines[2].index("STATE")
-    assert len(lines) == 3 + 10
+    assert len(lines) == 3 + 10 + 1
+    assert lines[13] == (
+        "last 15m: 1 request (1 served at once, 0 waited, 0 turned away); no lease ended yet"
+    )
 
 
 def test_status_before_init_says_what_to_run(cli: Cli) -> None:
@@ -209,7 +216,14 @@ def test_cleanup_ends_expired_leases_and_only_those(ready: Cli) -> None:
     late = create(ready, 7)
 
     nothing_yet = ready.json("cleanup")
-    assert nothing_yet == {"expired": 0, "taintsDropped": 0, "callbacksResolved": 0, "released": []}
+    assert nothing_yet == {
+        "expired": 0,
+        "taintsDropped": 0,
+        "callbacksResolved": 0,
+        "ticketsExpired": 0,
+        "reserve": None,
+        "released": [],
+    }
     ready.clock.advance(timedelta(minutes=5))  # the first two are past their 10 minutes
     result = ready("cleanup")
 

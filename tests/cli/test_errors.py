@@ -154,7 +154,8 @@ def test_a_database_not_initialised(cli: Cli) -> None:
     assert result.exit_code == 1
     assert one_error_line(result) == (
         "error: the database is not initialised or not up to date "
-        "(pending: 0001_initial, 0003_operations): run 'callbackpool init'"
+        "(pending: 0001_initial, 0002_capacity, 0003_operations, 0004_capacity_rotation): "
+        "run 'callbackpool init'"
     )
 
 

@@ -32,9 +32,11 @@ from ..domain.errors import (
     PoolExhausted,
     StoreError,
     StoreUnavailable,
+    TicketEnded,
     UnknownCallback,
     UnknownPayment,
     UnknownSlot,
+    UnknownTicket,
 )
 from .templating import templates
 
@@ -51,6 +53,7 @@ _STATUS_MESSAGES = {
     403: "Forbidden",
     404: "Not found",
     405: "Method not allowed",
+    410: "Gone",
     413: "Request body too large",
     415: "Unsupported media type",
     422: "Invalid request",
@@ -131,6 +134,10 @@ def problem_for(exc: Exception) -> Problem:
             return Problem(status=409, message=exc.message)
         case PaymentNotPending():
             return Problem(status=409, message=exc.message, extra={"status": exc.status})
+        case UnknownTicket():
+            return Problem(status=404, message="Ticket not found")
+        case TicketEnded():
+            return Problem(status=410, message=exc.message, extra={"status": exc.status})
         case IllegalTransition() | NothingToRelease() | PaymentChanged():
             return Problem(status=409, message=exc.message)
         case StoreUnavailable():
