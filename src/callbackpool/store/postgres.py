@@ -47,14 +47,11 @@ from ..domain.model import (
     Lease,
     LeaseEnd,
     LeaseSpan,
-    LineItem,
     Payment,
     PaymentStatus,
     ReserveAction,
     ReserveEvent,
     Review,
-    ReviewChange,
-    ReviewDecision,
     SlotHealth,
     SlotView,
     Ticket,
@@ -71,7 +68,9 @@ from ..ports import (
     SlotSync,
     UsageRow,
 )
+from . import rows as values
 from .queries import load_migrations, load_queries
+from .rows import Decode
 
 _Q = load_queries("postgres.sql")
 
@@ -497,7 +496,7 @@ class PostgresTx:
                 usage_count=row["usage_count"],
                 last_acquired_at=_utc(row["last_acquired_at"]),
                 last_released_at=_utc(row["last_released_at"]),
-                lease=None if row["l_id"] is None else _lease(row, "l_"),
+                lease=None if row["l_id"] is None else values.lease(DECODE, row, "l_"),
                 taints=row["taints"],
                 sidelined_at=_utc(row["sidelined_at"]),
                 sidelined_by=row["sidelined_by"],
@@ -573,7 +572,7 @@ class PostgresTx:
             rows = self._all(
                 "expire_due_lease_on_slot", now=self.now, window=taint_window, slot_id=slot_id
             )
-        return [_lease(row) for row in rows]
+        return [values.lease(DECODE, row) for row in rows]
 
     def abandon_silent_leases(
         self, taint_window: timedelta, slot_id: int | None = None
@@ -584,7 +583,7 @@ class PostgresTx:
             rows = self._all(
                 "abandon_silent_lease_on_slot", now=self.now, window=taint_window, slot_id=slot_id
             )
-        return [_lease(row) for row in rows]
+        return [values.lease(DECODE, row) for row in rows]
 
     def record_heartbeat(self, lease_id: int, until: datetime) -> bool:
         return self._run("record_heartbeat", id=lease_id, until=until, now=self.now) == 1
@@ -600,7 +599,7 @@ class PostgresTx:
             expires_at=expires_at,
             allow_same_amount_tainted=allow_same_amount_tainted,
         )
-        return None if row is None else _lease(row)
+        return None if row is None else values.lease(DECODE, row)
 
     def earliest_lease_end(self) -> datetime | None:
         row = self._one("earliest_lease_end")
@@ -608,21 +607,21 @@ class PostgresTx:
 
     def live_lease_of_payment(self, token: str) -> Lease | None:
         row = self._one("live_lease_of_payment", token=token)
-        return None if row is None else _lease(row)
+        return None if row is None else values.lease(DECODE, row)
 
     def live_lease_on_path(self, path: str) -> Lease | None:
         row = self._one("live_lease_on_path", path=path)
-        return None if row is None else _lease(row)
+        return None if row is None else values.lease(DECODE, row)
 
     def live_leases(self) -> list[Lease]:
         return [
-            _lease(row)
+            values.lease(DECODE, row)
             for row in self._all("live_leases_locked" if self._writing else "live_leases")
         ]
 
     def get_lease(self, lease_id: int) -> Lease | None:
         row = self._one("get_lease", id=lease_id)
-        return None if row is None else _lease(row)
+        return None if row is None else values.lease(DECODE, row)
 
     def lease_spans(self, since: datetime, limit: int = 100_000) -> list[LeaseSpan]:
         return [
@@ -642,7 +641,7 @@ class PostgresTx:
         row = self._one(
             "end_lease", id=lease_id, now=self.now, reason=reason.value, taint_until=taint_until
         )
-        return None if row is None else _lease(row)
+        return None if row is None else values.lease(DECODE, row)
 
     def drop_taint(self, lease_id: int) -> None:
         self._run("drop_taint", id=lease_id)
@@ -653,7 +652,7 @@ class PostgresTx:
     def candidates(self, slot_id: int) -> list[Candidate]:
         query = "candidates_locked" if self._writing else "candidates"
         return [
-            Candidate(lease=_lease(row, "l_"), payment=_payment(row))
+            Candidate(lease=values.lease(DECODE, row, "l_"), payment=values.payment(DECODE, row))
             for row in self._all(query, slot_id=slot_id, now=self.now)
         ]
 
@@ -665,7 +664,7 @@ class PostgresTx:
             token=payment.token,
             amount=payment.amount,
             currency=payment.currency,
-            items=json.dumps([_item_json(item) for item in payment.items]),
+            items=json.dumps([values.item_json(item) for item in payment.items]),
             customer=json.dumps(dict(payment.customer)),
             status=payment.status.value,
             late=payment.late,
@@ -677,7 +676,7 @@ class PostgresTx:
 
     def get_payment(self, token: str) -> Payment | None:
         row = self._one("get_payment", token=token)
-        return None if row is None else _payment(row)
+        return None if row is None else values.payment(DECODE, row)
 
     def update_payment(self, token: str, expected: PaymentStatus, change: PaymentChange) -> bool:
         updated = self._run(
@@ -711,7 +710,7 @@ class PostgresTx:
             created_before=created_before,
             limit=limit,
         )
-        return [_payment(row) for row in rows]
+        return [values.payment(DECODE, row) for row in rows]
 
     def record_turn_away(self) -> None:
         self._run("record_turn_away", minute=_minute(self.now))
@@ -735,17 +734,17 @@ class PostgresTx:
             priority=ticket.priority,
             amount=ticket.amount,
             currency=ticket.currency,
-            items=json.dumps([_item_json(item) for item in ticket.items]),
+            items=json.dumps([values.item_json(item) for item in ticket.items]),
             customer=json.dumps(dict(ticket.customer)),
             now=self.now,
             expires_at=ticket.expires_at,
         )
         assert row is not None
-        return _ticket(row)
+        return values.ticket(DECODE, row)
 
     def get_ticket(self, ticket: str) -> Ticket | None:
         row = self._one("get_ticket", ticket=ticket)
-        return None if row is None else _ticket(row)
+        return None if row is None else values.ticket(DECODE, row)
 
     def waiting_ahead(self, priority: int, ticket_id: int | None) -> int:
         return self._count("waiting_ahead", now=self.now, priority=priority, id=ticket_id)
@@ -841,7 +840,7 @@ class PostgresTx:
     def get_callback(self, callback_id: int) -> CallbackRecord | None:
         query = "get_callback_locked" if self._writing else "get_callback"
         row = self._one(query, id=callback_id)
-        return None if row is None else _callback(row)
+        return None if row is None else values.callback(DECODE, row)
 
     def pn_ref_holder(self, pn_ref: str) -> tuple[int, str] | None:
         row = self._one("pn_ref_holder", pn_ref=pn_ref)
@@ -899,13 +898,15 @@ class PostgresTx:
             limit=limit,
             before_id=before_id,
         )
-        return [_callback(row) for row in rows]
+        return [values.callback(DECODE, row) for row in rows]
 
     def callback_counts(self) -> dict[CallbackOutcome, int]:
         return {CallbackOutcome(row["outcome"]): row["n"] for row in self._all("callback_counts")}
 
     def open_review_callbacks(self, limit: int = 100) -> list[CallbackRecord]:
-        return [_callback(row) for row in self._all("open_review_callbacks", limit=limit)]
+        return [
+            values.callback(DECODE, row) for row in self._all("open_review_callbacks", limit=limit)
+        ]
 
     # --- reviews ---------------------------------------------------------------------------
 
@@ -923,20 +924,20 @@ class PostgresTx:
                 [[c.token, c.previous.value, c.status.value] for c in review.changes]
             ),
         )
-        return None if row is None else _review(row)
+        return None if row is None else values.review(DECODE, row)
 
     def review_of_callback(self, callback_id: int) -> Review | None:
         row = self._one("review_of_callback", callback_id=callback_id)
-        return None if row is None else _review(row)
+        return None if row is None else values.review(DECODE, row)
 
     def reviews(self, *, limit: int = 100) -> list[Review]:
-        return [_review(row) for row in self._all("reviews", limit=limit)]
+        return [values.review(DECODE, row) for row in self._all("reviews", limit=limit)]
 
     def unresolved_callbacks(self, received_before: datetime) -> list[int]:
         return [row["id"] for row in self._all("unresolved_callbacks", before=received_before)]
 
 
-# --- rows to value objects ---------------------------------------------------------------
+# --- values from rows ------------------------------------------------------------------
 
 
 def _minute(moment: datetime) -> datetime:
@@ -952,119 +953,14 @@ def _at(moment: datetime) -> datetime:
     return moment.astimezone(UTC)
 
 
-def _lease(row: DictRow, prefix: str = "") -> Lease:
-    def col(name: str) -> Any:
-        return row[prefix + name]
+def _as_is(value: Any) -> Any:
+    return value
 
-    reason = col("end_reason")
-    return Lease(
-        id=col("id"),
-        slot_id=col("slot_id"),
-        path=col("path"),
-        token=col("token"),
-        amount=col("amount"),
-        acquired_at=_at(col("acquired_at")),
-        expires_at=_at(col("expires_at")),
-        ended_at=_utc(col("ended_at")),
-        end_reason=None if reason is None else LeaseEnd(reason),
-        taint_until=_utc(col("taint_until")),
-        heartbeat_until=_utc(col("heartbeat_until")),
-    )
+
+# How PostgreSQL's columns arrive: timestamptz, JSON decoded by the driver, booleans.
+DECODE = Decode(time=_at, json=_as_is, flag=bool)
 
 
 def _minute_number(moment: datetime) -> int:
     """Whole minutes since the Unix epoch: the admissions table's key, as SQLite's."""
     return int(moment.timestamp() // 60)
-
-
-def _line_items(items: Any) -> tuple[LineItem, ...]:
-    return tuple(
-        LineItem(code=i["code"], quantity=i["quantity"], unit_price=i["unitPrice"]) for i in items
-    )
-
-
-def _ticket(row: DictRow) -> Ticket:
-    return Ticket(
-        id=row["id"],
-        ticket=row["ticket"],
-        priority=row["priority"],
-        amount=row["amount"],
-        currency=row["currency"],
-        items=_line_items(row["items"]),
-        customer=row["customer"],
-        status=TicketStatus(row["status"]),
-        created_at=_at(row["created_at"]),
-        expires_at=_at(row["expires_at"]),
-        payment_token=row["payment_token"],
-        ended_at=_utc(row["ended_at"]),
-    )
-
-
-def _item_json(item: LineItem) -> dict[str, Any]:
-    return {"code": item.code, "quantity": item.quantity, "unitPrice": item.unit_price}
-
-
-def _payment(row: DictRow) -> Payment:
-    # json columns arrive decoded.
-    return Payment(
-        token=row["token"],
-        amount=row["amount"],
-        currency=row["currency"],
-        status=PaymentStatus(row["status"]),
-        created_at=_at(row["created_at"]),
-        updated_at=_at(row["updated_at"]),
-        items=_line_items(row["items"]),
-        customer=row["customer"],
-        late=row["late"],
-        lease_id=row["lease_id"],
-        callback_path=row["callback_path"],
-        expires_at=_utc(row["expires_at"]),
-        pn_ref=row["pn_ref"],
-        order_id=row["order_id"],
-        auth_code=row["auth_code"],
-        card_type=row["card_type"],
-        last4=row["last4"],
-        result_code=row["result_code"],
-        error_message=row["error_message"],
-        callback_id=row["callback_id"],
-    )
-
-
-def _callback(row: DictRow) -> CallbackRecord:
-    return CallbackRecord(
-        id=row["id"],
-        path=row["path"],
-        method=row["method"],
-        params=tuple((str(k), str(v)) for k, v in row["params"]),
-        client_addr=row["client_addr"],
-        received_at=_at(row["received_at"]),
-        outcome=CallbackOutcome(row["outcome"]),
-        pn_ref=row["pn_ref"],
-        amount=row["amount"],
-        approved=row["approved"],
-        payment_token=row["payment_token"],
-        detail=row["detail"],
-        candidates=tuple(row["candidates"]),
-        redirect=row["redirect"],
-        duplicate_of=row["duplicate_of"],
-        settled_at=_utc(row["settled_at"]),
-        settled_by=row["settled_by"],
-    )
-
-
-def _review(row: DictRow) -> Review:
-    others = row["others"]
-    return Review(
-        id=row["id"],
-        decision=ReviewDecision(row["decision"]),
-        callback_id=row["callback_id"],
-        payment_token=row["payment_token"],
-        others=None if others is None else PaymentStatus(others),
-        decided_by=row["decided_by"],
-        reason=row["reason"],
-        decided_at=_at(row["decided_at"]),
-        changes=tuple(
-            ReviewChange(token=token, previous=PaymentStatus(before), status=PaymentStatus(after))
-            for token, before, after in row["changes"]
-        ),
-    )

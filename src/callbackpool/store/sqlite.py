@@ -27,14 +27,11 @@ from ..domain.model import (
     Lease,
     LeaseEnd,
     LeaseSpan,
-    LineItem,
     Payment,
     PaymentStatus,
     ReserveAction,
     ReserveEvent,
     Review,
-    ReviewChange,
-    ReviewDecision,
     SlotHealth,
     SlotView,
     Ticket,
@@ -51,7 +48,9 @@ from ..ports import (
     SlotSync,
     UsageRow,
 )
+from . import rows as values
 from .queries import load_migrations, load_queries
+from .rows import Decode
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MINUTE_US = 60_000_000
@@ -73,6 +72,10 @@ def from_us(micros: int | None) -> datetime | None:
 
 def _at(micros: int) -> datetime:
     return EPOCH + timedelta(microseconds=micros)
+
+
+# How SQLite's columns arrive: times as microseconds since the epoch, JSON as text, flags as 0/1.
+DECODE = Decode(time=_at, json=json.loads, flag=bool)
 
 
 class SqliteStore:
@@ -367,7 +370,7 @@ class SqliteTx:
                 usage_count=row["usage_count"],
                 last_acquired_at=from_us(row["last_acquired_at"]),
                 last_released_at=from_us(row["last_released_at"]),
-                lease=None if row["l_id"] is None else _lease(row, "l_"),
+                lease=None if row["l_id"] is None else values.lease(DECODE, row, "l_"),
                 taints=row["taints"],
                 reserve=bool(row["reserve"]),
                 standby=bool(row["standby"]),
@@ -429,7 +432,7 @@ class SqliteTx:
             rows = self._all(
                 "expire_due_lease_on_slot", now=self._now_us, window=window, slot_id=slot_id
             )
-        leases = [_lease(row) for row in rows]
+        leases = [values.lease(DECODE, row) for row in rows]
         for lease in leases:
             self._free_slot(lease)
         return leases
@@ -482,7 +485,7 @@ class SqliteTx:
             rows = self._all(
                 "abandon_silent_lease_on_slot", now=self._now_us, window=window, slot_id=slot_id
             )
-        leases = [_lease(row) for row in rows]
+        leases = [values.lease(DECODE, row) for row in rows]
         for lease in leases:
             self._free_slot(lease)
         return leases
@@ -497,18 +500,18 @@ class SqliteTx:
 
     def live_lease_of_payment(self, token: str) -> Lease | None:
         row = self._one("live_lease_of_payment", token=token)
-        return None if row is None else _lease(row)
+        return None if row is None else values.lease(DECODE, row)
 
     def live_lease_on_path(self, path: str) -> Lease | None:
         row = self._one("live_lease_on_path", path=path)
-        return None if row is None else _lease(row)
+        return None if row is None else values.lease(DECODE, row)
 
     def live_leases(self) -> list[Lease]:
-        return [_lease(row) for row in self._all("live_leases")]
+        return [values.lease(DECODE, row) for row in self._all("live_leases")]
 
     def get_lease(self, lease_id: int) -> Lease | None:
         row = self._one("get_lease", id=lease_id)
-        return None if row is None else _lease(row)
+        return None if row is None else values.lease(DECODE, row)
 
     def lease_spans(self, since: datetime, limit: int = 100_000) -> list[LeaseSpan]:
         return [
@@ -534,7 +537,7 @@ class SqliteTx:
         )
         if row is None:
             return None
-        lease = _lease(row)
+        lease = values.lease(DECODE, row)
         self._free_slot(lease)
         return lease
 
@@ -558,7 +561,7 @@ class SqliteTx:
 
     def candidates(self, slot_id: int) -> list[Candidate]:
         return [
-            Candidate(lease=_lease(row, "l_"), payment=_payment(row))
+            Candidate(lease=values.lease(DECODE, row, "l_"), payment=values.payment(DECODE, row))
             for row in self._all("candidates", slot_id=slot_id, now=self._now_us)
         ]
 
@@ -570,7 +573,7 @@ class SqliteTx:
             token=payment.token,
             amount=payment.amount,
             currency=payment.currency,
-            items=json.dumps([_item_json(item) for item in payment.items]),
+            items=json.dumps([values.item_json(item) for item in payment.items]),
             customer=json.dumps(dict(payment.customer)),
             status=payment.status.value,
             late=int(payment.late),
@@ -582,7 +585,7 @@ class SqliteTx:
 
     def get_payment(self, token: str) -> Payment | None:
         row = self._one("get_payment", token=token)
-        return None if row is None else _payment(row)
+        return None if row is None else values.payment(DECODE, row)
 
     def update_payment(self, token: str, expected: PaymentStatus, change: PaymentChange) -> bool:
         updated = self._run(
@@ -616,7 +619,7 @@ class SqliteTx:
             created_before=None if created_before is None else to_us(created_before),
             limit=limit,
         )
-        return [_payment(row) for row in rows]
+        return [values.payment(DECODE, row) for row in rows]
 
     # --- the waiting room ----------------------------------------------------------------
 
@@ -630,17 +633,17 @@ class SqliteTx:
             priority=ticket.priority,
             amount=ticket.amount,
             currency=ticket.currency,
-            items=json.dumps([_item_json(item) for item in ticket.items]),
+            items=json.dumps([values.item_json(item) for item in ticket.items]),
             customer=json.dumps(dict(ticket.customer)),
             now=self._now_us,
             expires_at=to_us(ticket.expires_at),
         )
         assert row is not None
-        return _ticket(row)
+        return values.ticket(DECODE, row)
 
     def get_ticket(self, ticket: str) -> Ticket | None:
         row = self._one("get_ticket", ticket=ticket)
-        return None if row is None else _ticket(row)
+        return None if row is None else values.ticket(DECODE, row)
 
     def waiting_ahead(self, priority: int, ticket_id: int | None) -> int:
         return self._count("waiting_ahead", now=self._now_us, priority=priority, id=ticket_id)
@@ -746,7 +749,7 @@ class SqliteTx:
 
     def get_callback(self, callback_id: int) -> CallbackRecord | None:
         row = self._one("get_callback", id=callback_id)
-        return None if row is None else _callback(row)
+        return None if row is None else values.callback(DECODE, row)
 
     def pn_ref_holder(self, pn_ref: str) -> tuple[int, str] | None:
         row = self._one("pn_ref_holder", pn_ref=pn_ref)
@@ -809,13 +812,15 @@ class SqliteTx:
             limit=limit,
             before_id=before_id,
         )
-        return [_callback(row) for row in rows]
+        return [values.callback(DECODE, row) for row in rows]
 
     def callback_counts(self) -> dict[CallbackOutcome, int]:
         return {CallbackOutcome(row["outcome"]): row["n"] for row in self._all("callback_counts")}
 
     def open_review_callbacks(self, limit: int = 100) -> list[CallbackRecord]:
-        return [_callback(row) for row in self._all("open_review_callbacks", limit=limit)]
+        return [
+            values.callback(DECODE, row) for row in self._all("open_review_callbacks", limit=limit)
+        ]
 
     # --- reviews ---------------------------------------------------------------------------
 
@@ -833,133 +838,16 @@ class SqliteTx:
                 [[c.token, c.previous.value, c.status.value] for c in review.changes]
             ),
         )
-        return None if row is None else _review(row)
+        return None if row is None else values.review(DECODE, row)
 
     def review_of_callback(self, callback_id: int) -> Review | None:
         row = self._one("review_of_callback", callback_id=callback_id)
-        return None if row is None else _review(row)
+        return None if row is None else values.review(DECODE, row)
 
     def reviews(self, *, limit: int = 100) -> list[Review]:
-        return [_review(row) for row in self._all("reviews", limit=limit)]
+        return [values.review(DECODE, row) for row in self._all("reviews", limit=limit)]
 
     def unresolved_callbacks(self, received_before: datetime) -> list[int]:
         return [
             row["id"] for row in self._all("unresolved_callbacks", before=to_us(received_before))
         ]
-
-
-# --- rows to value objects ---------------------------------------------------------------
-
-
-def _lease(row: sqlite3.Row, prefix: str = "") -> Lease:
-    def col(name: str) -> Any:
-        return row[prefix + name]
-
-    reason = col("end_reason")
-    return Lease(
-        id=col("id"),
-        slot_id=col("slot_id"),
-        path=col("path"),
-        token=col("token"),
-        amount=col("amount"),
-        acquired_at=_at(col("acquired_at")),
-        expires_at=_at(col("expires_at")),
-        ended_at=from_us(col("ended_at")),
-        end_reason=None if reason is None else LeaseEnd(reason),
-        taint_until=from_us(col("taint_until")),
-        heartbeat_until=from_us(col("heartbeat_until")),
-    )
-
-
-def _line_items(text: str) -> tuple[LineItem, ...]:
-    return tuple(
-        LineItem(code=i["code"], quantity=i["quantity"], unit_price=i["unitPrice"])
-        for i in json.loads(text)
-    )
-
-
-def _ticket(row: sqlite3.Row) -> Ticket:
-    return Ticket(
-        id=row["id"],
-        ticket=row["ticket"],
-        priority=row["priority"],
-        amount=row["amount"],
-        currency=row["currency"],
-        items=_line_items(row["items"]),
-        customer=json.loads(row["customer"]),
-        status=TicketStatus(row["status"]),
-        created_at=_at(row["created_at"]),
-        expires_at=_at(row["expires_at"]),
-        payment_token=row["payment_token"],
-        ended_at=from_us(row["ended_at"]),
-    )
-
-
-def _item_json(item: LineItem) -> dict[str, Any]:
-    return {"code": item.code, "quantity": item.quantity, "unitPrice": item.unit_price}
-
-
-def _payment(row: sqlite3.Row) -> Payment:
-    return Payment(
-        token=row["token"],
-        amount=row["amount"],
-        currency=row["currency"],
-        status=PaymentStatus(row["status"]),
-        created_at=_at(row["created_at"]),
-        updated_at=_at(row["updated_at"]),
-        items=_line_items(row["items"]),
-        customer=json.loads(row["customer"]),
-        late=bool(row["late"]),
-        lease_id=row["lease_id"],
-        callback_path=row["callback_path"],
-        expires_at=from_us(row["expires_at"]),
-        pn_ref=row["pn_ref"],
-        order_id=row["order_id"],
-        auth_code=row["auth_code"],
-        card_type=row["card_type"],
-        last4=row["last4"],
-        result_code=row["result_code"],
-        error_message=row["error_message"],
-        callback_id=row["callback_id"],
-    )
-
-
-def _callback(row: sqlite3.Row) -> CallbackRecord:
-    approved = row["approved"]
-    return CallbackRecord(
-        id=row["id"],
-        path=row["path"],
-        method=row["method"],
-        params=tuple((str(k), str(v)) for k, v in json.loads(row["params"])),
-        client_addr=row["client_addr"],
-        received_at=_at(row["received_at"]),
-        outcome=CallbackOutcome(row["outcome"]),
-        pn_ref=row["pn_ref"],
-        amount=row["amount"],
-        approved=None if approved is None else bool(approved),
-        payment_token=row["payment_token"],
-        detail=row["detail"],
-        candidates=tuple(json.loads(row["candidates"])),
-        redirect=row["redirect"],
-        duplicate_of=row["duplicate_of"],
-        settled_at=from_us(row["settled_at"]),
-        settled_by=row["settled_by"],
-    )
-
-
-def _review(row: sqlite3.Row) -> Review:
-    others = row["others"]
-    return Review(
-        id=row["id"],
-        decision=ReviewDecision(row["decision"]),
-        callback_id=row["callback_id"],
-        payment_token=row["payment_token"],
-        others=None if others is None else PaymentStatus(others),
-        decided_by=row["decided_by"],
-        reason=row["reason"],
-        decided_at=_at(row["decided_at"]),
-        changes=tuple(
-            ReviewChange(token=token, previous=PaymentStatus(before), status=PaymentStatus(after))
-            for token, before, after in json.loads(row["changes"])
-        ),
-    )
