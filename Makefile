@@ -9,7 +9,7 @@ PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3; do \
             command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null \
             && { echo $$p; break; }; done)
 
-.PHONY: install browser test lint types unit demo bench bench-http clean
+.PHONY: install programs test lint types unit demo bench bench-http clean
 
 $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "callbackpool needs Python 3.11 or newer on the PATH" >&2; exit 1; }
@@ -27,10 +27,10 @@ lint: install
 types: install
 	$(BIN)/mypy
 
-browser:
-	@scripts/ensure-chromium
+programs:
+	@scripts/ensure-test-programs
 
-unit: install browser
+unit: install programs
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 test: lint types unit
