@@ -75,7 +75,7 @@ def test_the_executable_fails_with_one_line_and_an_exit_code(tmp_path: Path) -> 
 def test_a_database_that_is_down_is_one_error_line_naming_why() -> None:
     # Nothing listens on a port just freed; the driver's pool warns at every attempt, and
     # none of that reaches the operator but the one line (--verbose shows the attempts).
-    url = f"postgresql://postgres@127.0.0.1:{free_port()}/pool?timeout=2"
+    url = f"postgresql://postgres@127.0.0.1:{free_port()}/pool?timeout=1"
     down = run("--database", url, "migrate")
     verbose = run("--verbose", "--database", url, "migrate")
 
