@@ -53,22 +53,36 @@ class Service:
             return db.execute(query).fetchall()
 
 
-@pytest.fixture
-def service(postgres: PrivateServer, tmp_path: Path) -> Iterator[Service]:
-    """One instance on a fresh database of the private server, sweeping every half second."""
+def new_database(postgres: PrivateServer) -> str:
     name = random_name("pool")
     with psycopg.connect(postgres.url(), autocommit=True) as admin:
         admin.execute(f"CREATE DATABASE {name}")
+    return name
+
+
+def launch_on(postgres: PrivateServer, name: str, folder: Path) -> Service:
+    """One instance on the private server's database ``name``, sweeping every half second
+    (started, not waited for)."""
     url = postgres.url(name) + f"?timeout={TIMEOUT}&connect_timeout={TIMEOUT}&pool_max_size=4"
     server = launch(
-        tmp_path,
+        folder,
         instance_config(sweepIntervalSeconds=0.5),
         environment={"CALLBACKPOOL_DATABASE_URL": url},
     )
-    server.wait_until_serving()
-    yield Service(server=server, database=postgres.url(name))
+    return Service(server=server, database=postgres.url(name))
+
+
+def stop_cleanly(server: ServeProcess) -> None:
     assert server.stop() in (0, -signal.SIGTERM)  # the lifespan finished: a clean stop
     assert "Traceback" not in server.output(), server.output()
+
+
+@pytest.fixture
+def service(postgres: PrivateServer, tmp_path: Path) -> Iterator[Service]:
+    started = launch_on(postgres, new_database(postgres), tmp_path)
+    started.server.wait_until_serving()
+    yield started
+    stop_cleanly(started.server)
 
 
 @dataclass
@@ -163,11 +177,13 @@ def timed(
         return answer, time.monotonic() - started
 
 
-def assert_unavailable(server: ServeProcess) -> None:
+def assert_unavailable(
+    server: ServeProcess, reasons: tuple[str, ...] = ("the database is unavailable",)
+) -> None:
     """Each kind of request answers 503 with Retry-After, within the bound."""
     ready, took = timed(server, "GET", "/readyz")
     assert ready.status_code == 503, ready.text
-    assert ready.json()["reasons"] == ["the database is unavailable"]
+    assert ready.json()["reasons"] == list(reasons)
     assert took < BOUND, took
     for method, path, kw in (
         ("POST", f"{API}/create-token", {"json": {"amount": 4242}}),
@@ -257,3 +273,31 @@ def test_a_frozen_database(postgres: PrivateServer, service: Service) -> None:
     assert load.slowest < BOUND, load.slowest
     assert recovery < BOUND, recovery
     assert_nothing_lost(service, load)
+
+
+def test_an_instance_started_while_its_database_is_down(
+    postgres: PrivateServer, tmp_path: Path
+) -> None:
+    # It does not exit (a supervisor restarting it in a loop may give up before the
+    # database is back): it answers 503 until the database answers, then serves.
+    name = new_database(postgres)  # empty: the instance will migrate it
+    postgres.stop("fast")
+    try:
+        started = launch_on(postgres, name, tmp_path)
+        server = started.server
+        server.wait_until_serving()
+        assert_unavailable(server, reasons=("starting", "the database is unavailable"))
+    finally:
+        postgres.start()
+    with server.client() as client:
+        assert wait_for(lambda: client.get("/readyz").status_code == 200, 30), server.output()
+        made = client.post(f"{API}/create-token", json={"amount": 1234})
+        assert made.status_code == 201, made.text
+        back = client.get(
+            made.json()["formConfig"]["callbackPath"], params=gateway_return(1234, "UP-1")
+        )
+        assert back.headers["location"] == f"/payment-success?token={made.json()['token']}"
+    # Migrated and its paths loaded once the database answered.
+    assert started.rows("SELECT count(*) FROM slots WHERE active") == [(20,)]
+    assert "the database is unavailable at start" in server.output()
+    stop_cleanly(server)

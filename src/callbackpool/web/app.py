@@ -1,7 +1,8 @@
 """The ASGI app: ``create_app(settings)``.
 
-The lifespan builds the store, the pool and the services on ``app.state.services`` and runs
-the sweeper; routes get what they need through the dependency getters of ``deps``.
+The lifespan builds the store, the pool and the services on ``app.state.services``, brings
+the database up to date (``startup``) and runs the sweeper; routes get what they need
+through the dependency getters of ``deps``, which answer 503 until the database is ready.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from .headers import ResponseHeaders
 from .limits import BodyLimit
 from .metrics import Metrics
 from .routes import admin_api, callbacks, dashboard, operations, pages, payments, sandbox
+from .startup import Startup
 from .sweeper import Sweeper
 from .templating import STATIC_DIR
 
@@ -42,19 +44,29 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         services = await run_in_threadpool(_build_services, settings, store, clock)
         metrics.watch(services.pool)
-        app.state.services = services
         sweeper = Sweeper(services.pool, settings.sweep_interval_seconds)
         app.state.sweeper = sweeper
-        sweeper.start()
-        log.info(
-            "callbackpool serving %d callback paths at %s%s",
-            len(settings.callback_paths),
-            settings.base_url,
-            " with the sandbox gateway" if services.sandbox else "",
-        )
+
+        def serving() -> None:
+            log.info(
+                "callbackpool serving %d callback paths at %s%s",
+                len(settings.callback_paths),
+                settings.base_url,
+                " with the sandbox gateway" if services.sandbox else "",
+            )
+
+        startup = Startup(services.pool, sweeper, on_ready=serving)
+        app.state.startup = startup
+        try:
+            await startup.begin()  # migrations and paths, or (database away) in the background
+        except BaseException:
+            services.store.close()
+            raise
+        app.state.services = services
         try:
             yield
         finally:
+            await startup.stop()
             await sweeper.stop()
             services.store.close()
 
@@ -96,8 +108,10 @@ def create_app(
 
 
 def _build_services(settings: Settings, store: Store | None, clock: Clock | None) -> Services:
+    """The store, the pool and the rest, without a word to the database yet (``Startup``
+    migrates and loads the paths)."""
     store = store or open_store(settings.database_url, clock=clock)
-    pool = build_pool(settings, store=store)
+    pool = build_pool(settings, store=store, migrate=False, sync_slots=False)
     return Services(
         settings=settings,
         store=store,

@@ -9,6 +9,7 @@ from typing import Annotated
 from fastapi import Depends, Header, Request
 
 from ..config import Settings
+from ..domain.errors import StoreUnavailable
 from ..gateways.sandbox import SandboxGateway
 from ..pool import CallbackPool
 from ..ports import Store
@@ -30,6 +31,11 @@ class Services:
 
 
 def services_of(request: Request) -> Services:
+    """The app's services; until the database has been brought up to date (it was away when
+    the service started), StoreUnavailable: a 503 to try again."""
+    startup = getattr(request.app.state, "startup", None)
+    if startup is not None and not startup.ready:
+        raise StoreUnavailable("the service is starting: its database is unavailable")
     services: Services = request.app.state.services
     return services
 

@@ -36,6 +36,9 @@ async def readyz(request: Request) -> JSONResponse:
     services: Services | None = getattr(request.app.state, "services", None)
     if services is None:
         return _not_ready(["starting"])
+    startup = getattr(request.app.state, "startup", None)
+    if startup is not None and not startup.ready:
+        return _not_ready(["starting", startup.problem])
     reasons = await run_in_threadpool(_database_problems, services)
     sweeper = getattr(request.app.state, "sweeper", None)
     if sweeper is None or not sweeper.running:
