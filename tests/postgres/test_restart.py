@@ -153,11 +153,13 @@ def test_a_database_restart_mid_load_loses_nothing(server: PrivateServer) -> Non
         assert set(load.paid.values()) <= callbacks
         for token in load.paid:
             assert payments[token].status is PaymentStatus.COMPLETED
-        # The customer who was still paying kept the lease across the restart (beside it,
-        # only payments whose return failed in the outage can hold one), and pays.
+        # The customer who was still paying kept the lease across the restart, and pays.
+        # Beside it only pending payments hold one: those whose return failed in the
+        # outage, or one whose creation committed as the server went down (its answer lost).
         live_tokens = {lease.token for lease in live}
         assert waiting.payment.token in live_tokens
-        assert live_tokens <= {waiting.payment.token} | (load.created - set(load.paid))
+        assert live_tokens.isdisjoint(load.paid)
+        assert {payments[token].status for token in live_tokens} == {PaymentStatus.PENDING}
         result = pool.handle_callback(waiting.lease.path, paygistix_return(amount="7.77"))
         assert result.outcome is CallbackOutcome.APPLIED
         assert pool.get_payment(waiting.payment.token).status is PaymentStatus.COMPLETED
