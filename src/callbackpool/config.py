@@ -6,6 +6,7 @@ environment, then the file, then the defaults.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import os
@@ -39,7 +40,7 @@ from .domain.gateway import CatalogueItem
 from .domain.money import is_known_currency, to_minor
 from .gateways.paygistix import HASH_ALGORITHMS, HashRecipe, PaygistixGateway
 from .gateways.sandbox import DEFAULT_HASH_FIELDS, SANDBOX_FORM_PATH, SandboxGateway
-from .pool import PoolPolicy
+from .pool import IPNetwork, PoolPolicy
 
 log = logging.getLogger("callbackpool.config")
 
@@ -141,16 +142,33 @@ class Settings(BaseSettings):
     admin_token: SecretStr | None = None
     env: Literal["development", "production"] = "development"
     sandbox: SandboxSettings = SandboxSettings()
+    # Where gateway returns may come from (addresses or networks; empty: anywhere). A return
+    # from elsewhere is stored and rejected. See docs/security.md.
+    return_sources: Annotated[list[str], NoDecode] = []
+    # The reverse proxies in front of the service (addresses or networks): only a request
+    # from one of them has its client address taken from ``forwardedHeader``.
+    trusted_proxies: Annotated[list[str], NoDecode] = []
+    forwarded_header: str = Field(default="X-Forwarded-For", pattern=r"^[A-Za-z0-9-]+$")
 
-    @field_validator("callback_paths", mode="before")
+    @field_validator("callback_paths", "return_sources", "trusted_proxies", mode="before")
     @classmethod
-    def _paths_from_text(cls, value: Any) -> Any:
+    def _list_from_text(cls, value: Any) -> Any:
         if isinstance(value, str):
             text = value.strip()
             if text.startswith("["):
                 return json.loads(text)
             return [part.strip() for part in text.split(",") if part.strip()]
         return value
+
+    @field_validator("return_sources", "trusted_proxies")
+    @classmethod
+    def _valid_networks(cls, networks: list[str]) -> list[str]:
+        for network in networks:
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError:
+                raise ValueError(f"{network!r} is not an IP address or network") from None
+        return networks
 
     @field_validator("callback_paths")
     @classmethod
@@ -227,6 +245,7 @@ class Settings(BaseSettings):
             max_amount=self.max_amount,
             success_url=self.success_url,
             error_url=self.error_url,
+            return_sources=networks(self.return_sources),
         )
 
     def effective_form_action_url(self) -> str:
@@ -268,6 +287,11 @@ class Settings(BaseSettings):
             catalogue=self.catalogue(),
             return_hash=recipe,
         )
+
+
+def networks(texts: list[str]) -> tuple[IPNetwork, ...]:
+    """``["203.0.113.7", "10.0.0.0/8"]`` as networks (an address is a network of one)."""
+    return tuple(ipaddress.ip_network(text, strict=False) for text in texts)
 
 
 class _FileSource(PydanticBaseSettingsSource):

@@ -7,6 +7,7 @@ and never to a database driver or the web framework.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
 import logging
 import secrets
@@ -53,6 +54,7 @@ from .ports import (
 log = logging.getLogger("callbackpool")
 
 StatusHook = Callable[[StatusChange], None]
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 TOKEN_BYTES = 24  # 192 bits from the operating system's CSPRNG
 MAX_QUANTITY = 10_000
@@ -76,6 +78,9 @@ class PoolPolicy:
     max_amount: int | None = None
     success_url: str = "/payment-success"
     error_url: str = "/payment-error"
+    # The addresses gateway returns may come from (empty: any). A return from elsewhere is
+    # stored and rejected. The address is the one the adapter resolved (proxy-aware).
+    return_sources: tuple[IPNetwork, ...] = ()
 
     def callback_url(self, path: str) -> str:
         return self.base_url.rstrip("/") + path
@@ -357,7 +362,9 @@ class CallbackPool:
             if record.outcome is not CallbackOutcome.RECEIVED:
                 resolution = None
             else:
-                resolution = self._decide(tx, work, callback_id, record.path, record.params)
+                resolution = self._decide(
+                    tx, work, callback_id, record.path, record.params, record.client_addr
+                )
                 tx.finish_callback(callback_id, resolution)
         if resolution is None:  # resolved meanwhile by another worker
             return CallbackResult(
@@ -388,7 +395,13 @@ class CallbackPool:
         )
 
     def _decide(
-        self, tx: Tx, work: _Work, callback_id: int, path: str, params: Params
+        self,
+        tx: Tx,
+        work: _Work,
+        callback_id: int,
+        path: str,
+        params: Params,
+        client_addr: str | None,
     ) -> CallbackResolution:
         slot = tx.slot_by_path(path)
         if slot is None:
@@ -397,13 +410,13 @@ class CallbackPool:
             parsed = self.gateway.parse_return(params)
         except MalformedReturn as exc:
             return self._rejected(callback_id, exc.message)
+        # Every check runs before the PNRef is claimed, repeats included: a forgery cannot
+        # block the genuine return, and a replay from outside the allowlist is rejected.
+        refusal = self._verify(params, parsed, client_addr)
+        if refusal is not None:
+            return self._rejected(callback_id, refusal, parsed)
         fingerprint = _fingerprint(parsed)
-        holder = tx.pn_ref_holder(parsed.pn_ref)
-        if holder is None:
-            refusal = self.gateway.verify(params, parsed)
-            if refusal is not None:
-                return self._rejected(callback_id, refusal, parsed)
-            holder = tx.claim_pn_ref(parsed.pn_ref, callback_id, fingerprint)
+        holder = tx.claim_pn_ref(parsed.pn_ref, callback_id, fingerprint)
         if holder is not None:
             return self._duplicate(tx, callback_id, parsed, fingerprint, holder)
 
@@ -486,6 +499,19 @@ class CallbackPool:
                 )
             case _:
                 assert_never(decision)
+
+    def _verify(self, params: Params, parsed: GatewayReturn, client_addr: str | None) -> str | None:
+        """Why the return cannot be trusted (DESIGN.md §6, step 4), or None."""
+        if parsed.approved and parsed.amount is None:
+            # An approved sale always names what was charged: without it the amount check,
+            # the one thing a forger must guess, would be skipped.
+            return "an approved return must carry its Amount"
+        refusal = self.gateway.verify(params, parsed)
+        if refusal is not None:
+            return refusal
+        if self.policy.return_sources and not _admitted(client_addr, self.policy.return_sources):
+            return f"source address {client_addr or '(unknown)'} is not in the allowlist"
+        return None
 
     def _duplicate(
         self,
@@ -753,6 +779,19 @@ def _customer_data(customer: Mapping[str, Any] | None) -> dict[str, Any]:
         raise InvalidPayment("customer", f"must not exceed {MAX_CUSTOMER_BYTES} bytes as JSON")
     loaded: dict[str, Any] = json.loads(encoded)
     return loaded
+
+
+def _admitted(client_addr: str | None, sources: Sequence[IPNetwork]) -> bool:
+    """Whether ``client_addr`` lies in one of ``sources`` (an unknown address never does)."""
+    if not client_addr:
+        return False
+    try:
+        address = ipaddress.ip_address(client_addr)
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return any(address in network for network in sources)
 
 
 def _due(moment: datetime | None, now: datetime) -> bool:

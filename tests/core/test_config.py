@@ -124,6 +124,9 @@ def test_everything_can_come_from_the_environment(monkeypatch: pytest.MonkeyPatc
         ({"form": {**GUIDE_SHAPE["form"], "items": [{"code": "A"}]}}, "form.items[0].price"),
         ({"callbackHash": {"secret": "s", "fields": ["PNRef"], "algorithm": "crc"}},
          "callbackHash.algorithm"),
+        ({"returnSources": ["gateway.example"]}, "returnSources"),
+        ({"trustedProxies": ["10.0.0.0/33"]}, "trustedProxies"),
+        ({"forwardedHeader": "X-Forwarded-For: 1"}, "forwardedHeader"),
     ],
 )  # fmt: skip
 def test_invalid_configuration_names_the_key(
@@ -201,3 +204,19 @@ def test_the_sandbox_is_refused_in_production(tmp_path: Path) -> None:
         )
     assert error.value.key == "sandbox"
     load_settings(write(tmp_path, {**AS_BUILT, "env": "production", "sandbox": {"enabled": False}}))
+
+
+def test_the_return_allowlist_and_proxies_come_from_the_file_or_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = load_settings(write(tmp_path, {**AS_BUILT, "returnSources": ["198.51.100.7"]}))
+    assert [str(n) for n in settings.policy().return_sources] == ["198.51.100.7/32"]
+    monkeypatch.setenv("CALLBACKPOOL_RETURN_SOURCES", "198.51.100.0/24, 2001:db8::/32")
+    monkeypatch.setenv("CALLBACKPOOL_TRUSTED_PROXIES", '["10.0.0.1"]')
+    settings = load_settings(write(tmp_path, AS_BUILT))
+    assert [str(n) for n in settings.policy().return_sources] == [
+        "198.51.100.0/24",
+        "2001:db8::/32",
+    ]
+    assert settings.trusted_proxies == ["10.0.0.1"]
+    assert settings.forwarded_header == "X-Forwarded-For"

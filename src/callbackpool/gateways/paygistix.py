@@ -159,9 +159,10 @@ class PaygistixGateway:
         return minor
 
     def verify(self, params: Params, parsed: GatewayReturn) -> str | None:
-        if self.merchant_id is not None and not hmac.compare_digest(
-            (parsed.merchant_id or "").encode(), self.merchant_id.encode()
-        ):
+        # MerchantID is always checked: without a configured merchant no return passes.
+        if self.merchant_id is None:
+            return "MerchantID cannot be checked: no merchantId is configured"
+        if not hmac.compare_digest((parsed.merchant_id or "").encode(), self.merchant_id.encode()):
             return "MerchantID does not match"
         if self.return_hash is not None:
             values = dict(params)

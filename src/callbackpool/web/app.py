@@ -17,9 +17,10 @@ from fastapi.staticfiles import StaticFiles
 
 from ..clock import Clock
 from ..compose import build_pool
-from ..config import Settings
+from ..config import Settings, networks
 from ..ports import Store
 from ..store import open_store
+from .clients import ClientAddresses
 from .deps import Services
 from .errors import install_error_handlers
 from .headers import ResponseHeaders
@@ -99,6 +100,7 @@ def _build_services(settings: Settings, store: Store | None, clock: Clock | None
         store=store,
         pool=pool,
         sandbox=settings.sandbox_gateway() if settings.sandbox.enabled else None,
+        clients=ClientAddresses(networks(settings.trusted_proxies), settings.forwarded_header),
     )
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hmac
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends, Header, Request
@@ -12,6 +12,7 @@ from ..config import Settings
 from ..gateways.sandbox import SandboxGateway
 from ..pool import CallbackPool
 from ..ports import Store
+from .clients import ClientAddresses
 from .errors import NotAuthenticated, WebError
 
 
@@ -23,6 +24,7 @@ class Services:
     store: Store
     pool: CallbackPool
     sandbox: SandboxGateway | None
+    clients: ClientAddresses = field(default_factory=ClientAddresses)
 
 
 # The getters are coroutines although they wait for nothing: FastAPI runs a plain function
@@ -50,8 +52,11 @@ async def get_sandbox(request: Request) -> SandboxGateway:
 
 
 def client_address(request: Request) -> str | None:
-    """The address a request came from, as the core records it with a callback."""
-    return request.client.host if request.client else None
+    """The address a request came from, behind the trusted proxies (``web/clients.py``): what
+    the core records with a callback and checks against the allowlist, and what the rate
+    limit counts by."""
+    peer = request.client.host if request.client else None
+    return services_of(request).clients.resolve(peer, request.headers)
 
 
 async def require_operator(
