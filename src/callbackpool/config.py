@@ -46,6 +46,7 @@ log = logging.getLogger("callbackpool.config")
 
 ENV_PREFIX = "CALLBACKPOOL_"
 PAYGISTIX_FORM_ACTION = "https://safepay.paymentlogistics.net/transaction.asp"
+MIN_ADMIN_TOKEN_CHARS = 16
 # Variables with the prefix that are not configuration keys.
 _NOT_SETTINGS = ("CALLBACKPOOL_CONFIG", "CALLBACKPOOL_TEST_")
 
@@ -220,6 +221,39 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         return (init_settings, env_settings, _FileSource(settings_cls))
+
+    # --- what a running service must have --------------------------------------------------
+
+    def service_warnings(self) -> list[str]:
+        """Check the settings before a service starts on them: ConfigurationError for what
+        production must not run without; otherwise the warnings to log at start-up."""
+        if self.env == "production":
+            if self.admin_token is None:
+                raise ConfigurationError(
+                    "adminToken", "is required in production (or CALLBACKPOOL_ADMIN_TOKEN)"
+                )
+            if len(self.admin_token.get_secret_value()) < MIN_ADMIN_TOKEN_CHARS:
+                raise ConfigurationError(
+                    "adminToken",
+                    f"must be at least {MIN_ADMIN_TOKEN_CHARS} characters in production",
+                )
+            if not self.merchant_id:
+                raise ConfigurationError(
+                    "merchantId", "is required in production: no return can be verified without"
+                )
+        warnings = []
+        if not self.merchant_id:
+            warnings.append("no merchantId is configured: every gateway return will be rejected")
+        if self.callback_hash is None and not self.return_sources:
+            warnings.append(
+                "gateway returns are UNVERIFIED: neither a callbackHash recipe nor a "
+                "returnSources allowlist is configured, so anyone who finds a leased callback "
+                "path, its amount and a fresh PNRef can mark a payment paid "
+                "(docs/security.md, 'Configuring verification')"
+            )
+        if self.admin_token is None:
+            warnings.append("no adminToken is configured: the operator API answers 401 to all")
+        return warnings
 
     # --- what the rest of the program is built from ---------------------------------------
 

@@ -237,3 +237,10 @@ def test_a_bug_is_one_line_and_verbose_shows_its_traceback(
     assert verbose.exit_code == 1
     assert "Traceback (most recent call last)" in verbose.stderr
     assert verbose.stderr.splitlines()[-1].startswith("error: unexpected RuntimeError: boom")
+
+
+def test_serve_in_production_without_an_admin_token_exits_naming_the_key(cli: Cli) -> None:
+    cli.write_config(env="production")
+    result = cli("serve", "--port", "1")
+    assert result.exit_code == 2
+    assert "adminToken" in one_error_line(result)

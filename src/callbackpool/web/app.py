@@ -38,8 +38,13 @@ def create_app(
     """The service for ``settings``. ``store`` and ``clock`` replace the ones the settings
     name (tests); the store is opened, migrated and closed by the app's lifespan."""
 
+    # Refused here, before anything listens: production without an admin token, and so on.
+    warnings = settings.service_warnings()
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        for warning in warnings:
+            log.warning("%s%s", "PRODUCTION: " if settings.env == "production" else "", warning)
         services = await run_in_threadpool(_build_services, settings, store, clock)
         app.state.services = services
         sweeper = Sweeper(services.pool, settings.sweep_interval_seconds)
