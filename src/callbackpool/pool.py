@@ -347,7 +347,9 @@ class CallbackPool:
         The return is committed before anything acts on it, so even a crash in between
         leaves it on record (``received``); the sweeper resolves such leftovers.
         """
-        with self.store.transaction() as tx:
+        # Not waiting for the disk here is safe: the resolution's durable commit, right
+        # after, makes this record durable too (see Store.transaction).
+        with self.store.transaction(durable=False) as tx:
             callback_id = tx.insert_callback(
                 NewCallback(
                     path=path, method=method.upper(), params=tuple(params), client_addr=client_addr
@@ -423,9 +425,10 @@ class CallbackPool:
         # A lease past its expiry has ended: its payment is a taint now, not the live lease.
         self._expire_due(tx, work, slot.id)
         candidates = tx.candidates(slot.id)
+        # Earlier unattributed returns matter only where several payments compete.
         open_ambiguities = (
             tx.open_ambiguities(path, parsed.amount)
-            if parsed.approved and parsed.amount is not None
+            if parsed.approved and parsed.amount is not None and len(candidates) > 1
             else []
         )
         decision = decide(

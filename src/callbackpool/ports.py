@@ -205,7 +205,12 @@ class Store(Protocol):
         """``(name, sql)`` of each migration not yet applied, in order (for ``--dry-run``)."""
         ...
 
-    def transaction(self) -> AbstractContextManager[Tx]: ...
+    def transaction(self, *, durable: bool = True) -> AbstractContextManager[Tx]:
+        """A write transaction. ``durable=False`` lets the commit return before the disk
+        confirms it: the write survives a crash of the process, not of the machine. Only for
+        a record that the durable transaction following it makes durable too (a stored
+        return, which its resolution commits right after)."""
+        ...
 
     def read(self) -> AbstractContextManager[Tx]: ...
 

@@ -92,9 +92,9 @@ def test_writers_of_one_process_queue_in_the_process_not_in_sqlite(
     asked_sqlite: list[str] = []
     begin = store._begin
 
-    def spying_begin(mode: str) -> Any:
+    def spying_begin(mode: str, **options: Any) -> Any:
         asked_sqlite.append(threading.current_thread().name)
-        return begin(mode)
+        return begin(mode, **options)
 
     monkeypatch.setattr(store, "_begin", spying_begin)
     finished = threading.Event()
@@ -122,3 +122,14 @@ def test_writers_of_one_process_queue_in_the_process_not_in_sqlite(
         late.start()
         late.join()
     assert [str(exc) for exc in refused] == ["SQLite database is busy: no write turn in 0.3 s"]
+
+
+def test_a_non_durable_transaction_restores_the_durable_mode(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "pool.db", synchronous="FULL")
+    store.migrate()
+    with store.transaction(durable=False) as tx:
+        tx.sync_slots(["/cb/1"])
+    with store.read() as tx:
+        assert [view.path for view in tx.slot_views()] == ["/cb/1"]
+    conn = store._local.conn
+    assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL again

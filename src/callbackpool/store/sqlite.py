@@ -130,11 +130,16 @@ class SqliteStore:
         yield conn
 
     @contextmanager
-    def _begin(self, mode: str) -> Iterator[SqliteTx]:
+    def _begin(self, mode: str, *, durable: bool = True) -> Iterator[SqliteTx]:
         with self._connection() as conn:
+            if not durable:
+                # In WAL mode a NORMAL commit is appended to the log without an fsync; the
+                # next FULL commit's fsync of the log makes it durable along with its own.
+                conn.execute("PRAGMA synchronous = NORMAL")
             try:
                 conn.execute(f"BEGIN {mode}")
             except sqlite3.OperationalError as exc:
+                self._restore_synchronous(conn, durable)
                 raise StoreUnavailable(f"SQLite database is busy: {exc}") from exc
             try:
                 # Time is read once the transaction holds its lock, so that it orders
@@ -148,20 +153,27 @@ class SqliteStore:
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
-            try:
-                conn.execute("COMMIT")
-            except sqlite3.OperationalError as exc:
-                conn.execute("ROLLBACK")
-                raise StoreUnavailable(f"SQLite commit failed: {exc}") from exc
+            else:
+                try:
+                    conn.execute("COMMIT")
+                except sqlite3.OperationalError as exc:
+                    conn.execute("ROLLBACK")
+                    raise StoreUnavailable(f"SQLite commit failed: {exc}") from exc
+            finally:
+                self._restore_synchronous(conn, durable)
+
+    def _restore_synchronous(self, conn: sqlite3.Connection, durable: bool) -> None:
+        if not durable:
+            conn.execute(f"PRAGMA synchronous = {self.synchronous}")
 
     @contextmanager
-    def transaction(self) -> Iterator[SqliteTx]:
+    def transaction(self, *, durable: bool = True) -> Iterator[SqliteTx]:
         if not self._writer.acquire(timeout=self.busy_timeout):
             raise StoreUnavailable(
                 f"SQLite database is busy: no write turn in {self.busy_timeout:g} s"
             )
         try:
-            with self._begin("IMMEDIATE") as tx:
+            with self._begin("IMMEDIATE", durable=durable) as tx:
                 yield tx
         finally:
             self._writer.release()
