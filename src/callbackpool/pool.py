@@ -7,6 +7,7 @@ and never to a database driver or the web framework.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import ipaddress
 import json
 import logging
@@ -28,6 +29,7 @@ from .domain.errors import (
 from .domain.gateway import Gateway, GatewayReturn, MalformedReturn, Params
 from .domain.model import (
     CallbackOutcome,
+    CallbackRecord,
     Candidate,
     Lease,
     LeaseEnd,
@@ -36,6 +38,7 @@ from .domain.model import (
     PaymentStatus,
     SlotView,
     StatusChange,
+    callback_id_of,
     callback_ref,
 )
 from .domain.money import is_known_currency
@@ -57,6 +60,7 @@ StatusHook = Callable[[StatusChange], None]
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 TOKEN_BYTES = 24  # 192 bits from the operating system's CSPRNG
+RECEIPT_BYTES = 16  # 128 bits: the key of a return's success page
 MAX_QUANTITY = 10_000
 # The largest amount any payment may have, configured maximum or not: the largest integer a
 # JSON client in JavaScript holds exactly (and far inside what every store's integers hold).
@@ -309,6 +313,20 @@ class CallbackPool:
             return self.get_payment(token)
         return payment
 
+    def receipt(self, ref: str, key: str) -> Payment | None:
+        """The payment a gateway return was applied to, for the return's success page (the
+        redirect names the return's reference and its receipt key). None, alike, for an
+        unknown reference, a wrong key and a return applied to no payment."""
+        callback_id = callback_id_of(ref)
+        with self.store.read() as tx:
+            record = tx.get_callback(callback_id) if callback_id is not None else None
+        expected = (record.receipt or "") if record is not None else ""
+        # Compared even when nothing is expected, so that no answer comes back quicker.
+        matches = hmac.compare_digest(expected.encode(), key.encode()) and bool(expected)
+        if record is None or not matches or record.payment_token is None:
+            return None
+        return self.get_payment(record.payment_token)
+
     def cancel_payment(self, token: str) -> Payment:
         """Cancel a pending payment: its lease ends and leaves a taint, for the customer may
         still be paying on the gateway's page. Raises UnknownPayment or PaymentNotPending."""
@@ -352,7 +370,11 @@ class CallbackPool:
         with self.store.transaction(durable=False) as tx:
             callback_id = tx.insert_callback(
                 NewCallback(
-                    path=path, method=method.upper(), params=tuple(params), client_addr=client_addr
+                    path=path,
+                    method=method.upper(),
+                    params=tuple(params),
+                    client_addr=client_addr,
+                    receipt=secrets.token_urlsafe(RECEIPT_BYTES),
                 )
             )
         return self._resolve(callback_id)
@@ -364,9 +386,7 @@ class CallbackPool:
             if record.outcome is not CallbackOutcome.RECEIVED:
                 resolution = None
             else:
-                resolution = self._decide(
-                    tx, work, callback_id, record.path, record.params, record.client_addr
-                )
+                resolution = self._decide(tx, work, record)
                 tx.finish_callback(callback_id, resolution)
         if resolution is None:  # resolved meanwhile by another worker
             return CallbackResult(
@@ -396,15 +416,8 @@ class CallbackPool:
             detail=resolution.detail,
         )
 
-    def _decide(
-        self,
-        tx: Tx,
-        work: _Work,
-        callback_id: int,
-        path: str,
-        params: Params,
-        client_addr: str | None,
-    ) -> CallbackResolution:
+    def _decide(self, tx: Tx, work: _Work, record: CallbackRecord) -> CallbackResolution:
+        callback_id, path, params = record.id, record.path, record.params
         slot = tx.slot_by_path(path)
         if slot is None:
             return self._rejected(callback_id, "unknown callback path")
@@ -414,7 +427,7 @@ class CallbackPool:
             return self._rejected(callback_id, exc.message)
         # Every check runs before the PNRef is claimed, repeats included: a forgery cannot
         # block the genuine return, and a replay from outside the allowlist is rejected.
-        refusal = self._verify(params, parsed, client_addr)
+        refusal = self._verify(params, parsed, record.client_addr)
         if refusal is not None:
             return self._rejected(callback_id, refusal, parsed)
         fingerprint = _fingerprint(parsed)
@@ -450,7 +463,7 @@ class CallbackPool:
                 return replace(
                     seen,
                     outcome=CallbackOutcome.APPLIED,
-                    redirect=self._answer(candidate.payment.token, parsed, callback_id),
+                    redirect=self._answer(parsed, record),
                     payment_token=candidate.payment.token,
                 )
             case SettleAll(assignments=assignments):
@@ -474,7 +487,7 @@ class CallbackPool:
                 return replace(
                     seen,
                     outcome=CallbackOutcome.APPLIED,
-                    redirect=self._answer(own_token, parsed, callback_id),
+                    redirect=self._answer(parsed, record),
                     payment_token=own_token,
                     detail=f"settled {len(assignments)} same-amount payments on {path}",
                     candidates=tuple(c.payment.token for _, c in assignments),
@@ -601,10 +614,14 @@ class CallbackPool:
             # The return may be this customer's or not: the lease ends, its taint stays.
             self._end_lease(tx, candidate.lease, LeaseEnd.CALLBACK, taint=True)
 
-    def _answer(self, token: str, parsed: GatewayReturn, callback_id: int) -> str:
+    def _answer(self, parsed: GatewayReturn, record: CallbackRecord) -> str:
+        """Where an attributed return sends the browser. The success page is named by the
+        return's receipt, never by a payment token: whoever holds the return (a replay, a
+        forgery where returns are unverified) must not learn the token from the redirect."""
         if parsed.approved:
-            return f"{self.policy.success_url}?{urlencode({'token': token})}"
-        return self._error_page("Payment declined", callback_id)
+            query = urlencode({"ref": record.ref, "receipt": record.receipt or ""})
+            return f"{self.policy.success_url}?{query}"
+        return self._error_page("Payment declined", record.id)
 
     def _error_page(self, message: str, callback_id: int) -> str:
         query = urlencode({"message": message, "ref": callback_ref(callback_id)})

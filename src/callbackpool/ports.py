@@ -66,6 +66,7 @@ class NewCallback:
     method: str
     params: tuple[tuple[str, str], ...]
     client_addr: str | None
+    receipt: str | None = None  # the key of the return's success page (pool.receipt)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from callbackpool.pool import CallbackPool
+from callbackpool.store.queries import load_migrations
 
 from .conftest import EXAMPLE_CONFIG, Cli, one_error_line
 
@@ -153,7 +154,8 @@ def test_a_database_not_initialised(cli: Cli) -> None:
 
     assert result.exit_code == 1
     assert one_error_line(result) == (
-        "error: the database is not initialised or not up to date (pending: 0001_initial): "
+        "error: the database is not initialised or not up to date "
+        f"(pending: {', '.join(name for name, _ in load_migrations('sqlite'))}): "
         "run 'callbackpool init'"
     )
 

@@ -125,7 +125,7 @@ def test_pay_with_the_approve_card_and_land_on_the_success_page(
     checkout.fill("#qty-WDF", "2")
     checkout.fill("#qty-BAG", "1")
     window = pay_in_window(checkout, "4111 1111 1111 1111")
-    window.wait_for_url("**/payment-success?token=**")
+    window.wait_for_url("**/payment-success?ref=CB-*&receipt=*")
     expect(window.get_by_test_id("outcome")).to_have_text("Payment received")
     expect(window.locator("main")).to_contain_text("12.50 USD")
     expect(checkout.locator(STATUS)).to_have_attribute("data-state", "completed")
@@ -177,7 +177,7 @@ def test_a_return_sent_twice_by_post_is_applied_once(checkout: Any, server: Serv
 
     checkout.fill("#qty-DEL", "1")
     window = pay_in_window(checkout, "5555 5555 5555 4444", return_method="POST", twice=True)
-    window.wait_for_url("**/payment-success?token=**")
+    window.wait_for_url("**/payment-success?ref=CB-*&receipt=*")
     expect(window.get_by_test_id("outcome")).to_have_text("Payment received")
     expect(checkout.locator(STATUS)).to_have_attribute("data-state", "completed")
     token = token_of(checkout)

@@ -12,12 +12,15 @@ import pytest
 
 from callbackpool.domain.errors import StoreUnavailable
 from callbackpool.store import open_store
+from callbackpool.store.queries import load_migrations
 from callbackpool.store.sqlite import SqliteStore
+
+MIGRATIONS = [name for name, _ in load_migrations("sqlite")]
 
 
 def test_looking_at_pending_migrations_creates_no_database(tmp_path: Path) -> None:
     store = SqliteStore(tmp_path / "typo.db")
-    assert [name for name, _ in store.pending_migrations()] == ["0001_initial"]
+    assert [name for name, _ in store.pending_migrations()] == MIGRATIONS
     assert not (tmp_path / "typo.db").exists()
 
 
@@ -28,7 +31,7 @@ def test_the_file_is_in_wal_mode_with_foreign_keys(tmp_path: Path) -> None:
         pass
     raw = sqlite3.connect(tmp_path / "pool.db")
     assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert [row[0] for row in raw.execute("SELECT name FROM schema_migrations")] == ["0001_initial"]
+    assert [row[0] for row in raw.execute("SELECT name FROM schema_migrations")] == MIGRATIONS
 
 
 def test_one_live_lease_per_slot_is_a_rule_of_the_database(tmp_path: Path) -> None:
@@ -133,3 +136,27 @@ def test_a_non_durable_transaction_restores_the_durable_mode(tmp_path: Path) -> 
         assert [view.path for view in tx.slot_views()] == ["/cb/1"]
     conn = store._local.conn
     assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL again
+
+
+def test_returns_stored_before_receipts_get_a_random_one(tmp_path: Path) -> None:
+    path = tmp_path / "pool.db"
+    raw = sqlite3.connect(path)
+    raw.execute("CREATE TABLE schema_migrations (name TEXT PRIMARY KEY, applied_at INTEGER)")
+    [(_, initial)] = [m for m in load_migrations("sqlite") if m[0] == "0001_initial"]
+    raw.executescript(initial)
+    raw.execute("INSERT INTO schema_migrations VALUES ('0001_initial', 0)")
+    for _ in range(2):
+        raw.execute(
+            "INSERT INTO callbacks (path, method, params, received_at, outcome) "
+            "VALUES ('/cb/1', 'GET', '[]', 0, 'received')"
+        )
+    raw.commit()
+    raw.close()
+    store = SqliteStore(path)
+    store.migrate()
+    with store.read() as tx:
+        receipts = [record.receipt for record in (tx.get_callback(1), tx.get_callback(2)) if record]
+    store.close()
+    assert len(receipts) == 2
+    assert all(r is not None and len(r) == 32 for r in receipts)
+    assert receipts[0] != receipts[1]

@@ -31,7 +31,11 @@ def test_an_approved_return_completes_its_payment(pool: CallbackPool) -> None:
     result = pool.handle_callback(checkout.lease.path, paygistix_return(amount="10.00"))
     assert result.outcome is APPLIED
     assert result.payment_token == checkout.payment.token
-    assert result.redirect == f"/payment-success?token={checkout.payment.token}"
+    # The success page is named by the return's receipt, never by the payment's token.
+    assert result.redirect.startswith(f"/payment-success?ref={result.ref}&receipt=")
+    assert checkout.payment.token not in result.redirect
+    receipt = query(result.redirect)["receipt"]
+    assert pool.receipt(result.ref, receipt) == pool.get_payment(checkout.payment.token)
     payment = pool.get_payment(checkout.payment.token)
     assert payment.status is PaymentStatus.COMPLETED
     assert not payment.late

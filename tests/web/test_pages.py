@@ -73,6 +73,25 @@ async def test_the_success_page_shows_the_payment(client: httpx.AsyncClient) -> 
     assert "VISA ending 0309" in page.text
 
 
+async def test_the_return_lands_on_its_receipt_which_shows_no_token(
+    client: httpx.AsyncClient,
+) -> None:
+    created: dict[str, Any] = (
+        await client.post(f"{API}/create-token", json={"amount": 1000})
+    ).json()
+    back = await client.get(created["formConfig"]["callbackPath"], params=gateway_return())
+    page = await client.get(back.headers["location"])
+    assert page.status_code == 200
+    assert "Payment received" in page.text
+    assert "10.00 USD" in page.text
+    assert created["token"] not in page.text
+    assert created["token"] not in back.headers["location"]
+    wrong = back.headers["location"].replace("receipt=", "receipt=x")
+    missing = await client.get(wrong)
+    assert missing.status_code == 404
+    assert "Payment not found" in missing.text
+
+
 @pytest.mark.parametrize("token", ["", "unknown", "<script>alert(1)</script>"])
 async def test_the_success_page_of_an_unknown_payment_says_so(
     client: httpx.AsyncClient, token: str

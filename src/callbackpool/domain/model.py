@@ -126,6 +126,7 @@ class CallbackRecord:
     duplicate_of: int | None = None
     settled_at: datetime | None = None
     settled_by: str | None = None
+    receipt: str | None = None
 
     @property
     def ref(self) -> str:
@@ -135,6 +136,14 @@ class CallbackRecord:
 
 def callback_ref(callback_id: int) -> str:
     return f"CB-{callback_id}"
+
+
+def callback_id_of(ref: str) -> int | None:
+    """The callback a support reference (``CB-12``) names, or None when it names none."""
+    number = ref.removeprefix("CB-")
+    if number == ref or not number.isascii() or not number.isdigit() or len(number) > 18:
+        return None
+    return int(number)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -514,6 +514,7 @@ class SqliteTx:
             method=callback.method,
             params=json.dumps([list(pair) for pair in callback.params]),
             client_addr=callback.client_addr,
+            receipt=callback.receipt,
             now=self._now_us,
         )
         assert row is not None
@@ -655,4 +656,5 @@ def _callback(row: sqlite3.Row) -> CallbackRecord:
         duplicate_of=row["duplicate_of"],
         settled_at=from_us(row["settled_at"]),
         settled_by=row["settled_by"],
+        receipt=row["receipt"],
     )

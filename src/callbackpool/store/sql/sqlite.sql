@@ -152,8 +152,8 @@ UPDATE payments
  WHERE token = :token AND status = :expected;
 
 -- name: insert_callback
-INSERT INTO callbacks (path, method, params, client_addr, received_at, outcome)
-VALUES (:path, :method, :params, :client_addr, :now, 'received')
+INSERT INTO callbacks (path, method, params, client_addr, receipt, received_at, outcome)
+VALUES (:path, :method, :params, :client_addr, :receipt, :now, 'received')
 RETURNING id;
 
 -- name: get_callback
