@@ -150,6 +150,11 @@ class Settings(BaseSettings):
     # from one of them has its client address taken from ``forwardedHeader``.
     trusted_proxies: Annotated[list[str], NoDecode] = []
     forwarded_header: str = Field(default="X-Forwarded-For", pattern=r"^[A-Za-z0-9-]+$")
+    # Pool-exhaustion defence (0 turns each off): create-token requests a client address may
+    # make a minute (counted by each instance of the service), and live leases a customer
+    # (``customerData.email``) may hold at once (counted in the database, across instances).
+    create_token_rate_per_minute: int = Field(default=30, ge=0)
+    max_live_leases_per_customer: int = Field(default=3, ge=0)
 
     @field_validator("callback_paths", "return_sources", "trusted_proxies", mode="before")
     @classmethod
@@ -280,6 +285,7 @@ class Settings(BaseSettings):
             success_url=self.success_url,
             error_url=self.error_url,
             return_sources=networks(self.return_sources),
+            max_live_leases_per_customer=self.max_live_leases_per_customer,
         )
 
     def effective_form_action_url(self) -> str:

@@ -24,6 +24,7 @@ from .domain.errors import (
     NothingToRelease,
     PaymentNotPending,
     PoolExhausted,
+    TooManyLeases,
     UnknownPayment,
 )
 from .domain.gateway import Gateway, GatewayReturn, MalformedReturn, Params
@@ -40,6 +41,7 @@ from .domain.model import (
     StatusChange,
     callback_id_of,
     callback_ref,
+    customer_key,
 )
 from .domain.money import is_known_currency
 from .domain.resolution import Ambiguous, Apply, SettleAll, Unmatched, decide
@@ -82,6 +84,8 @@ class PoolPolicy:
     max_amount: int | None = None
     success_url: str = "/payment-success"
     error_url: str = "/payment-error"
+    # A customer (``Payment.customer_key``) holds at most this many live leases (0: no cap).
+    max_live_leases_per_customer: int = 3
     # The addresses gateway returns may come from (empty: any). A return from elsewhere is
     # stored and rejected. The address is the one the adapter resolved (proxy-aware).
     return_sources: tuple[IPNetwork, ...] = ()
@@ -214,13 +218,15 @@ class CallbackPool:
     ) -> Checkout:
         """Create a pending payment and lease it a callback path, in one transaction.
 
-        Raises InvalidPayment (naming the field) or PoolExhausted.
+        Raises InvalidPayment (naming the field), TooManyLeases (the customer holds as many
+        live leases as ``max_live_leases_per_customer`` allows) or PoolExhausted.
         """
         line_items, total, currency = self._price(amount, currency, items)
         customer = _customer_data(customer)
         token = secrets.token_urlsafe(TOKEN_BYTES)
         with self._writing() as (tx, work):
             self._expire_due(tx, work)
+            self._check_customer_cap(tx, customer_key(customer))
             expires_at = tx.now + self.policy.lock_timeout
             lease = tx.acquire_slot(
                 token=token,
@@ -253,6 +259,15 @@ class CallbackPool:
             expires_at.isoformat(),
         )
         return Checkout(payment=payment, lease=lease, form=self._form(lease, line_items))
+
+    def _check_customer_cap(self, tx: Tx, key: str | None) -> None:
+        cap = self.policy.max_live_leases_per_customer
+        if key is None or cap <= 0:
+            return
+        held = tx.customer_lease_expiries(key)
+        if len(held) >= cap:
+            log.warning("create refused: a customer already holds %d live leases", len(held))
+            raise TooManyLeases(min(held), tx.now)
 
     def _price(
         self, amount: int | None, currency: str | None, items: Mapping[str, int] | None

@@ -55,6 +55,9 @@ def test_the_guides_file_is_read_as_it_is(tmp_path: Path) -> None:
     assert settings.late_callback_window_minutes == 60
     assert settings.reuse_same_amount_tainted is True
     assert settings.currency == "USD"
+    assert settings.create_token_rate_per_minute == 30
+    assert settings.policy().max_live_leases_per_customer == 3
+    assert settings.policy().return_sources == ()
 
 
 def test_the_as_built_file_is_read_as_it_is(tmp_path: Path) -> None:
@@ -127,6 +130,8 @@ def test_everything_can_come_from_the_environment(monkeypatch: pytest.MonkeyPatc
         ({"returnSources": ["gateway.example"]}, "returnSources"),
         ({"trustedProxies": ["10.0.0.0/33"]}, "trustedProxies"),
         ({"forwardedHeader": "X-Forwarded-For: 1"}, "forwardedHeader"),
+        ({"createTokenRatePerMinute": -1}, "createTokenRatePerMinute"),
+        ({"maxLiveLeasesPerCustomer": 1.5}, "maxLiveLeasesPerCustomer"),
     ],
 )  # fmt: skip
 def test_invalid_configuration_names_the_key(

@@ -71,6 +71,15 @@ class Lease:
         return self.ended_at is None
 
 
+def customer_key(customer: Mapping[str, Any]) -> str | None:
+    """Whom a payment counts against for the cap on live leases per customer: the
+    customer's e-mail address, trimmed and lower-cased; None without one."""
+    email = customer.get("email")
+    if not isinstance(email, str) or not email.strip():
+        return None
+    return email.strip().lower()
+
+
 @dataclass(frozen=True, kw_only=True)
 class Payment:
     token: str
@@ -93,6 +102,10 @@ class Payment:
     result_code: str | None = None
     error_message: str | None = None
     callback_id: int | None = None
+
+    @property
+    def customer_key(self) -> str | None:
+        return customer_key(self.customer)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -398,6 +398,11 @@ class SqliteTx:
         row = self._one("earliest_lease_end")
         return None if row is None else from_us(row[0])
 
+    def customer_lease_expiries(self, customer_key: str) -> list[datetime]:
+        # Atomic with the lease that follows: write transactions take turns (BEGIN IMMEDIATE).
+        rows = self._all("customer_lease_expiries", customer_key=customer_key, now=self._now_us)
+        return [_at(row["expires_at"]) for row in rows]
+
     def live_lease_of_payment(self, token: str) -> Lease | None:
         row = self._one("live_lease_of_payment", token=token)
         return None if row is None else _lease(row)
@@ -459,6 +464,7 @@ class SqliteTx:
             currency=payment.currency,
             items=json.dumps([_item_json(item) for item in payment.items]),
             customer=json.dumps(dict(payment.customer)),
+            customer_key=payment.customer_key,
             status=payment.status.value,
             late=int(payment.late),
             lease_id=payment.lease_id,

@@ -24,7 +24,7 @@ from .clients import ClientAddresses
 from .deps import Services
 from .errors import install_error_handlers
 from .headers import ResponseHeaders
-from .limits import BodyLimit
+from .limits import BodyLimit, RateLimiter
 from .routes import callbacks, pages, payments, sandbox
 from .sweeper import Sweeper
 from .templating import STATIC_DIR
@@ -106,6 +106,11 @@ def _build_services(settings: Settings, store: Store | None, clock: Clock | None
         pool=pool,
         sandbox=settings.sandbox_gateway() if settings.sandbox.enabled else None,
         clients=ClientAddresses(networks(settings.trusted_proxies), settings.forwarded_header),
+        create_token_limit=(
+            RateLimiter(settings.create_token_rate_per_minute)
+            if settings.create_token_rate_per_minute
+            else None
+        ),
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+import logging
 from dataclasses import dataclass, field
 from typing import Annotated
 
@@ -13,7 +14,10 @@ from ..gateways.sandbox import SandboxGateway
 from ..pool import CallbackPool
 from ..ports import Store
 from .clients import ClientAddresses
-from .errors import NotAuthenticated, WebError
+from .errors import NotAuthenticated, RateLimited, WebError
+from .limits import RateLimiter, rate_key
+
+log = logging.getLogger("callbackpool.web")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -25,6 +29,7 @@ class Services:
     pool: CallbackPool
     sandbox: SandboxGateway | None
     clients: ClientAddresses = field(default_factory=ClientAddresses)
+    create_token_limit: RateLimiter | None = None
 
 
 # The getters are coroutines although they wait for nothing: FastAPI runs a plain function
@@ -59,6 +64,16 @@ def client_address(request: Request) -> str | None:
     return services_of(request).clients.resolve(peer, request.headers)
 
 
+async def limit_create_token(request: Request) -> None:
+    """``createTokenRatePerMinute`` per client address (behind the trusted proxies)."""
+    limiter = services_of(request).create_token_limit
+    if limiter is not None:
+        wait = limiter.take(rate_key(client_address(request)))
+        if wait is not None:
+            log.warning("create-token refused: rate limit of %s", client_address(request))
+            raise RateLimited(wait)
+
+
 async def require_operator(
     request: Request, authorization: Annotated[str | None, Header()] = None
 ) -> None:
@@ -77,3 +92,4 @@ PoolDep = Annotated[CallbackPool, Depends(get_pool)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 SandboxDep = Annotated[SandboxGateway, Depends(get_sandbox)]
 OperatorDep = Annotated[None, Depends(require_operator)]
+CreateTokenLimitDep = Annotated[None, Depends(limit_create_token)]

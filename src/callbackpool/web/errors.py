@@ -28,6 +28,7 @@ from ..domain.errors import (
     PaymentNotPending,
     PoolExhausted,
     StoreUnavailable,
+    TooManyLeases,
     UnknownPayment,
 )
 from .templating import templates
@@ -69,6 +70,19 @@ class NotAuthenticated(WebError):
 
     def __init__(self, message: str = "Authentication required") -> None:
         super().__init__(message, headers={"WWW-Authenticate": 'Bearer realm="callbackpool"'})
+
+
+class RateLimited(WebError):
+    """Too many requests from one client: answered 429 with ``Retry-After``."""
+
+    status = 429
+
+    def __init__(self, retry_after_seconds: float) -> None:
+        self.retry_after_seconds = max(1, int(retry_after_seconds + 0.999))
+        super().__init__(
+            f"Too many requests: try again in {self.retry_after_seconds} s",
+            headers={"Retry-After": str(self.retry_after_seconds)},
+        )
 
 
 class RequestTooLarge(StarletteHTTPException):
@@ -113,6 +127,14 @@ def problem_for(exc: Exception) -> Problem:
                 headers={"Retry-After": str(retry)},
                 extra={"retryAfter": retry},
             )
+        case TooManyLeases():
+            retry = exc.retry_after_seconds
+            return Problem(
+                status=429,
+                message=exc.message,
+                headers={"Retry-After": str(retry)},
+                extra={"retryAfter": retry},
+            )
         case UnknownPayment():
             return Problem(status=404, message="Payment not found")
         case PaymentNotPending():
@@ -128,6 +150,13 @@ def problem_for(exc: Exception) -> Problem:
             )
         case CallbackPoolError():
             return Problem(status=400, message=exc.message)
+        case RateLimited():
+            return Problem(
+                status=429,
+                message=exc.message,
+                headers=exc.headers,
+                extra={"retryAfter": exc.retry_after_seconds},
+            )
         case BadBody():
             return Problem(status=422, message=exc.message, errors={exc.field: exc.problem})
         case WebError():

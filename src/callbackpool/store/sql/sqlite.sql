@@ -78,6 +78,10 @@ UPDATE leases SET taint_until = NULL
 -- name: earliest_lease_end
 SELECT min(expires_at) FROM leases WHERE ended_at IS NULL;
 
+-- name: customer_lease_expiries
+SELECT l.expires_at FROM payments AS p JOIN leases AS l ON l.token = p.token
+ WHERE p.customer_key = :customer_key AND l.ended_at IS NULL AND l.expires_at > :now;
+
 -- name: live_lease_of_payment
 SELECT * FROM leases WHERE token = :token AND ended_at IS NULL;
 
@@ -128,10 +132,10 @@ SELECT s.path, s.active, s.usage_count, s.last_acquired_at, s.last_released_at,
  ORDER BY s.id;
 
 -- name: insert_payment
-INSERT INTO payments (token, amount, currency, items, customer, status, late, lease_id,
-                      callback_path, expires_at, created_at, updated_at)
-VALUES (:token, :amount, :currency, :items, :customer, :status, :late, :lease_id,
-        :callback_path, :expires_at, :now, :now);
+INSERT INTO payments (token, amount, currency, items, customer, customer_key, status, late,
+                      lease_id, callback_path, expires_at, created_at, updated_at)
+VALUES (:token, :amount, :currency, :items, :customer, :customer_key, :status, :late,
+        :lease_id, :callback_path, :expires_at, :now, :now);
 
 -- name: get_payment
 SELECT * FROM payments WHERE token = :token;

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 
-from ..deps import OperatorDep, PoolDep, SettingsDep
+from ..deps import CreateTokenLimitDep, OperatorDep, PoolDep, SettingsDep
 from ..schemas import (
     CancelledOut,
     ConfigOut,
@@ -27,7 +27,7 @@ router = APIRouter(prefix=PREFIX, tags=["payments"])
     "/create-token",
     status_code=201,
     response_model=CreateTokenOut,
-    responses=error_responses(413, 422, 503),
+    responses=error_responses(413, 422, 429, 503),
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -35,7 +35,7 @@ router = APIRouter(prefix=PREFIX, tags=["payments"])
         }
     },
 )
-async def create_token(request: Request, pool: PoolDep) -> CreateTokenOut:
+async def create_token(request: Request, pool: PoolDep, _: CreateTokenLimitDep) -> CreateTokenOut:
     """Create a pending payment and lease it a callback URL: the fields to post to the
     hosted form come back in ``formConfig.fields``."""
     order: CreateTokenIn = await read_json(request, CreateTokenIn)

@@ -4,3 +4,12 @@
 -- Returns stored before this migration get one of SQLite's random keys.
 ALTER TABLE callbacks ADD COLUMN receipt TEXT;
 UPDATE callbacks SET receipt = lower(hex(randomblob(16))) WHERE receipt IS NULL;
+
+-- Whom a payment counts against for the cap on live leases per customer (the e-mail address,
+-- trimmed and lower-cased). SQLite's lower() folds ASCII letters only: a payment made before
+-- this migration by an address with other capitals may escape the cap until its lease ends.
+ALTER TABLE payments ADD COLUMN customer_key TEXT;
+UPDATE payments SET customer_key = lower(trim(json_extract(customer, '$.email')))
+ WHERE json_type(customer, '$.email') = 'text'
+   AND trim(json_extract(customer, '$.email')) <> '';
+CREATE INDEX payments_customer_key ON payments (customer_key) WHERE customer_key IS NOT NULL;
