@@ -11,6 +11,7 @@ import hmac
 import ipaddress
 import json
 import logging
+import re
 import secrets
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -69,6 +70,8 @@ MAX_QUANTITY = 10_000
 AMOUNT_CEILING = 2**53 - 1
 MAX_CUSTOMER_BYTES = 16_384
 UNRESOLVED_GRACE = timedelta(seconds=30)
+# What a payment token may look like (``secrets.token_urlsafe``), with room to spare.
+_TOKEN_SHAPE = re.compile(r"[A-Za-z0-9_-]{1,128}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -315,6 +318,7 @@ class CallbackPool:
 
     def get_payment(self, token: str) -> Payment:
         """The payment as it stands (a lease past its expiry is expired first)."""
+        token = _lookup_key(token)
         with self.store.read() as tx:
             payment = tx.get_payment(token)
             now = tx.now
@@ -345,6 +349,12 @@ class CallbackPool:
     def cancel_payment(self, token: str) -> Payment:
         """Cancel a pending payment: its lease ends and leaves a taint, for the customer may
         still be paying on the gateway's page. Raises UnknownPayment or PaymentNotPending."""
+        token = _lookup_key(token)
+        # A token that names nothing is answered from a read: guessing tokens here must not
+        # take the write turn from the pool's real work.
+        with self.store.read() as tx:
+            if tx.get_payment(token) is None:
+                raise UnknownPayment()
         with self._writing() as (tx, work):
             lease = tx.live_lease_of_payment(token)
             if lease is not None:
@@ -827,6 +837,14 @@ def _admitted(client_addr: str | None, sources: Sequence[IPNetwork]) -> bool:
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         address = address.ipv4_mapped
     return any(address in network for network in sources)
+
+
+def _lookup_key(token: str) -> str:
+    """The token to look a payment up by: a string no token could be (too long, characters
+    no token has) is looked up as the empty string, which names nothing either, so that
+    unknown and malformed tokens are answered by the same work, and no store is handed a NUL
+    or a megabyte."""
+    return token if _TOKEN_SHAPE.fullmatch(token) else ""
 
 
 def _due(moment: datetime | None, now: datetime) -> bool:

@@ -6,6 +6,7 @@ import hmac
 import logging
 from dataclasses import dataclass, field
 from typing import Annotated
+from urllib.parse import urlsplit
 
 from fastapi import Depends, Header, Request
 
@@ -14,7 +15,7 @@ from ..gateways.sandbox import SandboxGateway
 from ..pool import CallbackPool
 from ..ports import Store
 from .clients import ClientAddresses
-from .errors import NotAuthenticated, RateLimited, WebError
+from .errors import Forbidden, NotAuthenticated, RateLimited, WebError
 from .limits import RateLimiter, rate_key
 
 log = logging.getLogger("callbackpool.web")
@@ -64,6 +65,41 @@ def client_address(request: Request) -> str | None:
     return services_of(request).clients.resolve(peer, request.headers)
 
 
+async def require_same_origin(request: Request) -> None:
+    """A browser's POST from a page of another site is refused (403): the ``Origin`` header
+    (or, lacking it, the ``Referer``) must name the configured ``baseUrl``'s origin. A request
+    with neither (a shop's server calling the API) passes: browsers send ``Origin`` with every
+    POST they make, ``null`` where a page hides where it is."""
+    named = request.headers.get("origin")
+    header = "Origin"
+    if named is None:
+        named, header = request.headers.get("referer"), "Referer"
+    if named is None:
+        return
+    expected = origin_of(services_of(request).settings.base_url)
+    if origin_of(named) != expected:
+        log.warning(
+            "cross-site %s %s refused from %s (%s names another site)",
+            request.method,
+            request.url.path,
+            client_address(request),
+            header,
+        )
+        raise Forbidden(f"Cross-site request refused: the {header} is not this site")
+
+
+def origin_of(url: str) -> str | None:
+    """``scheme://host:port`` of a URL (the default port written out), None for none."""
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port or {"http": 80, "https": 443}.get(parts.scheme.lower())
+    except ValueError:
+        return None
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        return None
+    return f"{parts.scheme.lower()}://{parts.hostname.lower()}:{port}"
+
+
 async def limit_create_token(request: Request) -> None:
     """``createTokenRatePerMinute`` per client address (behind the trusted proxies)."""
     limiter = services_of(request).create_token_limit
@@ -74,17 +110,42 @@ async def limit_create_token(request: Request) -> None:
             raise RateLimited(wait)
 
 
+def operator_token_matches(settings: Settings, supplied: str) -> bool:
+    """Whether ``supplied`` is the admin token, compared in constant time (for the Bearer
+    header here, and for any other way an operator signs in)."""
+    expected = settings.admin_token
+    if expected is None:
+        return False
+    return hmac.compare_digest(
+        supplied.encode("utf-8", "surrogateescape"), expected.get_secret_value().encode()
+    )
+
+
+def log_operator_refusal(request: Request, why: str) -> None:
+    """A failed operator authentication, logged with where it came from, never the token."""
+    log.warning(
+        "operator authentication failed: %s %s from %s (%s)",
+        request.method,
+        request.url.path,
+        client_address(request),
+        why,
+    )
+
+
 async def require_operator(
     request: Request, authorization: Annotated[str | None, Header()] = None
 ) -> None:
     """Operator endpoints take ``Authorization: Bearer <CALLBACKPOOL_ADMIN_TOKEN>``."""
-    expected = services_of(request).settings.admin_token
+    settings = services_of(request).settings
     scheme, _, supplied = (authorization or "").partition(" ")
-    if expected is None:
+    if settings.admin_token is None:
+        log_operator_refusal(request, "no admin token is configured")
         raise NotAuthenticated("Operator API disabled: no admin token is configured")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(
-        supplied.strip().encode(), expected.get_secret_value().encode()
-    ):
+    if authorization is None:
+        log_operator_refusal(request, "no credentials")
+        raise NotAuthenticated()
+    if scheme.lower() != "bearer" or not operator_token_matches(settings, supplied.strip()):
+        log_operator_refusal(request, "wrong token" if scheme.lower() == "bearer" else "not Bearer")
         raise NotAuthenticated()
 
 
@@ -93,3 +154,4 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 SandboxDep = Annotated[SandboxGateway, Depends(get_sandbox)]
 OperatorDep = Annotated[None, Depends(require_operator)]
 CreateTokenLimitDep = Annotated[None, Depends(limit_create_token)]
+SameOriginDep = Annotated[None, Depends(require_same_origin)]

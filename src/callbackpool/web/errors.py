@@ -72,6 +72,10 @@ class NotAuthenticated(WebError):
         super().__init__(message, headers={"WWW-Authenticate": 'Bearer realm="callbackpool"'})
 
 
+class Forbidden(WebError):
+    status = 403
+
+
 class RateLimited(WebError):
     """Too many requests from one client: answered 429 with ``Retry-After``."""
 

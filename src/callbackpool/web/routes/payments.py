@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 
-from ..deps import CreateTokenLimitDep, OperatorDep, PoolDep, SettingsDep
+from ..deps import CreateTokenLimitDep, OperatorDep, PoolDep, SameOriginDep, SettingsDep
 from ..schemas import (
     CancelledOut,
     ConfigOut,
@@ -27,7 +27,7 @@ router = APIRouter(prefix=PREFIX, tags=["payments"])
     "/create-token",
     status_code=201,
     response_model=CreateTokenOut,
-    responses=error_responses(413, 422, 429, 503),
+    responses=error_responses(403, 413, 422, 429, 503),
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -35,7 +35,9 @@ router = APIRouter(prefix=PREFIX, tags=["payments"])
         }
     },
 )
-async def create_token(request: Request, pool: PoolDep, _: CreateTokenLimitDep) -> CreateTokenOut:
+async def create_token(
+    request: Request, pool: PoolDep, _: SameOriginDep, __: CreateTokenLimitDep
+) -> CreateTokenOut:
     """Create a pending payment and lease it a callback URL: the fields to post to the
     hosted form come back in ``formConfig.fields``."""
     order: CreateTokenIn = await read_json(request, CreateTokenIn)
@@ -43,8 +45,9 @@ async def create_token(request: Request, pool: PoolDep, _: CreateTokenLimitDep) 
     return CreateTokenOut.of(checkout)
 
 
+# ``{token:path}``: a "token" with a slash in it is answered like every unknown token.
 @router.get(
-    "/check-status/{token}", response_model=PaymentStatusOut, responses=error_responses(404)
+    "/check-status/{token:path}", response_model=PaymentStatusOut, responses=error_responses(404)
 )
 def check_status(token: str, pool: PoolDep) -> PaymentStatusOut:
     """The payment as it stands (poll it while the customer is on the gateway's page)."""
@@ -52,9 +55,11 @@ def check_status(token: str, pool: PoolDep) -> PaymentStatusOut:
 
 
 @router.post(
-    "/cancel-token/{token}", response_model=CancelledOut, responses=error_responses(404, 409)
+    "/cancel-token/{token:path}",
+    response_model=CancelledOut,
+    responses=error_responses(403, 404, 409),
 )
-def cancel_token(token: str, pool: PoolDep) -> CancelledOut:
+def cancel_token(token: str, pool: PoolDep, _: SameOriginDep) -> CancelledOut:
     """Cancel a pending payment and free its callback URL (the customer left)."""
     return CancelledOut(status=pool.cancel_payment(token).status.value)
 
