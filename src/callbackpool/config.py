@@ -153,6 +153,8 @@ class Settings(BaseSettings):
     # Pool-exhaustion defence (0 turns each off): create-token requests a client address may
     # make a minute (counted by each instance of the service), and live leases a customer
     # (``customerData.email``) may hold at once (counted in the database, across instances).
+    # Swagger UI at /api/docs (None: in development only). See docs/security.md.
+    api_docs: bool | None = None
     create_token_rate_per_minute: int = Field(default=30, ge=0)
     max_live_leases_per_customer: int = Field(default=3, ge=0)
 
@@ -259,6 +261,9 @@ class Settings(BaseSettings):
         if self.admin_token is None:
             warnings.append("no adminToken is configured: the operator API answers 401 to all")
         return warnings
+
+    def api_docs_enabled(self) -> bool:
+        return self.api_docs if self.api_docs is not None else self.env == "development"
 
     # --- what the rest of the program is built from ---------------------------------------
 

@@ -70,13 +70,18 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 
 @pytest.fixture
 def checkout(browser: Any, server: Server, request: pytest.FixtureRequest) -> Iterator[Any]:
-    """The checkout page in a fresh browser context; its console errors fail the test."""
+    """The checkout page in a fresh browser context; a console error of any of its pages
+    (the payment window too: a Content-Security-Policy violation is one) fails the test."""
     context = browser.new_context(viewport={"width": 900, "height": 800})
     context.set_default_timeout(15_000)
-    page = context.new_page()
     errors: list[str] = []
-    page.on("pageerror", lambda error: errors.append(str(error)))
-    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+
+    def watch(page: Any) -> None:
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+
+    context.on("page", watch)
+    page = context.new_page()
     page.goto(f"{server.base_url}/checkout")
     yield page
     ARTIFACTS.mkdir(exist_ok=True)

@@ -23,9 +23,9 @@ from ..store import open_store
 from .clients import ClientAddresses
 from .deps import Services
 from .errors import install_error_handlers
-from .headers import ResponseHeaders
+from .headers import ResponseHeaders, security_headers
 from .limits import BodyLimit, RateLimiter
-from .routes import callbacks, pages, payments, sandbox
+from .routes import callbacks, docs, pages, payments, sandbox
 from .sweeper import Sweeper
 from .templating import STATIC_DIR
 
@@ -67,28 +67,31 @@ def create_app(
         version=_version(),
         summary="Callback URLs leased to pending payments of a hosted payment form.",
         lifespan=lifespan,
-        docs_url="/api/docs",
+        docs_url=None,
         redoc_url=None,
-        openapi_url="/api/openapi.json",
+        openapi_url=docs.OPENAPI_PATH,
     )
     install_error_handlers(app)
     app.add_middleware(BodyLimit)
-    app.add_middleware(ResponseHeaders)
+    app.add_middleware(ResponseHeaders, headers=security_headers(settings))
 
     app.include_router(payments.router)
     callbacks.add_callback_routes(app, settings)
     app.include_router(pages.router)
     if settings.sandbox.enabled:
         app.include_router(sandbox.router)
+    if settings.api_docs_enabled():
+        app.include_router(docs.router)
     app.add_api_route("/healthz", healthz, methods=["GET"], tags=["operations"])
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     # Where people start (the demo prints these; the operator dashboard adds itself here).
     app.state.links = {
         "checkout": "/checkout",
         "api": payments.PREFIX,
-        "docs": "/api/docs",
         "pool-stats": f"{payments.PREFIX}/pool-stats",
     }
+    if settings.api_docs_enabled():
+        app.state.links["docs"] = docs.DOCS_PATH
     return app
 
 

@@ -71,8 +71,9 @@ def demo_banner(settings: Settings, links: dict[str, str]) -> list[str]:
         lines.append(f"  dashboard    {base}{links['dashboard']}")
     else:
         lines.append(f"  dashboard    (none yet) the pool's state: {base}{links['pool-stats']}")
+    documentation = f"   (documentation: {base}{links['docs']})" if "docs" in links else ""
     lines += [
-        f"  API          {base}{links['api']}   (documentation: {base}{links['docs']})",
+        f"  API          {base}{links['api']}{documentation}",
         f"  admin token  {token}",
         "",
         f'  curl -H "Authorization: Bearer {token}" {base}{links["pool-stats"]}',
