@@ -40,6 +40,7 @@ from .domain.gateway import CatalogueItem
 from .domain.money import is_known_currency, to_minor
 from .gateways.paygistix import HASH_ALGORITHMS, HashRecipe, PaygistixGateway
 from .gateways.sandbox import DEFAULT_HASH_FIELDS, SANDBOX_FORM_PATH, SandboxGateway
+from .gateways.status_query import HttpStatusQuery
 from .pool import IPNetwork, PoolPolicy
 
 log = logging.getLogger("callbackpool.config")
@@ -95,6 +96,23 @@ class CallbackHashSettings(_Section):
         return value
 
 
+class StatusQuerySettings(_Section):
+    """A gateway's server-to-server status query, in the sandbox's protocol
+    (gateways/status_query.py): off unless configured."""
+
+    url: str
+    api_key: SecretStr | None = None
+    # The custom field of the hosted form that carries the payment's token (posted only
+    # when a status query is configured: the gateway keeps it, the return does not echo it).
+    token_field: str = Field(default="custom1", pattern=r"^[A-Za-z][A-Za-z0-9_]{0,39}$")
+    timeout_seconds: float = Field(default=5, gt=0, le=30)
+
+    @field_validator("url")
+    @classmethod
+    def _absolute_url(cls, url: str) -> str:
+        return _absolute(url)
+
+
 class SandboxSettings(_Section):
     """The sandbox gateway (gateways/sandbox.py): a stand-in for the hosted form, for demos
     and tests. When on, the form action URL handed out points at it."""
@@ -143,6 +161,7 @@ class Settings(BaseSettings):
     admin_token: SecretStr | None = None
     env: Literal["development", "production"] = "development"
     sandbox: SandboxSettings = SandboxSettings()
+    status_query: StatusQuerySettings | None = None
     # Where gateway returns may come from (addresses or networks; empty: anywhere). A return
     # from elsewhere is stored and rejected. See docs/security.md.
     return_sources: Annotated[list[str], NoDecode] = []
@@ -196,10 +215,7 @@ class Settings(BaseSettings):
     @field_validator("base_url", "form_action_url")
     @classmethod
     def _absolute_url(cls, url: str) -> str:
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ValueError(f"{url!r} is not an absolute http(s) URL")
-        return url
+        return _absolute(url)
 
     @field_validator("currency")
     @classmethod
@@ -331,12 +347,33 @@ class Settings(BaseSettings):
             currency=self.currency,
             catalogue=self.catalogue(),
             return_hash=recipe,
+            token_field=self.status_query.token_field if self.status_query else None,
+        )
+
+    def status_query_client(self) -> HttpStatusQuery | None:
+        """The gateway's status query, where one is configured."""
+        if self.status_query is None:
+            return None
+        key = self.status_query.api_key
+        return HttpStatusQuery(
+            url=self.status_query.url,
+            api_key=key.get_secret_value() if key else None,
+            token_field=self.status_query.token_field,
+            currency=self.currency,
+            timeout=self.status_query.timeout_seconds,
         )
 
 
 def networks(texts: list[str]) -> tuple[IPNetwork, ...]:
     """``["203.0.113.7", "10.0.0.0/8"]`` as networks (an address is a network of one)."""
     return tuple(ipaddress.ip_network(text, strict=False) for text in texts)
+
+
+def _absolute(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"{url!r} is not an absolute http(s) URL")
+    return url
 
 
 class _FileSource(PydanticBaseSettingsSource):

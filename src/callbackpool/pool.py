@@ -28,7 +28,15 @@ from .domain.errors import (
     TooManyLeases,
     UnknownPayment,
 )
-from .domain.gateway import Gateway, GatewayReturn, MalformedReturn, Params
+from .domain.gateway import (
+    Gateway,
+    GatewayReturn,
+    GatewayTransaction,
+    MalformedReturn,
+    Params,
+    StatusQuery,
+    StatusQueryFailed,
+)
 from .domain.model import (
     CallbackOutcome,
     CallbackRecord,
@@ -70,6 +78,11 @@ MAX_QUANTITY = 10_000
 AMOUNT_CEILING = 2**53 - 1
 MAX_CUSTOMER_BYTES = 16_384
 UNRESOLVED_GRACE = timedelta(seconds=30)
+# The gateway's status query: returns it may settle, how often one is asked in all (the
+# first time and by the sweeper), and how many the sweeper asks about each time.
+_QUERYABLE = (CallbackOutcome.AMBIGUOUS, CallbackOutcome.UNMATCHED)
+QUERY_ATTEMPTS = 3
+QUERIES_PER_SWEEP = 20
 # What a payment token may look like (``secrets.token_urlsafe``), with room to spare.
 _TOKEN_SHAPE = re.compile(r"[A-Za-z0-9_-]{1,128}")
 
@@ -176,11 +189,30 @@ class _Work:
     changes: list[StatusChange] = field(default_factory=list)
 
 
+@dataclass(frozen=True, kw_only=True)
+class _GatewayAnswer:
+    """What the status query said: the gateway's record (None: it has none), or why it
+    could not be asked."""
+
+    found: GatewayTransaction | None = None
+    failure: str | None = None
+
+
+class _AskGatewayFirst(Exception):
+    """Rolls a resolution back, so that the gateway's status query is asked first."""
+
+    def __init__(self, pn_ref: str) -> None:
+        super().__init__(pn_ref)
+        self.pn_ref = pn_ref
+
+
 class CallbackPool:
     """Leases callback paths to payments and turns gateway returns into payment outcomes.
 
     ``on_status_change`` is called after every committed payment status change (a final
     status, review, cancellation or expiry); an exception it raises is logged, not raised.
+    ``status_query``, for a gateway that offers one, settles the returns that the callback
+    path alone cannot attribute (``ambiguous`` and ``unmatched`` ones).
     """
 
     def __init__(
@@ -190,10 +222,12 @@ class CallbackPool:
         policy: PoolPolicy,
         *,
         on_status_change: StatusHook | None = None,
+        status_query: StatusQuery | None = None,
     ) -> None:
         self.store = store
         self.gateway = gateway
         self.policy = policy
+        self.status_query = status_query
         self._hooks: list[StatusHook] = [on_status_change] if on_status_change else []
 
     def add_status_hook(self, hook: StatusHook) -> None:
@@ -313,7 +347,7 @@ class CallbackPool:
             action_url=self.policy.form_action_url,
             callback_path=lease.path,
             callback_url=url,
-            fields=self.gateway.form_fields(return_url=url, items=items),
+            fields=self.gateway.form_fields(return_url=url, items=items, token=lease.token),
         )
 
     def get_payment(self, token: str) -> Payment:
@@ -388,7 +422,9 @@ class CallbackPool:
         """Store a gateway return, then resolve it (DESIGN.md §6).
 
         The return is committed before anything acts on it, so even a crash in between
-        leaves it on record (``received``); the sweeper resolves such leftovers.
+        leaves it on record (``received``); the sweeper resolves such leftovers. A return
+        that its path cannot attribute is put to the gateway's status query, if there is
+        one, before anything changes (outside any transaction, within its timeout).
         """
         # Not waiting for the disk here is safe: the resolution's durable commit, right
         # after, makes this record durable too (see Store.transaction).
@@ -404,15 +440,20 @@ class CallbackPool:
             )
         return self._resolve(callback_id)
 
-    def _resolve(self, callback_id: int) -> CallbackResult:
-        with self._writing() as (tx, work):
-            record = tx.get_callback(callback_id)
-            assert record is not None, f"callback {callback_id} vanished"
-            if record.outcome is not CallbackOutcome.RECEIVED:
-                resolution = None
-            else:
-                resolution = self._decide(tx, work, record)
-                tx.finish_callback(callback_id, resolution)
+    def _resolve(self, callback_id: int, answer: _GatewayAnswer | None = None) -> CallbackResult:
+        try:
+            with self._writing() as (tx, work):
+                record = tx.get_callback(callback_id)
+                assert record is not None, f"callback {callback_id} vanished"
+                if record.outcome is not CallbackOutcome.RECEIVED:
+                    resolution = None
+                else:
+                    resolution = self._decide(tx, work, record, answer)
+                    tx.finish_callback(callback_id, resolution)
+        except _AskGatewayFirst as ask:
+            # Rolled back: the gateway is asked with no transaction open, then the return is
+            # resolved anew, knowing its answer (the pool may have moved on meanwhile).
+            return self._resolve(callback_id, self._query(ask.pn_ref))
         if resolution is None:  # resolved meanwhile by another worker
             return CallbackResult(
                 callback_id=callback_id,
@@ -441,7 +482,9 @@ class CallbackPool:
             detail=resolution.detail,
         )
 
-    def _decide(self, tx: Tx, work: _Work, record: CallbackRecord) -> CallbackResolution:
+    def _decide(
+        self, tx: Tx, work: _Work, record: CallbackRecord, answer: _GatewayAnswer | None
+    ) -> CallbackResolution:
         callback_id, path, params = record.id, record.path, record.params
         slot = tx.slot_by_path(path)
         if slot is None:
@@ -482,6 +525,18 @@ class CallbackPool:
             amount=parsed.amount,
             approved=parsed.approved,
         )
+        if isinstance(decision, Ambiguous | Unmatched) and self.status_query is not None:
+            if answer is None:
+                raise _AskGatewayFirst(parsed.pn_ref)
+            token = self._by_gateway(tx, work, record, parsed, answer, candidates)
+            if token is not None:
+                return replace(
+                    seen,
+                    outcome=CallbackOutcome.APPLIED,
+                    redirect=self._answer(parsed, record),
+                    payment_token=token,
+                    detail="attributed by the gateway's status query",
+                )
         match decision:
             case Apply(candidate=candidate, status=status):
                 self._settle(tx, work, candidate, status, parsed, callback_id)
@@ -608,18 +663,7 @@ class CallbackPool:
             is_late(candidate.payment.status, status)
             or lease.end_reason in (LeaseEnd.CANCELLED, LeaseEnd.EXPIRED, LeaseEnd.ADMIN)
         )
-        change = PaymentChange(
-            status=status,
-            late=late,
-            pn_ref=parsed.pn_ref,
-            order_id=parsed.order_id,
-            auth_code=parsed.auth_code,
-            card_type=parsed.card_type,
-            last4=parsed.last4,
-            result_code=parsed.result_code,
-            error_message=None if parsed.approved else f"declined (Result {parsed.result_code})",
-            callback_id=callback_id,
-        )
+        change = _change_for(parsed, status, callback_id, late=late)
         self._transition(tx, work, candidate.payment, change, f"return {callback_ref(callback_id)}")
         if lease.is_live:
             self._end_lease(tx, lease, LeaseEnd.CALLBACK, taint=False)
@@ -638,6 +682,144 @@ class CallbackPool:
         if candidate.lease.is_live:
             # The return may be this customer's or not: the lease ends, its taint stays.
             self._end_lease(tx, candidate.lease, LeaseEnd.CALLBACK, taint=True)
+
+    # --- the gateway's status query -------------------------------------------------------
+
+    def _query(self, pn_ref: str) -> _GatewayAnswer:
+        assert self.status_query is not None
+        try:
+            return _GatewayAnswer(found=self.status_query.transaction(pn_ref))
+        except StatusQueryFailed as exc:
+            log.warning("status query for PNRef %s failed: %s", pn_ref, exc.message)
+            return _GatewayAnswer(failure=exc.message)
+
+    def _by_gateway(
+        self,
+        tx: Tx,
+        work: _Work,
+        record: CallbackRecord,
+        parsed: GatewayReturn,
+        answer: _GatewayAnswer,
+        candidates: Sequence[Candidate],
+    ) -> str | None:
+        """Give the return to the payment the gateway's record names, if it may have it; its
+        token, or None (and nothing changed but the note of what the gateway said)."""
+        if answer.failure is not None:
+            tx.note_status_query(record.id, f"the query failed: {answer.failure}", None)
+            return None
+        note, payment = self._attribute(tx, record, parsed, answer.found)
+        # Attributed, the return's answer becomes its payment's page (a repeat gets it too).
+        tx.note_status_query(record.id, note, self._answer(parsed, record) if payment else None)
+        log.log(
+            logging.INFO if payment else logging.WARNING, "status query, %s: %s", record.ref, note
+        )
+        if payment is None:
+            return None
+        status = PaymentStatus.COMPLETED if parsed.approved else PaymentStatus.FAILED
+        candidate = next((c for c in candidates if c.payment.token == payment.token), None)
+        if candidate is not None:
+            self._settle(tx, work, candidate, status, parsed, record.id)
+        else:  # its taint has lapsed: the lease is long over, only the payment changes
+            change = _change_for(parsed, status, record.id, late=status is PaymentStatus.COMPLETED)
+            self._transition(tx, work, payment, change, f"return {record.ref} (status query)")
+        return payment.token
+
+    def _attribute(
+        self,
+        tx: Tx,
+        record: CallbackRecord,
+        parsed: GatewayReturn,
+        found: GatewayTransaction | None,
+    ) -> tuple[str, Payment | None]:
+        """Which payment the gateway's record gives the return to, and what was found. The
+        record must agree with the return in every fact both carry; it names a payment of
+        the return's path and amount, never one that reached its final status."""
+        if found is None:
+            return "the gateway has no record of this transaction", None
+        amount = parsed.amount if parsed.amount is not None else found.amount
+        disagreements = [
+            name
+            for name, agrees in (
+                ("PNRef", found.pn_ref == parsed.pn_ref),
+                ("Result", found.result_code == parsed.result_code),
+                ("Amount", found.amount is None or found.amount == amount),
+                ("MerchantID", found.merchant_id in (None, parsed.merchant_id)),
+            )
+            if not agrees
+        ]
+        if disagreements:
+            return f"the gateway's record disagrees ({', '.join(disagreements)})", None
+        if not found.payment_token:
+            return "the gateway's record names no payment", None
+        payment = tx.get_payment(_lookup_key(found.payment_token))
+        if payment is None:
+            return "the gateway's record names no payment of this pool", None
+        if payment.callback_path != record.path or (
+            amount is not None and payment.amount != amount
+        ):
+            return "the gateway's record names a payment of another path or amount", None
+        if payment.status.is_final:
+            # A payment that reached its final status is never given another return.
+            return f"the gateway's record names a payment already {payment.status.value}", None
+        return f"the gateway's record names payment {_short(payment.token)}", payment
+
+    def _ask_gateway_again(self) -> None:
+        """The sweeper's part: an ambiguous or unmatched return whose query failed (or found
+        nothing yet) is asked about again, a few times at most, and settled if it can be."""
+        with self.store.read() as tx:
+            waiting = tx.callbacks_to_query(QUERY_ATTEMPTS, QUERIES_PER_SWEEP)
+        for callback_id in waiting:
+            try:
+                self._settle_by_gateway(callback_id)
+            except Exception:
+                log.exception("status query for %s failed", callback_ref(callback_id))
+
+    def _settle_by_gateway(self, callback_id: int) -> None:
+        with self.store.read() as tx:
+            record = tx.get_callback(callback_id)
+        if record is None or record.pn_ref is None or not _open_to_query(record):
+            return
+        answer = self._query(record.pn_ref)  # no transaction open meanwhile
+        with self._writing() as (tx, work):
+            record = tx.get_callback(callback_id)
+            slot = tx.slot_by_path(record.path) if record is not None else None
+            if record is None or slot is None or not _open_to_query(record):
+                return  # settled meanwhile
+            self._expire_due(tx, work, slot.id)
+            parsed = self.gateway.parse_return(record.params)
+            token = self._by_gateway(tx, work, record, parsed, answer, tx.candidates(slot.id))
+            if token is None:
+                return
+            tx.settle_callback(record.id, token, "status query")
+            self._release_from_review(tx, work, record, parsed, token)
+
+    def _release_from_review(
+        self, tx: Tx, work: _Work, record: CallbackRecord, parsed: GatewayReturn, token: str
+    ) -> None:
+        """The others an ambiguous return had sent to review, now that it is known to be
+        another's, go back to where the pool had left them: their leases ended when they
+        went to review, so they are ``expired`` (their taints stay: their own returns still
+        find them). One still in another open ambiguity stays in review."""
+        still_open = {
+            candidate
+            for ambiguity in (
+                tx.open_ambiguities(record.path, parsed.amount) if parsed.amount else []
+            )
+            for candidate in ambiguity.candidates
+        }
+        for other_token in record.candidates:
+            other = tx.get_payment(other_token)
+            if (
+                other_token != token
+                and other_token not in still_open
+                and other is not None
+                and other.status is PaymentStatus.NEEDS_REVIEW
+            ):
+                change = PaymentChange(
+                    status=PaymentStatus.EXPIRED,
+                    error_message=f"return {record.ref} was another payment's",
+                )
+                self._transition(tx, work, other, change, f"return {record.ref} was another's")
 
     def _answer(self, parsed: GatewayReturn, record: CallbackRecord) -> str:
         """Where an attributed return sends the browser. The success page is named by the
@@ -676,6 +858,8 @@ class CallbackPool:
                 log.exception("callback %s could not be resolved", callback_ref(callback_id))
             else:
                 resolved += 1
+        if self.status_query is not None:
+            self._ask_gateway_again()
         return SweepReport(expired=expired, taints_dropped=dropped, callbacks_resolved=resolved)
 
     def release(self, *, path: str | None = None, token: str | None = None) -> Lease:
@@ -837,6 +1021,29 @@ def _admitted(client_addr: str | None, sources: Sequence[IPNetwork]) -> bool:
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         address = address.ipv4_mapped
     return any(address in network for network in sources)
+
+
+def _change_for(
+    parsed: GatewayReturn, status: PaymentStatus, callback_id: int, *, late: bool
+) -> PaymentChange:
+    """A payment's change by a return, with the gateway's answer recorded."""
+    return PaymentChange(
+        status=status,
+        late=late,
+        pn_ref=parsed.pn_ref,
+        order_id=parsed.order_id,
+        auth_code=parsed.auth_code,
+        card_type=parsed.card_type,
+        last4=parsed.last4,
+        result_code=parsed.result_code,
+        error_message=None if parsed.approved else f"declined (Result {parsed.result_code})",
+        callback_id=callback_id,
+    )
+
+
+def _open_to_query(record: CallbackRecord) -> bool:
+    """An ambiguous or unmatched return that nothing has settled yet."""
+    return record.outcome in _QUERYABLE and record.settled_at is None
 
 
 def _lookup_key(token: str) -> str:

@@ -202,6 +202,16 @@ class Tx(Protocol):
         """Callbacks stored but never resolved (a crash between the two steps)."""
         ...
 
+    def note_status_query(self, callback_id: int, answer: str, redirect: str | None) -> None:
+        """Record that the gateway's status query was asked about the callback, and what
+        came of it; ``redirect``, if given, replaces the callback's answer (it was settled)."""
+        ...
+
+    def callbacks_to_query(self, max_attempts: int, limit: int) -> list[int]:
+        """Ambiguous and unmatched callbacks with a PNRef, not settled, asked about fewer
+        than ``max_attempts`` times: the oldest ``limit`` of them."""
+        ...
+
 
 class Store(Protocol):
     def migrate(self) -> list[str]:

@@ -131,6 +131,11 @@ def test_everything_can_come_from_the_environment(monkeypatch: pytest.MonkeyPatc
         ({"trustedProxies": ["10.0.0.0/33"]}, "trustedProxies"),
         ({"forwardedHeader": "X-Forwarded-For: 1"}, "forwardedHeader"),
         ({"createTokenRatePerMinute": -1}, "createTokenRatePerMinute"),
+        ({"statusQuery": {"url": "/relative"}}, "statusQuery.url"),
+        ({"statusQuery": {"url": "https://g.example/q", "tokenField": "a b"}},
+         "statusQuery.tokenField"),
+        ({"statusQuery": {"url": "https://g.example/q", "timeoutSeconds": 0}},
+         "statusQuery.timeoutSeconds"),
         ({"maxLiveLeasesPerCustomer": 1.5}, "maxLiveLeasesPerCustomer"),
     ],
 )  # fmt: skip
@@ -225,3 +230,20 @@ def test_the_return_allowlist_and_proxies_come_from_the_file_or_the_environment(
     ]
     assert settings.trusted_proxies == ["10.0.0.1"]
     assert settings.forwarded_header == "X-Forwarded-For"
+
+
+def test_the_status_query_is_off_unless_configured(tmp_path: Path) -> None:
+    settings = load_settings(write(tmp_path, AS_BUILT))
+    assert settings.status_query_client() is None
+    assert settings.gateway().token_field is None
+    query = {"url": "https://gateway.example/query", "apiKey": "k", "timeoutSeconds": 2}
+    settings = load_settings(write(tmp_path, {**AS_BUILT, "statusQuery": query}))
+    client = settings.status_query_client()
+    assert client is not None
+    assert (client.url, client.api_key, client.timeout, client.token_field) == (
+        "https://gateway.example/query",
+        "k",
+        2,
+        "custom1",
+    )
+    assert settings.gateway().token_field == "custom1"

@@ -60,9 +60,14 @@ def executable() -> str:
     return found
 
 
-def start_server(folder: Path, **config: Any) -> tuple[subprocess.Popen[bytes], Server]:
+def start_server(
+    folder: Path, *, status_query: bool = False, **config: Any
+) -> tuple[subprocess.Popen[bytes], Server]:
+    """``status_query``: the sandbox's status query is configured, on this server."""
     port = free_port()
     base_url = f"http://127.0.0.1:{port}"
+    if status_query:
+        config["statusQuery"] = {"url": f"{base_url}/sandbox/query", "apiKey": SANDBOX_SECRET}
     example = json.loads((REPO / "examples" / "paygistix-forms.json").read_text())
     settings = {
         **example,

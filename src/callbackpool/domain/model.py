@@ -140,6 +140,9 @@ class CallbackRecord:
     settled_at: datetime | None = None
     settled_by: str | None = None
     receipt: str | None = None
+    # The gateway's status query: how often it was asked about this return, and its answer.
+    query_attempts: int = 0
+    query_answer: str | None = None
 
     @property
     def ref(self) -> str:

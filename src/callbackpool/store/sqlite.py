@@ -582,6 +582,13 @@ class SqliteTx:
         )
         return [_callback(row) for row in rows]
 
+    def note_status_query(self, callback_id: int, answer: str, redirect: str | None) -> None:
+        self._run("note_status_query", id=callback_id, answer=answer, redirect=redirect)
+
+    def callbacks_to_query(self, max_attempts: int, limit: int) -> list[int]:
+        rows = self._all("callbacks_to_query", max_attempts=max_attempts, limit=limit)
+        return [row["id"] for row in rows]
+
     def unresolved_callbacks(self, received_before: datetime) -> list[int]:
         return [
             row["id"] for row in self._all("unresolved_callbacks", before=to_us(received_before))
@@ -663,4 +670,6 @@ def _callback(row: sqlite3.Row) -> CallbackRecord:
         settled_at=from_us(row["settled_at"]),
         settled_by=row["settled_by"],
         receipt=row["receipt"],
+        query_attempts=row["query_attempts"],
+        query_answer=row["query_answer"],
     )

@@ -10,7 +10,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from ..config import Settings, load_settings
-from ..gateways.sandbox import DEFAULT_HASH_FIELDS, TEST_CARDS, Outcome
+from ..gateways.sandbox import DEFAULT_HASH_FIELDS, SANDBOX_QUERY_PATH, TEST_CARDS, Outcome
 from .app import create_app
 
 DEMO_CONFIG = Path(__file__).parent / "demo" / "paygistix-forms.json"
@@ -38,7 +38,8 @@ def demo_settings(
     *, host: str, port: int, database_url: str = DEMO_DATABASE_URL, admin_token: str = ""
 ) -> Settings:
     """The example configuration with the sandbox on: its returns are signed with a fresh
-    secret that ``callbackHash`` verifies, so the whole check runs end to end."""
+    secret that ``callbackHash`` verifies, so the whole check runs end to end, and its status
+    query settles the returns that their path alone cannot attribute."""
     secret = secrets.token_hex(16)
     public_host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host  # noqa: S104
     return load_settings(
@@ -52,6 +53,12 @@ def demo_settings(
                 "secret": secret,
                 "fields": list(DEFAULT_HASH_FIELDS),
                 "algorithm": "hmac-md5",
+            },
+            # The sandbox's status query settles the returns a path cannot attribute.
+            "status_query": {
+                "url": f"http://{public_host}:{port}{SANDBOX_QUERY_PATH}",
+                "api_key": secret,
+                "token_field": "custom1",
             },
         },
     )

@@ -192,6 +192,19 @@ UPDATE callbacks
 -- name: unresolved_callbacks
 SELECT id FROM callbacks WHERE outcome = 'received' AND received_at < :before ORDER BY id;
 
+-- name: note_status_query
+UPDATE callbacks
+   SET query_attempts = query_attempts + 1, query_answer = :answer,
+       redirect = coalesce(:redirect, redirect)
+ WHERE id = :id;
+
+-- name: callbacks_to_query
+SELECT id FROM callbacks
+ WHERE outcome IN ('ambiguous', 'unmatched') AND settled_at IS NULL AND pn_ref IS NOT NULL
+   AND query_attempts < :max_attempts
+ ORDER BY id
+ LIMIT :limit;
+
 -- name: payments
 SELECT * FROM payments
  WHERE (:statuses IS NULL OR status IN (SELECT value FROM json_each(:statuses)))

@@ -13,3 +13,10 @@ UPDATE payments SET customer_key = lower(trim(json_extract(customer, '$.email'))
  WHERE json_type(customer, '$.email') = 'text'
    AND trim(json_extract(customer, '$.email')) <> '';
 CREATE INDEX payments_customer_key ON payments (customer_key) WHERE customer_key IS NOT NULL;
+
+-- The gateway's status query (where one is configured): how often it was asked about a
+-- return, and what it answered. The sweeper asks again about the few still open.
+ALTER TABLE callbacks ADD COLUMN query_attempts INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE callbacks ADD COLUMN query_answer TEXT;
+CREATE INDEX callbacks_to_query ON callbacks (id)
+    WHERE outcome IN ('ambiguous', 'unmatched') AND settled_at IS NULL;
