@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 from html.parser import HTMLParser
 from pathlib import Path
@@ -178,7 +179,10 @@ async def test_unknown_paths_and_methods(client: httpx.AsyncClient) -> None:
     wrong_method = await client.delete(f"{API}/create-token")
     assert wrong_method.status_code == 405
     assert wrong_method.json() == {"success": False, "message": "Method not allowed"}
-    assert "POST" in wrong_method.headers["Allow"]
+    assert wrong_method.headers["Allow"] == "POST"
+    # A path served by a route for each method names them all.
+    callback = await client.request("OPTIONS", f"{API}/callback/handler-1")
+    assert (callback.status_code, callback.headers["Allow"]) == (405, "GET, POST")
     page = await client.get("/no-such-page")
     assert page.status_code == 404
     assert page.headers["content-type"].startswith("text/html")
@@ -255,7 +259,18 @@ async def test_the_openapi_document_names_the_api(client: httpx.AsyncClient) -> 
         assert f"{API}/{path}" in paths
     assert f"{API}/callback/{{handler}}" in paths
     body = paths[f"{API}/create-token"]["post"]["requestBody"]["content"]["application/json"]
-    assert "paymentData" in body["schema"]["properties"]
+    schemas = document["components"]["schemas"]
+    assert body["schema"] == {"$ref": "#/components/schemas/CreateTokenIn"}
+    assert "paymentData" in schemas["CreateTokenIn"]["properties"]
+    # Every reference resolves within the document (none to a schema's own "$defs").
+    text = json.dumps(document)
+    for name in re.findall(r'"#/components/schemas/([^"]+)"', text):
+        assert name in schemas, name
+    assert "#/$defs/" not in text
+    # Errors are described as the service sends them, not as FastAPI's "detail" list.
+    assert "HTTPValidationError" not in text
+    stats = paths[f"{API}/pool-stats"]["get"]["responses"]
+    assert stats["401"]["headers"]["WWW-Authenticate"]["required"] is True
 
 
 def test_the_app_is_a_factory_that_opens_nothing_before_its_lifespan(

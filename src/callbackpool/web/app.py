@@ -10,6 +10,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib.metadata import PackageNotFoundError, version
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
@@ -26,6 +27,7 @@ from .errors import install_error_handlers
 from .headers import ResponseHeaders, security_headers
 from .limits import BodyLimit, RateLimiter
 from .routes import callbacks, docs, pages, payments, sandbox
+from .schemas import complete_document
 from .sweeper import Sweeper
 from .templating import STATIC_DIR
 
@@ -71,6 +73,14 @@ def create_app(
         redoc_url=None,
         openapi_url=docs.OPENAPI_PATH,
     )
+    build_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = complete_document(build_openapi())
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     install_error_handlers(app)
     app.add_middleware(BodyLimit)
     app.add_middleware(ResponseHeaders, headers=security_headers(settings))

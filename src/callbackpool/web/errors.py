@@ -18,6 +18,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..domain.errors import (
@@ -245,7 +246,27 @@ def respond(request: Request, problem: Problem) -> Response:
 
 
 async def _handle(request: Request, exc: Exception) -> Response:
-    return respond(request, problem_for(exc))
+    problem = problem_for(exc)
+    if problem.status == 405:
+        # Starlette names the methods of the first route of the path only; a path served by
+        # several routes (one a method, for their own OpenAPI operations) takes them all.
+        problem.headers["Allow"] = allowed_methods(request)
+    return respond(request, problem)
+
+
+_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
+
+
+def allowed_methods(request: Request) -> str:
+    """Every method some route of the app takes on the request's path."""
+    routes = request.app.router.routes
+    return ", ".join(
+        method
+        for method in _METHODS
+        if any(
+            route.matches({**request.scope, "method": method})[0] is Match.FULL for route in routes
+        )
+    )
 
 
 class UnexpectedErrors:

@@ -16,6 +16,7 @@ from ..schemas import (
     PoolStatsResponse,
     error_responses,
     read_json,
+    request_body,
 )
 
 PREFIX = "/api/v1/payments"
@@ -28,12 +29,7 @@ router = APIRouter(prefix=PREFIX, tags=["payments"])
     status_code=201,
     response_model=CreateTokenOut,
     responses=error_responses(403, 413, 422, 429, 503),
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {"application/json": {"schema": CreateTokenIn.model_json_schema()}},
-        }
-    },
+    openapi_extra=request_body(CreateTokenIn),
 )
 async def create_token(
     request: Request, pool: PoolDep, _: SameOriginDep, __: CreateTokenLimitDep
@@ -47,7 +43,9 @@ async def create_token(
 
 # ``{token:path}``: a "token" with a slash in it is answered like every unknown token.
 @router.get(
-    "/check-status/{token:path}", response_model=PaymentStatusOut, responses=error_responses(404)
+    "/check-status/{token:path}",
+    response_model=PaymentStatusOut,
+    responses=error_responses(404, 503),
 )
 def check_status(token: str, pool: PoolDep) -> PaymentStatusOut:
     """The payment as it stands (poll it while the customer is on the gateway's page)."""
@@ -57,7 +55,7 @@ def check_status(token: str, pool: PoolDep) -> PaymentStatusOut:
 @router.post(
     "/cancel-token/{token:path}",
     response_model=CancelledOut,
-    responses=error_responses(403, 404, 409),
+    responses=error_responses(403, 404, 409, 503),
 )
 def cancel_token(token: str, pool: PoolDep, _: SameOriginDep) -> CancelledOut:
     """Cancel a pending payment and free its callback URL (the customer left)."""
@@ -70,7 +68,7 @@ async def public_config(settings: SettingsDep) -> ConfigOut:
     return ConfigOut.of(settings)
 
 
-@router.get("/pool-stats", response_model=PoolStatsResponse, responses=error_responses(401))
+@router.get("/pool-stats", response_model=PoolStatsResponse, responses=error_responses(401, 503))
 def pool_stats(_: OperatorDep, pool: PoolDep) -> PoolStatsResponse:
     """The pool's slots and their leases (operators only: it shows live tokens)."""
     return PoolStatsResponse(stats=PoolStatsOut.of(pool.status()))
