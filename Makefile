@@ -9,7 +9,7 @@ PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3; do \
             command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null \
             && { echo $$p; break; }; done)
 
-.PHONY: install test lint types unit demo bench bench-http clean
+.PHONY: install browser test lint types unit demo bench bench-http clean
 
 $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "callbackpool needs Python 3.11 or newer on the PATH" >&2; exit 1; }
@@ -27,7 +27,10 @@ lint: install
 types: install
 	$(BIN)/mypy
 
-unit: install
+browser:
+	@scripts/ensure-chromium
+
+unit: install browser
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 test: lint types unit

@@ -13,9 +13,10 @@ guide's status showed them. The log lines on stderr carry only their first chara
 
 from __future__ import annotations
 
+import getpass
 import json
 import logging
-import re
+import os
 import sys
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -27,19 +28,29 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
-from . import views
+from . import logs, views
 from .clock import Clock
 from .compose import build_pool
 from .config import Settings, load_settings
 from .domain.errors import (
     CallbackPoolError,
     ConfigurationError,
+    InvalidReview,
     NothingToRelease,
+    UnknownCallback,
     UnknownSlot,
 )
-from .domain.model import Lease, Payment
+from .domain.model import (
+    CallbackOutcome,
+    CallbackRecord,
+    Lease,
+    Payment,
+    PaymentStatus,
+    Review,
+    SlotView,
+)
 from .domain.money import format_amount
-from .pool import CallbackPool, PoolStatus, SweepReport
+from .pool import CallbackPool, PoolStatus, ReviewItem, SweepReport
 from .ports import SlotSync, Store, UsageRow
 from .store import DEFAULT_DATABASE_URL, open_store
 
@@ -101,7 +112,7 @@ class _Group(TyperGroup):
             except ConfigurationError as exc:
                 # The file itself (missing, not JSON) is named by the message, not a key.
                 code = _fail(exc.problem if exc.key == "config" else exc.message, USAGE)
-            except UnknownSlot as exc:
+            except (UnknownSlot, UnknownCallback, InvalidReview) as exc:
                 code = _fail(exc.message, USAGE)
             except CallbackPoolError as exc:
                 code = _fail(exc.message, FAILURE)
@@ -129,13 +140,28 @@ def _usage_message(exc: typer.TyperException) -> str:
 
 
 class _StderrHandler(logging.Handler):
-    """``warning: …`` lines on whatever stderr is at the time (CliRunner swaps it)."""
+    """``warning: …`` lines (or JSON objects, with ``--log-format json``) on whatever stderr
+    is at the time (CliRunner swaps it). Card data is masked."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.log_format: logs.LogFormat = "text"
+        self.addFilter(logs.MaskCardData())
 
     def emit(self, record: logging.LogRecord) -> None:
+        if self.log_format == "json":
+            typer.echo(logs.JsonFormatter().format(record), err=True)
+            return
         text = f"{record.levelname.lower()}: {record.getMessage()}"
         if record.exc_info:
             text += "\n" + logging.Formatter().formatException(record.exc_info)
         typer.echo(text, err=True)
+
+
+def _set_log_format(log_format: logs.LogFormat) -> None:
+    for handler in logging.getLogger("callbackpool").handlers:
+        if isinstance(handler, _StderrHandler):
+            handler.log_format = log_format
 
 
 @contextmanager
@@ -165,6 +191,7 @@ class CliState:
     database: str | None = None
     clock: Clock | None = None
     stores: list[Store] = field(default_factory=list)
+    log_format: logs.LogFormat = "text"
 
     def config_path(self) -> Path:
         if self.config is not None:
@@ -247,6 +274,45 @@ VerboseFlag = Annotated[
 JsonFlag = Annotated[
     bool, typer.Option("--json", help="Print one JSON document on stdout instead of text.")
 ]
+LOG_FORMAT_ENV = "CALLBACKPOOL_LOG_FORMAT"
+LogFormatOption = Annotated[
+    str | None,
+    typer.Option(
+        "--log-format",
+        envvar=LOG_FORMAT_ENV,
+        metavar="text|json",
+        help="Log lines for people (text) or one JSON object a line for machines (json).",
+    ),
+]
+OPERATOR_ENV = "CALLBACKPOOL_OPERATOR"
+ByOption = Annotated[
+    str | None,
+    typer.Option(
+        "--by",
+        envvar=OPERATOR_ENV,
+        metavar="NAME",
+        help="Who decides (kept with the decision). Default: the login name.",
+    ),
+]
+
+
+def _log_format(value: str | None) -> logs.LogFormat | None:
+    if value is None:
+        return None
+    for known in logs.LOG_FORMATS:
+        if value.strip().lower() == known:
+            return known
+    raise typer.BadParameter(f"{value!r} is not a log format: text or json")
+
+
+def _operator_name(by: str | None) -> str:
+    if by:
+        return by
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no login name (a container without a passwd entry)
+        return f"uid {os.getuid()}" if hasattr(os, "getuid") else "cli"
+
 
 app = typer.Typer(
     cls=_Group,
@@ -263,6 +329,16 @@ reports_app = typer.Typer(
     rich_markup_mode=None,
 )
 app.add_typer(reports_app, name="reports")
+review_app = typer.Typer(
+    help="Payments in review: the ambiguous returns waiting for a decision, and deciding.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
+app.add_typer(review_app, name="review")
+slots_app = typer.Typer(
+    help="Take a slot out of rotation, or put it back.", no_args_is_help=True, rich_markup_mode=None
+)
+app.add_typer(slots_app, name="slots")
 
 
 @app.callback()
@@ -271,10 +347,13 @@ def _global_options(
     config: ConfigOption = None,
     database: DatabaseOption = None,
     verbose: VerboseFlag = False,
+    log_format: LogFormatOption = None,
 ) -> None:
     state = _state(ctx)
     state.config = config
     state.database = database
+    state.log_format = _log_format(log_format) or "text"
+    _set_log_format(state.log_format)
     ctx.call_on_close(state.close)
     if verbose:
         logging.getLogger("callbackpool").setLevel(logging.DEBUG)
@@ -431,17 +510,7 @@ def release(
 
 def _resolve_path(pool: CallbackPool, name: str) -> str:
     """A slot's full path from its full path or its last segment."""
-    paths = [slot.path for slot in pool.status().slots]
-    matches = [p for p in paths if p == name or (not name.startswith("/") and _leaf(p) == name)]
-    if len(matches) == 1:
-        return matches[0]
-    if not matches:
-        raise UnknownSlot(f"no callback path {name!r} in the pool")
-    raise CliError(f"{name!r} names several paths ({', '.join(matches)}): give it in full", USAGE)
-
-
-def _leaf(path: str) -> str:
-    return path.rstrip("/").rsplit("/", 1)[-1]
+    return pool.slot_path(name)
 
 
 @reports_app.command("stuck")
@@ -453,20 +522,15 @@ def stuck_report(ctx: typer.Context, as_json: JsonFlag = False) -> None:
     pool = _state(ctx).pool()
     leases = pool.stuck_leases()
     now = _now(pool)
-    document = {"at": views.iso(now), "leases": [views.lease_json(lease) for lease in leases]}
-    _emit(as_json, document, _stuck_lines(leases, now))
+    _emit(as_json, views.stuck_json(now, leases), _stuck_lines(leases, now))
 
 
 def parse_duration(text: str) -> timedelta:
     """``90s``, ``30m``, ``2h``, ``1d``, or several at once: ``1h30m``."""
-    parts = _DURATION_PART.findall(text.strip())
-    if not parts or "".join(n + u for n, u in parts) != text.strip():
-        raise typer.BadParameter(f"{text!r} is not a duration such as 90s, 30m, 2h or 1h30m")
-    return sum((timedelta(seconds=float(n) * _UNIT_SECONDS[u]) for n, u in parts), timedelta())
-
-
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
-_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    try:
+        return views.parse_duration(text)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
 
 
 @reports_app.command("orphans")
@@ -491,12 +555,7 @@ def orphans_report(
     age = older_than if older_than is not None else 3 * pool.policy.lock_timeout
     payments = pool.orphaned_payments(age)
     now = _now(pool)
-    document = {
-        "at": views.iso(now),
-        "olderThanSeconds": age.total_seconds(),
-        "payments": [views.payment_json(p) for p in payments],
-    }
-    _emit(as_json, document, _orphan_lines(payments, age, now))
+    _emit(as_json, views.orphans_json(now, age, payments), _orphan_lines(payments, age, now))
 
 
 @reports_app.command("usage")
@@ -509,6 +568,190 @@ def usage_report(ctx: typer.Context, as_json: JsonFlag = False) -> None:
     rows = pool.usage()
     document = views.usage_json(rows)
     _emit(as_json, document, _usage_lines(rows, document["averageUsage"], _now(pool)))
+
+
+@reports_app.command("health")
+def health_report(ctx: typer.Context, as_json: JsonFlag = False) -> None:
+    """Per-slot health: approvals, declines, expiries without a return, time since the last
+    return, and which slots are out of rotation (and why)."""
+    pool = _state(ctx).pool()
+    pool_status = pool.status()
+    document = views.health_json(pool_status, pool.policy.slot_health_expiries_to_sideline)
+    _emit(as_json, document, _health_lines(pool_status.slots, pool_status.at))
+
+
+OutcomeOption = Annotated[
+    list[CallbackOutcome] | None,
+    typer.Option(
+        "--outcome",
+        case_sensitive=False,
+        help="Only returns with this outcome (repeat for several).",
+    ),
+]
+
+
+@reports_app.command("callbacks")
+def callbacks_report(
+    ctx: typer.Context,
+    outcome: OutcomeOption = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, max=500, help="Returns a page.")] = 20,
+    before: Annotated[
+        str | None,
+        typer.Option("--before", metavar="REF", help="The page after this return (CB-12 or 12)."),
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Stored returns by outcome, newest first, with their raw parameters (ExpDate masked).
+
+    The totals by outcome come first; --before pages on."""
+    pool = _state(ctx).pool()
+    outcomes = tuple(outcome or ())
+    records = pool.callbacks(
+        outcomes=outcomes, limit=limit, before_id=None if before is None else _callback_id(before)
+    )
+    counts = pool.callback_counts()
+    document = views.callbacks_json(records, limit=limit, outcomes=outcomes, counts=counts)
+    _emit(as_json, document, _callback_lines(records, counts, document["nextBefore"]))
+
+
+def _callback_id(ref: str) -> int:
+    callback_id = views.callback_id_of(ref)
+    if callback_id is None:
+        raise typer.BadParameter(f"{ref!r} is not a return's reference (CB-12, or 12)")
+    return callback_id
+
+
+@review_app.command("list")
+def review_list(ctx: typer.Context, as_json: JsonFlag = False) -> None:
+    """What waits for a decision: each ambiguous return with the payments it could belong
+    to, payments left in review, and the latest decisions."""
+    pool = _state(ctx).pool()
+    queue = pool.review_queue()
+    decided = pool.reviews(limit=10)
+    _emit(
+        as_json,
+        views.review_queue_json(queue, decided),
+        _review_lines(queue.returns, queue.payments, decided, _now(pool), pool.gateway.currency),
+    )
+
+
+ReasonOption = Annotated[
+    str, typer.Option("--reason", help="Why (kept with the decision, shown to other operators).")
+]
+
+
+@review_app.command("resolve")
+def review_resolve(
+    ctx: typer.Context,
+    ref: Annotated[str, typer.Argument(metavar="RETURN", help="The return: CB-12 (or 12).")],
+    reason: ReasonOption,
+    payment: Annotated[
+        str | None,
+        typer.Option("--payment", metavar="TOKEN", help="The payment the return belongs to."),
+    ] = None,
+    none: Annotated[
+        bool, typer.Option("--none", help="The return belongs to none of its candidates.")
+    ] = False,
+    others: Annotated[
+        str,
+        typer.Option(
+            "--others",
+            metavar="expired|failed|needs_review",
+            help="What the other candidates become (needs_review leaves them for another return).",
+        ),
+    ] = "expired",
+    by: ByOption = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Decide which payment an ambiguous return belongs to (--payment TOKEN), or none.
+
+    The chosen payment is completed with the return's transaction; the others become
+    --others. Recorded with --by, --reason and the time."""
+    if (payment is None) == (not none):
+        raise CliError("name exactly one of --payment TOKEN and --none", USAGE)
+    pool = _state(ctx).pool()
+    review = pool.resolve_review(
+        _callback_id(ref),
+        payment_token=payment,
+        others=_review_status(others, "--others"),
+        by=_operator_name(by),
+        reason=reason,
+    )
+    _emit(as_json, {"review": views.review_json(review)}, _decided_lines(review))
+
+
+@review_app.command("close")
+def review_close(
+    ctx: typer.Context,
+    token: Annotated[str, typer.Argument(metavar="TOKEN", help="The payment in review.")],
+    reason: ReasonOption,
+    status: Annotated[
+        str,
+        typer.Option("--status", metavar="expired|failed", help="What the payment becomes."),
+    ] = "expired",
+    by: ByOption = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """End a payment left in review without a return: expired (the customer did not pay)
+    or failed. Only a return completes a payment: resolve the return instead."""
+    review = (
+        _state(ctx)
+        .pool()
+        .resolve_payment(
+            token, status=_review_status(status, "--status"), by=_operator_name(by), reason=reason
+        )
+    )
+    _emit(as_json, {"review": views.review_json(review)}, _decided_lines(review))
+
+
+def _review_status(value: str, option: str) -> PaymentStatus:
+    try:
+        return PaymentStatus(value.strip().lower())
+    except ValueError:
+        raise CliError(f"{option}: {value!r} is not a payment status", USAGE) from None
+
+
+SlotArgument = Annotated[
+    str,
+    typer.Argument(
+        metavar="PATH", help="The slot's path, in full or its last segment (handler-3)."
+    ),
+]
+
+
+@slots_app.command("sideline")
+def slots_sideline(
+    ctx: typer.Context,
+    path: SlotArgument,
+    reason: ReasonOption,
+    by: ByOption = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Take a slot out of rotation: it is leased no more until restored. Its live lease
+    and its taints still take their returns."""
+    pool = _state(ctx).pool()
+    full = _resolve_path(pool, path)
+    changed = pool.sideline_slot(full, by=_operator_name(by), reason=reason)
+    _emit(
+        as_json,
+        {"path": full, "changed": changed, "inRotation": False},
+        [f"{full} {'taken out of rotation' if changed else 'was out of rotation already'}"],
+    )
+
+
+@slots_app.command("restore")
+def slots_restore(
+    ctx: typer.Context, path: SlotArgument, by: ByOption = None, as_json: JsonFlag = False
+) -> None:
+    """Put a slot back in rotation (a slot-health decision or an operator's undone)."""
+    pool = _state(ctx).pool()
+    full = _resolve_path(pool, path)
+    changed = pool.restore_slot(full, by=_operator_name(by))
+    _emit(
+        as_json,
+        {"path": full, "changed": changed, "inRotation": True},
+        [f"{full} {'back in rotation' if changed else 'was in rotation already'}"],
+    )
 
 
 # --- the service -------------------------------------------------------------------------------
@@ -530,6 +773,7 @@ def serve(
     access_log: Annotated[
         bool, typer.Option("--access-log", help="Log every request (uvicorn's access log).")
     ] = False,
+    log_format: LogFormatOption = None,
 ) -> None:
     """Serve the HTTP API, the callback routes and the pages (uvicorn, one process).
 
@@ -537,36 +781,40 @@ def serve(
     sweeper runs every sweepIntervalSeconds. Ctrl-C (or SIGTERM) stops it cleanly."""
     from .web.server import serve as serve_http
 
-    settings = _state(ctx).settings()
-    with _service_logging():
-        serve_http(settings, host=host, port=port, access_log=access_log)
+    state = _state(ctx)
+    settings = state.settings()
+    chosen = _log_format(log_format) or state.log_format
+    with _service_logging(chosen):
+        serve_http(settings, host=host, port=port, access_log=access_log, log_format=chosen)
 
 
 @app.command()
 def demo(
+    ctx: typer.Context,
     host: HostOption = "127.0.0.1",
     port: PortOption = 8000,
     database: Annotated[
         str, typer.Option("--database", metavar="URL", help="The demo's database.")
     ] = "sqlite:///callbackpool-demo.db",
+    log_format: LogFormatOption = None,
 ) -> None:
     """The whole flow on this machine: the example configuration, an SQLite file, the
     sandbox gateway standing in for Paygistix and a fresh admin token. Prints where to
     start: the checkout, the dashboard, the API and the token."""
     from .web.server import demo as serve_demo
 
-    with _service_logging():
-        serve_demo(host=host, port=port, database_url=database, echo=typer.echo)
+    chosen = _log_format(log_format) or _state(ctx).log_format
+    with _service_logging(chosen):
+        serve_demo(host=host, port=port, database_url=database, echo=typer.echo, log_format=chosen)
 
 
 @contextmanager
-def _service_logging() -> Iterator[None]:
+def _service_logging(log_format: logs.LogFormat) -> Iterator[None]:
     """A running service logs what it does (INFO, or DEBUG with --verbose), with times,
     instead of the one-shot commands' bare warning lines."""
     logger = logging.getLogger("callbackpool")
     handlers, level, propagate = logger.handlers[:], logger.level, logger.propagate
-    handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler = logs.handler(log_format)
     logger.handlers = [handler]
     logger.setLevel(min(logger.getEffectiveLevel(), logging.INFO))
     logger.propagate = False
@@ -737,6 +985,118 @@ def _usage_lines(rows: list[UsageRow], average: float, now: datetime) -> Iterato
     yield f"average usage: {average:.1f} leases per active slot"
 
 
+def _health_lines(slots: Sequence[SlotView], now: datetime) -> Iterator[str]:
+    if not slots:
+        yield "no callback paths: run 'callbackpool init'"
+        return
+    prefix, labels = _path_labels([slot.path for slot in slots])
+    if prefix:
+        yield f"paths under {prefix}"
+    rows = []
+    for slot, label in zip(slots, labels, strict=True):
+        health = slot.health
+        rows.append(
+            [
+                label,
+                "yes" if slot.in_rotation else ("inactive" if not slot.active else "NO"),
+                str(health.approvals),
+                str(health.declines),
+                str(health.silent_expiries),
+                str(health.expiry_streak),
+                _ago(health.last_return_at, now),
+            ]
+        )
+    headers = ["PATH", "IN ROTATION", "APPROVALS", "DECLINES", "SILENT EXPIRIES", "IN A ROW"]
+    yield from _table([*headers, "LAST RETURN"], rows, right={2, 3, 4, 5})
+    for slot in slots:
+        if slot.sidelined:
+            yield (
+                f"{slot.path}: out of rotation since {_ago(slot.sidelined_at, now)} "
+                f"({slot.sidelined_by}: {slot.sidelined_reason}); "
+                "put it back with 'callbackpool slots restore'"
+            )
+
+
+def _callback_lines(
+    records: Sequence[CallbackRecord], counts: dict[CallbackOutcome, int], next_before: int | None
+) -> Iterator[str]:
+    yield "returns by outcome: " + ", ".join(f"{o.value} {counts[o]}" for o in CallbackOutcome)
+    if not records:
+        yield "no stored returns here"
+        return
+    for record in records:
+        token = f" payment {record.payment_token}" if record.payment_token else ""
+        detail = f" ({record.detail})" if record.detail else ""
+        yield (
+            f"{record.ref}  {_clock_time(record.received_at)}  {record.method} {record.path}  "
+            f"{record.outcome.value}{token}{detail}"
+        )
+        yield "    " + "&".join(
+            f"{name}={value}" for name, value in views.masked_params(record.params)
+        )
+    if next_before is not None:
+        yield f"more: --before CB-{next_before}"
+
+
+def _review_lines(
+    returns: Sequence[ReviewItem],
+    payments: Sequence[Payment],
+    decided: Sequence[Review],
+    now: datetime,
+    currency: str,
+) -> Iterator[str]:
+    if not returns and not payments:
+        yield "nothing waits for a decision"
+    for item in returns:
+        record = item.record
+        owners = _count(len(item.candidates), "payment")
+        yield (
+            f"{record.ref} on {record.path}, {_ago(record.received_at, now)}: approved "
+            f"{_amount(record.amount, currency)} could belong to {owners}"
+        )
+        for payment in item.candidates:
+            yield (
+                f"    {payment.token}  {payment.status.value}  created "
+                f"{_ago(payment.created_at, now)}  {_customer(payment)}"
+            )
+        yield (
+            f"    decide: callbackpool review resolve {record.ref} --payment TOKEN "
+            "(or --none) --reason '…'"
+        )
+    for payment in payments:
+        yield (
+            f"payment {payment.token} in review, no open return names it: "
+            f"callbackpool review close {payment.token} --status expired|failed --reason '…'"
+        )
+    for review in decided:
+        yield (
+            f"decided {review.ref} {_ago(review.decided_at, now)} by {review.decided_by}: "
+            f"{_decision(review)} — {review.reason}"
+        )
+
+
+def _decided_lines(review: Review) -> Iterator[str]:
+    yield f"{review.ref} recorded: {_decision(review)}"
+    for change in review.changes:
+        yield f"    payment {change.token}: {change.previous.value} → {change.status.value}"
+
+
+def _decision(review: Review) -> str:
+    if review.callback_id is None:
+        return f"payment {review.payment_token} ended without a return"
+    target = f"payment {review.payment_token}" if review.payment_token else "no payment"
+    return f"CB-{review.callback_id} belongs to {target}"
+
+
+def _amount(minor: int | None, currency: str) -> str:
+    return "(no amount)" if minor is None else f"{format_amount(minor, currency)} {currency}"
+
+
+def _customer(payment: Payment) -> str:
+    email = payment.customer.get("email") if payment.customer else None
+    return str(email) if email else ""
+
+
 def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: set[int]) -> Iterator[str]:
     """Aligned columns; the columns in ``right`` (numbers) aligned to the right."""
     widths = [max(len(cell) for cell in column) for column in zip(headers, *rows, strict=True)]
@@ -778,11 +1138,4 @@ def _ago(moment: datetime | None, now: datetime) -> str:
 
 def _span(delta: timedelta) -> str:
     """The two largest units of a duration: ``45s``, ``5m 10s``, ``2h 5m``, ``3d 4h``."""
-    seconds = int(delta.total_seconds())
-    days, seconds = divmod(seconds, 86400)
-    hours, seconds = divmod(seconds, 3600)
-    minutes, seconds = divmod(seconds, 60)
-    parts = [(days, "d"), (hours, "h"), (minutes, "m"), (seconds, "s")]
-    while len(parts) > 1 and parts[0][0] == 0:
-        parts.pop(0)
-    return " ".join(f"{n}{unit}" for n, unit in parts[:2] if n or unit == parts[0][1])
+    return views.span(delta)

@@ -49,7 +49,14 @@ ENV_PREFIX = "CALLBACKPOOL_"
 PAYGISTIX_FORM_ACTION = "https://safepay.paymentlogistics.net/transaction.asp"
 MIN_ADMIN_TOKEN_CHARS = 16
 # Variables with the prefix that are not configuration keys.
-_NOT_SETTINGS = ("CALLBACKPOOL_CONFIG", "CALLBACKPOOL_TEST_")
+_NOT_SETTINGS = (
+    "CALLBACKPOOL_CONFIG",
+    "CALLBACKPOOL_TEST_",
+    "CALLBACKPOOL_HOST",
+    "CALLBACKPOOL_PORT",
+    "CALLBACKPOOL_LOG_FORMAT",
+    "CALLBACKPOOL_OPERATOR",
+)
 
 _file_data: ContextVar[dict[str, Any] | None] = ContextVar("callbackpool_file_data", default=None)
 
@@ -172,10 +179,15 @@ class Settings(BaseSettings):
     # Pool-exhaustion defence (0 turns each off): create-token requests a client address may
     # make a minute (counted by each instance of the service), and live leases a customer
     # (``customerData.email``) may hold at once (counted in the database, across instances).
-    # Swagger UI at /api/docs (None: in development only). See docs/security.md.
-    api_docs: bool | None = None
     create_token_rate_per_minute: int = Field(default=30, ge=0)
     max_live_leases_per_customer: int = Field(default=3, ge=0)
+    # Swagger UI at /api/docs (None: in development only). See docs/security.md.
+    api_docs: bool | None = None
+    # Operations (docs/operations.md).
+    slot_health_expiries_to_sideline: int = Field(default=5, ge=0)
+    metrics_require_token: bool = True
+    dashboard_refresh_seconds: int = Field(default=10, ge=2, le=3600)
+    admin_session_hours: float = Field(default=12, gt=0, le=24 * 30)
 
     @field_validator("callback_paths", "return_sources", "trusted_proxies", mode="before")
     @classmethod
@@ -307,6 +319,7 @@ class Settings(BaseSettings):
             error_url=self.error_url,
             return_sources=networks(self.return_sources),
             max_live_leases_per_customer=self.max_live_leases_per_customer,
+            slot_health_expiries_to_sideline=self.slot_health_expiries_to_sideline,
         )
 
     def effective_form_action_url(self) -> str:

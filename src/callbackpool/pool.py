@@ -13,6 +13,7 @@ import json
 import logging
 import re
 import secrets
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -22,11 +23,25 @@ from urllib.parse import urlencode
 
 from .domain.errors import (
     InvalidPayment,
+    InvalidReview,
     NothingToRelease,
+    NotUnderReview,
     PaymentNotPending,
     PoolExhausted,
     TooManyLeases,
+    UnknownCallback,
     UnknownPayment,
+    UnknownSlot,
+)
+from .domain.events import (
+    CallbackResolved,
+    CreateRefused,
+    LeaseEnded,
+    LeaseStarted,
+    PoolEvent,
+    SlotRestored,
+    SlotSidelined,
+    SweepRan,
 )
 from .domain.gateway import (
     Gateway,
@@ -43,9 +58,13 @@ from .domain.model import (
     Candidate,
     Lease,
     LeaseEnd,
+    LeaseSpan,
     LineItem,
     Payment,
     PaymentStatus,
+    Review,
+    ReviewChange,
+    ReviewDecision,
     SlotView,
     StatusChange,
     callback_id_of,
@@ -58,6 +77,7 @@ from .domain.transitions import check_transition, is_late
 from .ports import (
     CallbackResolution,
     NewCallback,
+    NewReview,
     PaymentChange,
     SlotSync,
     Store,
@@ -69,6 +89,7 @@ log = logging.getLogger("callbackpool")
 
 StatusHook = Callable[[StatusChange], None]
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+Observer = Callable[[PoolEvent], None]
 
 TOKEN_BYTES = 24  # 192 bits from the operating system's CSPRNG
 RECEIPT_BYTES = 16  # 128 bits: the key of a return's success page
@@ -78,6 +99,7 @@ MAX_QUANTITY = 10_000
 AMOUNT_CEILING = 2**53 - 1
 MAX_CUSTOMER_BYTES = 16_384
 UNRESOLVED_GRACE = timedelta(seconds=30)
+MAX_ID = 2**63 - 1  # the largest id a store holds: a larger one names nothing
 # The gateway's status query: returns it may settle, how often one is asked in all (the
 # first time and by the sweeper), and how many the sweeper asks about each time.
 _QUERYABLE = (CallbackOutcome.AMBIGUOUS, CallbackOutcome.UNMATCHED)
@@ -85,6 +107,13 @@ QUERY_ATTEMPTS = 3
 QUERIES_PER_SWEEP = 20
 # What a payment token may look like (``secrets.token_urlsafe``), with room to spare.
 _TOKEN_SHAPE = re.compile(r"[A-Za-z0-9_-]{1,128}")
+MAX_REASON_CHARS = 500
+MAX_OPERATOR_CHARS = 100
+SLOT_HEALTH = "slot health"  # who takes a slot out of rotation when the rule does
+# What the other candidates of a return may become when an operator attributes it.
+REVIEW_OTHERS = (PaymentStatus.EXPIRED, PaymentStatus.FAILED, PaymentStatus.NEEDS_REVIEW)
+# What a payment in review may become without a return (a return is what completes one).
+REVIEW_ENDINGS = (PaymentStatus.EXPIRED, PaymentStatus.FAILED)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -105,6 +134,9 @@ class PoolPolicy:
     # The addresses gateway returns may come from (empty: any). A return from elsewhere is
     # stored and rejected. The address is the one the adapter resolved (proxy-aware).
     return_sources: tuple[IPNetwork, ...] = ()
+    # A slot whose last K leases expired with no return on its path, while returns arrive
+    # on other paths, is taken out of rotation (0: never).
+    slot_health_expiries_to_sideline: int = 5
 
     def callback_url(self, path: str) -> str:
         return self.base_url.rstrip("/") + path
@@ -175,11 +207,45 @@ class PoolStatus:
 
     @property
     def available(self) -> int:
-        return sum(1 for s in self.active if s.lease is None or s.lease.expires_at <= self.at)
+        """Slots a new payment could lease now (in rotation, and free or due to expire)."""
+        return sum(
+            1
+            for s in self.active
+            if s.in_rotation and (s.lease is None or s.lease.expires_at <= self.at)
+        )
 
     @property
     def tainted(self) -> int:
         return sum(1 for s in self.active if s.taints > 0)
+
+    @property
+    def out_of_rotation(self) -> int:
+        """Active slots that are never leased until an operator restores them."""
+        return sum(1 for s in self.active if not s.in_rotation)
+
+
+@dataclass(frozen=True, kw_only=True)
+class PoolHistory:
+    now: datetime
+    spans: tuple[LeaseSpan, ...]
+    turn_aways: tuple[tuple[datetime, int], ...]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReviewItem:
+    """An ambiguous approved return and the payments it could belong to."""
+
+    record: CallbackRecord
+    candidates: tuple[Payment, ...]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReviewQueue:
+    returns: tuple[ReviewItem, ...] = ()
+    payments: tuple[Payment, ...] = ()
+
+    def __len__(self) -> int:
+        return len(self.returns) + len(self.payments)
 
 
 @dataclass(kw_only=True)
@@ -187,6 +253,7 @@ class _Work:
     """What a transaction did that must be announced once it has committed."""
 
     changes: list[StatusChange] = field(default_factory=list)
+    events: list[PoolEvent] = field(default_factory=list)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -229,9 +296,15 @@ class CallbackPool:
         self.policy = policy
         self.status_query = status_query
         self._hooks: list[StatusHook] = [on_status_change] if on_status_change else []
+        self._observers: list[Observer] = []
 
     def add_status_hook(self, hook: StatusHook) -> None:
         self._hooks.append(hook)
+
+    def add_observer(self, observer: Observer) -> None:
+        """Call ``observer`` with every event (domain/events.py) once it has committed; an
+        exception it raises is logged, not raised."""
+        self._observers.append(observer)
 
     # --- set-up ----------------------------------------------------------------------------
 
@@ -258,9 +331,33 @@ class CallbackPool:
         Raises InvalidPayment (naming the field), TooManyLeases (the customer holds as many
         live leases as ``max_live_leases_per_customer`` allows) or PoolExhausted.
         """
-        line_items, total, currency = self._price(amount, currency, items)
-        customer = _customer_data(customer)
+        try:
+            line_items, total, currency = self._price(amount, currency, items)
+            customer = _customer_data(customer)
+        except InvalidPayment:
+            self._emit([CreateRefused(reason="invalid")])
+            raise
         token = secrets.token_urlsafe(TOKEN_BYTES)
+        started = time.perf_counter()
+        try:
+            checkout = self._lease_new_payment(
+                token, total, currency, line_items, customer, started
+            )
+        except PoolExhausted:
+            self._record_turn_away()
+            self._emit([CreateRefused(reason="pool_exhausted")])
+            raise
+        return checkout
+
+    def _lease_new_payment(
+        self,
+        token: str,
+        total: int,
+        currency: str,
+        line_items: tuple[LineItem, ...],
+        customer: dict[str, Any],
+        started: float,
+    ) -> Checkout:
         with self._writing() as (tx, work):
             self._expire_due(tx, work)
             self._check_customer_cap(tx, customer_key(customer))
@@ -287,6 +384,8 @@ class CallbackPool:
                 expires_at=expires_at,
             )
             tx.insert_payment(payment)
+        # Announced here, not by the transaction: its time is measured to the commit.
+        self._emit([LeaseStarted(lease=lease, seconds=time.perf_counter() - started)])
         log.info(
             "lease %d started on %s for payment %s (amount %d, until %s)",
             lease.id,
@@ -294,6 +393,7 @@ class CallbackPool:
             _short(token),
             total,
             expires_at.isoformat(),
+            extra=_fields("lease_started", lease.path, lease.id, token, amount=total),
         )
         return Checkout(payment=payment, lease=lease, form=self._form(lease, line_items))
 
@@ -399,7 +499,7 @@ class CallbackPool:
             if payment.status is not PaymentStatus.PENDING:
                 current = payment.status
             else:
-                self._end_live_lease(tx, token, LeaseEnd.CANCELLED)
+                self._end_live_lease(tx, work, token, LeaseEnd.CANCELLED)
                 self._transition(
                     tx, work, payment, PaymentChange(status=PaymentStatus.CANCELLED), "cancelled"
                 )
@@ -450,6 +550,11 @@ class CallbackPool:
                 else:
                     resolution = self._decide(tx, work, record, answer)
                     tx.finish_callback(callback_id, resolution)
+                    work.events.append(
+                        CallbackResolved(
+                            callback_id=callback_id, path=record.path, outcome=resolution.outcome
+                        )
+                    )
         except _AskGatewayFirst as ask:
             # Rolled back: the gateway is asked with no transaction open, then the return is
             # resolved anew, knowing its answer (the pool may have moved on meanwhile).
@@ -467,12 +572,23 @@ class CallbackPool:
         )
         log.log(
             log_level,
-            "callback %s on %s: %s%s%s",
+            "callback %s on %s: %s%s%s%s",
             callback_ref(callback_id),
             record.path,
             resolution.outcome.value,
             f" to payment {_short(resolution.payment_token)}" if resolution.payment_token else "",
+            f" (lease {resolution.lease_id})" if resolution.lease_id is not None else "",
             f" ({resolution.detail})" if resolution.detail else "",
+            extra=_fields(
+                "callback",
+                record.path,
+                resolution.lease_id,
+                resolution.payment_token,
+                callback=callback_ref(callback_id),
+                outcome=resolution.outcome.value,
+                approved=resolution.approved,
+                amount=resolution.amount,
+            ),
         )
         return CallbackResult(
             callback_id=callback_id,
@@ -503,6 +619,8 @@ class CallbackPool:
         if holder is not None:
             return self._duplicate(tx, callback_id, parsed, fingerprint, holder)
 
+        # A verified return on the path: the path works (slot health).
+        tx.record_slot_return(slot.id, approved=parsed.approved)
         # A lease past its expiry has ended: its payment is a taint now, not the live lease.
         self._expire_due(tx, work, slot.id)
         candidates = tx.candidates(slot.id)
@@ -528,13 +646,14 @@ class CallbackPool:
         if isinstance(decision, Ambiguous | Unmatched) and self.status_query is not None:
             if answer is None:
                 raise _AskGatewayFirst(parsed.pn_ref)
-            token = self._by_gateway(tx, work, record, parsed, answer, candidates)
-            if token is not None:
+            payment = self._by_gateway(tx, work, record, parsed, answer)
+            if payment is not None:
                 return replace(
                     seen,
                     outcome=CallbackOutcome.APPLIED,
                     redirect=self._answer(parsed, record),
-                    payment_token=token,
+                    payment_token=payment.token,
+                    lease_id=payment.lease_id,
                     detail="attributed by the gateway's status query",
                 )
         match decision:
@@ -545,15 +664,18 @@ class CallbackPool:
                     outcome=CallbackOutcome.APPLIED,
                     redirect=self._answer(parsed, record),
                     payment_token=candidate.payment.token,
+                    lease_id=candidate.lease.id,
                 )
             case SettleAll(assignments=assignments):
                 own_token = ""
+                own_lease: int | None = None
                 for earlier_id, candidate in assignments:
                     if earlier_id is None:
                         self._settle(
                             tx, work, candidate, PaymentStatus.COMPLETED, parsed, callback_id
                         )
                         own_token = candidate.payment.token
+                        own_lease = candidate.lease.id
                     else:
                         earlier = tx.get_callback(earlier_id)
                         assert earlier is not None
@@ -571,6 +693,7 @@ class CallbackPool:
                     payment_token=own_token,
                     detail=f"settled {len(assignments)} same-amount payments on {path}",
                     candidates=tuple(c.payment.token for _, c in assignments),
+                    lease_id=own_lease,
                 )
             case Ambiguous(candidates=matching, review=review):
                 if review:
@@ -657,18 +780,34 @@ class CallbackPool:
         status: PaymentStatus,
         parsed: GatewayReturn,
         callback_id: int,
+        *,
+        reason: str | None = None,
     ) -> None:
         lease = candidate.lease
         late = status is PaymentStatus.COMPLETED and (
             is_late(candidate.payment.status, status)
             or lease.end_reason in (LeaseEnd.CANCELLED, LeaseEnd.EXPIRED, LeaseEnd.ADMIN)
         )
-        change = _change_for(parsed, status, callback_id, late=late)
-        self._transition(tx, work, candidate.payment, change, f"return {callback_ref(callback_id)}")
+        change = PaymentChange(
+            status=status,
+            late=late,
+            pn_ref=parsed.pn_ref,
+            order_id=parsed.order_id,
+            auth_code=parsed.auth_code,
+            card_type=parsed.card_type,
+            last4=parsed.last4,
+            result_code=parsed.result_code,
+            error_message=None if parsed.approved else f"declined (Result {parsed.result_code})",
+            callback_id=callback_id,
+        )
+        reason = reason or f"return {callback_ref(callback_id)}"
+        self._transition(tx, work, candidate.payment, change, reason)
         if lease.is_live:
-            self._end_lease(tx, lease, LeaseEnd.CALLBACK, taint=False)
+            self._end_lease(tx, work, lease, LeaseEnd.CALLBACK, taint=False)
         else:
             tx.drop_taint(lease.id)
+            if lease.end_reason is LeaseEnd.EXPIRED:
+                tx.record_late_return(lease.slot_id)  # that expiry was not silent after all
 
     def _send_to_review(self, tx: Tx, work: _Work, candidate: Candidate, callback_id: int) -> None:
         if candidate.payment.status is not PaymentStatus.NEEDS_REVIEW:
@@ -681,7 +820,7 @@ class CallbackPool:
             )
         if candidate.lease.is_live:
             # The return may be this customer's or not: the lease ends, its taint stays.
-            self._end_lease(tx, candidate.lease, LeaseEnd.CALLBACK, taint=True)
+            self._end_lease(tx, work, candidate.lease, LeaseEnd.CALLBACK, taint=True)
 
     # --- the gateway's status query -------------------------------------------------------
 
@@ -700,31 +839,24 @@ class CallbackPool:
         record: CallbackRecord,
         parsed: GatewayReturn,
         answer: _GatewayAnswer,
-        candidates: Sequence[Candidate],
-    ) -> str | None:
-        """Give the return to the payment the gateway's record names, if it may have it; its
-        token, or None (and nothing changed but the note of what the gateway said)."""
+    ) -> Payment | None:
+        """Give the return to the payment the gateway's record names, if it may have it (the
+        payment as it was), or None: nothing changed but the note of what the gateway said."""
         if answer.failure is not None:
             tx.note_status_query(record.id, f"the query failed: {answer.failure}", None)
             return None
-        note, payment = self._attribute(tx, record, parsed, answer.found)
+        note, payment = self._gateway_attribution(tx, record, parsed, answer.found)
         # Attributed, the return's answer becomes its payment's page (a repeat gets it too).
         tx.note_status_query(record.id, note, self._answer(parsed, record) if payment else None)
         log.log(
             logging.INFO if payment else logging.WARNING, "status query, %s: %s", record.ref, note
         )
-        if payment is None:
-            return None
-        status = PaymentStatus.COMPLETED if parsed.approved else PaymentStatus.FAILED
-        candidate = next((c for c in candidates if c.payment.token == payment.token), None)
-        if candidate is not None:
-            self._settle(tx, work, candidate, status, parsed, record.id)
-        else:  # its taint has lapsed: the lease is long over, only the payment changes
-            change = _change_for(parsed, status, record.id, late=status is PaymentStatus.COMPLETED)
-            self._transition(tx, work, payment, change, f"return {record.ref} (status query)")
-        return payment.token
+        if payment is not None:
+            # As an operator's attribution would (its lease, live or tainted or long over).
+            self._attribute(tx, work, record, payment.token, f"return {record.ref} (status query)")
+        return payment
 
-    def _attribute(
+    def _gateway_attribution(
         self,
         tx: Tx,
         record: CallbackRecord,
@@ -787,11 +919,11 @@ class CallbackPool:
                 return  # settled meanwhile
             self._expire_due(tx, work, slot.id)
             parsed = self.gateway.parse_return(record.params)
-            token = self._by_gateway(tx, work, record, parsed, answer, tx.candidates(slot.id))
-            if token is None:
+            payment = self._by_gateway(tx, work, record, parsed, answer)
+            if payment is None:
                 return
-            tx.settle_callback(record.id, token, "status query")
-            self._release_from_review(tx, work, record, parsed, token)
+            tx.settle_callback(record.id, payment.token, "status query")
+            self._release_from_review(tx, work, record, parsed, payment.token)
 
     def _release_from_review(
         self, tx: Tx, work: _Work, record: CallbackRecord, parsed: GatewayReturn, token: str
@@ -844,10 +976,14 @@ class CallbackPool:
     def sweep(self) -> SweepReport:
         """The cleanup job: expire due leases, forget stale taints, and resolve returns
         that were stored but never resolved. Safe to run on several instances at once."""
-        with self._writing() as (tx, work):
-            expired = self._expire_due(tx, work)
-            dropped = tx.drop_stale_taints()
-            leftovers = tx.unresolved_callbacks(tx.now - UNRESOLVED_GRACE)
+        try:
+            with self._writing() as (tx, work):
+                expired = self._expire_due(tx, work)
+                dropped = tx.drop_stale_taints()
+                leftovers = tx.unresolved_callbacks(tx.now - UNRESOLVED_GRACE)
+        except Exception:
+            self._emit([SweepRan(failed=True)])
+            raise
         resolved = 0
         for callback_id in leftovers:
             try:
@@ -860,6 +996,7 @@ class CallbackPool:
                 resolved += 1
         if self.status_query is not None:
             self._ask_gateway_again()
+        self._emit([SweepRan(failed=False, expired=expired)])
         return SweepReport(expired=expired, taints_dropped=dropped, callbacks_resolved=resolved)
 
     def release(self, *, path: str | None = None, token: str | None = None) -> Lease:
@@ -890,7 +1027,7 @@ class CallbackPool:
         return leases
 
     def _release_by_operator(self, tx: Tx, work: _Work, lease: Lease) -> None:
-        self._end_lease(tx, lease, LeaseEnd.ADMIN, taint=True)
+        self._end_lease(tx, work, lease, LeaseEnd.ADMIN, taint=True)
         payment = tx.get_payment(lease.token)
         if payment is not None and payment.status is PaymentStatus.PENDING:
             change = PaymentChange(
@@ -925,11 +1062,325 @@ class CallbackPool:
         with self.store.read() as tx:
             return tx.slot_by_path(path) is not None
 
+    def payment_counts(self) -> dict[PaymentStatus, int]:
+        """Payments by status, every status present (0 where none)."""
+        with self.store.read() as tx:
+            counts = tx.payment_counts()
+        return {status: counts.get(status, 0) for status in PaymentStatus}
+
+    def callback_counts(self) -> dict[CallbackOutcome, int]:
+        """Stored returns by outcome, every outcome present (0 where none)."""
+        with self.store.read() as tx:
+            counts = tx.callback_counts()
+        return {outcome: counts.get(outcome, 0) for outcome in CallbackOutcome}
+
+    def callbacks(
+        self,
+        *,
+        outcomes: Sequence[CallbackOutcome] = (),
+        limit: int = 50,
+        before_id: int | None = None,
+    ) -> list[CallbackRecord]:
+        """Stored returns, newest first, with their raw parameters; page on with the
+        smallest id of a page as ``before_id``."""
+        if before_id is not None:
+            before_id = min(before_id, MAX_ID)
+        with self.store.read() as tx:
+            return tx.callbacks(outcomes=outcomes, limit=limit, before_id=before_id)
+
+    def history(self, window: timedelta) -> PoolHistory:
+        """What the dashboard's charts are drawn from: the leases that held a slot in the
+        last ``window``, and the turn-aways per minute."""
+        with self.store.read() as tx:
+            since = tx.now - window
+            return PoolHistory(
+                now=tx.now,
+                spans=tuple(tx.lease_spans(since)),
+                turn_aways=tuple(tx.turn_aways_since(since)),
+            )
+
+    def _record_turn_away(self) -> None:
+        try:
+            with self.store.transaction() as tx:
+                tx.record_turn_away()
+        except Exception:  # a figure for the charts; the refusal itself stands
+            log.exception("a turn-away could not be recorded")
+
+    def now(self) -> datetime:
+        """The time the pool decides by (the store's clock)."""
+        with self.store.read() as tx:
+            return tx.now
+
+    def slot_path(self, name: str) -> str:
+        """A slot's full path from its full path or its last segment (``handler-3``).
+        Raises UnknownSlot (naming the problem)."""
+        with self.store.read() as tx:
+            paths = [slot.path for slot in tx.slot_views()]
+        matches = [
+            p
+            for p in paths
+            if p == name or (not name.startswith("/") and p.rstrip("/").rsplit("/", 1)[-1] == name)
+        ]
+        if len(matches) == 1:
+            return matches[0]
+        if not matches:
+            raise UnknownSlot(f"no callback path {name!r} in the pool")
+        raise UnknownSlot(f"{name!r} names several paths ({', '.join(matches)}): give it in full")
+
+    # --- slots out of rotation -------------------------------------------------------------
+
+    def sideline_slot(self, path: str, *, by: str, reason: str) -> bool:
+        """Take a slot out of rotation by hand: it is leased no more until restored; its
+        live lease and taints still take their returns. False if it was out already.
+        Raises UnknownSlot."""
+        by, reason = _operator(by), _reason(reason)
+        with self._writing() as (tx, work):
+            slot = tx.slot_by_path(path)
+            if slot is None:
+                raise UnknownSlot()
+            done = tx.sideline_slot(slot.id, by=by, reason=reason)
+            if done:
+                work.events.append(SlotSidelined(path=path, by=by, reason=reason))
+        if done:
+            log.warning(
+                "slot %s taken out of rotation by %s: %s",
+                path,
+                by,
+                reason,
+                extra=_fields("slot_sidelined", path, None, None, by=by, reason=reason),
+            )
+        return done
+
+    def restore_slot(self, path: str, *, by: str) -> bool:
+        """Put a slot back in rotation (with a fresh expiry streak). False if it was in.
+        Raises UnknownSlot."""
+        by = _operator(by)
+        with self._writing() as (tx, work):
+            slot = tx.slot_by_path(path)
+            if slot is None:
+                raise UnknownSlot()
+            done = tx.restore_slot(slot.id)
+            if done:
+                work.events.append(SlotRestored(path=path, by=by))
+        if done:
+            log.warning(
+                "slot %s put back in rotation by %s",
+                path,
+                by,
+                extra=_fields("slot_restored", path, None, None, by=by),
+            )
+        return done
+
+    def _check_slot_health(self, tx: Tx, work: _Work, lease: Lease) -> None:
+        """The slot-health rule, after one of the slot's leases expired with no return."""
+        streak = tx.record_slot_expiry(lease.slot_id)
+        limit = self.policy.slot_health_expiries_to_sideline
+        if limit <= 0 or streak < limit:
+            return
+        views = tx.slot_views()
+        this = next((v for v in views if v.id == lease.slot_id), None)
+        if this is None or not this.in_rotation:
+            return
+        others = [v for v in views if v.id != lease.slot_id]
+        last_here = this.health.last_return_at
+        # Returns must be arriving on other paths (a gateway that sends none at all is an
+        # outage, not a broken path), and the pool must keep a slot to lease.
+        returns_elsewhere = any(
+            v.health.last_return_at is not None
+            and (last_here is None or v.health.last_return_at > last_here)
+            for v in others
+        )
+        if not returns_elsewhere or not any(v.in_rotation for v in others):
+            return
+        reason = f"{streak} leases in a row expired without a return on this path"
+        if tx.sideline_slot(lease.slot_id, by=SLOT_HEALTH, reason=reason):
+            work.events.append(SlotSidelined(path=lease.path, by=SLOT_HEALTH, reason=reason))
+            log.warning(
+                "slot %s taken out of rotation: %s",
+                lease.path,
+                reason,
+                extra=_fields("slot_sidelined", lease.path, lease.id, lease.token, by=SLOT_HEALTH),
+            )
+
+    # --- review ------------------------------------------------------------------------------
+
+    def review_queue(self, limit: int = 100) -> ReviewQueue:
+        """What waits for an operator: approved returns that could belong to several
+        payments (each with its candidates), and payments in review that no open return
+        names (left in review by an earlier decision)."""
+        with self.store.read() as tx:
+            items = []
+            for record in tx.open_review_callbacks(limit):
+                found = (tx.get_payment(token) for token in record.candidates)
+                items.append(
+                    ReviewItem(record=record, candidates=tuple(p for p in found if p is not None))
+                )
+            in_review = tx.payments(statuses=[PaymentStatus.NEEDS_REVIEW], limit=limit)
+        named = {token for item in items for token in item.record.candidates}
+        return ReviewQueue(
+            returns=tuple(items), payments=tuple(p for p in in_review if p.token not in named)
+        )
+
+    def get_callback(self, callback_id: int) -> CallbackRecord:
+        """A stored return. Raises UnknownCallback."""
+        if not 0 < callback_id <= MAX_ID:
+            raise UnknownCallback()
+        with self.store.read() as tx:
+            record = tx.get_callback(callback_id)
+        if record is None:
+            raise UnknownCallback()
+        return record
+
+    def reviews(self, limit: int = 100) -> list[Review]:
+        """Operators' decisions, newest first."""
+        with self.store.read() as tx:
+            return tx.reviews(limit=limit)
+
+    def resolve_review(
+        self,
+        callback_id: int,
+        *,
+        payment_token: str | None,
+        others: PaymentStatus,
+        by: str,
+        reason: str,
+    ) -> Review:
+        """An operator's decision on an ambiguous return: it belongs to ``payment_token``
+        (one of its candidates: completed, or failed for a declined return) or to none of
+        them (None); every other candidate still in review becomes ``others`` (``expired``,
+        ``failed``, or ``needs_review`` to leave it for another return). Recorded with who,
+        why and when; the transition table governs every change.
+
+        Raises UnknownCallback, NotUnderReview (no longer ambiguous, or decided already),
+        InvalidReview (a payment that is not a candidate, an ``others`` status not
+        allowed, no reason) or IllegalTransition (a candidate has moved on meanwhile).
+        """
+        by, reason = _operator(by), _reason(reason)
+        if others not in REVIEW_OTHERS:
+            allowed = ", ".join(s.value for s in REVIEW_OTHERS)
+            raise InvalidReview("others", f"must be one of {allowed}")
+        if not 0 < callback_id <= MAX_ID:
+            raise UnknownCallback()
+        with self._writing() as (tx, work):
+            record = tx.get_callback(callback_id)
+            if record is None:
+                raise UnknownCallback()
+            tx.slot_by_path(record.path)  # serialises with returns on the same slot
+            if record.outcome is not CallbackOutcome.AMBIGUOUS or record.settled_at is not None:
+                raise NotUnderReview(
+                    f"{record.ref} is {record.outcome.value}"
+                    + (f", settled by {record.settled_by}" if record.settled_by else "")
+                    + ": there is nothing to decide"
+                )
+            if payment_token is not None and payment_token not in record.candidates:
+                raise InvalidReview("paymentToken", f"is not a candidate of {record.ref}")
+            label = f"review of {record.ref} by {by}"
+            changes: list[ReviewChange] = []
+            if payment_token is not None:
+                changes.append(self._attribute(tx, work, record, payment_token, label))
+            for token in record.candidates:
+                if token == payment_token or others is PaymentStatus.NEEDS_REVIEW:
+                    continue
+                payment = tx.get_payment(token)
+                if payment is None or payment.status is not PaymentStatus.NEEDS_REVIEW:
+                    continue  # settled by another return meanwhile: nothing to decide
+                change = PaymentChange(status=others, error_message=f"{label}: {reason}")
+                self._transition(tx, work, payment, change, label)
+                changes.append(ReviewChange(token=token, previous=payment.status, status=others))
+            review = tx.insert_review(
+                NewReview(
+                    decision=ReviewDecision.ATTRIBUTED if payment_token else ReviewDecision.NONE,
+                    callback_id=callback_id,
+                    payment_token=payment_token,
+                    others=others,
+                    decided_by=by,
+                    reason=reason,
+                    changes=tuple(changes),
+                )
+            )
+            if review is None:
+                raise NotUnderReview(f"{record.ref} was decided meanwhile")
+            tx.settle_callback(callback_id, payment_token, f"review {review.ref} by {by}")
+        log.warning(
+            "review %s: %s %s (%s; others %s) by %s: %s",
+            review.ref,
+            record.ref,
+            f"attributed to payment {_short(payment_token)}" if payment_token else "to none",
+            ", ".join(f"{_short(c.token)} {c.previous.value} → {c.status.value}" for c in changes)
+            or "no change",
+            others.value,
+            by,
+            reason,
+            extra=_fields(
+                "review", record.path, None, payment_token, review=review.ref, by=by, reason=reason
+            ),
+        )
+        return review
+
+    def _attribute(
+        self, tx: Tx, work: _Work, record: CallbackRecord, token: str, label: str
+    ) -> ReviewChange:
+        payment = tx.get_payment(token)
+        if payment is None:
+            raise InvalidReview("paymentToken", "no such payment")
+        parsed = self.gateway.parse_return(record.params)
+        status = PaymentStatus.COMPLETED if parsed.approved else PaymentStatus.FAILED
+        check_transition(payment.status, status)
+        lease = tx.get_lease(payment.lease_id) if payment.lease_id is not None else None
+        if lease is None:
+            raise InvalidReview("paymentToken", "the payment never held a lease")
+        candidate = Candidate(lease=lease, payment=payment)
+        self._settle(tx, work, candidate, status, parsed, record.id, reason=label)
+        return ReviewChange(token=token, previous=payment.status, status=status)
+
+    def resolve_payment(self, token: str, *, status: PaymentStatus, by: str, reason: str) -> Review:
+        """End a payment in review without a return: ``expired`` (the customer did not
+        pay) or ``failed``. Only a return completes a payment: attribute one instead.
+        Raises UnknownPayment, NotUnderReview, InvalidReview or IllegalTransition."""
+        by, reason = _operator(by), _reason(reason)
+        if status not in REVIEW_ENDINGS:
+            raise InvalidReview(
+                "status",
+                "must be expired or failed (a payment is completed only by a return: "
+                "attribute the return to it)",
+            )
+        with self._writing() as (tx, work):
+            payment = tx.get_payment(token)
+            if payment is None:
+                raise UnknownPayment()
+            if payment.status is not PaymentStatus.NEEDS_REVIEW:
+                raise NotUnderReview(f"the payment is {payment.status.value}, not in review")
+            label = f"review by {by}"
+            change = PaymentChange(status=status, error_message=f"{label}: {reason}")
+            self._transition(tx, work, payment, change, label)
+            review = tx.insert_review(
+                NewReview(
+                    decision=ReviewDecision.PAYMENT,
+                    callback_id=None,
+                    payment_token=token,
+                    others=None,
+                    decided_by=by,
+                    reason=reason,
+                    changes=(ReviewChange(token=token, previous=payment.status, status=status),),
+                )
+            )
+            assert review is not None  # only a return's decision can be taken twice
+        log.warning(
+            "review %s: payment %s needs_review → %s by %s: %s",
+            review.ref,
+            _short(token),
+            status.value,
+            by,
+            reason,
+            extra=_fields("review", payment.callback_path, payment.lease_id, token, by=by),
+        )
+        return review
+
     # --- internals -------------------------------------------------------------------------
 
     @contextmanager
     def _writing(self) -> Iterator[tuple[Tx, _Work]]:
-        """A write transaction; status hooks run once it has committed."""
+        """A write transaction; status hooks and observers run once it has committed."""
         work = _Work()
         with self.store.transaction() as tx:
             yield tx, work
@@ -939,34 +1390,57 @@ class CallbackPool:
                     hook(change)
                 except Exception:
                     log.exception("status hook failed for payment %s", _short(change.token))
+        self._emit(work.events)
+
+    def _emit(self, events: Sequence[PoolEvent]) -> None:
+        for event in events:
+            for observer in self._observers:
+                try:
+                    observer(event)
+                except Exception:
+                    log.exception("observer failed on %s", type(event).__name__)
 
     def _expire_due(self, tx: Tx, work: _Work, slot_id: int | None = None) -> int:
         ended = tx.expire_due_leases(self.policy.late_callback_window, slot_id)
         for lease in ended:
+            work.events.append(LeaseEnded(lease=lease))
             log.info(
-                "lease %d on %s expired (payment %s)", lease.id, lease.path, _short(lease.token)
+                "lease %d on %s expired (payment %s)",
+                lease.id,
+                lease.path,
+                _short(lease.token),
+                extra=_fields("lease_ended", lease.path, lease.id, lease.token, reason="expired"),
             )
             payment = tx.get_payment(lease.token)
             if payment is not None and payment.status is PaymentStatus.PENDING:
                 self._transition(
                     tx, work, payment, PaymentChange(status=PaymentStatus.EXPIRED), "lease expired"
                 )
+            self._check_slot_health(tx, work, lease)
         return len(ended)
 
-    def _end_live_lease(self, tx: Tx, token: str, reason: LeaseEnd) -> None:
+    def _end_live_lease(self, tx: Tx, work: _Work, token: str, reason: LeaseEnd) -> None:
         lease = tx.live_lease_of_payment(token)
         if lease is not None:
-            self._end_lease(tx, lease, reason, taint=True)
+            self._end_lease(tx, work, lease, reason, taint=True)
 
-    def _end_lease(self, tx: Tx, lease: Lease, reason: LeaseEnd, *, taint: bool) -> None:
+    def _end_lease(
+        self, tx: Tx, work: _Work, lease: Lease, reason: LeaseEnd, *, taint: bool
+    ) -> None:
         taint_until = tx.now + self.policy.late_callback_window if taint else None
-        if tx.end_lease(lease.id, reason, taint_until) is not None:
+        ended = tx.end_lease(lease.id, reason, taint_until)
+        if ended is not None:
+            work.events.append(LeaseEnded(lease=ended))
             log.info(
-                "lease %d on %s ended: %s%s",
+                "lease %d on %s ended: %s%s (payment %s)",
                 lease.id,
                 lease.path,
                 reason.value,
                 " (tainted)" if taint else "",
+                _short(lease.token),
+                extra=_fields(
+                    "lease_ended", lease.path, lease.id, lease.token, reason=reason.value
+                ),
             )
 
     def _transition(
@@ -986,11 +1460,22 @@ class CallbackPool:
                 )
             )
             log.info(
-                "payment %s: %s → %s (%s)",
+                "payment %s: %s → %s (%s; lease %s on %s)",
                 _short(payment.token),
                 payment.status.value,
                 change.status.value,
                 reason,
+                payment.lease_id if payment.lease_id is not None else "-",
+                payment.callback_path or "-",
+                extra=_fields(
+                    "transition",
+                    payment.callback_path,
+                    payment.lease_id,
+                    payment.token,
+                    previous=payment.status.value,
+                    status=change.status.value,
+                    reason=reason,
+                ),
             )
 
 
@@ -1023,24 +1508,6 @@ def _admitted(client_addr: str | None, sources: Sequence[IPNetwork]) -> bool:
     return any(address in network for network in sources)
 
 
-def _change_for(
-    parsed: GatewayReturn, status: PaymentStatus, callback_id: int, *, late: bool
-) -> PaymentChange:
-    """A payment's change by a return, with the gateway's answer recorded."""
-    return PaymentChange(
-        status=status,
-        late=late,
-        pn_ref=parsed.pn_ref,
-        order_id=parsed.order_id,
-        auth_code=parsed.auth_code,
-        card_type=parsed.card_type,
-        last4=parsed.last4,
-        result_code=parsed.result_code,
-        error_message=None if parsed.approved else f"declined (Result {parsed.result_code})",
-        callback_id=callback_id,
-    )
-
-
 def _open_to_query(record: CallbackRecord) -> bool:
     """An ambiguous or unmatched return that nothing has settled yet."""
     return record.outcome in _QUERYABLE and record.settled_at is None
@@ -1056,6 +1523,40 @@ def _lookup_key(token: str) -> str:
 
 def _due(moment: datetime | None, now: datetime) -> bool:
     return moment is not None and moment <= now
+
+
+def _fields(
+    event: str, slot: str | None, lease: int | None, token: str | None, **more: Any
+) -> dict[str, Any]:
+    """The structured fields of a log line (``extra``): what ``--log-format json`` prints
+    beside the message. The token is shortened as in the message: logs carry no secrets."""
+    return {
+        "fields": {
+            "event": event,
+            "slot": slot,
+            "lease": lease,
+            "token": _short(token) if token else None,
+            **more,
+        }
+    }
+
+
+def _operator(name: str) -> str:
+    name = " ".join(str(name).split())
+    if not name:
+        raise InvalidReview("operator", "name who decides")
+    if len(name) > MAX_OPERATOR_CHARS:
+        raise InvalidReview("operator", f"must not exceed {MAX_OPERATOR_CHARS} characters")
+    return name
+
+
+def _reason(text: str) -> str:
+    text = str(text).strip()
+    if not text:
+        raise InvalidReview("reason", "say why (it is kept with the decision)")
+    if len(text) > MAX_REASON_CHARS:
+        raise InvalidReview("reason", f"must not exceed {MAX_REASON_CHARS} characters")
+    return text
 
 
 def _short(token: str | None) -> str:

@@ -21,8 +21,12 @@ from .domain.model import (
     Candidate,
     Lease,
     LeaseEnd,
+    LeaseSpan,
     Payment,
     PaymentStatus,
+    Review,
+    ReviewChange,
+    ReviewDecision,
     SlotView,
 )
 from .domain.resolution import OpenAmbiguity
@@ -80,6 +84,19 @@ class CallbackResolution:
     detail: str | None = None
     candidates: tuple[str, ...] = ()
     duplicate_of: int | None = None
+    # The lease of the payment the return went to (for the log line; not stored).
+    lease_id: int | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class NewReview:
+    decision: ReviewDecision
+    callback_id: int | None
+    payment_token: str | None
+    others: PaymentStatus | None
+    decided_by: str
+    reason: str
+    changes: tuple[ReviewChange, ...]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -109,6 +126,28 @@ class Tx(Protocol):
 
     def usage(self) -> list[UsageRow]: ...
 
+    # --- slot health ----------------------------------------------------------------------
+    def record_slot_return(self, slot_id: int, *, approved: bool) -> None:
+        """A verified return arrived on the slot's path: count it (approval or decline),
+        stamp ``last_return_at``, reset the expiry streak."""
+        ...
+
+    def record_late_return(self, slot_id: int) -> None:
+        """A return settled a lease of the slot that had expired: one silent expiry fewer."""
+        ...
+
+    def record_slot_expiry(self, slot_id: int) -> int:
+        """A lease of the slot expired with no return: count it; the new expiry streak."""
+        ...
+
+    def sideline_slot(self, slot_id: int, *, by: str, reason: str) -> bool:
+        """Take the slot out of rotation (False, nothing written, if it already is)."""
+        ...
+
+    def restore_slot(self, slot_id: int) -> bool:
+        """Put the slot back in rotation with a fresh expiry streak (False if it was in)."""
+        ...
+
     # --- leases ---------------------------------------------------------------------------
     def expire_due_leases(self, taint_window: timedelta, slot_id: int | None = None) -> list[Lease]:
         """End every live lease whose expiry has passed (only the slot's, if ``slot_id`` is
@@ -135,6 +174,13 @@ class Tx(Protocol):
     def live_lease_on_path(self, path: str) -> Lease | None: ...
 
     def live_leases(self) -> list[Lease]: ...
+
+    def get_lease(self, lease_id: int) -> Lease | None: ...
+
+    def lease_spans(self, since: datetime, limit: int = 100_000) -> list[LeaseSpan]:
+        """Leases that held their slot at some time from ``since`` on (live ones included),
+        oldest first: what the dashboard's charts are drawn from."""
+        ...
 
     def end_lease(
         self, lease_id: int, reason: LeaseEnd, taint_until: datetime | None
@@ -170,6 +216,18 @@ class Tx(Protocol):
         limit: int = 100,
     ) -> list[Payment]: ...
 
+    def record_turn_away(self) -> None:
+        """Count a request for a slot turned away, in the current minute."""
+        ...
+
+    def turn_aways_since(self, since: datetime) -> list[tuple[datetime, int]]:
+        """Turn-aways per minute (the minute's start, the count), from ``since`` on."""
+        ...
+
+    def payment_counts(self) -> dict[PaymentStatus, int]:
+        """How many payments have each status (statuses without any are left out)."""
+        ...
+
     # --- callbacks ------------------------------------------------------------------------
     def insert_callback(self, callback: NewCallback) -> int: ...
 
@@ -192,11 +250,39 @@ class Tx(Protocol):
         """Approved returns of ``amount`` on ``path`` still ambiguous and unsettled."""
         ...
 
-    def settle_callback(self, callback_id: int, token: str, settled_by: str) -> None: ...
+    def settle_callback(self, callback_id: int, token: str | None, settled_by: str) -> None:
+        """Record which payment an ambiguous return went to in the end (None: to none)."""
+        ...
 
     def callbacks(
-        self, *, outcomes: Sequence[CallbackOutcome] = (), limit: int = 100
-    ) -> list[CallbackRecord]: ...
+        self,
+        *,
+        outcomes: Sequence[CallbackOutcome] = (),
+        limit: int = 100,
+        before_id: int | None = None,
+    ) -> list[CallbackRecord]:
+        """Stored returns, newest first; ``before_id`` pages on (ids below it only)."""
+        ...
+
+    def callback_counts(self) -> dict[CallbackOutcome, int]:
+        """How many stored returns have each outcome (outcomes without any are left out)."""
+        ...
+
+    def open_review_callbacks(self, limit: int = 100) -> list[CallbackRecord]:
+        """Approved ambiguous returns no one has settled yet, oldest first."""
+        ...
+
+    # --- reviews ---------------------------------------------------------------------------
+    def insert_review(self, review: NewReview) -> Review | None:
+        """Record an operator's decision; None, nothing written, if the callback has one
+        already (at most one decision per stored return)."""
+        ...
+
+    def review_of_callback(self, callback_id: int) -> Review | None: ...
+
+    def reviews(self, *, limit: int = 100) -> list[Review]:
+        """Recorded decisions, newest first."""
+        ...
 
     def unresolved_callbacks(self, received_before: datetime) -> list[int]:
         """Callbacks stored but never resolved (a crash between the two steps)."""

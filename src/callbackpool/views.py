@@ -6,11 +6,23 @@ same report. Pure functions over the core's value objects; no I/O.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from .domain.model import Lease, Payment, SlotView
-from .pool import PoolStatus, SweepReport
+from .analytics import PoolSeries
+from .domain.model import (
+    CallbackOutcome,
+    CallbackRecord,
+    Lease,
+    Payment,
+    PaymentStatus,
+    Review,
+    SlotView,
+)
+from .domain.model import callback_id_of as model_callback_id_of
+from .pool import PoolStatus, ReviewQueue, SweepReport
 from .ports import SlotSync, UsageRow
 
 JsonObject = dict[str, Any]
@@ -25,10 +37,13 @@ def iso(moment: datetime | None) -> str | None:
 
 def slot_state(slot: SlotView, at: datetime) -> str:
     """``locked``, ``stuck`` (its lease is past expiry and no sweep has ended it yet),
-    ``available`` or ``inactive`` (no longer in the configuration, and free)."""
+    ``available``, ``sidelined`` (free, but out of rotation until an operator restores it)
+    or ``inactive`` (no longer in the configuration, and free)."""
     if slot.lease is not None:
         return "stuck" if slot.lease.expires_at <= at else "locked"
-    return "available" if slot.active else "inactive"
+    if not slot.active:
+        return "inactive"
+    return "sidelined" if slot.sidelined else "available"
 
 
 def status_json(status: PoolStatus) -> JsonObject:
@@ -41,6 +56,7 @@ def status_json(status: PoolStatus) -> JsonObject:
         "stuck": status.stuck,
         "tainted": status.tainted,
         "inactive": len(status.slots) - status.total,
+        "outOfRotation": status.out_of_rotation,
         "handlers": [slot_json(slot, status.at) for slot in status.slots],
     }
 
@@ -60,6 +76,25 @@ def slot_json(slot: SlotView, at: datetime) -> JsonObject:
         "lastUsedAt": iso(slot.last_acquired_at),
         "lastReleasedAt": iso(slot.last_released_at),
         "taints": slot.taints,
+        **slot_health_json(slot, at),
+    }
+
+
+def slot_health_json(slot: SlotView, at: datetime) -> JsonObject:
+    """The slot's health figures and whether it is in rotation (the slot-health rule)."""
+    health = slot.health
+    last = health.last_return_at
+    return {
+        "inRotation": slot.in_rotation,
+        "sidelinedAt": iso(slot.sidelined_at),
+        "sidelinedBy": slot.sidelined_by,
+        "sidelinedReason": slot.sidelined_reason,
+        "approvals": health.approvals,
+        "declines": health.declines,
+        "silentExpiries": health.silent_expiries,
+        "expiryStreak": health.expiry_streak,
+        "lastReturnAt": iso(last),
+        "secondsSinceLastReturn": None if last is None else round((at - last).total_seconds()),
     }
 
 
@@ -122,3 +157,195 @@ def sync_json(sync: SlotSync) -> JsonObject:
         "reactivated": list(sync.reactivated),
         "deactivated": list(sync.deactivated),
     }
+
+
+# --- stored returns ----------------------------------------------------------------------------
+
+MASK = "****"
+# Parameters an operator never sees in clear, whatever sends them: a card's expiry date, and
+# anything that could be a card number or its security code (a genuine return carries only
+# Last4 and CardType; a forged or broken one might carry more).
+_MASKED_NAMES = frozenset(
+    {"expdate", "exp_date", "expiry", "expirydate", "cardnumber", "card_number", "ccnumber",
+     "cardnum", "pan", "cvv", "cvv2", "cvc", "cvc2", "cid"}
+)  # fmt: skip
+_CARD_NUMBER = re.compile(r"\d[\d -]{11,22}\d")
+
+
+def masked_params(params: Iterable[tuple[str, str]]) -> list[list[str]]:
+    """A return's parameters as an operator sees them: ``ExpDate`` and anything that looks
+    like a card number masked, everything else as received (pages escape it)."""
+    shown = []
+    for name, value in params:
+        hidden = name.strip().lower() in _MASKED_NAMES or _looks_like_card_number(value)
+        shown.append([name, MASK if hidden and value else value])
+    return shown
+
+
+def _looks_like_card_number(value: str) -> bool:
+    match = _CARD_NUMBER.search(value)
+    if match is None:
+        return False
+    digits = [int(c) for c in match.group() if c.isdigit()]
+    return 13 <= len(digits) <= 19
+
+
+def callback_json(record: CallbackRecord) -> JsonObject:
+    return {
+        "id": record.id,
+        "ref": record.ref,
+        "path": record.path,
+        "method": record.method,
+        "receivedAt": iso(record.received_at),
+        "clientAddr": record.client_addr,
+        "outcome": record.outcome.value,
+        "pnRef": record.pn_ref,
+        "amount": record.amount,
+        "approved": record.approved,
+        "paymentToken": record.payment_token,
+        "detail": record.detail,
+        "candidates": list(record.candidates),
+        "duplicateOf": record.duplicate_of,
+        "settledAt": iso(record.settled_at),
+        "settledBy": record.settled_by,
+        "params": masked_params(record.params),
+    }
+
+
+def callbacks_json(
+    records: Sequence[CallbackRecord],
+    *,
+    limit: int,
+    outcomes: Sequence[CallbackOutcome],
+    counts: Mapping[CallbackOutcome, int],
+) -> JsonObject:
+    """A page of stored returns, newest first, and the totals by outcome. ``nextBefore``
+    asks for the next page (None on the last)."""
+    return {
+        "counts": {outcome.value: counts.get(outcome, 0) for outcome in CallbackOutcome},
+        "outcomes": [outcome.value for outcome in outcomes],
+        "callbacks": [callback_json(record) for record in records],
+        "nextBefore": records[-1].id if len(records) == limit and records else None,
+    }
+
+
+# --- review ------------------------------------------------------------------------------------
+
+
+def review_json(review: Review) -> JsonObject:
+    return {
+        "id": review.id,
+        "ref": review.ref,
+        "decision": review.decision.value,
+        "callbackRef": None if review.callback_id is None else f"CB-{review.callback_id}",
+        "paymentToken": review.payment_token,
+        "others": None if review.others is None else review.others.value,
+        "decidedBy": review.decided_by,
+        "decidedAt": iso(review.decided_at),
+        "reason": review.reason,
+        "changes": [
+            {"token": c.token, "from": c.previous.value, "to": c.status.value}
+            for c in review.changes
+        ],
+    }
+
+
+def review_queue_json(queue: ReviewQueue, decided: Sequence[Review]) -> JsonObject:
+    """What waits for an operator, and the latest decisions."""
+    return {
+        "waiting": len(queue),
+        "returns": [
+            {
+                **callback_json(item.record),
+                "candidatePayments": [review_payment_json(p) for p in item.candidates],
+            }
+            for item in queue.returns
+        ],
+        "payments": [review_payment_json(p) for p in queue.payments],
+        "decided": [review_json(review) for review in decided],
+    }
+
+
+def review_payment_json(payment: Payment) -> JsonObject:
+    """A payment as an operator deciding about it needs to see it."""
+    return {
+        **payment_json(payment),
+        "late": payment.late,
+        "errorMessage": payment.error_message,
+        "customer": dict(payment.customer),
+    }
+
+
+def counts_json(counts: Mapping[PaymentStatus, int]) -> JsonObject:
+    return {status.value: counts.get(status, 0) for status in PaymentStatus}
+
+
+def health_json(status: PoolStatus, expiries_to_sideline: int) -> JsonObject:
+    """Per-slot health, and the rule's threshold (0: the rule is off)."""
+    return {
+        "at": iso(status.at),
+        "outOfRotation": status.out_of_rotation,
+        "expiriesToSideline": expiries_to_sideline,
+        "handlers": [
+            {"path": slot.path, **slot_health_json(slot, status.at)} for slot in status.slots
+        ],
+    }
+
+
+def stuck_json(now: datetime, leases: Sequence[Lease]) -> JsonObject:
+    return {"at": iso(now), "leases": [lease_json(lease) for lease in leases]}
+
+
+def orphans_json(now: datetime, age: timedelta, payments: Sequence[Payment]) -> JsonObject:
+    return {
+        "at": iso(now),
+        "olderThanSeconds": age.total_seconds(),
+        "payments": [payment_json(p) for p in payments],
+    }
+
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> timedelta:
+    """``90s``, ``30m``, ``2h``, ``1d``, or several at once: ``1h30m`` (ValueError else).
+    How durations are written to the CLI's options and the API's query parameters."""
+    parts = _DURATION_PART.findall(text.strip())
+    if not parts or "".join(n + u for n, u in parts) != text.strip():
+        raise ValueError(f"{text!r} is not a duration such as 90s, 30m, 2h or 1h30m")
+    return sum((timedelta(seconds=float(n) * _UNIT_SECONDS[u]) for n, u in parts), timedelta())
+
+
+def series_json(series: PoolSeries, window: str) -> JsonObject:
+    """The dashboard's charts as data: a value per bucket, oldest first."""
+    return {
+        "window": window,
+        "since": iso(series.since),
+        "bucketSeconds": series.bucket.total_seconds(),
+        "slots": series.slots,
+        "starts": [iso(start) for start in series.starts],
+        "utilisation": [round(value, 4) for value in series.utilisation],
+        "turnedAway": None if series.turned_away is None else list(series.turned_away),
+        "leasesEnded": {reason.value: list(counts) for reason, counts in series.ended.items()},
+        "durationP50Seconds": list(series.duration_p50),
+        "durationP95Seconds": list(series.duration_p95),
+    }
+
+
+def callback_id_of(ref: str) -> int | None:
+    """The id a return's reference names (``CB-12`` or ``12``), or None."""
+    text = ref.strip().upper()
+    return model_callback_id_of(text if text.startswith("CB-") else f"CB-{text}")
+
+
+def span(delta: timedelta) -> str:
+    """The two largest units of a duration: ``45s``, ``5m 10s``, ``2h 5m``, ``3d 4h``."""
+    seconds = int(delta.total_seconds())
+    days, seconds = divmod(seconds, 86400)
+    hours, seconds = divmod(seconds, 3600)
+    minutes, seconds = divmod(seconds, 60)
+    parts = [(days, "d"), (hours, "h"), (minutes, "m"), (seconds, "s")]
+    while len(parts) > 1 and parts[0][0] == 0:
+        parts.pop(0)
+    return " ".join(f"{n}{unit}" for n, unit in parts[:2] if n or unit == parts[0][1])

@@ -19,7 +19,9 @@ PATHS = [f"{PREFIX}handler-{i}" for i in range(1, 11)]
 MIGRATIONS = [name for name, _ in load_migrations("sqlite")]
 HANDLER_KEYS = {
     "path", "active", "state", "isLocked", "leaseId", "lockedBy", "lockedAt", "expiresAt",
-    "usageCount", "lastUsedAt", "lastReleasedAt", "taints",
+    "usageCount", "lastUsedAt", "lastReleasedAt", "taints", "inRotation", "sidelinedAt",
+    "sidelinedBy", "sidelinedReason", "approvals", "declines", "silentExpiries", "expiryStreak",
+    "lastReturnAt", "secondsSinceLastReturn",
 }  # fmt: skip
 LEASE_KEYS = {"leaseId", "path", "lockedBy", "amount", "lockedAt", "expiresAt"}
 
@@ -116,7 +118,8 @@ def test_status_json_has_the_totals_and_a_row_per_slot(ready: Cli) -> None:
     status = ready.json("status")
 
     assert set(status) == {
-        "at", "total", "available", "locked", "stuck", "tainted", "inactive", "handlers",
+        "at", "total", "available", "locked", "stuck", "tainted", "inactive", "outOfRotation",
+        "handlers",
     }  # fmt: skip
     assert (status["total"], status["available"], status["locked"]) == (10, 9, 1)
     assert (status["stuck"], status["tainted"], status["inactive"]) == (0, 0, 0)
@@ -136,6 +139,16 @@ def test_status_json_has_the_totals_and_a_row_per_slot(ready: Cli) -> None:
         "lastUsedAt": iso(start),
         "lastReleasedAt": None,
         "taints": 0,
+        "inRotation": True,
+        "sidelinedAt": None,
+        "sidelinedBy": None,
+        "sidelinedReason": None,
+        "approvals": 0,
+        "declines": 0,
+        "silentExpiries": 0,
+        "expiryStreak": 0,
+        "lastReturnAt": None,
+        "secondsSinceLastReturn": None,
     }
     assert status["handlers"][1]["state"] == "available"
     assert status["handlers"][1]["lockedBy"] is None

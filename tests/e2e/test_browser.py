@@ -7,65 +7,17 @@ reason. Screenshots are kept in test-artifacts/.
 
 from __future__ import annotations
 
-import os
-import shutil
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from .conftest import REPO, Server
+from .conftest import ARTIFACTS, Server
 
 pytestmark = pytest.mark.slow
 
-ARTIFACTS = REPO / "test-artifacts"
-# What lets Chromium start here: no sandbox as root, and none of its calls home.
-CHROMIUM_FLAGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 STATUS = "#checkout-status"
-
-
-def chromium_path() -> str | None:
-    """Debian's Chromium (or the one CALLBACKPOOL_TEST_CHROMIUM names)."""
-    configured = os.environ.get("CALLBACKPOOL_TEST_CHROMIUM")
-    if configured is not None:
-        return configured if Path(configured).is_file() else None
-    return shutil.which("chromium") or shutil.which("chromium-browser")
-
-
-def missing(reason: str) -> None:
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"CI needs the browser tests: {reason}")
-    pytest.skip(reason)
-
-
-@pytest.fixture(scope="module")
-def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        missing("Playwright for Python is not installed")
-    executable = chromium_path()
-    if executable is None:
-        missing("Chromium is not installed (Debian: apt-get install chromium)")
-    from playwright.sync_api import expect
-
-    expect.set_options(timeout=10_000)
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=executable, headless=True, args=CHROMIUM_FLAGS
-        )
-        yield browser
-        browser.close()
 
 
 @pytest.fixture

@@ -31,7 +31,8 @@ def test_the_file_is_in_wal_mode_with_foreign_keys(tmp_path: Path) -> None:
         pass
     raw = sqlite3.connect(tmp_path / "pool.db")
     assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert [row[0] for row in raw.execute("SELECT name FROM schema_migrations")] == MIGRATIONS
+    names = [row[0] for row in raw.execute("SELECT name FROM schema_migrations ORDER BY name")]
+    assert names == MIGRATIONS
 
 
 def test_one_live_lease_per_slot_is_a_rule_of_the_database(tmp_path: Path) -> None:

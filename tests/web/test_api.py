@@ -332,6 +332,7 @@ async def test_pool_stats_shows_every_handler(client: httpx.AsyncClient) -> None
         "stuck",
         "tainted",
         "inactive",
+        "outOfRotation",
         "handlers",
     }
     assert len(stats["handlers"]) == 10

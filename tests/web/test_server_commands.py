@@ -56,6 +56,9 @@ def test_the_demo_banner_names_the_urls_and_the_token() -> None:
     assert "http://127.0.0.1:8123/checkout" in text
     assert "http://127.0.0.1:8123/api/v1/payments " in text
     assert "http://127.0.0.1:8123/api/docs" in text
+    assert "  dashboard    http://127.0.0.1:8123/admin   (sign in" in text
+    assert "none yet" not in text
+    assert "http://127.0.0.1:8123/metrics" in text
     assert f"admin token  {token}" in text
     assert f"Bearer {token}" in text
     assert "4111111111111111 approved" in text

@@ -76,6 +76,23 @@ class UnknownSlot(CallbackPoolError):
     """No callback path of that name is in the pool."""
 
 
+class UnknownCallback(CallbackPoolError):
+    """No stored return has that reference."""
+
+
+class NotUnderReview(CallbackPoolError):
+    """There is nothing to review there: it was resolved already, or never needed it."""
+
+
+class InvalidReview(CallbackPoolError):
+    """The review decision is invalid."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        self.field = field
+        self.problem = problem
+        super().__init__(f"{field}: {problem}")
+
+
 class PaymentNotPending(CallbackPoolError):
     """The payment is no longer pending."""
 

@@ -163,6 +163,22 @@ def callback_id_of(ref: str) -> int | None:
 
 
 @dataclass(frozen=True, kw_only=True)
+class SlotHealth:
+    """How a slot's path has been doing (the guide's "form health monitoring").
+
+    ``silent_expiries``: leases that ran out with no return since (a late return takes one
+    back). ``expiry_streak``: leases in a row that expired with no return on the path since
+    the last one; a verified return on the path resets it.
+    """
+
+    approvals: int = 0
+    declines: int = 0
+    silent_expiries: int = 0
+    expiry_streak: int = 0
+    last_return_at: datetime | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
 class SlotView:
     """A slot as the status report shows it."""
 
@@ -174,6 +190,21 @@ class SlotView:
     last_released_at: datetime | None
     lease: Lease | None
     taints: int
+    # Taken out of rotation (slot health, or an operator): never leased until restored. Its
+    # live lease and its taints still take their returns.
+    sidelined_at: datetime | None = None
+    sidelined_by: str | None = None
+    sidelined_reason: str | None = None
+    health: SlotHealth = field(default_factory=SlotHealth)
+
+    @property
+    def sidelined(self) -> bool:
+        return self.sidelined_at is not None
+
+    @property
+    def in_rotation(self) -> bool:
+        """Whether new leases may be handed this slot."""
+        return self.active and self.sidelined_at is None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -187,3 +218,50 @@ class StatusChange:
     late: bool = False
     callback_id: int | None = None
     reason: str | None = None
+
+
+class ReviewDecision(enum.StrEnum):
+    """What an operator decided about a payment in review (DESIGN.md §5)."""
+
+    ATTRIBUTED = "attributed"  # a stored return belongs to one of its candidates
+    NONE = "none"  # a stored return belongs to none of its candidates
+    PAYMENT = "payment"  # a payment in review ends without a return (expired or failed)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReviewChange:
+    """One payment status change a review made."""
+
+    token: str
+    previous: PaymentStatus
+    status: PaymentStatus
+
+
+@dataclass(frozen=True, kw_only=True)
+class Review:
+    """An operator's decision, kept with who made it, when and why."""
+
+    id: int
+    decision: ReviewDecision
+    callback_id: int | None
+    payment_token: str | None
+    others: PaymentStatus | None
+    decided_by: str
+    reason: str
+    decided_at: datetime
+    changes: tuple[ReviewChange, ...] = ()
+
+    @property
+    def ref(self) -> str:
+        return f"R-{self.id}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class LeaseSpan:
+    """When a lease held its slot, and how it ended (None: it still holds it)."""
+
+    lease_id: int
+    path: str
+    acquired_at: datetime
+    ended_at: datetime | None
+    end_reason: LeaseEnd | None

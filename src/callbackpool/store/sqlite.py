@@ -23,15 +23,21 @@ from ..domain.model import (
     Candidate,
     Lease,
     LeaseEnd,
+    LeaseSpan,
     LineItem,
     Payment,
     PaymentStatus,
+    Review,
+    ReviewChange,
+    ReviewDecision,
+    SlotHealth,
     SlotView,
 )
 from ..domain.resolution import OpenAmbiguity
 from ..ports import (
     CallbackResolution,
     NewCallback,
+    NewReview,
     PaymentChange,
     SlotRow,
     SlotSync,
@@ -40,6 +46,7 @@ from ..ports import (
 from .queries import load_migrations, load_queries
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MINUTE_US = 60_000_000
 _Q = load_queries("sqlite.sql")
 _MIGRATIONS_TABLE = """
 CREATE TABLE IF NOT EXISTS schema_migrations (
@@ -323,6 +330,16 @@ class SqliteTx:
                 last_released_at=from_us(row["last_released_at"]),
                 lease=None if row["l_id"] is None else _lease(row, "l_"),
                 taints=row["taints"],
+                sidelined_at=from_us(row["sidelined_at"]),
+                sidelined_by=row["sidelined_by"],
+                sidelined_reason=row["sidelined_reason"],
+                health=SlotHealth(
+                    approvals=row["approvals"],
+                    declines=row["declines"],
+                    silent_expiries=row["silent_expiries"],
+                    expiry_streak=row["expiry_streak"],
+                    last_return_at=from_us(row["last_return_at"]),
+                ),
             )
             for row in self._all("slot_views", now=self._now_us)
         ]
@@ -340,6 +357,26 @@ class SqliteTx:
             )
             for row in self._all("usage")
         ]
+
+    # --- slot health -----------------------------------------------------------------------
+
+    def record_slot_return(self, slot_id: int, *, approved: bool) -> None:
+        self._run("record_slot_return", slot_id=slot_id, approved=int(approved), now=self._now_us)
+
+    def record_late_return(self, slot_id: int) -> None:
+        self._run("record_late_return", slot_id=slot_id)
+
+    def record_slot_expiry(self, slot_id: int) -> int:
+        row = self._one("record_slot_expiry", slot_id=slot_id)
+        return 0 if row is None else int(row["expiry_streak"])
+
+    def sideline_slot(self, slot_id: int, *, by: str, reason: str) -> bool:
+        return (
+            self._run("sideline_slot", slot_id=slot_id, by=by, reason=reason, now=self._now_us) == 1
+        )
+
+    def restore_slot(self, slot_id: int) -> bool:
+        return self._run("restore_slot", slot_id=slot_id) == 1
 
     # --- leases --------------------------------------------------------------------------
 
@@ -413,6 +450,22 @@ class SqliteTx:
 
     def live_leases(self) -> list[Lease]:
         return [_lease(row) for row in self._all("live_leases")]
+
+    def get_lease(self, lease_id: int) -> Lease | None:
+        row = self._one("get_lease", id=lease_id)
+        return None if row is None else _lease(row)
+
+    def lease_spans(self, since: datetime, limit: int = 100_000) -> list[LeaseSpan]:
+        return [
+            LeaseSpan(
+                lease_id=row["id"],
+                path=row["path"],
+                acquired_at=_at(row["acquired_at"]),
+                ended_at=from_us(row["ended_at"]),
+                end_reason=None if row["end_reason"] is None else LeaseEnd(row["end_reason"]),
+            )
+            for row in self._all("lease_spans", since=to_us(since), limit=limit)
+        ]
 
     def end_lease(
         self, lease_id: int, reason: LeaseEnd, taint_until: datetime | None
@@ -511,6 +564,17 @@ class SqliteTx:
         )
         return [_payment(row) for row in rows]
 
+    def record_turn_away(self) -> None:
+        self._run("record_turn_away", minute=self._now_us - self._now_us % _MINUTE_US)
+
+    def turn_aways_since(self, since: datetime) -> list[tuple[datetime, int]]:
+        start = to_us(since)
+        rows = self._all("turn_aways_since", since=start - start % _MINUTE_US)
+        return [(_at(row["minute"]), row["count"]) for row in rows]
+
+    def payment_counts(self) -> dict[PaymentStatus, int]:
+        return {PaymentStatus(row["status"]): row["n"] for row in self._all("payment_counts")}
+
     # --- callbacks -----------------------------------------------------------------------
 
     def insert_callback(self, callback: NewCallback) -> int:
@@ -567,18 +631,23 @@ class SqliteTx:
             for row in self._all("open_ambiguities", path=path, amount=amount)
         ]
 
-    def settle_callback(self, callback_id: int, token: str, settled_by: str) -> None:
+    def settle_callback(self, callback_id: int, token: str | None, settled_by: str) -> None:
         self._run(
             "settle_callback", id=callback_id, token=token, now=self._now_us, settled_by=settled_by
         )
 
     def callbacks(
-        self, *, outcomes: Sequence[CallbackOutcome] = (), limit: int = 100
+        self,
+        *,
+        outcomes: Sequence[CallbackOutcome] = (),
+        limit: int = 100,
+        before_id: int | None = None,
     ) -> list[CallbackRecord]:
         rows = self._all(
             "callbacks",
             outcomes=json.dumps([o.value for o in outcomes]) if outcomes else None,
             limit=limit,
+            before_id=before_id,
         )
         return [_callback(row) for row in rows]
 
@@ -588,6 +657,37 @@ class SqliteTx:
     def callbacks_to_query(self, max_attempts: int, limit: int) -> list[int]:
         rows = self._all("callbacks_to_query", max_attempts=max_attempts, limit=limit)
         return [row["id"] for row in rows]
+
+    def callback_counts(self) -> dict[CallbackOutcome, int]:
+        return {CallbackOutcome(row["outcome"]): row["n"] for row in self._all("callback_counts")}
+
+    def open_review_callbacks(self, limit: int = 100) -> list[CallbackRecord]:
+        return [_callback(row) for row in self._all("open_review_callbacks", limit=limit)]
+
+    # --- reviews ---------------------------------------------------------------------------
+
+    def insert_review(self, review: NewReview) -> Review | None:
+        row = self._one(
+            "insert_review",
+            decision=review.decision.value,
+            callback_id=review.callback_id,
+            payment_token=review.payment_token,
+            others=None if review.others is None else review.others.value,
+            decided_by=review.decided_by,
+            reason=review.reason,
+            now=self._now_us,
+            changes=json.dumps(
+                [[c.token, c.previous.value, c.status.value] for c in review.changes]
+            ),
+        )
+        return None if row is None else _review(row)
+
+    def review_of_callback(self, callback_id: int) -> Review | None:
+        row = self._one("review_of_callback", callback_id=callback_id)
+        return None if row is None else _review(row)
+
+    def reviews(self, *, limit: int = 100) -> list[Review]:
+        return [_review(row) for row in self._all("reviews", limit=limit)]
 
     def unresolved_callbacks(self, received_before: datetime) -> list[int]:
         return [
@@ -672,4 +772,22 @@ def _callback(row: sqlite3.Row) -> CallbackRecord:
         receipt=row["receipt"],
         query_attempts=row["query_attempts"],
         query_answer=row["query_answer"],
+    )
+
+
+def _review(row: sqlite3.Row) -> Review:
+    others = row["others"]
+    return Review(
+        id=row["id"],
+        decision=ReviewDecision(row["decision"]),
+        callback_id=row["callback_id"],
+        payment_token=row["payment_token"],
+        others=None if others is None else PaymentStatus(others),
+        decided_by=row["decided_by"],
+        reason=row["reason"],
+        decided_at=_at(row["decided_at"]),
+        changes=tuple(
+            ReviewChange(token=token, previous=PaymentStatus(before), status=PaymentStatus(after))
+            for token, before, after in json.loads(row["changes"])
+        ),
     )

@@ -26,7 +26,8 @@ from .deps import Services
 from .errors import install_error_handlers
 from .headers import ResponseHeaders, security_headers
 from .limits import BodyLimit, RateLimiter
-from .routes import callbacks, docs, pages, payments, sandbox
+from .metrics import Metrics
+from .routes import admin_api, callbacks, dashboard, docs, operations, pages, payments, sandbox
 from .schemas import complete_document
 from .sweeper import Sweeper
 from .templating import STATIC_DIR
@@ -48,6 +49,7 @@ def create_app(
         for warning in warnings:
             log.warning("%s%s", "PRODUCTION: " if settings.env == "production" else "", warning)
         services = await run_in_threadpool(_build_services, settings, store, clock)
+        metrics.watch(services.pool)
         app.state.services = services
         sweeper = Sweeper(services.pool, settings.sweep_interval_seconds)
         app.state.sweeper = sweeper
@@ -81,6 +83,9 @@ def create_app(
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+    # A registry of the app's own: tests build many apps in one process.
+    metrics = Metrics()
+    app.state.metrics = metrics
     install_error_handlers(app)
     app.add_middleware(BodyLimit)
     app.add_middleware(ResponseHeaders, headers=security_headers(settings))
@@ -88,26 +93,25 @@ def create_app(
     app.include_router(payments.router)
     callbacks.add_callback_routes(app, settings)
     app.include_router(pages.router)
+    app.include_router(admin_api.router)
+    app.include_router(dashboard.router)
+    app.include_router(operations.router)
     if settings.sandbox.enabled:
         app.include_router(sandbox.router)
     if settings.api_docs_enabled():
         app.include_router(docs.router)
-    app.add_api_route("/healthz", healthz, methods=["GET"], tags=["operations"])
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
-    # Where people start (the demo prints these; the operator dashboard adds itself here).
+    # Where people start (the demo prints these).
     app.state.links = {
         "checkout": "/checkout",
+        "dashboard": "/admin",
         "api": payments.PREFIX,
         "pool-stats": f"{payments.PREFIX}/pool-stats",
+        "metrics": "/metrics",
     }
     if settings.api_docs_enabled():
         app.state.links["docs"] = docs.DOCS_PATH
     return app
-
-
-async def healthz() -> dict[str, str]:
-    """The process answers."""
-    return {"status": "ok"}
 
 
 def _build_services(settings: Settings, store: Store | None, clock: Clock | None) -> Services:

@@ -25,12 +25,16 @@ from ..domain.errors import (
     CallbackPoolError,
     IllegalTransition,
     InvalidPayment,
+    InvalidReview,
     NothingToRelease,
+    NotUnderReview,
     PaymentNotPending,
     PoolExhausted,
     StoreUnavailable,
     TooManyLeases,
+    UnknownCallback,
     UnknownPayment,
+    UnknownSlot,
 )
 from .templating import templates
 
@@ -116,6 +120,8 @@ class Problem:
     errors: dict[str, str] | None = None
     headers: dict[str, str] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+    # Where a page request is sent instead (the login form); API requests get the status.
+    redirect: str | None = None
 
 
 def problem_for(exc: Exception) -> Problem:
@@ -142,6 +148,12 @@ def problem_for(exc: Exception) -> Problem:
             )
         case UnknownPayment():
             return Problem(status=404, message="Payment not found")
+        case UnknownCallback() | UnknownSlot():
+            return Problem(status=404, message=exc.message)
+        case InvalidReview():
+            return Problem(status=422, message=exc.message, errors={exc.field: exc.problem})
+        case NotUnderReview():
+            return Problem(status=409, message=exc.message)
         case PaymentNotPending():
             return Problem(status=409, message=exc.message, extra={"status": exc.status})
         case IllegalTransition() | NothingToRelease():
@@ -165,7 +177,15 @@ def problem_for(exc: Exception) -> Problem:
         case BadBody():
             return Problem(status=422, message=exc.message, errors={exc.field: exc.problem})
         case WebError():
-            return Problem(status=exc.status, message=exc.message, headers=exc.headers)
+            next_path = getattr(exc, "next_path", None)  # the dashboard's LoginRequired
+            return Problem(
+                status=exc.status,
+                message=exc.message,
+                headers=exc.headers,
+                redirect=None
+                if next_path is None
+                else f"/admin/login?{urlencode({'next': next_path})}",
+            )
         case RequestValidationError():
             errors = _field_errors(exc.errors())
             first = next(iter(errors.items()))
@@ -228,6 +248,8 @@ def respond(request: Request, problem: Problem) -> Response:
     if style == "callback":
         # A gateway return always lands the customer on a page, whatever went wrong.
         return RedirectResponse(error_page_url(request, "Processing error"), status_code=303)
+    if style == "page" and problem.redirect is not None:
+        return RedirectResponse(problem.redirect, status_code=303)
     if style == "page":
         response: Response = templates.TemplateResponse(
             request,

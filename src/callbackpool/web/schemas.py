@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import parse_qsl
 
 from fastapi import Request
@@ -89,6 +89,35 @@ async def read_json(request: Request, model: type[_In]) -> Any:
         return model.model_validate(data)
     except ValidationError as exc:
         raise RequestValidationError(exc.errors(include_url=False, include_context=False)) from None
+
+
+# --- the operator's decisions ------------------------------------------------------------
+
+
+class ResolveReviewIn(_In):
+    """``paymentToken``: the candidate the return belongs to, or null for none of them."""
+
+    payment_token: StrictStr | None
+    others: Literal["expired", "failed", "needs_review"] = "expired"
+    reason: StrictStr
+    operator: StrictStr
+
+
+class ClosePaymentIn(_In):
+    status: Literal["expired", "failed"]
+    reason: StrictStr
+    operator: StrictStr
+
+
+class SidelineIn(_In):
+    path: StrictStr
+    reason: StrictStr
+    operator: StrictStr
+
+
+class RestoreIn(_In):
+    path: StrictStr
+    operator: StrictStr
 
 
 # --- responses -----------------------------------------------------------------------------
@@ -236,6 +265,16 @@ class HandlerOut(_Out):
     last_used_at: str | None
     last_released_at: str | None
     taints: int
+    in_rotation: bool
+    sidelined_at: str | None
+    sidelined_by: str | None
+    sidelined_reason: str | None
+    approvals: int
+    declines: int
+    silent_expiries: int
+    expiry_streak: int
+    last_return_at: str | None
+    seconds_since_last_return: int | None
 
 
 class PoolStatsOut(_Out):
@@ -248,6 +287,7 @@ class PoolStatsOut(_Out):
     stuck: int
     tainted: int
     inactive: int
+    out_of_rotation: int
     handlers: list[HandlerOut]
 
     @classmethod

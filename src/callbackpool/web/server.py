@@ -11,25 +11,42 @@ from fastapi import FastAPI
 
 from ..config import Settings, load_settings
 from ..gateways.sandbox import DEFAULT_HASH_FIELDS, SANDBOX_QUERY_PATH, TEST_CARDS, Outcome
+from ..logs import LogFormat, uvicorn_log_config
 from .app import create_app
 
 DEMO_CONFIG = Path(__file__).parent / "demo" / "paygistix-forms.json"
 DEMO_DATABASE_URL = "sqlite:///callbackpool-demo.db"
 
 
-def serve(settings: Settings, *, host: str, port: int, access_log: bool = False) -> None:
+def serve(
+    settings: Settings,
+    *,
+    host: str,
+    port: int,
+    access_log: bool = False,
+    log_format: LogFormat = "text",
+) -> None:
     """Serve ``settings`` with uvicorn until interrupted."""
-    run(create_app(settings), host=host, port=port, access_log=access_log)
+    run(create_app(settings), host=host, port=port, access_log=access_log, log_format=log_format)
 
 
-def run(app: FastAPI, *, host: str, port: int, access_log: bool = False) -> None:
-    """One uvicorn process (the sandbox keeps its transactions in memory)."""
+def run(
+    app: FastAPI,
+    *,
+    host: str,
+    port: int,
+    access_log: bool = False,
+    log_format: LogFormat = "text",
+) -> None:
+    """One uvicorn process (the sandbox keeps its transactions in memory). Its own lines
+    (and the access log) come in ``log_format``, with card data masked."""
     uvicorn.run(
         app,
         host=host,
         port=port,
         access_log=access_log,
         log_level="info",
+        log_config=uvicorn_log_config(log_format),
         server_header=False,
     )
 
@@ -74,16 +91,14 @@ def demo_banner(settings: Settings, links: dict[str, str]) -> list[str]:
         "",
         f"  checkout     {base}{links['checkout']}",
     ]
-    if "dashboard" in links:
-        lines.append(f"  dashboard    {base}{links['dashboard']}")
-    else:
-        lines.append(f"  dashboard    (none yet) the pool's state: {base}{links['pool-stats']}")
     documentation = f"   (documentation: {base}{links['docs']})" if "docs" in links else ""
     lines += [
+        f"  dashboard    {base}{links['dashboard']}   (sign in with your name and the token below)",
         f"  API          {base}{links['api']}{documentation}",
         f"  admin token  {token}",
         "",
         f'  curl -H "Authorization: Bearer {token}" {base}{links["pool-stats"]}',
+        f'  curl -H "Authorization: Bearer {token}" {base}{links["metrics"]}',
         "",
         "Test cards: "
         + ", ".join(f"{card.number} {card.outcome.value}" for card in cards)
@@ -94,11 +109,16 @@ def demo_banner(settings: Settings, links: dict[str, str]) -> list[str]:
 
 
 def demo(
-    *, host: str, port: int, database_url: str = DEMO_DATABASE_URL, echo: Callable[[str], None]
+    *,
+    host: str,
+    port: int,
+    database_url: str = DEMO_DATABASE_URL,
+    echo: Callable[[str], None],
+    log_format: LogFormat = "text",
 ) -> None:
     """Serve the demo, its banner printed first."""
     settings = demo_settings(host=host, port=port, database_url=database_url)
     app = create_app(settings)
     for line in demo_banner(settings, app.state.links):
         echo(line)
-    run(app, host=host, port=port)
+    run(app, host=host, port=port, log_format=log_format)

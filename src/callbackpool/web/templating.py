@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from fastapi.templating import Jinja2Templates
 
 from ..domain.money import format_amount
+from ..views import masked_params, span
 
 HERE = Path(__file__).parent
 STATIC_DIR = HERE / "static"
@@ -19,3 +21,31 @@ def _money(minor: int, currency: str) -> str:
 
 
 templates.env.filters["money"] = _money
+
+
+def _ago(moment: datetime | None, now: datetime) -> str:
+    """``5m 10s ago``, ``in 9m 55s``, ``-``: a time relative to the page's."""
+    if moment is None:
+        return "–"
+    seconds = int((now - moment).total_seconds())
+    text = span(timedelta(seconds=abs(seconds)))
+    return f"{text} ago" if seconds >= 0 else f"in {text}"
+
+
+def _short(token: str | None) -> str:
+    return f"{token[:10]}…" if token else "–"
+
+
+def _clock(moment: datetime | None) -> str:
+    return "–" if moment is None else moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _leaf(path: str) -> str:
+    return path.rstrip("/").rsplit("/", 1)[-1]
+
+
+templates.env.filters["short"] = _short
+templates.env.filters["clock"] = _clock
+templates.env.filters["leaf"] = _leaf
+templates.env.globals["ago"] = _ago
+templates.env.globals["masked"] = masked_params

@@ -15,14 +15,14 @@ RETURNING *;
 
 -- name: pick_clean_slot
 SELECT id, path FROM slots
- WHERE live_lease_id IS NULL AND active = 1
+ WHERE live_lease_id IS NULL AND active = 1 AND sidelined_at IS NULL
    AND (tainted_until IS NULL OR tainted_until <= :now)
  ORDER BY last_released_at, id
  LIMIT 1;
 
 -- name: pick_slot_tainted_by_other_amounts
 SELECT s.id, s.path FROM slots AS s
- WHERE s.live_lease_id IS NULL AND s.active = 1
+ WHERE s.live_lease_id IS NULL AND s.active = 1 AND s.sidelined_at IS NULL
    AND NOT EXISTS (SELECT 1 FROM leases AS l
                     WHERE l.slot_id = s.id AND l.taint_until > :now AND l.amount = :amount)
  ORDER BY s.last_released_at, s.id
@@ -30,7 +30,7 @@ SELECT s.id, s.path FROM slots AS s
 
 -- name: pick_any_free_slot
 SELECT id, path FROM slots
- WHERE live_lease_id IS NULL AND active = 1
+ WHERE live_lease_id IS NULL AND active = 1 AND sidelined_at IS NULL
  ORDER BY last_released_at, id
  LIMIT 1;
 
@@ -114,6 +114,8 @@ UPDATE slots SET active = :active WHERE path = :path;
 
 -- name: slot_views
 SELECT s.id, s.path, s.active, s.usage_count, s.last_acquired_at, s.last_released_at,
+       s.sidelined_at, s.sidelined_by, s.sidelined_reason, s.approvals, s.declines,
+       s.silent_expiries, s.expiry_streak, s.last_return_at,
        (SELECT count(*) FROM leases AS t
          WHERE t.slot_id = s.id AND t.taint_until > :now) AS taints,
        l.id AS l_id, l.slot_id AS l_slot_id, l.path AS l_path, l.token AS l_token,
@@ -215,5 +217,77 @@ SELECT * FROM payments
 -- name: callbacks
 SELECT * FROM callbacks
  WHERE (:outcomes IS NULL OR outcome IN (SELECT value FROM json_each(:outcomes)))
+   AND (:before_id IS NULL OR id < :before_id)
  ORDER BY id DESC
  LIMIT :limit;
+
+-- name: get_lease
+SELECT * FROM leases WHERE id = :id;
+
+-- name: lease_spans
+SELECT id, path, acquired_at, ended_at, end_reason FROM leases
+ WHERE ended_at >= :since
+UNION ALL
+SELECT id, path, acquired_at, ended_at, end_reason FROM leases
+ WHERE ended_at IS NULL
+ ORDER BY acquired_at, id
+ LIMIT :limit;
+
+-- name: record_slot_return
+UPDATE slots
+   SET approvals = approvals + :approved,
+       declines = declines + 1 - :approved,
+       expiry_streak = 0,
+       last_return_at = :now
+ WHERE id = :slot_id;
+
+-- name: record_late_return
+UPDATE slots SET silent_expiries = max(silent_expiries - 1, 0) WHERE id = :slot_id;
+
+-- name: record_slot_expiry
+UPDATE slots
+   SET silent_expiries = silent_expiries + 1, expiry_streak = expiry_streak + 1
+ WHERE id = :slot_id
+RETURNING expiry_streak;
+
+-- name: sideline_slot
+UPDATE slots
+   SET sidelined_at = :now, sidelined_by = :by, sidelined_reason = :reason
+ WHERE id = :slot_id AND sidelined_at IS NULL;
+
+-- name: restore_slot
+UPDATE slots
+   SET sidelined_at = NULL, sidelined_by = NULL, sidelined_reason = NULL, expiry_streak = 0
+ WHERE id = :slot_id AND sidelined_at IS NOT NULL;
+
+-- name: payment_counts
+SELECT status, count(*) AS n FROM payments GROUP BY status;
+
+-- name: callback_counts
+SELECT outcome, count(*) AS n FROM callbacks GROUP BY outcome;
+
+-- name: open_review_callbacks
+SELECT * FROM callbacks
+ WHERE outcome = 'ambiguous' AND approved = 1 AND settled_at IS NULL
+ ORDER BY id
+ LIMIT :limit;
+
+-- name: insert_review
+INSERT INTO reviews (decision, callback_id, payment_token, others, decided_by, reason,
+                     decided_at, changes)
+VALUES (:decision, :callback_id, :payment_token, :others, :decided_by, :reason, :now, :changes)
+ON CONFLICT DO NOTHING
+RETURNING *;
+
+-- name: review_of_callback
+SELECT * FROM reviews WHERE callback_id = :callback_id;
+
+-- name: reviews
+SELECT * FROM reviews ORDER BY id DESC LIMIT :limit;
+
+-- name: record_turn_away
+INSERT INTO turn_aways (minute, count) VALUES (:minute, 1)
+ON CONFLICT (minute) DO UPDATE SET count = count + 1;
+
+-- name: turn_aways_since
+SELECT minute, count FROM turn_aways WHERE minute >= :since ORDER BY minute;

@@ -1,0 +1,110 @@
+"""Log lines for people (``text``) and for machines (``json``: one object a line, with the
+structured fields the pool attaches: event, slot, lease, token, …).
+
+Payment tokens appear in the pool's lines shortened to their first characters: enough to
+follow a payment through the log, not enough to use it. Card data never appears: a gateway
+return names the card only by ``Last4`` and ``CardType``, and the one more field it carries,
+``ExpDate``, is masked wherever a line could show it (uvicorn's access log prints the query
+string of a return sent by GET).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+LogFormat = Literal["text", "json"]
+LOG_FORMATS: tuple[LogFormat, ...] = ("text", "json")
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+# Query or form parameters whose values never reach a log line.
+_CARD_PARAMETER = re.compile(
+    r"(?i)(?<![A-Za-z0-9_])(ExpDate|Exp_Date|CardNumber|Card_Number|CCNumber|CardNum|CVV2?|CVC2?)"
+    r"(=|%3D)[^&\s\"']*"
+)
+
+
+def mask_card_data(text: str) -> str:
+    """``…&ExpDate=0329&…`` → ``…&ExpDate=****&…`` (likewise card numbers and codes)."""
+    return _CARD_PARAMETER.sub(lambda m: f"{m.group(1)}{m.group(2)}****", text)
+
+
+class MaskCardData(logging.Filter):
+    """Masks card parameters in a record's message and arguments, whoever logs it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str):
+            record.msg = mask_card_data(record.msg)
+        if isinstance(record.args, tuple):
+            record.args = tuple(_masked(arg) for arg in record.args)
+        elif isinstance(record.args, dict):
+            record.args = {key: _masked(value) for key, value in record.args.items()}
+        return True
+
+
+def _masked(value: Any) -> Any:
+    return mask_card_data(value) if isinstance(value, str) else value
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object a line: time, level, logger, message and the record's ``fields``."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        document: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC)
+            .isoformat(timespec="milliseconds")
+            .replace("+00:00", "Z"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, dict):
+            document.update({key: value for key, value in fields.items() if value is not None})
+        if record.exc_info:
+            document["exception"] = self.formatException(record.exc_info)
+        return json.dumps(document, default=str, ensure_ascii=False)
+
+
+def formatter(log_format: LogFormat) -> logging.Formatter:
+    return JsonFormatter() if log_format == "json" else logging.Formatter(TEXT_FORMAT)
+
+
+def handler(log_format: LogFormat, stream: Any = None) -> logging.Handler:
+    """A stream handler (stderr by default) in ``log_format`` that masks card data."""
+    made = logging.StreamHandler(stream)
+    made.setFormatter(formatter(log_format))
+    made.addFilter(MaskCardData())
+    return made
+
+
+def uvicorn_log_config(log_format: LogFormat) -> dict[str, Any]:
+    """uvicorn's logging configuration in ``log_format``, card data masked in every line
+    (its access log included)."""
+    text = log_format == "text"
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "filters": {"mask_card_data": {"()": MaskCardData}},
+        "formatters": {
+            "line": {"()": logging.Formatter, "fmt": TEXT_FORMAT}
+            if text
+            else {"()": JsonFormatter},
+        },
+        "handlers": {
+            "stderr": {
+                "class": "logging.StreamHandler",
+                "formatter": "line",
+                "filters": ["mask_card_data"],
+                "stream": "ext://sys.stderr",
+            },
+        },
+        "loggers": {
+            "uvicorn": {"handlers": ["stderr"], "level": "INFO", "propagate": False},
+            "uvicorn.error": {"level": "INFO"},
+            "uvicorn.access": {"handlers": ["stderr"], "level": "INFO", "propagate": False},
+        },
+    }

@@ -1,0 +1,171 @@
+"""Who is asking, for the operator's pages and API.
+
+- The API takes ``Authorization: Bearer <adminToken>`` only (no cookie: nothing for a
+  forged cross-site request to ride on).
+- The dashboard takes the same Bearer token, or the session a person gets by signing in at
+  ``/admin/login`` with their name and the token: a cookie (HttpOnly, SameSite=Strict,
+  Secure behind https) holding their name, an expiry and a CSRF token, signed with a key
+  derived from the admin token (so changing the token signs everyone out, and every
+  instance sharing the token accepts the session). Each form posts the CSRF token back;
+  a POST whose Origin (or Referer) names another site is refused whatever it carries.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import logging
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Literal
+from urllib.parse import urlsplit
+
+from fastapi import Request
+
+from ..config import Settings
+from .errors import NotAuthenticated, WebError
+
+log = logging.getLogger("callbackpool.web.auth")
+
+SESSION_COOKIE = "callbackpool_admin"
+MAX_NAME_CHARS = 100
+
+
+class LoginRequired(WebError):
+    """A page that needs a signed-in operator: pages send the browser to the login form."""
+
+    status = 401
+
+    def __init__(self, next_path: str) -> None:
+        super().__init__(
+            "Authentication required", headers={"WWW-Authenticate": 'Bearer realm="callbackpool"'}
+        )
+        self.next_path = next_path
+
+
+class CsrfRefused(WebError):
+    status = 403
+
+
+@dataclass(frozen=True, kw_only=True)
+class Operator:
+    """Who is acting: a person signed in by name, or a client holding the Bearer token."""
+
+    name: str
+    via: Literal["session", "bearer"]
+    csrf: str = ""
+
+
+def token_matches(settings: Settings, supplied: str) -> bool:
+    """Whether ``supplied`` is the admin token (compared in constant time)."""
+    expected = settings.admin_token
+    if expected is None or not supplied:
+        return False
+    return hmac.compare_digest(supplied.encode(), expected.get_secret_value().encode())
+
+
+def bearer_of(request: Request) -> str | None:
+    scheme, _, supplied = request.headers.get("authorization", "").partition(" ")
+    return supplied.strip() if scheme.lower() == "bearer" else None
+
+
+def _key(settings: Settings) -> bytes:
+    token = settings.admin_token.get_secret_value() if settings.admin_token else ""
+    return hmac.new(token.encode(), b"callbackpool admin session v1", hashlib.sha256).digest()
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def new_session(settings: Settings, name: str) -> tuple[str, Operator]:
+    """A signed session cookie value for ``name``, and the operator it stands for."""
+    operator = Operator(name=name, via="session", csrf=secrets.token_urlsafe(24))
+    expires = int(time.time() + settings.admin_session_hours * 3600)
+    payload = _b64(json.dumps({"op": name, "exp": expires, "csrf": operator.csrf}).encode())
+    signature = _b64(hmac.new(_key(settings), payload.encode(), hashlib.sha256).digest())
+    return f"{payload}.{signature}", operator
+
+
+def session_operator(settings: Settings, cookie: str | None) -> Operator | None:
+    """The operator a session cookie names, if it is genuine and unexpired."""
+    if not cookie or settings.admin_token is None or cookie.count(".") != 1:
+        return None
+    payload, signature = cookie.split(".")
+    expected = _b64(hmac.new(_key(settings), payload.encode(), hashlib.sha256).digest())
+    if not hmac.compare_digest(signature.encode(), expected.encode()):
+        return None
+    try:
+        data = json.loads(_unb64(payload))
+        name, expires, csrf = str(data["op"]), int(data["exp"]), str(data["csrf"])
+    except (ValueError, KeyError, TypeError):
+        return None
+    if expires < time.time() or not name or not csrf:
+        return None
+    return Operator(name=name, via="session", csrf=csrf)
+
+
+def page_operator(request: Request, settings: Settings) -> Operator:
+    """The operator of a dashboard request: the Bearer token or the session cookie.
+    LoginRequired (the login form, for a browser) otherwise."""
+    supplied = bearer_of(request)
+    if supplied is not None:
+        if token_matches(settings, supplied):
+            return Operator(name="bearer token", via="bearer")
+        log.warning("operator page: a wrong Bearer token from %s", _client(request))
+        raise NotAuthenticated()
+    found = session_operator(settings, request.cookies.get(SESSION_COOKIE))
+    if found is None:
+        path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        raise LoginRequired(path)
+    return found
+
+
+def check_form_post(request: Request, settings: Settings, operator: Operator, csrf: str) -> None:
+    """A dashboard form: from this site, and (for a session) carrying the session's token."""
+    check_same_origin(request, settings)
+    if operator.via == "session" and not hmac.compare_digest(csrf.encode(), operator.csrf.encode()):
+        log.warning("operator page: a form without its CSRF token from %s", _client(request))
+        raise CsrfRefused("The form has expired: reload the page and try again")
+
+
+def check_same_origin(request: Request, settings: Settings) -> None:
+    """Refuse a POST whose Origin (or, lacking it, Referer) names another site."""
+    claimed = request.headers.get("origin") or request.headers.get("referer")
+    if not claimed:
+        return  # not a browser's request; a session's form still needs its CSRF token
+    if claimed == "null" or _origin(claimed) not in _own_origins(request, settings):
+        log.warning("operator page: a cross-site POST from %s (%s)", _client(request), claimed)
+        raise CsrfRefused("Cross-site requests are refused")
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}".lower()
+
+
+def _own_origins(request: Request, settings: Settings) -> set[str]:
+    return {_origin(settings.base_url), _origin(str(request.base_url))}
+
+
+def _client(request: Request) -> str:
+    return request.client.host if request.client else "?"
+
+
+def valid_name(name: str) -> str | None:
+    """An operator's name as kept with their decisions, or None if it is not one."""
+    cleaned = " ".join(name.split())
+    if not cleaned or len(cleaned) > MAX_NAME_CHARS or not cleaned.isprintable():
+        return None
+    return cleaned
+
+
+def secure_cookie(settings: Settings) -> bool:
+    return urlsplit(settings.base_url).scheme == "https"
