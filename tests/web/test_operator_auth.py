@@ -9,7 +9,7 @@ import logging
 import httpx
 import pytest
 
-from callbackpool.web import deps
+from callbackpool.web import auth
 
 from .conftest import ADMIN_TOKEN
 
@@ -19,6 +19,7 @@ STATS = "/api/v1/payments/pool-stats"
 TRIED = "Bearer a-guess-at-the-operator-token"
 
 
+@pytest.mark.parametrize("path", [STATS, "/metrics", "/api/v1/admin/status"])
 @pytest.mark.parametrize(
     ("headers", "why"),
     [
@@ -32,13 +33,16 @@ async def test_failed_attempts_are_logged_without_the_token(
     caplog: pytest.LogCaptureFixture,
     headers: dict[str, str],
     why: str,
+    path: str,
 ) -> None:
     with caplog.at_level(logging.WARNING, logger="callbackpool.web"):
-        response = await client.get(STATS, headers=headers)
+        response = await client.get(path, headers=headers)
     assert response.status_code == 401
     [record] = [r for r in caplog.records if "operator authentication failed" in r.getMessage()]
+    if path == "/metrics" and why == "not Bearer":
+        why = "no credentials"  # a Basic header carries no Bearer token at all
     assert record.getMessage() == (
-        f"operator authentication failed: GET {STATS} from 203.0.113.7 ({why})"
+        f"operator authentication failed: GET {path} from 203.0.113.7 ({why})"
     )
     assert "a-guess" not in caplog.text
     assert ADMIN_TOKEN not in caplog.text
@@ -63,7 +67,7 @@ async def test_the_token_is_compared_in_constant_time(
         compared.append((a, b))
         return original(a, b)
 
-    monkeypatch.setattr(deps.hmac, "compare_digest", compare_digest)
+    monkeypatch.setattr(auth.hmac, "compare_digest", compare_digest)
     assert (await client.get(STATS, headers={"Authorization": TRIED})).status_code == 401
     ok = await client.get(STATS, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
     assert ok.status_code == 200

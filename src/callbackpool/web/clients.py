@@ -12,6 +12,7 @@ import ipaddress
 from collections.abc import Sequence
 
 from starlette.datastructures import Headers
+from starlette.requests import Request
 
 from ..pool import IPNetwork
 
@@ -64,3 +65,13 @@ def parse_address(text: str) -> IPAddress | None:
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         return address.ipv4_mapped
     return address
+
+
+def client_address(request: Request) -> str | None:
+    """The address a request came from, behind the app's trusted proxies: what the core
+    records with a callback and checks against the allowlist, what the rate limit counts
+    by, and what the logs name."""
+    services = getattr(request.app.state, "services", None)
+    resolver: ClientAddresses = services.clients if services is not None else ClientAddresses()
+    peer = request.client.host if request.client else None
+    return resolver.resolve(peer, request.headers)

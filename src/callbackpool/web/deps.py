@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 import logging
 from dataclasses import dataclass, field
 from typing import Annotated
@@ -14,7 +13,8 @@ from ..config import Settings
 from ..gateways.sandbox import SandboxGateway
 from ..pool import CallbackPool
 from ..ports import Store
-from .clients import ClientAddresses
+from .auth import token_matches
+from .clients import ClientAddresses, client_address
 from .errors import Forbidden, NotAuthenticated, RateLimited, WebError
 from .limits import RateLimiter, rate_key
 
@@ -55,14 +55,6 @@ async def get_sandbox(request: Request) -> SandboxGateway:
     if sandbox is None:  # the routes are mounted only with the sandbox; this is a safeguard
         raise WebError("The sandbox is not enabled")
     return sandbox
-
-
-def client_address(request: Request) -> str | None:
-    """The address a request came from, behind the trusted proxies (``web/clients.py``): what
-    the core records with a callback and checks against the allowlist, and what the rate
-    limit counts by."""
-    peer = request.client.host if request.client else None
-    return services_of(request).clients.resolve(peer, request.headers)
 
 
 async def require_same_origin(request: Request) -> None:
@@ -110,17 +102,6 @@ async def limit_create_token(request: Request) -> None:
             raise RateLimited(wait)
 
 
-def operator_token_matches(settings: Settings, supplied: str) -> bool:
-    """Whether ``supplied`` is the admin token, compared in constant time (for the Bearer
-    header here, and for any other way an operator signs in)."""
-    expected = settings.admin_token
-    if expected is None:
-        return False
-    return hmac.compare_digest(
-        supplied.encode("utf-8", "surrogateescape"), expected.get_secret_value().encode()
-    )
-
-
 def log_operator_refusal(request: Request, why: str) -> None:
     """A failed operator authentication, logged with where it came from, never the token."""
     log.warning(
@@ -144,7 +125,7 @@ async def require_operator(
     if authorization is None:
         log_operator_refusal(request, "no credentials")
         raise NotAuthenticated()
-    if scheme.lower() != "bearer" or not operator_token_matches(settings, supplied.strip()):
+    if scheme.lower() != "bearer" or not token_matches(settings, supplied.strip()):
         log_operator_refusal(request, "wrong token" if scheme.lower() == "bearer" else "not Bearer")
         raise NotAuthenticated()
 

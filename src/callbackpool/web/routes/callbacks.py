@@ -14,7 +14,8 @@ from fastapi.responses import RedirectResponse
 from starlette.exceptions import HTTPException
 
 from ...config import Settings
-from ..deps import client_address, services_of
+from ..clients import client_address
+from ..deps import services_of
 from ..errors import mark_answer
 from ..schemas import error_responses, form_pairs
 
