@@ -11,7 +11,7 @@ import pytest
 
 from callbackpool.web.routes.docs import SWAGGER_UI_BUNDLE_SRI, SWAGGER_UI_CSS_SRI
 
-from .conftest import PATHS, ClientFactory, gateway_return, sandbox_keys
+from .conftest import ADMIN_TOKEN, PATHS, ClientFactory, gateway_return, sandbox_keys
 
 pytestmark = pytest.mark.anyio
 
@@ -209,3 +209,22 @@ async def test_the_api_documentation_is_off_in_production_unless_asked_for(
         assert (docs.status_code == 200) is served
         # The document itself is always there: it is what API clients are built from.
         assert (await client.get("/api/openapi.json")).status_code == 200
+
+
+async def test_the_dashboard_shows_what_returns_carried_as_text(
+    client: httpx.AsyncClient,
+) -> None:
+    for name in ("MerchantID", "OrderID", "Amount", "PNRef", "CardType"):
+        params = [(k, XSS if k == name else v) for k, v in gateway_return()]
+        await client.get(PATHS[2], params=params)
+    operator = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    for page in (
+        await client.get("/admin", headers=operator),
+        await client.get("/admin", params={"outcome": "rejected"}, headers=operator),
+    ):
+        assert page.status_code == 200
+        assert "<script>alert" not in page.text
+        parsed = page_of(page.text)
+        assert (parsed.inline_scripts, parsed.handlers) == (0, [])
+        assert policy(page)["script-src"] == "'self'"
+    assert "&lt;script&gt;alert(document.cookie)&lt;/script&gt;" in page.text  # shown, as text
