@@ -208,6 +208,8 @@ def callback_json(record: CallbackRecord) -> JsonObject:
         "duplicateOf": record.duplicate_of,
         "settledAt": iso(record.settled_at),
         "settledBy": record.settled_by,
+        "queryAttempts": record.query_attempts,
+        "queryAnswer": record.query_answer,
         "params": masked_params(record.params),
     }
 

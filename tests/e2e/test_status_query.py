@@ -42,3 +42,16 @@ def test_an_ambiguous_return_goes_to_the_payment_the_gateway_names(
         assert waiting["status"] == "pending"  # B was never disturbed
     log = one_slot_server.log.read_text()
     assert f"the gateway's record names payment {first[:8]}" in log
+    # The operator sees what the gateway said of the return.
+    with one_slot_server.client() as client:
+        answer = client.get(
+            "/api/v1/admin/callbacks",
+            headers={"Authorization": f"Bearer {one_slot_server.admin_token}"},
+        )
+    [stored] = answer.json()["callbacks"]
+    assert (stored["outcome"], stored["paymentToken"], stored["queryAttempts"]) == (
+        "applied",
+        first,
+        1,
+    )
+    assert stored["queryAnswer"] == f"the gateway's record names payment {first[:8]}…"
