@@ -4,6 +4,7 @@ describes (status, content type, headers, body)."""
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import shutil
@@ -28,6 +29,7 @@ pytestmark = pytest.mark.slow
 MAX_EXAMPLES = int(os.environ.get("CALLBACKPOOL_TEST_SCHEMA_EXAMPLES", "50"))
 
 FOLDER = Path(tempfile.mkdtemp(prefix="callbackpool-schema-"))
+atexit.register(shutil.rmtree, FOLDER, ignore_errors=True)  # made at collection, used or not
 (FOLDER / "paygistix-forms.json").write_text(
     json.dumps({**CONFIG, "databaseUrl": "sqlite:///:memory:"}), encoding="utf-8"
 )
@@ -39,7 +41,6 @@ schema = schemathesis.openapi.from_asgi("/api/openapi.json", APP)
 def _stop_the_app() -> Iterator[None]:
     yield
     asgi.shutdown_lifespans()
-    shutil.rmtree(FOLDER, ignore_errors=True)
 
 
 @schema.parametrize()
