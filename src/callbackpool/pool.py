@@ -347,6 +347,9 @@ class CallbackPool:
             self._record_turn_away()
             self._emit([CreateRefused(reason="pool_exhausted")])
             raise
+        except TooManyLeases:
+            self._emit([CreateRefused(reason="customer_cap")])
+            raise
         return checkout
 
     def _lease_new_payment(

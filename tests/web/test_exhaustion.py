@@ -4,6 +4,7 @@ Retry-After."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
@@ -14,7 +15,7 @@ from fastapi import FastAPI
 
 from callbackpool.web import create_app
 
-from .conftest import BASE_URL, SettingsFactory
+from .conftest import ADMIN_TOKEN, BASE_URL, SettingsFactory
 
 pytestmark = pytest.mark.anyio
 
@@ -102,3 +103,32 @@ async def test_a_customer_holds_three_live_leases_at_most(make_settings: Setting
         token = held[0].json()["token"]
         assert (await first.post(f"/api/v1/payments/cancel-token/{token}")).status_code == 200
         assert (await second.post(CREATE, json=lower)).status_code == 201
+
+
+async def test_every_refusal_is_counted_in_the_metrics(make_settings: SettingsFactory) -> None:
+    app = create_app(make_settings(createTokenRatePerMinute=3, maxLiveLeasesPerCustomer=1))
+    body: dict[str, Any] = {"amount": 1000, "customerData": {"email": "ann@example.com"}}
+    async with clients(app, "203.0.113.66", "198.51.100.1") as (flood, other):
+        statuses = [(await flood.post(CREATE, json={"amount": 1000})).status_code for _ in range(5)]
+        assert statuses == [201, 201, 201, 429, 429]
+        assert [(await other.post(CREATE, json=body)).status_code for _ in range(2)] == [201, 429]
+        foreign = await other.post(
+            CREATE, json={"amount": 1}, headers={"Origin": "https://x.example"}
+        )
+        assert foreign.status_code == 403
+        scraped = await other.get("/metrics", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+    refusals = {
+        reason: float(value)
+        for reason, value in re.findall(
+            r'^callbackpool_create_token_refusals_total\{reason="(\w+)"\} (\S+)$',
+            scraped.text,
+            re.MULTILINE,
+        )
+    }
+    assert refusals == {
+        "pool_exhausted": 0,
+        "invalid": 0,
+        "customer_cap": 1,
+        "rate_limited": 2,
+        "cross_site": 1,
+    }

@@ -92,14 +92,28 @@ def origin_of(url: str) -> str | None:
     return f"{parts.scheme.lower()}://{parts.hostname.lower()}:{port}"
 
 
-async def limit_create_token(request: Request) -> None:
-    """``createTokenRatePerMinute`` per client address (behind the trusted proxies)."""
+async def guard_create_token(request: Request) -> None:
+    """What create-token checks before anything else: the request comes from no other site
+    (``require_same_origin``), and its client is within ``createTokenRatePerMinute`` (by
+    its address behind the trusted proxies). A refusal is counted in the metrics."""
+    try:
+        await require_same_origin(request)
+    except Forbidden:
+        _count_refusal(request, "cross_site")
+        raise
     limiter = services_of(request).create_token_limit
     if limiter is not None:
         wait = limiter.take(rate_key(client_address(request)))
         if wait is not None:
             log.warning("create-token refused: rate limit of %s", client_address(request))
+            _count_refusal(request, "rate_limited")
             raise RateLimited(wait)
+
+
+def _count_refusal(request: Request, reason: str) -> None:
+    metrics = getattr(request.app.state, "metrics", None)
+    if metrics is not None:
+        metrics.refusals.labels(reason).inc()
 
 
 def log_operator_refusal(request: Request, why: str) -> None:
@@ -134,5 +148,5 @@ PoolDep = Annotated[CallbackPool, Depends(get_pool)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 SandboxDep = Annotated[SandboxGateway, Depends(get_sandbox)]
 OperatorDep = Annotated[None, Depends(require_operator)]
-CreateTokenLimitDep = Annotated[None, Depends(limit_create_token)]
+CreateTokenGuardDep = Annotated[None, Depends(guard_create_token)]
 SameOriginDep = Annotated[None, Depends(require_same_origin)]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 
-from ..deps import CreateTokenLimitDep, OperatorDep, PoolDep, SameOriginDep, SettingsDep
+from ..deps import CreateTokenGuardDep, OperatorDep, PoolDep, SameOriginDep, SettingsDep
 from ..schemas import (
     CancelledOut,
     ConfigOut,
@@ -31,9 +31,7 @@ router = APIRouter(prefix=PREFIX, tags=["payments"])
     responses=error_responses(403, 413, 422, 429, 503),
     openapi_extra=request_body(CreateTokenIn),
 )
-async def create_token(
-    request: Request, pool: PoolDep, _: SameOriginDep, __: CreateTokenLimitDep
-) -> CreateTokenOut:
+async def create_token(request: Request, pool: PoolDep, _: CreateTokenGuardDep) -> CreateTokenOut:
     """Create a pending payment and lease it a callback URL: the fields to post to the
     hosted form come back in ``formConfig.fields``."""
     order: CreateTokenIn = await read_json(request, CreateTokenIn)
