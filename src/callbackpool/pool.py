@@ -1023,8 +1023,11 @@ class CallbackPool:
     def release_all(self) -> list[Lease]:
         """End every live lease (the guide's manual cleanup), each leaving a taint."""
         with self._writing() as (tx, work):
-            self._expire_due(tx, work)
+            # The leases (and, on PostgreSQL, their slots, all in one order) before the
+            # expiry: taking slots one by one after it held some could deadlock two of these.
             leases = tx.live_leases()
+            self._expire_due(tx, work)
+            leases = [lease for lease in leases if lease.expires_at > tx.now]  # not expired
             for lease in leases:
                 self._release_by_operator(tx, work, lease)
         return leases

@@ -13,7 +13,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from callbackpool.domain.errors import StoreUnavailable
+from callbackpool.domain.errors import StoreError, StoreUnavailable
 from callbackpool.domain.model import PaymentStatus
 from callbackpool.web import create_app
 
@@ -221,6 +221,19 @@ async def test_an_unavailable_store_is_a_503_to_retry(
     assert response.status_code == 503
     assert response.headers["Retry-After"] == "5"
     assert "locked" not in response.json()["message"]
+
+
+async def test_what_the_database_refuses_is_a_500_that_does_not_show_its_words(
+    client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def refused(**kwargs: object) -> None:
+        raise StoreError("PostgreSQL refused to insert payment: duplicate key value")
+
+    monkeypatch.setattr(services_of(client).pool, "create_payment", refused)
+    response = await client.post(f"{API}/create-token", json={"amount": 1000})
+    assert response.status_code == 500
+    assert "duplicate" not in response.text
+    assert any(response.json()["ref"] in r.getMessage() for r in caplog.records)
 
 
 async def test_the_sweeper_runs_in_the_lifespan_and_stops_with_it(

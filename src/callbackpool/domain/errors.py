@@ -120,5 +120,9 @@ class StoreUnavailable(CallbackPoolError):
     retry_after_seconds = 5
 
 
+class StoreError(CallbackPoolError):
+    """The database refused the operation."""
+
+
 class MigrationError(CallbackPoolError):
     """The database schema could not be brought up to date."""

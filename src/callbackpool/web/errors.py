@@ -30,6 +30,7 @@ from ..domain.errors import (
     NotUnderReview,
     PaymentNotPending,
     PoolExhausted,
+    StoreError,
     StoreUnavailable,
     TooManyLeases,
     UnknownCallback,
@@ -165,6 +166,10 @@ def problem_for(exc: Exception) -> Problem:
                 message=StoreUnavailable.__doc__ or "Service unavailable",
                 headers={"Retry-After": str(StoreUnavailable.retry_after_seconds)},
             )
+        case StoreError():
+            # The database refused what the service asked: the service's fault, not the
+            # client's, and the database's words are not for the client.
+            return _internal_error(exc)
         case CallbackPoolError():
             return Problem(status=400, message=exc.message)
         case RateLimited():
@@ -197,11 +202,13 @@ def problem_for(exc: Exception) -> Problem:
                 message = _STATUS_MESSAGES[exc.status_code]
             return Problem(status=exc.status_code, message=message, headers=dict(exc.headers or {}))
         case _:
-            ref = f"ERR-{secrets.token_hex(4)}"
-            log.error("unexpected error %s", ref, exc_info=exc)
-            return Problem(
-                status=500, message=f"Internal error (reference {ref})", extra={"ref": ref}
-            )
+            return _internal_error(exc)
+
+
+def _internal_error(exc: Exception) -> Problem:
+    ref = f"ERR-{secrets.token_hex(4)}"
+    log.error("unexpected error %s", ref, exc_info=exc)
+    return Problem(status=500, message=f"Internal error (reference {ref})", extra={"ref": ref})
 
 
 def _field_errors(errors: Sequence[Any]) -> dict[str, str]:

@@ -1,0 +1,748 @@
+"""The shared store: PostgreSQL through psycopg 3 and its connection pool.
+
+Several app instances on several machines share one pool of callback paths here. What keeps
+them apart is the database: acquisition is one statement that locks the slot it picks
+(``FOR UPDATE SKIP LOCKED``), partial unique indexes make "one live lease per slot and per
+payment" a rule of the database, and time is the database's ``now()`` unless a clock is
+injected (tests do), so app servers with skewed clocks agree (DESIGN.md §3, invariant 6).
+
+Write transactions run at READ COMMITTED and lock what they change, in the order described
+at the top of ``sql/postgres.sql``; reads run at REPEATABLE READ, READ ONLY. Driver errors
+never leave this module: a lost or unreachable server, a timeout or a lock wait past the
+timeout become ``StoreUnavailable``; anything else the database refuses, ``StoreError``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, suppress
+from datetime import UTC, datetime, timedelta
+from time import monotonic
+from typing import Any
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
+from psycopg.pq import TransactionStatus
+from psycopg.rows import DictRow, dict_row
+from psycopg_pool import ConnectionPool
+
+from ..clock import Clock
+from ..domain.errors import (
+    CallbackPoolError,
+    MigrationError,
+    StoreError,
+    StoreUnavailable,
+)
+from ..domain.model import (
+    CallbackOutcome,
+    CallbackRecord,
+    Candidate,
+    Lease,
+    LeaseEnd,
+    LeaseSpan,
+    LineItem,
+    Payment,
+    PaymentStatus,
+    Review,
+    ReviewChange,
+    ReviewDecision,
+    SlotHealth,
+    SlotView,
+)
+from ..domain.resolution import OpenAmbiguity
+from ..ports import (
+    CallbackResolution,
+    NewCallback,
+    NewReview,
+    PaymentChange,
+    SlotRow,
+    SlotSync,
+    UsageRow,
+)
+from .queries import load_migrations, load_queries
+
+_Q = load_queries("postgres.sql")
+
+# Abandoned transactions (a process frozen mid-request) must not hold slot locks for ever.
+IDLE_IN_TRANSACTION_TIMEOUT = timedelta(minutes=1)
+
+
+def translate(exc: psycopg.Error, doing: str) -> CallbackPoolError:
+    """The domain error a driver error means (the caller chains it ``from exc``).
+
+    Operational errors (the server unreachable or gone, a pool or statement timeout, a lock
+    wait past ``lock_timeout``, a deadlock) are worth retrying: ``StoreUnavailable``.
+    """
+    summary = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
+        return StoreUnavailable(f"PostgreSQL is unavailable ({doing}): {summary}")
+    return StoreError(f"PostgreSQL refused to {doing}: {summary}")
+
+
+class PostgresStore:
+    """The pool's tables in a PostgreSQL database, shared by every app instance using it.
+
+    ``timeout`` bounds each wait of a request on the database: for a pooled connection, for
+    one statement (``statement_timeout``) and for a row lock (``lock_timeout``); past it the
+    request fails with ``StoreUnavailable``. ``connect_timeout`` bounds opening a connection.
+    Connections that die (a server restart) are replaced by the pool on their own.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        clock: Clock | None = None,
+        min_size: int = 1,
+        max_size: int = 10,
+        connect_timeout: float = 5.0,
+        timeout: float = 10.0,
+        reconnect_timeout: float | None = None,
+        name: str | None = None,
+    ) -> None:
+        if not 0 <= min_size <= max_size or max_size < 1:
+            raise ValueError(f"pool sizes must satisfy 0 <= min ({min_size}) <= max ({max_size})")
+        if timeout <= 0 or connect_timeout <= 0:
+            raise ValueError("timeouts must be positive")
+        try:
+            given = conninfo_to_dict(url)
+        except psycopg.ProgrammingError as exc:
+            raise ValueError(f"invalid PostgreSQL URL: {exc}") from None
+        self.clock = clock
+        self.timeout = timeout
+        self.max_size = max_size
+        self._where = f"{given.get('host', 'localhost')}:{given.get('port', 5432)}"
+        connect_args: dict[str, Any] = {"autocommit": True}
+        # Options the URL sets itself win; these are the defaults that keep a request from
+        # hanging: a bounded connect, and a dead peer noticed by TCP.
+        defaults: dict[str, Any] = {
+            # libpq counts whole seconds and takes 2 as its least.
+            "connect_timeout": max(2, round(connect_timeout)),
+            "keepalives": 1,
+            "keepalives_idle": 10,
+            "keepalives_interval": 5,
+            "keepalives_count": 3,
+            "tcp_user_timeout": int(timeout * 1000),
+        }
+        connect_args.update({k: v for k, v in defaults.items() if k not in given})
+        self._settings = {
+            "statement_timeout": str(int(timeout * 1000)),
+            "lock_timeout": str(int(timeout * 1000)),
+            "idle_timeout": str(int(IDLE_IN_TRANSACTION_TIMEOUT.total_seconds() * 1000)),
+        }
+        self._pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
+            url,
+            min_size=min_size,
+            max_size=max_size,
+            timeout=timeout,
+            # The pool retries a failed connection with growing pauses, and while it waits no
+            # new attempt starts: a short horizon keeps the pause after an outage short (the
+            # next request then starts a fresh attempt at once).
+            reconnect_timeout=timeout if reconnect_timeout is None else reconnect_timeout,
+            kwargs=connect_args,
+            configure=self._configure,
+            name=name or "callbackpool",
+            open=False,
+        )
+        # Opened without waiting: an instance starts while the database is still down, and
+        # serves (503s meanwhile) once it is up.
+        self._pool.open(wait=False)
+
+    def __repr__(self) -> str:
+        return f"PostgresStore({self._where!r})"
+
+    def _configure(self, conn: psycopg.Connection[Any]) -> None:
+        conn.execute(_Q["session_settings"], self._settings)
+
+    # --- transactions ----------------------------------------------------------------------
+
+    def _start(self, begin: str) -> tuple[psycopg.Connection[Any], datetime]:
+        """A pooled connection inside a new transaction, and the database's ``now()``.
+
+        A connection that died while it sat in the pool (the server restarted) fails on its
+        first statement, before anything was done: it is dropped and another one tried.
+        """
+        deadline = monotonic() + self.timeout
+        attempts = 0
+        while True:
+            try:
+                conn = self._pool.getconn(timeout=max(deadline - monotonic(), 0.001))
+            except psycopg.Error as exc:
+                raise translate(exc, "get a connection") from exc
+            try:
+                cursor = conn.execute(_Q[begin])
+                cursor.nextset()  # past BEGIN, to the SELECT now()
+                row = cursor.fetchone()
+                assert row is not None
+                return conn, row[0]
+            except psycopg.Error as exc:
+                self._pool.putconn(conn)
+                attempts += 1
+                if conn.broken and attempts <= self.max_size and monotonic() < deadline:
+                    continue
+                raise translate(exc, "begin a transaction") from exc
+
+    @contextmanager
+    def _begin(self, begin: str, *, writing: bool) -> Iterator[PostgresTx]:
+        conn, database_now = self._start(begin)
+        try:
+            now = self.clock.now() if self.clock is not None else database_now.astimezone(UTC)
+            try:
+                yield PostgresTx(conn, now, writing=writing)
+            except BaseException:
+                _rollback_quietly(conn)
+                raise
+            if conn.info.transaction_status == TransactionStatus.INERROR:
+                # A statement failed and its error was caught inside the transaction: the
+                # server would answer COMMIT with a silent rollback. Say so instead.
+                _rollback_quietly(conn)
+                raise StoreError("a statement of the transaction failed: nothing was written")
+            try:
+                conn.execute(_Q["commit"])
+            except psycopg.Error as exc:
+                _rollback_quietly(conn)
+                raise translate(exc, "commit") from exc
+        finally:
+            self._pool.putconn(conn)
+
+    def transaction(self, *, durable: bool = True) -> AbstractContextManager[PostgresTx]:
+        return self._begin("begin_write" if durable else "begin_write_not_durable", writing=True)
+
+    def read(self) -> AbstractContextManager[PostgresTx]:
+        return self._begin("begin_read", writing=False)
+
+    def close(self) -> None:
+        self._pool.close()
+
+    # --- migrations ------------------------------------------------------------------------
+
+    def pending_migrations(self) -> list[tuple[str, str]]:
+        with self.read() as tx:
+            applied = set(tx.applied_migrations())
+        return [(name, sql) for name, sql in load_migrations("postgres") if name not in applied]
+
+    def migrate(self) -> list[str]:
+        """Apply pending migrations in one transaction, under an advisory lock so that
+        instances starting together apply each one once."""
+        applied_now: list[str] = []
+        with self.transaction() as tx:
+            tx.lock_migrations()
+            done = set(tx.applied_migrations())
+            for name, script in load_migrations("postgres"):
+                if name not in done:
+                    tx.apply_migration(name, script)
+                    applied_now.append(name)
+        return applied_now
+
+
+def _rollback_quietly(conn: psycopg.Connection[Any]) -> None:
+    """Roll back; a connection too broken to roll back is discarded by the pool anyway."""
+    with suppress(psycopg.Error):
+        conn.execute(_Q["rollback"])
+
+
+class PostgresTx:
+    """One PostgreSQL transaction, speaking the ``Tx`` port."""
+
+    def __init__(self, conn: psycopg.Connection[Any], now: datetime, *, writing: bool) -> None:
+        self._cursor: psycopg.Cursor[DictRow] = conn.cursor(row_factory=dict_row)
+        self.now = now
+        self._writing = writing
+
+    def _execute(self, query: str, params: dict[str, Any]) -> psycopg.Cursor[DictRow]:
+        try:
+            return self._cursor.execute(_Q[query], params)
+        except psycopg.Error as exc:
+            raise translate(exc, query.replace("_", " ")) from exc
+
+    def _one(self, query: str, **params: Any) -> DictRow | None:
+        return self._execute(query, params).fetchone()
+
+    def _all(self, query: str, **params: Any) -> list[DictRow]:
+        return self._execute(query, params).fetchall()
+
+    def _run(self, query: str, **params: Any) -> int:
+        return self._execute(query, params).rowcount
+
+    # --- migrations (the store's own use) --------------------------------------------------
+
+    def lock_migrations(self) -> None:
+        self._run("migration_timeouts")
+        self._run("migration_lock")
+        self._run("create_migrations_table")
+
+    def applied_migrations(self) -> list[str]:
+        present = self._one("migrations_table_exists")
+        if present is None or not present["present"]:
+            return []
+        return [row["name"] for row in self._all("applied_migrations")]
+
+    def apply_migration(self, name: str, script: str) -> None:
+        try:
+            # A script of several statements, without parameters: sent as one simple query.
+            self._cursor.execute(script)
+        except psycopg.OperationalError as exc:
+            raise translate(exc, f"apply migration {name}") from exc
+        except psycopg.Error as exc:
+            raise MigrationError(f"migration {name} failed: {exc}") from exc
+        self._run("record_migration", name=name)
+
+    # --- slots ---------------------------------------------------------------------------
+
+    def sync_slots(self, paths: Sequence[str]) -> SlotSync:
+        # Set-based and conditional, so that instances starting together with the same
+        # configuration agree on what changed (only one of them reports it).
+        wanted = list(dict.fromkeys(paths))
+        added = {row["path"] for row in self._all("insert_slots", paths=wanted, now=self.now)}
+        reactivated = {row["path"] for row in self._all("reactivate_slots", paths=wanted)}
+        deactivated = sorted(
+            (row["id"], row["path"]) for row in self._all("deactivate_slots", paths=wanted)
+        )
+        return SlotSync(
+            added=tuple(p for p in wanted if p in added),
+            reactivated=tuple(p for p in wanted if p in reactivated),
+            deactivated=tuple(path for _, path in deactivated),
+        )
+
+    def slot_by_path(self, path: str) -> SlotRow | None:
+        row = self._one("slot_by_path_locked" if self._writing else "slot_by_path", path=path)
+        return (
+            None if row is None else SlotRow(id=row["id"], path=row["path"], active=row["active"])
+        )
+
+    def slot_views(self) -> list[SlotView]:
+        return [
+            SlotView(
+                id=row["id"],
+                path=row["path"],
+                active=row["active"],
+                usage_count=row["usage_count"],
+                last_acquired_at=_utc(row["last_acquired_at"]),
+                last_released_at=_utc(row["last_released_at"]),
+                lease=None if row["l_id"] is None else _lease(row, "l_"),
+                taints=row["taints"],
+                sidelined_at=_utc(row["sidelined_at"]),
+                sidelined_by=row["sidelined_by"],
+                sidelined_reason=row["sidelined_reason"],
+                health=SlotHealth(
+                    approvals=row["approvals"],
+                    declines=row["declines"],
+                    silent_expiries=row["silent_expiries"],
+                    expiry_streak=row["expiry_streak"],
+                    last_return_at=_utc(row["last_return_at"]),
+                ),
+            )
+            for row in self._all("slot_views", now=self.now)
+        ]
+
+    def usage(self) -> list[UsageRow]:
+        return [
+            UsageRow(
+                path=row["path"],
+                active=row["active"],
+                usage_count=row["usage_count"],
+                callbacks=row["callbacks"],
+                expiries=row["expiries"],
+                last_acquired_at=_utc(row["last_acquired_at"]),
+                last_released_at=_utc(row["last_released_at"]),
+            )
+            for row in self._all("usage")
+        ]
+
+    # --- slot health -----------------------------------------------------------------------
+
+    def record_slot_return(self, slot_id: int, *, approved: bool) -> None:
+        self._run("record_slot_return", slot_id=slot_id, approved=approved, now=self.now)
+
+    def record_late_return(self, slot_id: int) -> None:
+        self._run("record_late_return", slot_id=slot_id)
+
+    def record_slot_expiry(self, slot_id: int) -> int:
+        row = self._one("record_slot_expiry", slot_id=slot_id)
+        return 0 if row is None else int(row["expiry_streak"])
+
+    def sideline_slot(self, slot_id: int, *, by: str, reason: str) -> bool:
+        done = self._run("sideline_slot", slot_id=slot_id, by=by, reason=reason, now=self.now)
+        return done == 1
+
+    def restore_slot(self, slot_id: int) -> bool:
+        return self._run("restore_slot", slot_id=slot_id) == 1
+
+    # --- leases --------------------------------------------------------------------------
+
+    def expire_due_leases(self, taint_window: timedelta, slot_id: int | None = None) -> list[Lease]:
+        if slot_id is None:
+            rows = self._all("expire_due_leases", now=self.now, window=taint_window)
+        else:
+            rows = self._all(
+                "expire_due_lease_on_slot", now=self.now, window=taint_window, slot_id=slot_id
+            )
+        return [_lease(row) for row in rows]
+
+    def acquire_slot(
+        self, *, token: str, amount: int, expires_at: datetime, allow_same_amount_tainted: bool
+    ) -> Lease | None:
+        row = self._one(
+            "acquire_slot",
+            token=token,
+            amount=amount,
+            now=self.now,
+            expires_at=expires_at,
+            allow_same_amount_tainted=allow_same_amount_tainted,
+        )
+        return None if row is None else _lease(row)
+
+    def earliest_lease_end(self) -> datetime | None:
+        row = self._one("earliest_lease_end")
+        return None if row is None else _utc(row["earliest"])
+
+    def customer_lease_expiries(self, customer_key: str) -> list[datetime]:
+        self._run("lock_customer", customer_key=customer_key)
+        rows = self._all("customer_lease_expiries", customer_key=customer_key, now=self.now)
+        return [_at(row["expires_at"]) for row in rows]
+
+    def live_lease_of_payment(self, token: str) -> Lease | None:
+        row = self._one("live_lease_of_payment", token=token)
+        return None if row is None else _lease(row)
+
+    def live_lease_on_path(self, path: str) -> Lease | None:
+        row = self._one("live_lease_on_path", path=path)
+        return None if row is None else _lease(row)
+
+    def live_leases(self) -> list[Lease]:
+        return [
+            _lease(row)
+            for row in self._all("live_leases_locked" if self._writing else "live_leases")
+        ]
+
+    def get_lease(self, lease_id: int) -> Lease | None:
+        row = self._one("get_lease", id=lease_id)
+        return None if row is None else _lease(row)
+
+    def lease_spans(self, since: datetime, limit: int = 100_000) -> list[LeaseSpan]:
+        return [
+            LeaseSpan(
+                lease_id=row["id"],
+                path=row["path"],
+                acquired_at=_at(row["acquired_at"]),
+                ended_at=_utc(row["ended_at"]),
+                end_reason=None if row["end_reason"] is None else LeaseEnd(row["end_reason"]),
+            )
+            for row in self._all("lease_spans", since=since, limit=limit)
+        ]
+
+    def end_lease(
+        self, lease_id: int, reason: LeaseEnd, taint_until: datetime | None
+    ) -> Lease | None:
+        row = self._one(
+            "end_lease", id=lease_id, now=self.now, reason=reason.value, taint_until=taint_until
+        )
+        return None if row is None else _lease(row)
+
+    def drop_taint(self, lease_id: int) -> None:
+        self._run("drop_taint", id=lease_id)
+
+    def drop_stale_taints(self) -> int:
+        return self._run("drop_stale_taints", now=self.now)
+
+    def candidates(self, slot_id: int) -> list[Candidate]:
+        query = "candidates_locked" if self._writing else "candidates"
+        return [
+            Candidate(lease=_lease(row, "l_"), payment=_payment(row))
+            for row in self._all(query, slot_id=slot_id, now=self.now)
+        ]
+
+    # --- payments ------------------------------------------------------------------------
+
+    def insert_payment(self, payment: Payment) -> None:
+        self._run(
+            "insert_payment",
+            token=payment.token,
+            amount=payment.amount,
+            currency=payment.currency,
+            items=json.dumps([_item_json(item) for item in payment.items]),
+            customer=json.dumps(dict(payment.customer)),
+            customer_key=payment.customer_key,
+            status=payment.status.value,
+            late=payment.late,
+            lease_id=payment.lease_id,
+            callback_path=payment.callback_path,
+            expires_at=payment.expires_at,
+            created_at=payment.created_at,
+        )
+
+    def get_payment(self, token: str) -> Payment | None:
+        row = self._one("get_payment", token=token)
+        return None if row is None else _payment(row)
+
+    def update_payment(self, token: str, expected: PaymentStatus, change: PaymentChange) -> bool:
+        updated = self._run(
+            "update_payment",
+            token=token,
+            expected=expected.value,
+            status=change.status.value,
+            late=change.late,
+            pn_ref=change.pn_ref,
+            order_id=change.order_id,
+            auth_code=change.auth_code,
+            card_type=change.card_type,
+            last4=change.last4,
+            result_code=change.result_code,
+            error_message=change.error_message,
+            callback_id=change.callback_id,
+            now=self.now,
+        )
+        return updated == 1
+
+    def payments(
+        self,
+        *,
+        statuses: Sequence[PaymentStatus] = (),
+        created_before: datetime | None = None,
+        limit: int = 100,
+    ) -> list[Payment]:
+        rows = self._all(
+            "payments",
+            statuses=[s.value for s in statuses] if statuses else None,
+            created_before=created_before,
+            limit=limit,
+        )
+        return [_payment(row) for row in rows]
+
+    def record_turn_away(self) -> None:
+        self._run("record_turn_away", minute=_minute(self.now))
+
+    def turn_aways_since(self, since: datetime) -> list[tuple[datetime, int]]:
+        rows = self._all("turn_aways_since", since=_minute(since))
+        return [(_at(row["minute"]), row["count"]) for row in rows]
+
+    def payment_counts(self) -> dict[PaymentStatus, int]:
+        return {PaymentStatus(row["status"]): row["n"] for row in self._all("payment_counts")}
+
+    # --- callbacks -----------------------------------------------------------------------
+
+    def insert_callback(self, callback: NewCallback) -> int:
+        row = self._one(
+            "insert_callback",
+            path=callback.path,
+            method=callback.method,
+            params=json.dumps([list(pair) for pair in callback.params]),
+            client_addr=callback.client_addr,
+            receipt=callback.receipt,
+            now=self.now,
+        )
+        assert row is not None
+        callback_id: int = row["id"]
+        return callback_id
+
+    def get_callback(self, callback_id: int) -> CallbackRecord | None:
+        query = "get_callback_locked" if self._writing else "get_callback"
+        row = self._one(query, id=callback_id)
+        return None if row is None else _callback(row)
+
+    def pn_ref_holder(self, pn_ref: str) -> tuple[int, str] | None:
+        row = self._one("pn_ref_holder", pn_ref=pn_ref)
+        return None if row is None else (row["callback_id"], row["fingerprint"])
+
+    def claim_pn_ref(
+        self, pn_ref: str, callback_id: int, fingerprint: str
+    ) -> tuple[int, str] | None:
+        if self._run(
+            "claim_pn_ref", pn_ref=pn_ref, callback_id=callback_id, fingerprint=fingerprint
+        ):
+            return None
+        return self.pn_ref_holder(pn_ref)
+
+    def finish_callback(self, callback_id: int, resolution: CallbackResolution) -> None:
+        self._run(
+            "finish_callback",
+            id=callback_id,
+            outcome=resolution.outcome.value,
+            redirect=resolution.redirect,
+            pn_ref=resolution.pn_ref,
+            amount=resolution.amount,
+            approved=resolution.approved,
+            payment_token=resolution.payment_token,
+            detail=resolution.detail,
+            candidates=json.dumps(list(resolution.candidates)),
+            duplicate_of=resolution.duplicate_of,
+        )
+
+    def open_ambiguities(self, path: str, amount: int) -> list[OpenAmbiguity]:
+        return [
+            OpenAmbiguity(callback_id=row["id"], candidates=frozenset(row["candidates"]))
+            for row in self._all("open_ambiguities", path=path, amount=amount)
+        ]
+
+    def settle_callback(self, callback_id: int, token: str | None, settled_by: str) -> None:
+        self._run(
+            "settle_callback", id=callback_id, token=token, now=self.now, settled_by=settled_by
+        )
+
+    def callbacks(
+        self,
+        *,
+        outcomes: Sequence[CallbackOutcome] = (),
+        limit: int = 100,
+        before_id: int | None = None,
+    ) -> list[CallbackRecord]:
+        rows = self._all(
+            "callbacks",
+            outcomes=[o.value for o in outcomes] if outcomes else None,
+            limit=limit,
+            before_id=before_id,
+        )
+        return [_callback(row) for row in rows]
+
+    def callback_counts(self) -> dict[CallbackOutcome, int]:
+        return {CallbackOutcome(row["outcome"]): row["n"] for row in self._all("callback_counts")}
+
+    def open_review_callbacks(self, limit: int = 100) -> list[CallbackRecord]:
+        return [_callback(row) for row in self._all("open_review_callbacks", limit=limit)]
+
+    # --- reviews ---------------------------------------------------------------------------
+
+    def insert_review(self, review: NewReview) -> Review | None:
+        row = self._one(
+            "insert_review",
+            decision=review.decision.value,
+            callback_id=review.callback_id,
+            payment_token=review.payment_token,
+            others=None if review.others is None else review.others.value,
+            decided_by=review.decided_by,
+            reason=review.reason,
+            now=self.now,
+            changes=json.dumps(
+                [[c.token, c.previous.value, c.status.value] for c in review.changes]
+            ),
+        )
+        return None if row is None else _review(row)
+
+    def review_of_callback(self, callback_id: int) -> Review | None:
+        row = self._one("review_of_callback", callback_id=callback_id)
+        return None if row is None else _review(row)
+
+    def reviews(self, *, limit: int = 100) -> list[Review]:
+        return [_review(row) for row in self._all("reviews", limit=limit)]
+
+    def note_status_query(self, callback_id: int, answer: str, redirect: str | None) -> None:
+        self._run("note_status_query", id=callback_id, answer=answer, redirect=redirect)
+
+    def callbacks_to_query(self, max_attempts: int, limit: int) -> list[int]:
+        rows = self._all("callbacks_to_query", max_attempts=max_attempts, limit=limit)
+        return [row["id"] for row in rows]
+
+    def unresolved_callbacks(self, received_before: datetime) -> list[int]:
+        return [row["id"] for row in self._all("unresolved_callbacks", before=received_before)]
+
+
+# --- rows to value objects ---------------------------------------------------------------
+
+
+def _minute(moment: datetime) -> datetime:
+    """The start of the minute ``moment`` falls in (turn-aways are counted per minute)."""
+    return moment.astimezone(UTC).replace(second=0, microsecond=0)
+
+
+def _utc(moment: datetime | None) -> datetime | None:
+    return None if moment is None else moment.astimezone(UTC)
+
+
+def _at(moment: datetime) -> datetime:
+    return moment.astimezone(UTC)
+
+
+def _lease(row: DictRow, prefix: str = "") -> Lease:
+    def col(name: str) -> Any:
+        return row[prefix + name]
+
+    reason = col("end_reason")
+    return Lease(
+        id=col("id"),
+        slot_id=col("slot_id"),
+        path=col("path"),
+        token=col("token"),
+        amount=col("amount"),
+        acquired_at=_at(col("acquired_at")),
+        expires_at=_at(col("expires_at")),
+        ended_at=_utc(col("ended_at")),
+        end_reason=None if reason is None else LeaseEnd(reason),
+        taint_until=_utc(col("taint_until")),
+    )
+
+
+def _item_json(item: LineItem) -> dict[str, Any]:
+    return {"code": item.code, "quantity": item.quantity, "unitPrice": item.unit_price}
+
+
+def _payment(row: DictRow) -> Payment:
+    # json columns arrive decoded.
+    return Payment(
+        token=row["token"],
+        amount=row["amount"],
+        currency=row["currency"],
+        status=PaymentStatus(row["status"]),
+        created_at=_at(row["created_at"]),
+        updated_at=_at(row["updated_at"]),
+        items=tuple(
+            LineItem(code=i["code"], quantity=i["quantity"], unit_price=i["unitPrice"])
+            for i in row["items"]
+        ),
+        customer=row["customer"],
+        late=row["late"],
+        lease_id=row["lease_id"],
+        callback_path=row["callback_path"],
+        expires_at=_utc(row["expires_at"]),
+        pn_ref=row["pn_ref"],
+        order_id=row["order_id"],
+        auth_code=row["auth_code"],
+        card_type=row["card_type"],
+        last4=row["last4"],
+        result_code=row["result_code"],
+        error_message=row["error_message"],
+        callback_id=row["callback_id"],
+    )
+
+
+def _callback(row: DictRow) -> CallbackRecord:
+    return CallbackRecord(
+        id=row["id"],
+        path=row["path"],
+        method=row["method"],
+        params=tuple((str(k), str(v)) for k, v in row["params"]),
+        client_addr=row["client_addr"],
+        received_at=_at(row["received_at"]),
+        outcome=CallbackOutcome(row["outcome"]),
+        pn_ref=row["pn_ref"],
+        amount=row["amount"],
+        approved=row["approved"],
+        payment_token=row["payment_token"],
+        detail=row["detail"],
+        candidates=tuple(row["candidates"]),
+        redirect=row["redirect"],
+        duplicate_of=row["duplicate_of"],
+        settled_at=_utc(row["settled_at"]),
+        settled_by=row["settled_by"],
+        receipt=row["receipt"],
+        query_attempts=row["query_attempts"],
+        query_answer=row["query_answer"],
+    )
+
+
+def _review(row: DictRow) -> Review:
+    others = row["others"]
+    return Review(
+        id=row["id"],
+        decision=ReviewDecision(row["decision"]),
+        callback_id=row["callback_id"],
+        payment_token=row["payment_token"],
+        others=None if others is None else PaymentStatus(others),
+        decided_by=row["decided_by"],
+        reason=row["reason"],
+        decided_at=_at(row["decided_at"]),
+        changes=tuple(
+            ReviewChange(token=token, previous=PaymentStatus(before), status=PaymentStatus(after))
+            for token, before, after in row["changes"]
+        ),
+    )
