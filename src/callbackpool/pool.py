@@ -26,6 +26,7 @@ from .domain.errors import (
     InvalidReview,
     NothingToRelease,
     NotUnderReview,
+    PaymentChanged,
     PaymentNotPending,
     PoolExhausted,
     TooManyLeases,
@@ -1453,36 +1454,39 @@ class CallbackPool:
         self, tx: Tx, work: _Work, payment: Payment, change: PaymentChange, reason: str
     ) -> None:
         check_transition(payment.status, change.status)
-        if tx.update_payment(payment.token, payment.status, change):
-            work.changes.append(
-                StatusChange(
-                    token=payment.token,
-                    previous=payment.status,
-                    status=change.status,
-                    at=tx.now,
-                    late=bool(change.late),
-                    callback_id=change.callback_id,
-                    reason=reason,
-                )
+        if not tx.update_payment(payment.token, payment.status, change):
+            # Decided on a status another transaction has changed since: undo it all. (The
+            # stores lock a payment's slot before acting on it, so this is a last guard.)
+            raise PaymentChanged(payment.token)
+        work.changes.append(
+            StatusChange(
+                token=payment.token,
+                previous=payment.status,
+                status=change.status,
+                at=tx.now,
+                late=bool(change.late),
+                callback_id=change.callback_id,
+                reason=reason,
             )
-            log.info(
-                "payment %s: %s → %s (%s; lease %s on %s)",
-                _short(payment.token),
-                payment.status.value,
-                change.status.value,
-                reason,
-                payment.lease_id if payment.lease_id is not None else "-",
-                payment.callback_path or "-",
-                extra=_fields(
-                    "transition",
-                    payment.callback_path,
-                    payment.lease_id,
-                    payment.token,
-                    previous=payment.status.value,
-                    status=change.status.value,
-                    reason=reason,
-                ),
-            )
+        )
+        log.info(
+            "payment %s: %s → %s (%s; lease %s on %s)",
+            _short(payment.token),
+            payment.status.value,
+            change.status.value,
+            reason,
+            payment.lease_id if payment.lease_id is not None else "-",
+            payment.callback_path or "-",
+            extra=_fields(
+                "transition",
+                payment.callback_path,
+                payment.lease_id,
+                payment.token,
+                previous=payment.status.value,
+                status=change.status.value,
+                reason=reason,
+            ),
+        )
 
 
 def _customer_data(customer: Mapping[str, Any] | None) -> dict[str, Any]:

@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from callbackpool.domain.errors import InvalidPayment, PoolExhausted
+from callbackpool.domain.errors import InvalidPayment, PaymentChanged, PoolExhausted
 from callbackpool.domain.model import LeaseEnd, Payment, PaymentStatus
 from callbackpool.pool import CallbackPool
-from callbackpool.ports import Store
+from callbackpool.ports import PaymentChange, Store
 
 from ..support import paygistix_return
 
@@ -156,3 +156,45 @@ def test_time_comes_from_the_transaction(pool: CallbackPool) -> None:
     checkout = pool.create_payment(amount=1000)
     assert checkout.payment.created_at >= start
     assert checkout.payment.expires_at == checkout.payment.created_at + timedelta(minutes=10)
+
+
+class RacingWriter:
+    """Wraps a store so that, inside the next write transaction, another writer has already
+    moved the payment on when the pool's conditional update runs (a race the stores'
+    locking should prevent; the core must not report success on it)."""
+
+    def __init__(self, store: Store, token: str) -> None:
+        self._store = store
+        self._token = token
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    @contextmanager
+    def transaction(self, **options: Any) -> Iterator[Any]:
+        with self._store.transaction(**options) as tx:
+            real_update = tx.update_payment
+
+            def update_payment(token: str, expected: PaymentStatus, change: Any) -> bool:
+                if token == self._token:
+                    real_update(
+                        token, PaymentStatus.PENDING, PaymentChange(status=PaymentStatus.COMPLETED)
+                    )
+                return real_update(token, expected, change)
+
+            tx.update_payment = update_payment  # type: ignore[method-assign]
+            yield tx
+
+
+def test_a_status_changed_under_a_decision_undoes_the_decision(pool: CallbackPool) -> None:
+    checkout = pool.create_payment(amount=1000)
+    racing = CallbackPool(
+        RacingWriter(pool.store, checkout.payment.token), pool.gateway, pool.policy
+    )  # type: ignore[arg-type]
+    with pytest.raises(PaymentChanged):
+        racing.cancel_payment(checkout.payment.token)
+    # Nothing of the cancel (nor of the simulated racer, in the same transaction) was kept.
+    payment = pool.get_payment(checkout.payment.token)
+    assert payment.status is PaymentStatus.PENDING
+    with pool.store.read() as tx:
+        assert tx.live_lease_of_payment(checkout.payment.token) is not None

@@ -110,6 +110,14 @@ class IllegalTransition(CallbackPoolError):
         super().__init__(f"a payment cannot go from {current} to {requested}")
 
 
+class PaymentChanged(CallbackPoolError):
+    """The payment changed while this was being decided; nothing was applied. Try again."""
+
+    def __init__(self, token: str) -> None:
+        self.token = token
+        super().__init__()
+
+
 class NothingToRelease(CallbackPoolError):
     """There is no live lease to release."""
 

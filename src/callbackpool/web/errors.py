@@ -28,6 +28,7 @@ from ..domain.errors import (
     InvalidReview,
     NothingToRelease,
     NotUnderReview,
+    PaymentChanged,
     PaymentNotPending,
     PoolExhausted,
     StoreError,
@@ -157,7 +158,7 @@ def problem_for(exc: Exception) -> Problem:
             return Problem(status=409, message=exc.message)
         case PaymentNotPending():
             return Problem(status=409, message=exc.message, extra={"status": exc.status})
-        case IllegalTransition() | NothingToRelease():
+        case IllegalTransition() | NothingToRelease() | PaymentChanged():
             return Problem(status=409, message=exc.message)
         case StoreUnavailable():
             log.error("store unavailable: %s", exc.message)
