@@ -113,7 +113,10 @@ def raw_cycles(db: Path, slots: int, cycles: int, synchronous: str) -> float:
         token = secrets.token_urlsafe(24)
         conn.execute("BEGIN IMMEDIATE")
         now = to_us(datetime.now(UTC))
+        conn.execute(Q["abandon_silent_leases"], {"now": now, "window": window}).fetchall()
         conn.execute(Q["expire_due_leases"], {"now": now, "window": window}).fetchall()
+        # The waiting room: is anyone queued ahead of this request? (docs/capacity.md)
+        conn.execute(Q["waiting_ahead"], {"now": now, "priority": 0, "id": None}).fetchone()
         slot = conn.execute(Q["pick_clean_slot"], {"now": now}).fetchone()
         lease_id = conn.execute(
             Q["insert_lease"],
@@ -131,9 +134,15 @@ def raw_cycles(db: Path, slots: int, cycles: int, synchronous: str) -> float:
              "customer": "{}", "status": "pending", "late": 0, "lease_id": lease_id,
              "callback_path": slot[1], "expires_at": now + lock, "now": now},
         )  # fmt: skip
+        conn.execute(
+            Q["record_admission"],
+            {"minute": now // 60_000_000, "leased": 1, "waited": 0, "refused": 0,
+             "granted": 0, "busy": None},
+        )  # fmt: skip
         conn.execute("COMMIT")
         conn.execute("BEGIN IMMEDIATE")
         now = to_us(datetime.now(UTC))
+        conn.execute(Q["abandon_silent_leases"], {"now": now, "window": window}).fetchall()
         conn.execute(Q["expire_due_leases"], {"now": now, "window": window}).fetchall()
         conn.execute(Q["get_payment"], {"token": token}).fetchone()
         conn.execute(Q["live_lease_of_payment"], {"token": token}).fetchone()

@@ -13,6 +13,7 @@ from callbackpool.clock import FakeClock
 from callbackpool.gateways.paygistix import PaygistixGateway
 from callbackpool.pool import CallbackPool
 from callbackpool.ports import Store
+from callbackpool.store.memory import MemoryStore
 from callbackpool.store.postgres import PostgresStore
 from callbackpool.store.sqlite import SqliteStore
 
@@ -20,7 +21,11 @@ from .databases import TestDatabases
 from .support import POLICY, make_gateway
 
 # Every store kind the behavioural suite runs against.
-STORE_KINDS: list[Any] = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+STORE_KINDS: list[Any] = [
+    "sqlite",
+    "memory",
+    pytest.param("postgres", marks=pytest.mark.postgres),
+]
 
 DATABASES = TestDatabases()
 # The database behind each folder a test makes a PostgreSQL store in: like a SQLite file,
@@ -31,6 +36,8 @@ _databases_by_folder: dict[Path, str] = {}
 def make_store(kind: str, tmp_path: Path, clock: FakeClock) -> Store:
     if kind == "sqlite":
         return SqliteStore(tmp_path / "pool.db", clock=clock, synchronous="NORMAL")
+    if kind == "memory":
+        return MemoryStore(clock=clock)
     if kind == "postgres":
         if tmp_path not in _databases_by_folder:
             _databases_by_folder[tmp_path] = DATABASES.create()

@@ -9,6 +9,9 @@ The whole API::
     checkout.form.fields                            # what the browser posts to the gateway
     result = pool.handle_callback(path, params)     # the gateway's return → outcome, redirect
     pool.cancel_payment(token); pool.get_payment(token)
+    pool.poll_payment(token)                        # the checkout page's poll: a heartbeat
+    pool.create_payment(amount=1000, wait=True)     # Checkout, or Waiting (a ticket)
+    pool.poll_ticket(ticket); pool.cancel_ticket(ticket)
     pool.sweep(); pool.status(); pool.release(path=...); pool.usage()
 """
 
@@ -24,7 +27,9 @@ from .domain.errors import (
     PaymentNotPending,
     PoolExhausted,
     StoreUnavailable,
+    TicketEnded,
     UnknownPayment,
+    UnknownTicket,
 )
 from .domain.model import (
     CallbackOutcome,
@@ -35,7 +40,15 @@ from .domain.model import (
     PaymentStatus,
     StatusChange,
 )
-from .pool import CallbackPool, CallbackResult, Checkout, FormConfig, PoolPolicy, PoolStatus
+from .pool import (
+    CallbackPool,
+    CallbackResult,
+    Checkout,
+    FormConfig,
+    PoolPolicy,
+    PoolStatus,
+    Waiting,
+)
 from .store import open_store
 
 __all__ = [
@@ -64,7 +77,10 @@ __all__ = [
     "StatusChange",
     "StoreUnavailable",
     "SystemClock",
+    "TicketEnded",
     "UnknownPayment",
+    "UnknownTicket",
+    "Waiting",
     "build_pool",
     "load_settings",
     "open_store",

@@ -167,6 +167,17 @@ class Settings(BaseSettings):
     database_url: str = "sqlite:///callbackpool.db"
     admin_token: SecretStr | None = None
     env: Literal["development", "production"] = "development"
+    # Capacity (docs/capacity.md).
+    heartbeat_timeout_seconds: float = Field(default=60, ge=0)
+    ticket_timeout_seconds: float = Field(default=10, gt=0)
+    ticket_poll_seconds: int = Field(default=2, ge=1)
+    max_waiting_tickets: int = Field(default=1000, ge=0)
+    max_priority: int = Field(default=9, ge=0)
+    reserved_slots_for_priority: int = Field(default=0, ge=0)
+    priority_threshold: int = Field(default=1, ge=1)
+    reserve_paths: Annotated[list[str], NoDecode] = []
+    capacity_window_minutes: float = Field(default=15, gt=0)
+    capacity_target: float = Field(default=0.01, gt=0, lt=1)
     sandbox: SandboxSettings = SandboxSettings()
     status_query: StatusQuerySettings | None = None
     # Where gateway returns may come from (addresses or networks; empty: anywhere). A return
@@ -177,8 +188,9 @@ class Settings(BaseSettings):
     trusted_proxies: Annotated[list[str], NoDecode] = []
     forwarded_header: str = Field(default="X-Forwarded-For", pattern=r"^[A-Za-z0-9-]+$")
     # Pool-exhaustion defence (0 turns each off): create-token requests a client address may
-    # make a minute (counted by each instance of the service), and live leases a customer
-    # (``customerData.email``) may hold at once (counted in the database, across instances).
+    # make a minute (counted by each instance of the service), and live leases (and places
+    # in the waiting room) a customer (``customerData.email``) may hold at once (counted in
+    # the database, across instances).
     create_token_rate_per_minute: int = Field(default=30, ge=0)
     max_live_leases_per_customer: int = Field(default=3, ge=0)
     # Swagger UI at /api/docs (None: in development only). See docs/security.md.
@@ -189,7 +201,9 @@ class Settings(BaseSettings):
     dashboard_refresh_seconds: int = Field(default=10, ge=2, le=3600)
     admin_session_hours: float = Field(default=12, gt=0, le=24 * 30)
 
-    @field_validator("callback_paths", "return_sources", "trusted_proxies", mode="before")
+    @field_validator(
+        "callback_paths", "reserve_paths", "return_sources", "trusted_proxies", mode="before"
+    )
     @classmethod
     def _list_from_text(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -214,15 +228,33 @@ class Settings(BaseSettings):
     def _valid_paths(cls, paths: list[str]) -> list[str]:
         if not paths:
             raise ValueError("at least one callback path is needed")
-        for path in paths:
-            if not path.startswith("/"):
-                raise ValueError(f"{path!r} does not start with '/'")
-            if any(c.isspace() or c in "?#" for c in path):
-                raise ValueError(f"{path!r} must not contain spaces, '?' or '#'")
-        duplicates = sorted({p for p in paths if paths.count(p) > 1})
-        if duplicates:
-            raise ValueError(f"duplicate paths: {', '.join(duplicates)}")
+        return _checked_paths(paths)
+
+    @field_validator("reserve_paths")
+    @classmethod
+    def _valid_reserve_paths(cls, paths: list[str], info: ValidationInfo) -> list[str]:
+        _checked_paths(paths)
+        both = sorted(set(paths) & set(info.data.get("callback_paths") or ()))
+        if both:
+            raise ValueError(f"also in callbackPaths: {', '.join(both)}")
         return paths
+
+    @field_validator("priority_threshold")
+    @classmethod
+    def _threshold_within_priorities(cls, threshold: int, info: ValidationInfo) -> int:
+        highest = info.data.get("max_priority")
+        kept = info.data.get("reserved_slots_for_priority")
+        if kept and highest is not None and threshold > highest:
+            raise ValueError(f"must not exceed maxPriority ({highest})")
+        return threshold
+
+    @field_validator("reserved_slots_for_priority")
+    @classmethod
+    def _some_slots_left_for_everyone(cls, reserved: int, info: ValidationInfo) -> int:
+        paths = info.data.get("callback_paths")
+        if paths is not None and reserved >= len(paths):
+            raise ValueError(f"must leave some of the {len(paths)} callback paths to everyone")
+        return reserved
 
     @field_validator("base_url", "form_action_url")
     @classmethod
@@ -319,6 +351,16 @@ class Settings(BaseSettings):
             error_url=self.error_url,
             return_sources=networks(self.return_sources),
             max_live_leases_per_customer=self.max_live_leases_per_customer,
+            heartbeat_timeout=timedelta(seconds=self.heartbeat_timeout_seconds),
+            ticket_timeout=timedelta(seconds=self.ticket_timeout_seconds),
+            ticket_poll=timedelta(seconds=self.ticket_poll_seconds),
+            max_waiting=self.max_waiting_tickets,
+            max_priority=self.max_priority,
+            reserved_slots_for_priority=self.reserved_slots_for_priority,
+            priority_threshold=self.priority_threshold,
+            reserve_paths=tuple(self.reserve_paths),
+            capacity_window=timedelta(minutes=self.capacity_window_minutes),
+            capacity_target=self.capacity_target,
             slot_health_expiries_to_sideline=self.slot_health_expiries_to_sideline,
         )
 
@@ -387,6 +429,18 @@ def _absolute(url: str) -> str:
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ValueError(f"{url!r} is not an absolute http(s) URL")
     return url
+
+
+def _checked_paths(paths: list[str]) -> list[str]:
+    for path in paths:
+        if not path.startswith("/"):
+            raise ValueError(f"{path!r} does not start with '/'")
+        if any(c.isspace() or c in "?#" for c in path):
+            raise ValueError(f"{path!r} must not contain spaces, '?' or '#'")
+    duplicates = sorted({p for p in paths if paths.count(p) > 1})
+    if duplicates:
+        raise ValueError(f"duplicate paths: {', '.join(duplicates)}")
+    return paths
 
 
 class _FileSource(PydanticBaseSettingsSource):

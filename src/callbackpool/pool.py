@@ -18,9 +18,10 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Any, assert_never
+from typing import Any, Literal, assert_never, overload
 from urllib.parse import urlencode
 
+from .capacity.erlang import erlang_b, slots_needed
 from .domain.errors import (
     InvalidPayment,
     InvalidReview,
@@ -29,10 +30,12 @@ from .domain.errors import (
     PaymentChanged,
     PaymentNotPending,
     PoolExhausted,
+    TicketEnded,
     TooManyLeases,
     UnknownCallback,
     UnknownPayment,
     UnknownSlot,
+    UnknownTicket,
 )
 from .domain.events import (
     CallbackResolved,
@@ -54,31 +57,39 @@ from .domain.gateway import (
     StatusQueryFailed,
 )
 from .domain.model import (
+    Admission,
+    AdmissionCounts,
     CallbackOutcome,
     CallbackRecord,
     Candidate,
+    HoldingTimes,
     Lease,
     LeaseEnd,
     LeaseSpan,
     LineItem,
     Payment,
     PaymentStatus,
+    ReserveAction,
+    ReserveEvent,
     Review,
     ReviewChange,
     ReviewDecision,
     SlotView,
     StatusChange,
+    Ticket,
+    TicketStatus,
     callback_id_of,
     callback_ref,
     customer_key,
 )
 from .domain.money import is_known_currency
 from .domain.resolution import Ambiguous, Apply, SettleAll, Unmatched, decide
-from .domain.transitions import check_transition, is_late
+from .domain.transitions import check_ticket_transition, check_transition, is_late
 from .ports import (
     CallbackResolution,
     NewCallback,
     NewReview,
+    NewTicket,
     PaymentChange,
     SlotSync,
     Store,
@@ -108,6 +119,8 @@ QUERY_ATTEMPTS = 3
 QUERIES_PER_SWEEP = 20
 # What a payment token may look like (``secrets.token_urlsafe``), with room to spare.
 _TOKEN_SHAPE = re.compile(r"[A-Za-z0-9_-]{1,128}")
+# How long admission counts are kept (the capacity window reads the latest of them).
+ADMISSIONS_KEPT = timedelta(hours=24)
 MAX_REASON_CHARS = 500
 MAX_OPERATOR_CHARS = 100
 SLOT_HEALTH = "slot health"  # who takes a slot out of rotation when the rule does
@@ -130,17 +143,43 @@ class PoolPolicy:
     max_amount: int | None = None
     success_url: str = "/payment-success"
     error_url: str = "/payment-error"
-    # A customer (``Payment.customer_key``) holds at most this many live leases (0: no cap).
+    # A customer (``Payment.customer_key``) holds at most this many live leases and places in
+    # the waiting room together (0: no cap).
     max_live_leases_per_customer: int = 3
     # The addresses gateway returns may come from (empty: any). A return from elsewhere is
     # stored and rejected. The address is the one the adapter resolved (proxy-aware).
     return_sources: tuple[IPNetwork, ...] = ()
+    # Early release: a lease whose checkout page has polled and then stopped for this long
+    # is released (tainted). Zero: off. A page that never polls is never released early.
+    heartbeat_timeout: timedelta = timedelta(seconds=60)
+    # The waiting room: a ticket expires when not polled for ``ticket_timeout``; customers
+    # are told to poll every ``ticket_poll``. ``max_waiting`` zero: no waiting room.
+    ticket_timeout: timedelta = timedelta(seconds=10)
+    ticket_poll: timedelta = timedelta(seconds=2)
+    max_waiting: int = 1000
+    # Priorities run from 0 (the default) to ``max_priority``; the last
+    # ``reserved_slots_for_priority`` free slots go only to ``priority_threshold`` and above.
+    max_priority: int = 9
+    reserved_slots_for_priority: int = 0
+    priority_threshold: int = 1
+    # Reserve paths: registered at the gateway, in rotation only while the load calls for
+    # them. The window and target also give the capacity report's recommendation.
+    reserve_paths: tuple[str, ...] = ()
+    capacity_window: timedelta = timedelta(minutes=15)
+    capacity_target: float = 0.01
     # A slot whose last K leases expired with no return on its path, while returns arrive
     # on other paths, is taken out of rotation (0: never).
     slot_health_expiries_to_sideline: int = 5
 
     def callback_url(self, path: str) -> str:
         return self.base_url.rstrip("/") + path
+
+    @property
+    def heartbeat_slack(self) -> timedelta:
+        """How stale a recorded heartbeat may get before a poll writes a new one: polls
+        within it only read. A lease is released between ``heartbeat_timeout`` and
+        ``heartbeat_timeout + heartbeat_slack`` after the last poll, never earlier."""
+        return self.heartbeat_timeout / 4
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -159,6 +198,18 @@ class Checkout:
     payment: Payment
     lease: Lease
     form: FormConfig
+
+
+@dataclass(frozen=True, kw_only=True)
+class Waiting:
+    """No slot yet: a place in the waiting room. Poll ``poll_ticket(ticket)`` again after
+    ``retry_after_seconds``; a ticket not polled by ``expires_at`` is dropped."""
+
+    ticket: str
+    position: int
+    priority: int
+    retry_after_seconds: int
+    expires_at: datetime
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -181,20 +232,87 @@ class SweepReport:
     expired: int
     taints_dropped: int
     callbacks_resolved: int
+    tickets_expired: int = 0
+    reserve: ReserveEvent | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class CapacityReport:
+    """What the pool saw over the capacity window, and what Erlang B makes of it."""
+
+    window: timedelta
+    target: float
+    slots: int
+    counts: AdmissionCounts
+    holding: HoldingTimes
+
+    @property
+    def arrivals_per_hour(self) -> float:
+        return self.counts.requests * 3600 / self.window.total_seconds()
+
+    @property
+    def offered_erlangs(self) -> float | None:
+        """Arrivals × mean holding time; None until a lease has ended in the window."""
+        mean = self.holding.mean_seconds
+        return None if mean is None else self.arrivals_per_hour * mean / 3600
+
+    @property
+    def predicted_turned_away(self) -> float | None:
+        """Erlang B for the pool's slots in rotation at the observed load."""
+        load = self.offered_erlangs
+        return None if load is None else erlang_b(self.slots, load)
+
+    @property
+    def slots_needed(self) -> int | None:
+        """The fewest slots that would turn away at most ``target`` of the observed load."""
+        load = self.offered_erlangs
+        return None if load is None else slots_needed(load, self.target)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReserveStatus:
+    paths: tuple[str, ...]
+    in_rotation: int
+    draining: int
+    events: tuple[ReserveEvent, ...]
+
+    @property
+    def state(self) -> str:
+        """``none`` (no reserve paths), ``active`` (in rotation), ``draining`` (on standby,
+        with leases still running on some of them) or ``idle``."""
+        if not self.paths:
+            return "none"
+        if self.in_rotation:
+            return "active"
+        return "draining" if self.draining else "idle"
 
 
 @dataclass(frozen=True, kw_only=True)
 class PoolStatus:
     at: datetime
     slots: tuple[SlotView, ...]
+    waiting: int = 0
+    reserve: ReserveStatus | None = None
+    capacity: CapacityReport | None = None
 
     @property
     def active(self) -> tuple[SlotView, ...]:
-        return tuple(s for s in self.slots if s.active)
+        """The configured slots, but reserve slots on standby (sidelined ones included)."""
+        return tuple(s for s in self.slots if s.active and not s.standby)
 
     @property
     def total(self) -> int:
         return len(self.active)
+
+    @property
+    def standby(self) -> int:
+        """Reserve slots out of rotation (their leases, if any, run to their end)."""
+        return sum(1 for s in self.slots if s.active and s.standby)
+
+    @property
+    def inactive(self) -> int:
+        """Slots no longer in the configuration."""
+        return sum(1 for s in self.slots if not s.active)
 
     @property
     def locked(self) -> int:
@@ -310,14 +428,39 @@ class CallbackPool:
     # --- set-up ----------------------------------------------------------------------------
 
     def sync_slots(self) -> SlotSync:
-        """Load the configured callback paths into the pool (deactivating removed ones)."""
+        """Load the configured callback paths (and reserve paths) into the pool,
+        deactivating removed ones."""
         with self.store.transaction() as tx:
-            sync = tx.sync_slots(self.policy.callback_paths)
+            sync = tx.sync_slots(self.policy.callback_paths, self.policy.reserve_paths)
         for path in sync.deactivated:
             log.warning("slot %s deactivated: it is no longer in the configuration", path)
         return sync
 
     # --- payments --------------------------------------------------------------------------
+
+    @overload
+    def create_payment(
+        self,
+        *,
+        amount: int | None = None,
+        currency: str | None = None,
+        items: Mapping[str, int] | None = None,
+        customer: Mapping[str, Any] | None = None,
+        priority: int = 0,
+        wait: Literal[False] = False,
+    ) -> Checkout: ...
+
+    @overload
+    def create_payment(
+        self,
+        *,
+        amount: int | None = None,
+        currency: str | None = None,
+        items: Mapping[str, int] | None = None,
+        customer: Mapping[str, Any] | None = None,
+        priority: int = 0,
+        wait: bool,
+    ) -> Checkout | Waiting: ...
 
     def create_payment(
         self,
@@ -326,23 +469,30 @@ class CallbackPool:
         currency: str | None = None,
         items: Mapping[str, int] | None = None,
         customer: Mapping[str, Any] | None = None,
-    ) -> Checkout:
+        priority: int = 0,
+        wait: bool = False,
+    ) -> Checkout | Waiting:
         """Create a pending payment and lease it a callback path, in one transaction.
 
-        Raises InvalidPayment (naming the field), TooManyLeases (the customer holds as many
-        live leases as ``max_live_leases_per_customer`` allows) or PoolExhausted.
+        When no slot may be had (none free, or the free ones are owed to waiting tickets
+        or kept for higher priorities): with ``wait`` a place in the waiting room
+        (``Waiting``), served by priority then arrival; without, PoolExhausted. Raises
+        InvalidPayment (naming the field), and TooManyLeases when the customer already holds
+        as many live leases and places in the waiting room as ``max_live_leases_per_customer``
+        allows.
         """
         try:
             line_items, total, currency = self._price(amount, currency, items)
             customer = _customer_data(customer)
+            priority = self._priority(priority)
         except InvalidPayment:
             self._emit([CreateRefused(reason="invalid")])
             raise
         token = secrets.token_urlsafe(TOKEN_BYTES)
         started = time.perf_counter()
         try:
-            checkout = self._lease_new_payment(
-                token, total, currency, line_items, customer, started
+            return self._lease_new_payment(
+                token, total, currency, line_items, customer, priority, wait, started
             )
         except PoolExhausted:
             self._record_turn_away()
@@ -351,7 +501,6 @@ class CallbackPool:
         except TooManyLeases:
             self._emit([CreateRefused(reason="customer_cap")])
             raise
-        return checkout
 
     def _lease_new_payment(
         self,
@@ -360,54 +509,310 @@ class CallbackPool:
         currency: str,
         line_items: tuple[LineItem, ...],
         customer: dict[str, Any],
+        priority: int,
+        wait: bool,
         started: float,
-    ) -> Checkout:
+    ) -> Checkout | Waiting:
+        refusal: PoolExhausted | None = None
+        result: Checkout | Waiting
+        lease: Lease | None
         with self._writing() as (tx, work):
             self._expire_due(tx, work)
             self._check_customer_cap(tx, customer_key(customer))
-            expires_at = tx.now + self.policy.lock_timeout
-            lease = tx.acquire_slot(
-                token=token,
-                amount=total,
-                expires_at=expires_at,
-                allow_same_amount_tainted=self.policy.reuse_same_amount_tainted,
+            lease = self._admit(tx, token, total, priority)
+            if lease is None and self._activate_reserve(tx):
+                lease = self._admit(tx, token, total, priority)
+            if lease is not None:
+                payment = self._open_payment(
+                    tx, token, total, currency, line_items, customer, lease
+                )
+                self._count(tx, Admission.LEASED)
+                result = Checkout(payment=payment, lease=lease, form=self._form(lease, line_items))
+            elif (
+                wait
+                and self.policy.max_waiting > 0
+                and tx.waiting_ahead(0, None) < self.policy.max_waiting
+            ):
+                ticket = tx.insert_ticket(
+                    NewTicket(
+                        ticket=secrets.token_urlsafe(TOKEN_BYTES),
+                        priority=priority,
+                        amount=total,
+                        currency=currency,
+                        items=line_items,
+                        customer=customer,
+                        expires_at=tx.now + self.policy.ticket_timeout,
+                    )
+                )
+                self._count(tx, Admission.WAITED)
+                result = self._waiting(tx, ticket)
+                log.info(
+                    "ticket %s waits at position %d (priority %d, amount %d)",
+                    _short(ticket.ticket),
+                    result.position,
+                    priority,
+                    total,
+                )
+            else:
+                self._count(tx, Admission.REFUSED)
+                refusal = PoolExhausted(tx.earliest_lease_end(), tx.now)
+        # Raised after the transaction committed, so that the refusal is counted.
+        if refusal is not None:
+            raise refusal
+        if lease is not None:
+            self._announce_lease(lease, total, started)
+        return result
+
+    def _priority(self, priority: int) -> int:
+        if type(priority) is not int or not 0 <= priority <= self.policy.max_priority:
+            raise InvalidPayment(
+                "priority", f"must be an integer from 0 to {self.policy.max_priority}"
             )
-            if lease is None:
-                raise PoolExhausted(tx.earliest_lease_end(), tx.now)
-            payment = Payment(
-                token=token,
-                amount=total,
-                currency=currency,
-                status=PaymentStatus.PENDING,
-                created_at=tx.now,
-                updated_at=tx.now,
-                items=line_items,
-                customer=customer,
-                lease_id=lease.id,
-                callback_path=lease.path,
-                expires_at=expires_at,
-            )
-            tx.insert_payment(payment)
-        # Announced here, not by the transaction: its time is measured to the commit.
+        return priority
+
+    def _admit(
+        self, tx: Tx, token: str, amount: int, priority: int, ticket_id: int | None = None
+    ) -> Lease | None:
+        """Lease a slot to ``token`` if this request may have one now: the free slots must
+        outnumber the waiting tickets served before it, plus the slots kept for higher
+        priorities. A request without a ticket never jumps the queue."""
+        kept = (
+            self.policy.reserved_slots_for_priority
+            if priority < self.policy.priority_threshold
+            else 0
+        )
+        ahead = tx.waiting_ahead(priority, ticket_id)
+        if ahead or kept:
+            tx.lock_admission()
+            ahead = tx.waiting_ahead(priority, ticket_id)  # again, now that it is our turn
+            if tx.free_slot_count() - ahead <= kept:
+                return None
+        return tx.acquire_slot(
+            token=token,
+            amount=amount,
+            expires_at=tx.now + self.policy.lock_timeout,
+            allow_same_amount_tainted=self.policy.reuse_same_amount_tainted,
+        )
+
+    def _open_payment(
+        self,
+        tx: Tx,
+        token: str,
+        amount: int,
+        currency: str,
+        items: tuple[LineItem, ...],
+        customer: Mapping[str, Any],
+        lease: Lease,
+    ) -> Payment:
+        payment = Payment(
+            token=token,
+            amount=amount,
+            currency=currency,
+            status=PaymentStatus.PENDING,
+            created_at=tx.now,
+            updated_at=tx.now,
+            items=items,
+            customer=customer,
+            lease_id=lease.id,
+            callback_path=lease.path,
+            expires_at=lease.expires_at,
+        )
+        tx.insert_payment(payment)
+        return payment
+
+    def _announce_lease(self, lease: Lease, amount: int, started: float) -> None:
+        """After the commit: observers hear of the lease (timed to the commit), the log says."""
         self._emit([LeaseStarted(lease=lease, seconds=time.perf_counter() - started)])
         log.info(
             "lease %d started on %s for payment %s (amount %d, until %s)",
             lease.id,
             lease.path,
-            _short(token),
-            total,
-            expires_at.isoformat(),
-            extra=_fields("lease_started", lease.path, lease.id, token, amount=total),
+            _short(lease.token),
+            amount,
+            lease.expires_at.isoformat(),
+            extra=_fields("lease_started", lease.path, lease.id, lease.token, amount=amount),
         )
-        return Checkout(payment=payment, lease=lease, form=self._form(lease, line_items))
+
+    def _count(self, tx: Tx, admission: Admission) -> None:
+        # The peak of busy slots is only needed to decide when a reserve may drain.
+        busy = (
+            tx.busy_slot_count()
+            if self.policy.reserve_paths and admission in (Admission.LEASED, Admission.GRANTED)
+            else None
+        )
+        tx.record_admission(admission, busy)
+
+    def _waiting(self, tx: Tx, ticket: Ticket) -> Waiting:
+        return Waiting(
+            ticket=ticket.ticket,
+            position=tx.waiting_ahead(ticket.priority, ticket.id) + 1,
+            priority=ticket.priority,
+            retry_after_seconds=max(1, round(self.policy.ticket_poll.total_seconds())),
+            expires_at=ticket.expires_at,
+        )
+
+    # --- the waiting room ------------------------------------------------------------------
+
+    def poll_ticket(self, ticket: str) -> Checkout | Waiting:
+        """A waiting customer's poll: the granted payment once the ticket's turn has come
+        and a slot is free (again on every later poll), else its place in the queue.
+
+        Every poll keeps the ticket alive for ``ticket_timeout``. Raises UnknownTicket, or
+        TicketEnded for a ticket that expired or was cancelled.
+        """
+        ticket = self._known_ticket(ticket)
+        failure: UnknownTicket | TicketEnded | None = None
+        result: Checkout | Waiting | None = None
+        fresh: Lease | None = None  # a lease granted by this poll
+        started = time.perf_counter()
+        with self._writing() as (tx, work):
+            self._expire_due(tx, work)
+            found = tx.get_ticket(ticket)
+            if found is None:
+                failure = UnknownTicket()
+            elif found.status is TicketStatus.GRANTED:
+                result = self._granted(tx, found)
+            elif found.status is not TicketStatus.WAITING:
+                failure = TicketEnded(found.status.value)
+            elif found.expires_at <= tx.now:
+                self._end_ticket(tx, found, TicketStatus.EXPIRED)
+                failure = TicketEnded(TicketStatus.EXPIRED.value)
+            else:
+                result = self._take_turn(tx, found)
+                if isinstance(result, Checkout):
+                    fresh = result.lease
+        if failure is not None:
+            raise failure
+        if fresh is not None:
+            self._announce_lease(fresh, fresh.amount, started)
+        assert result is not None
+        return result
+
+    def _known_ticket(self, ticket: str) -> str:
+        """``ticket`` if it names a ticket; UnknownTicket, from a read, if it does not (so that
+        guessing tickets takes no write turn, and a malformed one is answered alike)."""
+        ticket = _lookup_key(ticket)
+        with self.store.read() as tx:
+            if tx.get_ticket(ticket) is None:
+                raise UnknownTicket()
+        return ticket
+
+    def _take_turn(self, tx: Tx, ticket: Ticket) -> Checkout | Waiting:
+        token = secrets.token_urlsafe(TOKEN_BYTES)
+        lease = self._admit(tx, token, ticket.amount, ticket.priority, ticket.id)
+        if lease is None:
+            tx.touch_ticket(ticket.id, tx.now + self.policy.ticket_timeout)
+            return self._waiting(
+                tx, replace(ticket, expires_at=tx.now + self.policy.ticket_timeout)
+            )
+        payment = self._open_payment(
+            tx, token, ticket.amount, ticket.currency, ticket.items, ticket.customer, lease
+        )
+        self._end_ticket(tx, ticket, TicketStatus.GRANTED, token)
+        self._count(tx, Admission.GRANTED)
+        return Checkout(payment=payment, lease=lease, form=self._form(lease, ticket.items))
+
+    def _granted(self, tx: Tx, ticket: Ticket) -> Checkout:
+        assert ticket.payment_token is not None
+        payment = tx.get_payment(ticket.payment_token)
+        assert payment is not None
+        assert payment.lease_id is not None
+        lease = tx.get_lease(payment.lease_id)
+        assert lease is not None
+        return Checkout(payment=payment, lease=lease, form=self._form(lease, payment.items))
+
+    def cancel_ticket(self, ticket: str) -> None:
+        """Leave the waiting room (the customer gave up). Raises UnknownTicket, or
+        TicketEnded if the ticket is no longer waiting (a granted ticket's payment is
+        cancelled with ``cancel_payment``)."""
+        ticket = self._known_ticket(ticket)
+        failure: UnknownTicket | TicketEnded | None = None
+        with self.store.transaction() as tx:
+            found = tx.get_ticket(ticket)
+            if found is None:
+                failure = UnknownTicket()
+            elif found.status is not TicketStatus.WAITING:
+                failure = TicketEnded(found.status.value)
+            else:
+                self._end_ticket(tx, found, TicketStatus.CANCELLED)
+        if failure is not None:
+            raise failure
+
+    def _end_ticket(
+        self, tx: Tx, ticket: Ticket, status: TicketStatus, token: str | None = None
+    ) -> None:
+        check_ticket_transition(ticket.status, status)
+        if tx.end_ticket(ticket.id, status, token):
+            log.info(
+                "ticket %s %s%s",
+                _short(ticket.ticket),
+                status.value,
+                f": payment {_short(token)}" if token else "",
+            )
+
+    # --- reserve paths ---------------------------------------------------------------------
+
+    def _activate_reserve(self, tx: Tx) -> bool:
+        """Put the reserve in rotation if this request, which found no slot, takes the
+        window's share of requests not served at once past the target. True if it did."""
+        if (
+            not self.policy.reserve_paths
+            or self._reserve_last_action(tx) is ReserveAction.ACTIVATED
+        ):
+            return False
+        counts = tx.admissions_since(tx.now - self.policy.capacity_window)
+        counts = replace(counts, refused=counts.refused + 1)  # this request
+        if counts.not_served_at_once <= self.policy.capacity_target:
+            return False
+        paths = tx.set_reserve_standby(False)
+        if not paths:
+            return False
+        reason = (
+            f"{counts.waited + counts.refused} of {counts.requests} requests in the last "
+            f"{_minutes(self.policy.capacity_window)} found no slot at once "
+            f"({counts.not_served_at_once:.1%}, target {self.policy.capacity_target:.1%})"
+        )
+        event = tx.insert_reserve_event(ReserveAction.ACTIVATED, paths, reason)
+        log.warning("reserve paths activated: %s (%s)", ", ".join(paths), event.reason)
+        return True
+
+    def _drain_reserve(self, tx: Tx) -> ReserveEvent | None:
+        """Take the reserve out of rotation once a whole window since it was activated has
+        seen nobody wait or turned away, and never more slots busy at once than the main
+        paths less one: the main paths carry the load again. Running leases drain."""
+        if not self.policy.reserve_paths:
+            return None
+        latest = tx.reserve_events(limit=1)
+        if not latest or latest[0].action is not ReserveAction.ACTIVATED:
+            return None
+        since = tx.now - self.policy.capacity_window
+        if latest[0].at > since:
+            return None
+        counts = tx.admissions_since(since)
+        main = len(self.policy.callback_paths)
+        if counts.waited or counts.refused or counts.peak_busy >= main:
+            return None
+        paths = tx.set_reserve_standby(True)
+        reason = (
+            f"the last {_minutes(self.policy.capacity_window)}: nobody waited or was turned "
+            f"away, at most {counts.peak_busy} slots busy at once for {main} main paths"
+        )
+        event = tx.insert_reserve_event(ReserveAction.DRAINED, paths, reason)
+        log.warning("reserve paths drained: %s (%s)", ", ".join(paths) or "-", event.reason)
+        return event
+
+    @staticmethod
+    def _reserve_last_action(tx: Tx) -> ReserveAction | None:
+        latest = tx.reserve_events(limit=1)
+        return latest[0].action if latest else None
 
     def _check_customer_cap(self, tx: Tx, key: str | None) -> None:
         cap = self.policy.max_live_leases_per_customer
         if key is None or cap <= 0:
             return
-        held = tx.customer_lease_expiries(key)
+        held = tx.customer_claims(key)
         if len(held) >= cap:
-            log.warning("create refused: a customer already holds %d live leases", len(held))
+            log.warning("create refused: a customer already holds %d leases or tickets", len(held))
             raise TooManyLeases(min(held), tx.now)
 
     def _price(
@@ -483,6 +888,38 @@ class CallbackPool:
         if record is None or not matches or record.payment_token is None:
             return None
         return self.get_payment(record.payment_token)
+
+    def poll_payment(self, token: str) -> Payment:
+        """The checkout page's status poll: the payment as it stands, and its heartbeat.
+
+        The first poll arms the heartbeat: from then on the lease is released (tainted,
+        the payment ``expired``) once no poll has come for ``heartbeat_timeout``. A poll
+        writes only when the recorded heartbeat is older than ``heartbeat_slack``.
+        """
+        token = _lookup_key(token)
+        with self.store.read() as tx:
+            payment = tx.get_payment(token)
+            now = tx.now
+            lease = (
+                tx.live_lease_of_payment(token)
+                if payment is not None and payment.status is PaymentStatus.PENDING
+                else None
+            )
+        if payment is None:
+            raise UnknownPayment()
+        if lease is None:
+            return payment
+        if _due(lease.expires_at, now) or _due(lease.heartbeat_until, now):
+            with self._writing() as (tx, work):
+                self._expire_due(tx, work, lease.slot_id)
+            return self.get_payment(token)
+        timeout = self.policy.heartbeat_timeout
+        if timeout > timedelta(0) and (
+            lease.heartbeat_until is None or lease.heartbeat_until < now + timeout
+        ):
+            with self.store.transaction() as tx:
+                tx.record_heartbeat(lease.id, tx.now + timeout + self.policy.heartbeat_slack)
+        return payment
 
     def cancel_payment(self, token: str) -> Payment:
         """Cancel a pending payment: its lease ends and leaves a taint, for the customer may
@@ -628,9 +1065,13 @@ class CallbackPool:
         # A lease past its expiry has ended: its payment is a taint now, not the live lease.
         self._expire_due(tx, work, slot.id)
         candidates = tx.candidates(slot.id)
-        # Earlier unattributed returns matter only where several payments compete.
+        # Earlier unattributed returns matter only where several payments compete, and
+        # only while their candidates are still candidates: their taints run out a
+        # late-callback window after the return was resolved (within seconds of its
+        # receipt, or at the next sweep). Twice the window leaves ample room, and keeps the
+        # list from growing for ever on a busy same-amount slot.
         open_ambiguities = (
-            tx.open_ambiguities(path, parsed.amount)
+            tx.open_ambiguities(path, parsed.amount, tx.now - 2 * self.policy.late_callback_window)
             if parsed.approved and parsed.amount is not None and len(candidates) > 1
             else []
         )
@@ -790,7 +1231,7 @@ class CallbackPool:
         lease = candidate.lease
         late = status is PaymentStatus.COMPLETED and (
             is_late(candidate.payment.status, status)
-            or lease.end_reason in (LeaseEnd.CANCELLED, LeaseEnd.EXPIRED, LeaseEnd.ADMIN)
+            or lease.end_reason not in (None, LeaseEnd.CALLBACK)
         )
         change = PaymentChange(
             status=status,
@@ -939,7 +1380,11 @@ class CallbackPool:
         still_open = {
             candidate
             for ambiguity in (
-                tx.open_ambiguities(record.path, parsed.amount) if parsed.amount else []
+                tx.open_ambiguities(
+                    record.path, parsed.amount, tx.now - 2 * self.policy.late_callback_window
+                )
+                if parsed.amount
+                else []
             )
             for candidate in ambiguity.candidates
         }
@@ -978,12 +1423,19 @@ class CallbackPool:
             return self._expire_due(tx, work)
 
     def sweep(self) -> SweepReport:
-        """The cleanup job: expire due leases, forget stale taints, and resolve returns
-        that were stored but never resolved. Safe to run on several instances at once."""
+        """The cleanup job: expire due leases and release abandoned ones, forget stale
+        taints and unpolled tickets, drain the reserve when the load has fallen, and resolve
+        returns that were stored but never resolved. Safe to run on several instances at
+        once."""
         try:
             with self._writing() as (tx, work):
                 expired = self._expire_due(tx, work)
                 dropped = tx.drop_stale_taints()
+                tickets = tx.expire_stale_tickets()
+                reserve = self._drain_reserve(tx)
+                tx.drop_admissions_before(
+                    tx.now - max(ADMISSIONS_KEPT, self.policy.capacity_window)
+                )
                 leftovers = tx.unresolved_callbacks(tx.now - UNRESOLVED_GRACE)
         except Exception:
             self._emit([SweepRan(failed=True)])
@@ -1001,7 +1453,13 @@ class CallbackPool:
         if self.status_query is not None:
             self._ask_gateway_again()
         self._emit([SweepRan(failed=False, expired=expired)])
-        return SweepReport(expired=expired, taints_dropped=dropped, callbacks_resolved=resolved)
+        return SweepReport(
+            expired=expired,
+            taints_dropped=dropped,
+            callbacks_resolved=resolved,
+            tickets_expired=tickets,
+            reserve=reserve,
+        )
 
     def release(self, *, path: str | None = None, token: str | None = None) -> Lease:
         """End a live lease by hand (an operator's decision). It leaves a taint; its
@@ -1045,8 +1503,28 @@ class CallbackPool:
     # --- reports ---------------------------------------------------------------------------
 
     def status(self) -> PoolStatus:
+        """The slots, the waiting room, the reserve and the capacity window, at one moment."""
         with self.store.read() as tx:
-            return PoolStatus(at=tx.now, slots=tuple(tx.slot_views()))
+            slots = tuple(tx.slot_views())
+            since = tx.now - self.policy.capacity_window
+            return PoolStatus(
+                at=tx.now,
+                slots=slots,
+                waiting=tx.waiting_ahead(0, None),
+                reserve=ReserveStatus(
+                    paths=self.policy.reserve_paths,
+                    in_rotation=sum(1 for s in slots if s.reserve and s.in_rotation),
+                    draining=sum(1 for s in slots if s.reserve and s.standby and s.lease),
+                    events=tuple(tx.reserve_events(limit=10)),
+                ),
+                capacity=CapacityReport(
+                    window=self.policy.capacity_window,
+                    target=self.policy.capacity_target,
+                    slots=sum(1 for s in slots if s.in_rotation),
+                    counts=tx.admissions_since(since),
+                    holding=tx.holding_times_since(since),
+                ),
+            )
 
     def stuck_leases(self) -> list[Lease]:
         """Live leases past their expiry that no sweep has ended yet."""
@@ -1408,7 +1886,31 @@ class CallbackPool:
                     log.exception("observer failed on %s", type(event).__name__)
 
     def _expire_due(self, tx: Tx, work: _Work, slot_id: int | None = None) -> int:
-        ended = tx.expire_due_leases(self.policy.late_callback_window, slot_id)
+        """End leases whose heartbeat lapsed, then leases past their expiry (only the
+        slot's, if ``slot_id`` is given); their pending payments become ``expired``.
+        Returns how many leases ended."""
+        window = self.policy.late_callback_window
+        abandoned = (
+            tx.abandon_silent_leases(window, slot_id)
+            if self.policy.heartbeat_timeout > timedelta(0)
+            else []
+        )
+        for lease in abandoned:
+            work.events.append(LeaseEnded(lease=lease))
+            log.info(
+                "lease %d on %s released: the checkout page stopped polling (payment %s)",
+                lease.id,
+                lease.path,
+                _short(lease.token),
+                extra=_fields("lease_ended", lease.path, lease.id, lease.token, reason="abandoned"),
+            )
+            payment = tx.get_payment(lease.token)
+            if payment is not None and payment.status is PaymentStatus.PENDING:
+                change = PaymentChange(
+                    status=PaymentStatus.EXPIRED, error_message="the checkout page stopped polling"
+                )
+                self._transition(tx, work, payment, change, "checkout page stopped polling")
+        ended = tx.expire_due_leases(window, slot_id)
         for lease in ended:
             work.events.append(LeaseEnded(lease=lease))
             log.info(
@@ -1424,7 +1926,7 @@ class CallbackPool:
                     tx, work, payment, PaymentChange(status=PaymentStatus.EXPIRED), "lease expired"
                 )
             self._check_slot_health(tx, work, lease)
-        return len(ended)
+        return len(abandoned) + len(ended)
 
     def _end_live_lease(self, tx: Tx, work: _Work, token: str, reason: LeaseEnd) -> None:
         lease = tx.live_lease_of_payment(token)
@@ -1529,6 +2031,10 @@ def _lookup_key(token: str) -> str:
     unknown and malformed tokens are answered by the same work, and no store is handed a NUL
     or a megabyte."""
     return token if _TOKEN_SHAPE.fullmatch(token) else ""
+
+
+def _minutes(span: timedelta) -> str:
+    return f"{span.total_seconds() / 60:g} min"
 
 
 def _due(moment: datetime | None, now: datetime) -> bool:

@@ -9,25 +9,34 @@ transaction decides time by: the database's where it has one (DESIGN.md §3, inv
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import Any, Protocol
 
 from .domain.model import (
+    Admission,
+    AdmissionCounts,
     CallbackOutcome,
     CallbackRecord,
     Candidate,
+    HoldingTimes,
     Lease,
     LeaseEnd,
     LeaseSpan,
+    LineItem,
     Payment,
     PaymentStatus,
+    ReserveAction,
+    ReserveEvent,
     Review,
     ReviewChange,
     ReviewDecision,
     SlotView,
+    Ticket,
+    TicketStatus,
+    customer_key,
 )
 from .domain.resolution import OpenAmbiguity
 
@@ -100,6 +109,23 @@ class NewReview:
 
 
 @dataclass(frozen=True, kw_only=True)
+class NewTicket:
+    """A request for a slot that has to wait: the order it will become, and its rank."""
+
+    ticket: str
+    priority: int
+    amount: int
+    currency: str
+    items: tuple[LineItem, ...]
+    customer: Mapping[str, Any]
+    expires_at: datetime
+
+    @property
+    def customer_key(self) -> str | None:
+        return customer_key(self.customer)
+
+
+@dataclass(frozen=True, kw_only=True)
 class UsageRow:
     path: str
     active: bool
@@ -114,8 +140,26 @@ class Tx(Protocol):
     now: datetime
 
     # --- slots ---------------------------------------------------------------------------
-    def sync_slots(self, paths: Sequence[str]) -> SlotSync:
-        """Add new paths, reactivate listed ones, deactivate (never delete) the others."""
+    def sync_slots(self, paths: Sequence[str], reserve_paths: Sequence[str] = ()) -> SlotSync:
+        """Add new paths, reactivate listed ones, deactivate (never delete) the others.
+
+        ``reserve_paths`` are slots too, marked ``reserve``; a new one starts on standby
+        (out of rotation) unless the reserve is in rotation now. A path that moves between
+        the two lists changes its mark; a main path is never on standby."""
+        ...
+
+    def free_slot_count(self) -> int:
+        """Slots in rotation (active, not on standby) with no live lease."""
+        ...
+
+    def busy_slot_count(self) -> int:
+        """Slots with a live lease, whether in rotation or not."""
+        ...
+
+    def set_reserve_standby(self, standby: bool) -> list[str]:
+        """Put every active reserve slot on standby (out of rotation) or back in rotation;
+        the paths whose state changed. A slot on standby keeps its live lease, if any, to
+        its end: it drains."""
         ...
 
     def slot_by_path(self, path: str) -> SlotRow | None:
@@ -161,12 +205,29 @@ class Tx(Protocol):
         """Lease the best free slot to ``token`` (DESIGN.md §4 order), or None if none."""
         ...
 
+    def abandon_silent_leases(
+        self, taint_window: timedelta, slot_id: int | None = None
+    ) -> list[Lease]:
+        """End every live lease whose heartbeat has lapsed (``heartbeat_until`` passed, and
+        before its expiry; only the slot's, if ``slot_id`` is given) with reason
+        ``abandoned`` at ``heartbeat_until``, tainting its slot until ``heartbeat_until +
+        taint_window``. Returns the leases ended here (none twice)."""
+        ...
+
+    def record_heartbeat(self, lease_id: int, until: datetime) -> bool:
+        """Move a live lease's ``heartbeat_until`` forward to ``until`` (never back); False,
+        nothing written, if the lease is not live, its heartbeat already runs that long, or
+        its heartbeat has lapsed (the lease counts as abandoned from then on)."""
+        ...
+
     def earliest_lease_end(self) -> datetime | None: ...
 
-    def customer_lease_expiries(self, customer_key: str) -> list[datetime]:
-        """The expiries of the live, unexpired leases of the payments of ``customer_key``
-        (``Payment.customer_key``). Until this transaction ends, no other transaction that
-        asks for the same customer gets past this call: counting and leasing are atomic."""
+    def customer_claims(self, customer_key: str) -> list[datetime]:
+        """When each of the customer's claims on the pool ends: the expiry of every live,
+        unexpired lease of the payments of ``customer_key`` (``Payment.customer_key``), and
+        of every waiting, unexpired ticket of theirs (``NewTicket.customer_key``). Until this
+        transaction ends, no other transaction that asks for the same customer gets past
+        this call: counting and leasing (or queueing) are atomic."""
         ...
 
     def live_lease_of_payment(self, token: str) -> Lease | None: ...
@@ -216,6 +277,71 @@ class Tx(Protocol):
         limit: int = 100,
     ) -> list[Payment]: ...
 
+    # --- the waiting room -----------------------------------------------------------------
+    # The queue lives in the database, so every instance sharing it sees one order.
+
+    def lock_admission(self) -> None:
+        """Take the admission turn until the transaction ends. A request that weighs the
+        free slots against the waiting tickets ahead of it takes it first, so that no other
+        instance gives those free slots away between its count and its lease. A no-op where
+        write transactions are serialised anyway (SQLite, memory); on PostgreSQL a
+        transaction-level advisory lock. Requests that find nobody waiting do not take it."""
+        ...
+
+    def insert_ticket(self, ticket: NewTicket) -> Ticket:
+        """Queue a ticket (``waiting``); ids strictly increase (they order arrivals)."""
+        ...
+
+    def get_ticket(self, ticket: str) -> Ticket | None: ...
+
+    def waiting_ahead(self, priority: int, ticket_id: int | None) -> int:
+        """Waiting, unexpired tickets served before a request of ``priority``: those of a
+        higher priority, and those of the same priority that came first (every one of
+        them, for a request not yet queued: ``ticket_id`` None)."""
+        ...
+
+    def touch_ticket(self, ticket_id: int, expires_at: datetime) -> None:
+        """A poll: a waiting ticket now expires at ``expires_at``."""
+        ...
+
+    def end_ticket(
+        self,
+        ticket_id: int,
+        status: TicketStatus,
+        payment_token: str | None = None,
+    ) -> bool:
+        """Move a waiting ticket to ``status`` (``granted`` with the payment it became);
+        False, nothing written, if it was no longer waiting."""
+        ...
+
+    def expire_stale_tickets(self) -> int:
+        """Waiting tickets not polled in time become ``expired``; returns how many."""
+        ...
+
+    # --- capacity figures -------------------------------------------------------------------
+    def record_admission(self, admission: Admission, busy: int | None = None) -> None:
+        """Count one request for a slot in the current minute; ``busy``, if given, raises
+        that minute's peak of slots busy at once."""
+        ...
+
+    def admissions_since(self, since: datetime) -> AdmissionCounts:
+        """The counts of the minutes from ``since`` on."""
+        ...
+
+    def drop_admissions_before(self, before: datetime) -> int: ...
+
+    def holding_times_since(self, since: datetime) -> HoldingTimes:
+        """Leases that ended at or after ``since``, and their total holding time."""
+        ...
+
+    def insert_reserve_event(
+        self, action: ReserveAction, paths: Sequence[str], reason: str
+    ) -> ReserveEvent: ...
+
+    def reserve_events(self, limit: int = 20) -> list[ReserveEvent]:
+        """The latest changes of the reserve, newest first."""
+        ...
+
     def record_turn_away(self) -> None:
         """Count a request for a slot turned away, in the current minute."""
         ...
@@ -246,8 +372,12 @@ class Tx(Protocol):
 
     def finish_callback(self, callback_id: int, resolution: CallbackResolution) -> None: ...
 
-    def open_ambiguities(self, path: str, amount: int) -> list[OpenAmbiguity]:
-        """Approved returns of ``amount`` on ``path`` still ambiguous and unsettled."""
+    def open_ambiguities(
+        self, path: str, amount: int, received_after: datetime
+    ) -> list[OpenAmbiguity]:
+        """Approved returns of ``amount`` on ``path`` still ambiguous and unsettled, received
+        after ``received_after`` (older ones can no longer be settled: their candidates'
+        taints have run out), in the order they came."""
         ...
 
     def settle_callback(self, callback_id: int, token: str | None, settled_by: str) -> None:

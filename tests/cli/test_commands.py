@@ -19,9 +19,9 @@ PATHS = [f"{PREFIX}handler-{i}" for i in range(1, 11)]
 MIGRATIONS = [name for name, _ in load_migrations("sqlite")]
 HANDLER_KEYS = {
     "path", "active", "state", "isLocked", "leaseId", "lockedBy", "lockedAt", "expiresAt",
-    "usageCount", "lastUsedAt", "lastReleasedAt", "taints", "inRotation", "sidelinedAt",
-    "sidelinedBy", "sidelinedReason", "approvals", "declines", "silentExpiries", "expiryStreak",
-    "lastReturnAt", "secondsSinceLastReturn",
+    "usageCount", "lastUsedAt", "lastReleasedAt", "taints", "reserve", "standby", "inRotation",
+    "sidelinedAt", "sidelinedBy", "sidelinedReason", "approvals", "declines", "silentExpiries",
+    "expiryStreak", "lastReturnAt", "secondsSinceLastReturn",
 }  # fmt: skip
 LEASE_KEYS = {"leaseId", "path", "lockedBy", "amount", "lockedAt", "expiresAt"}
 
@@ -119,7 +119,7 @@ def test_status_json_has_the_totals_and_a_row_per_slot(ready: Cli) -> None:
 
     assert set(status) == {
         "at", "total", "available", "locked", "stuck", "tainted", "inactive", "outOfRotation",
-        "handlers",
+        "standby", "waiting", "reserve", "capacity", "handlers",
     }  # fmt: skip
     assert (status["total"], status["available"], status["locked"]) == (10, 9, 1)
     assert (status["stuck"], status["tainted"], status["inactive"]) == (0, 0, 0)
@@ -139,6 +139,8 @@ def test_status_json_has_the_totals_and_a_row_per_slot(ready: Cli) -> None:
         "lastUsedAt": iso(start),
         "lastReleasedAt": None,
         "taints": 0,
+        "reserve": False,
+        "standby": False,
         "inRotation": True,
         "sidelinedAt": None,
         "sidelinedBy": None,
@@ -192,7 +194,10 @@ def test_status_text_is_a_table_with_full_tokens_and_relative_times(ready: Cli) 
     assert lines[4].startswith("handler-2   available      -  -")
     assert row.index(token) == lines[2].index("TOKEN")  # aligned columns
     assert lines[4].index("available") == lines[2].index("STATE")
-    assert len(lines) == 3 + 10
+    assert len(lines) == 3 + 10 + 1
+    assert lines[13] == (
+        "last 15m: 1 request (1 served at once, 0 waited, 0 turned away); no lease ended yet"
+    )
 
 
 def test_status_before_init_says_what_to_run(cli: Cli) -> None:
@@ -212,7 +217,14 @@ def test_cleanup_ends_expired_leases_and_only_those(ready: Cli) -> None:
     late = create(ready, 7)
 
     nothing_yet = ready.json("cleanup")
-    assert nothing_yet == {"expired": 0, "taintsDropped": 0, "callbacksResolved": 0, "released": []}
+    assert nothing_yet == {
+        "expired": 0,
+        "taintsDropped": 0,
+        "callbacksResolved": 0,
+        "ticketsExpired": 0,
+        "reserve": None,
+        "released": [],
+    }
     ready.clock.advance(timedelta(minutes=5))  # the first two are past their 10 minutes
     result = ready("cleanup")
 

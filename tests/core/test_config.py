@@ -193,6 +193,88 @@ def test_prices_are_decimals_not_floats(tmp_path: Path) -> None:
     assert settings.catalogue()[0].price == 29
 
 
+def test_capacity_keys_default_and_reach_the_policy(tmp_path: Path) -> None:
+    policy = load_settings(write(tmp_path, GUIDE_SHAPE)).policy()
+    assert policy.heartbeat_timeout == timedelta(seconds=60)
+    assert policy.heartbeat_slack == timedelta(seconds=15)
+    assert (policy.ticket_timeout, policy.ticket_poll) == (
+        timedelta(seconds=10),
+        timedelta(seconds=2),
+    )
+    assert (policy.max_waiting, policy.max_priority) == (1000, 9)
+    assert (policy.reserved_slots_for_priority, policy.priority_threshold) == (0, 1)
+    assert policy.reserve_paths == ()
+    assert (policy.capacity_window, policy.capacity_target) == (timedelta(minutes=15), 0.01)
+
+    data = {
+        **GUIDE_SHAPE,
+        "heartbeatTimeoutSeconds": 0,
+        "ticketTimeoutSeconds": 20,
+        "ticketPollSeconds": 3,
+        "maxWaitingTickets": 50,
+        "maxPriority": 5,
+        "reservedSlotsForPriority": 2,
+        "priorityThreshold": 4,
+        "reservePaths": ["/api/v1/payments/callback/handler-11"],
+        "capacityWindowMinutes": 30,
+        "capacityTarget": 0.02,
+    }
+    policy = load_settings(write(tmp_path, data)).policy()
+    assert policy.heartbeat_timeout == timedelta(0)
+    assert (policy.ticket_timeout, policy.ticket_poll) == (
+        timedelta(seconds=20),
+        timedelta(seconds=3),
+    )
+    assert (policy.max_waiting, policy.max_priority) == (50, 5)
+    assert (policy.reserved_slots_for_priority, policy.priority_threshold) == (2, 4)
+    assert policy.reserve_paths == ("/api/v1/payments/callback/handler-11",)
+    assert (policy.capacity_window, policy.capacity_target) == (timedelta(minutes=30), 0.02)
+
+
+def test_capacity_keys_from_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CALLBACKPOOL_HEARTBEAT_TIMEOUT_SECONDS", "45")
+    monkeypatch.setenv("CALLBACKPOOL_RESERVE_PATHS", "/cb/r1, /cb/r2")
+    monkeypatch.setenv("CALLBACKPOOL_RESERVED_SLOTS_FOR_PRIORITY", "1")
+    settings = load_settings(write(tmp_path, GUIDE_SHAPE))
+    assert settings.policy().heartbeat_timeout == timedelta(seconds=45)
+    assert settings.reserve_paths == ["/cb/r1", "/cb/r2"]
+    assert settings.reserved_slots_for_priority == 1
+
+
+@pytest.mark.parametrize(
+    ("change", "key", "message"),
+    [
+        ({"heartbeatTimeoutSeconds": -1}, "heartbeatTimeoutSeconds", "greater than or equal"),
+        ({"ticketTimeoutSeconds": 0}, "ticketTimeoutSeconds", "greater than 0"),
+        ({"ticketPollSeconds": 0}, "ticketPollSeconds", "greater than or equal to 1"),
+        ({"maxPriority": -1}, "maxPriority", "greater than or equal"),
+        ({"reservedSlotsForPriority": 10}, "reservedSlotsForPriority",
+         "must leave some of the 10 callback paths to everyone"),
+        ({"reservedSlotsForPriority": 1, "maxPriority": 3, "priorityThreshold": 4},
+         "priorityThreshold", "must not exceed maxPriority (3)"),
+        ({"reservePaths": ["/api/v1/payments/callback/handler-3"]}, "reservePaths",
+         "also in callbackPaths: /api/v1/payments/callback/handler-3"),
+        ({"reservePaths": ["reserve-1"]}, "reservePaths", "does not start with '/'"),
+        ({"capacityTarget": 1}, "capacityTarget", "less than 1"),
+        ({"capacityWindowMinutes": 0}, "capacityWindowMinutes", "greater than 0"),
+    ],
+)  # fmt: skip
+def test_invalid_capacity_keys_are_named(
+    tmp_path: Path, change: dict[str, Any], key: str, message: str
+) -> None:
+    with pytest.raises(ConfigurationError) as error:
+        load_settings(write(tmp_path, {**GUIDE_SHAPE, **change}))
+    assert error.value.key == key
+    assert message in error.value.problem
+
+
+def test_no_priorities_needs_no_threshold(tmp_path: Path) -> None:
+    settings = load_settings(write(tmp_path, {**GUIDE_SHAPE, "maxPriority": 0}))
+    assert settings.policy().max_priority == 0
+
+
 def test_the_sandbox_takes_the_form_action_when_on(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -10,10 +10,14 @@ from typing import Any
 
 import pytest
 
-from callbackpool.domain.errors import StoreUnavailable
+from callbackpool.clock import FakeClock
+from callbackpool.domain.errors import PoolExhausted, StoreUnavailable
+from callbackpool.pool import CallbackPool, Checkout, Waiting
 from callbackpool.store import open_store
 from callbackpool.store.queries import load_migrations
 from callbackpool.store.sqlite import SqliteStore
+
+from ..support import POLICY, make_gateway, paygistix_return
 
 MIGRATIONS = [name for name, _ in load_migrations("sqlite")]
 
@@ -83,6 +87,44 @@ def test_database_urls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     memory.migrate()
     with memory.transaction() as tx:
         assert tx.sync_slots(["/cb/1"]).added == ("/cb/1",)
+
+
+def test_the_capacity_migration_keeps_leases_and_their_id_sequence(tmp_path: Path) -> None:
+    # A database at 0001 with ended leases (one id burnt by a deleted row): after 0002 the
+    # rows are there, their taints too, and the next id continues the sequence.
+    path = tmp_path / "pool.db"
+    raw = sqlite3.connect(path)
+    raw.execute("CREATE TABLE schema_migrations (name TEXT PRIMARY KEY, applied_at INTEGER)")
+    raw.executescript(dict(load_migrations("sqlite"))["0001_initial"])
+    raw.execute("INSERT INTO schema_migrations VALUES ('0001_initial', 0)")
+    raw.execute("INSERT INTO slots (path, created_at) VALUES ('/cb/1', 0)")
+    raw.execute(
+        "INSERT INTO payments (token, amount, currency, status, created_at, updated_at) "
+        "VALUES ('t', 100, 'USD', 'cancelled', 0, 0)"
+    )
+    for ended in (1, 2, 3):
+        raw.execute(
+            "INSERT INTO leases (slot_id, path, token, amount, acquired_at, expires_at, "
+            "ended_at, end_reason, taint_until) VALUES (1, '/cb/1', 't', 100, 0, 9, ?, "
+            "'cancelled', 99)",
+            (ended,),
+        )
+    raw.execute("DELETE FROM leases WHERE id = 3")
+    raw.commit()
+    raw.close()
+
+    assert SqliteStore(path).migrate() == MIGRATIONS[1:]
+
+    raw = sqlite3.connect(path)
+    rows = raw.execute("SELECT id, ended_at, end_reason, taint_until FROM leases").fetchall()
+    assert rows == [(1, 1, "cancelled", 99), (2, 2, "cancelled", 99)]
+    raw.execute(
+        "INSERT INTO leases (slot_id, path, token, amount, acquired_at, expires_at, ended_at, "
+        "end_reason) VALUES (1, '/cb/1', 't', 100, 0, 9, 5, 'abandoned')"
+    )
+    assert raw.execute("SELECT max(id) FROM leases").fetchone() == (4,)
+    with pytest.raises(sqlite3.IntegrityError, match="CHECK"):
+        raw.execute("UPDATE leases SET end_reason = 'lost' WHERE id = 4")
 
 
 def test_writers_of_one_process_queue_in_the_process_not_in_sqlite(
@@ -161,3 +203,34 @@ def test_returns_stored_before_receipts_get_a_random_one(tmp_path: Path) -> None
     assert len(receipts) == 2
     assert all(r is not None and len(r) == 32 for r in receipts)
     assert receipts[0] != receipts[1]
+
+
+def test_instances_on_one_file_share_one_waiting_room(tmp_path: Path) -> None:
+    # Two app instances: two stores (their own connections) on one file, two pools.
+    clock = FakeClock()
+    stores = [SqliteStore(tmp_path / "pool.db", clock=clock) for _ in range(2)]
+    stores[0].migrate()
+    one, two = (CallbackPool(store, make_gateway(), POLICY) for store in stores)
+    one.sync_slots()
+    held = [one.create_payment(amount=5000 + n) for n in range(10)]
+    first = one.create_payment(amount=1000, wait=True)
+    second = two.create_payment(amount=2000, wait=True)
+    assert isinstance(first, Waiting)
+    assert isinstance(second, Waiting)
+    assert second.position == 2
+
+    returned = two.handle_callback(held[0].lease.path, paygistix_return(amount="50.00"))
+    assert returned.payment_token == held[0].payment.token
+    with pytest.raises(PoolExhausted):  # the free slot is the first ticket's, on either
+        one.create_payment(amount=3000)
+    still = two.poll_ticket(second.ticket)
+    assert isinstance(still, Waiting)
+    assert still.position == 2
+    granted = two.poll_ticket(first.ticket)
+    assert isinstance(granted, Checkout)
+    assert granted.lease.path == held[0].lease.path
+    again = one.poll_ticket(first.ticket)
+    assert isinstance(again, Checkout)
+    assert again.payment.token == granted.payment.token
+    for store in stores:
+        store.close()

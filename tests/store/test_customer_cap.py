@@ -10,7 +10,7 @@ import pytest
 
 from callbackpool.clock import FakeClock
 from callbackpool.domain.errors import TooManyLeases
-from callbackpool.pool import CallbackPool, Checkout
+from callbackpool.pool import CallbackPool, Checkout, Waiting
 
 from ..conftest import PoolFactory
 from ..support import paygistix_return
@@ -87,3 +87,22 @@ def test_concurrent_requests_of_one_customer_cannot_pass_the_cap_together(
         granted = list(workers.map(attempt, range(8)))
     assert granted.count(True) == 3
     assert live_leases(pool) == 3
+
+
+def test_a_place_in_the_waiting_room_counts_as_a_lease(pool: CallbackPool) -> None:
+    others = [pool.create_payment(amount=2000 + i) for i in range(8)]
+    held = [buy(pool, amount=1000 + i) for i in range(2)]  # the pool is full now
+    waiting = pool.create_payment(amount=1000, customer={"email": "ann@example.com"}, wait=True)
+    assert isinstance(waiting, Waiting)
+    for wait in (False, True):
+        with pytest.raises(TooManyLeases):
+            pool.create_payment(amount=1000, customer={"email": "ANN@example.com"}, wait=wait)
+    # Her turn comes: the ticket becomes her third lease, still within the cap.
+    pool.cancel_payment(others[0].payment.token)
+    granted = pool.poll_ticket(waiting.ticket)
+    assert isinstance(granted, Checkout)
+    assert granted.payment.customer_key == "ann@example.com"
+    with pytest.raises(TooManyLeases):
+        pool.create_payment(amount=1000, customer={"email": "ann@example.com"}, wait=True)
+    pool.cancel_payment(held[0].payment.token)
+    assert isinstance(buy(pool), Checkout)

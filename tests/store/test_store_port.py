@@ -10,8 +10,9 @@ from typing import Any
 
 import pytest
 
+from callbackpool.clock import FakeClock
 from callbackpool.domain.errors import InvalidPayment, PaymentChanged, PoolExhausted
-from callbackpool.domain.model import LeaseEnd, Payment, PaymentStatus
+from callbackpool.domain.model import CallbackOutcome, LeaseEnd, Payment, PaymentStatus
 from callbackpool.pool import CallbackPool
 from callbackpool.ports import PaymentChange, Store
 
@@ -156,6 +157,30 @@ def test_time_comes_from_the_transaction(pool: CallbackPool) -> None:
     checkout = pool.create_payment(amount=1000)
     assert checkout.payment.created_at >= start
     assert checkout.payment.expires_at == checkout.payment.created_at + timedelta(minutes=10)
+
+
+def test_open_ambiguities_are_listed_as_far_back_as_asked(
+    pool: CallbackPool, clock: FakeClock
+) -> None:
+    first = pool.create_payment(amount=1000)
+    pool.cancel_payment(first.payment.token)  # handler-1 tainted by 10.00
+    fill = [pool.create_payment(amount=5000 + n) for n in range(9)]
+    second = pool.create_payment(amount=1000)  # the last free slot: handler-1
+    assert second.lease.path == first.lease.path
+    ambiguous = pool.handle_callback(first.lease.path, paygistix_return(pn_ref="A1"))
+    assert ambiguous.outcome is CallbackOutcome.AMBIGUOUS
+    received = clock.now()
+    assert fill
+
+    clock.advance(timedelta(minutes=1))
+    with pool.store.read() as tx:
+        recent = tx.open_ambiguities(first.lease.path, 1000, received - timedelta(seconds=1))
+        later = tx.open_ambiguities(first.lease.path, 1000, received)
+        other_amount = tx.open_ambiguities(first.lease.path, 2000, received - timedelta(days=1))
+    assert [a.callback_id for a in recent] == [ambiguous.callback_id]
+    assert recent[0].candidates == {first.payment.token, second.payment.token}
+    assert later == []
+    assert other_amount == []
 
 
 class RacingWriter:

@@ -333,6 +333,10 @@ async def test_pool_stats_shows_every_handler(client: httpx.AsyncClient) -> None
         "tainted",
         "inactive",
         "outOfRotation",
+        "standby",
+        "waiting",
+        "reserve",
+        "capacity",
         "handlers",
     }
     assert len(stats["handlers"]) == 10

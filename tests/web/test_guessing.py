@@ -82,3 +82,14 @@ async def test_unknown_and_malformed_tokens_take_similar_work(
         await client.post(f"{API}/cancel-token/{token}")
         assert len(asked) == 2, token
     assert asked == ["", ""]  # the last, malformed, was looked up as what no token is
+
+
+@pytest.mark.parametrize("ticket", ["unknown", *MALFORMED], ids=range(len(MALFORMED) + 1))
+async def test_tickets_of_the_waiting_room_are_answered_alike(
+    client: httpx.AsyncClient, ticket: str
+) -> None:
+    poll = await client.get(f"{API}/ticket/{ticket}")
+    cancel = await client.post(f"{API}/cancel-ticket/{ticket}")
+    assert poll.status_code == cancel.status_code == 404
+    assert poll.json() == cancel.json()
+    assert poll.json()["success"] is False

@@ -40,6 +40,8 @@ async def test_a_post_from_another_site_is_refused(
     token = (await client.post(f"{API}/create-token", json={"amount": 1000})).json()["token"]
     cancel = await client.post(f"{API}/cancel-token/{token}", headers=headers)
     assert cancel.status_code == 403
+    leave = await client.post(f"{API}/cancel-ticket/any-ticket", headers=headers)
+    assert leave.status_code == 403  # refused before the ticket is even looked up
     status = await client.get(f"{API}/check-status/{token}")
     assert status.json()["status"] == "pending"
 

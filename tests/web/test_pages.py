@@ -195,6 +195,8 @@ async def test_an_unexpected_error_is_logged_and_answered_generically(
     def broken(token: str) -> None:
         raise RuntimeError("secret internals")
 
+    # check-status polls (a heartbeat); the pages only read.
+    monkeypatch.setattr(services_of(client).pool, "poll_payment", broken)
     monkeypatch.setattr(services_of(client).pool, "get_payment", broken)
     response = await client.get(f"{API}/check-status/abc")
     assert response.status_code == 500

@@ -72,6 +72,23 @@ class UnknownPayment(CallbackPoolError):
     """Payment not found."""
 
 
+class UnknownTicket(CallbackPoolError):
+    """Ticket not found."""
+
+
+class TicketEnded(CallbackPoolError):
+    """The ticket is no longer in the waiting room."""
+
+    def __init__(self, status: str) -> None:
+        self.status = status
+        reason = {
+            "expired": "it expired: it was not polled in time",
+            "cancelled": "it was cancelled",
+            "granted": "it was granted a slot already",
+        }.get(status, status)
+        super().__init__(f"the ticket is no longer waiting: {reason}")
+
+
 class UnknownSlot(CallbackPoolError):
     """No callback path of that name is in the pool."""
 
@@ -104,10 +121,10 @@ class PaymentNotPending(CallbackPoolError):
 class IllegalTransition(CallbackPoolError):
     """That payment status change is not allowed."""
 
-    def __init__(self, current: str, requested: str) -> None:
+    def __init__(self, current: str, requested: str, *, subject: str = "payment") -> None:
         self.current = current
         self.requested = requested
-        super().__init__(f"a payment cannot go from {current} to {requested}")
+        super().__init__(f"a {subject} cannot go from {current} to {requested}")
 
 
 class PaymentChanged(CallbackPoolError):

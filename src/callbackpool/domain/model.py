@@ -29,6 +29,35 @@ class LeaseEnd(enum.StrEnum):
     CANCELLED = "cancelled"
     EXPIRED = "expired"
     ADMIN = "admin"
+    # The checkout page stopped polling the payment's status (its heartbeat).
+    ABANDONED = "abandoned"
+
+
+class TicketStatus(enum.StrEnum):
+    """A place in the waiting room: ``waiting`` until it is granted a slot, given up
+    (``cancelled``), or left unpolled too long (``expired``)."""
+
+    WAITING = "waiting"
+    GRANTED = "granted"
+    EXPIRED = "expired"
+    CANCELLED = "cancelled"
+
+
+class ReserveAction(enum.StrEnum):
+    """What happened to the reserve paths."""
+
+    ACTIVATED = "activated"
+    DRAINED = "drained"
+
+
+class Admission(enum.StrEnum):
+    """How a request for a slot was answered (counted per minute for the reserve and the
+    capacity report)."""
+
+    LEASED = "leased"  # a slot at once
+    WAITED = "waited"  # a ticket in the waiting room
+    REFUSED = "refused"  # turned away
+    GRANTED = "granted"  # a waiting ticket's turn came (counted as a request when it waited)
 
 
 class CallbackOutcome(enum.StrEnum):
@@ -65,6 +94,8 @@ class Lease:
     ended_at: datetime | None = None
     end_reason: LeaseEnd | None = None
     taint_until: datetime | None = None
+    # Set once the checkout page polls: the lease is abandoned if no poll renews it by then.
+    heartbeat_until: datetime | None = None
 
     @property
     def is_live(self) -> bool:
@@ -190,6 +221,9 @@ class SlotView:
     last_released_at: datetime | None
     lease: Lease | None
     taints: int
+    # A reserve path (``reservePaths``), and whether it is out of rotation right now.
+    reserve: bool = False
+    standby: bool = False
     # Taken out of rotation (slot health, or an operator): never leased until restored. Its
     # live lease and its taints still take their returns.
     sidelined_at: datetime | None = None
@@ -204,7 +238,7 @@ class SlotView:
     @property
     def in_rotation(self) -> bool:
         """Whether new leases may be handed this slot."""
-        return self.active and self.sidelined_at is None
+        return self.active and self.sidelined_at is None and not self.standby
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -218,6 +252,69 @@ class StatusChange:
     late: bool = False
     callback_id: int | None = None
     reason: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Ticket:
+    """A place in the waiting room: the order it will become a payment, and its turn.
+
+    ``id`` orders arrivals (after ``priority``, highest first); ``ticket`` is the unguessable
+    handle the customer polls with. ``expires_at`` moves forward at every poll."""
+
+    id: int
+    ticket: str
+    priority: int
+    amount: int
+    currency: str
+    items: tuple[LineItem, ...]
+    customer: Mapping[str, Any]
+    status: TicketStatus
+    created_at: datetime
+    expires_at: datetime
+    payment_token: str | None = None
+    ended_at: datetime | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReserveEvent:
+    """A change of the reserve paths' state, with why it was made."""
+
+    at: datetime
+    action: ReserveAction
+    paths: tuple[str, ...]
+    reason: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class AdmissionCounts:
+    """Requests for a slot over a window, and the most slots busy at once after a lease."""
+
+    leased: int = 0
+    waited: int = 0
+    refused: int = 0
+    granted: int = 0
+    peak_busy: int = 0
+
+    @property
+    def requests(self) -> int:
+        return self.leased + self.waited + self.refused
+
+    @property
+    def not_served_at_once(self) -> float:
+        """The share of requests that waited or were turned away."""
+        return (self.waited + self.refused) / self.requests if self.requests else 0.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class HoldingTimes:
+    """Leases that ended over a window, and how long they held their slots in all."""
+
+    ended: int
+    total_seconds: float
+
+    @property
+    def mean_seconds(self) -> float | None:
+        return self.total_seconds / self.ended if self.ended else None
 
 
 class ReviewDecision(enum.StrEnum):

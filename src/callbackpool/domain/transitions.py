@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .errors import IllegalTransition
-from .model import PaymentStatus
+from .model import PaymentStatus, TicketStatus
 
 P = PaymentStatus
 
@@ -18,6 +18,23 @@ TRANSITIONS: dict[PaymentStatus, frozenset[PaymentStatus]] = {
     P.COMPLETED: frozenset(),
     P.FAILED: frozenset(),
 }
+
+
+T = TicketStatus
+
+# A ticket waits until it is granted, given up or left unpolled; then it is done.
+TICKET_TRANSITIONS: dict[TicketStatus, frozenset[TicketStatus]] = {
+    T.WAITING: frozenset({T.GRANTED, T.EXPIRED, T.CANCELLED}),
+    T.GRANTED: frozenset(),
+    T.EXPIRED: frozenset(),
+    T.CANCELLED: frozenset(),
+}
+
+
+def check_ticket_transition(current: TicketStatus, requested: TicketStatus) -> None:
+    """Raise IllegalTransition unless ``current`` → ``requested`` is in the ticket table."""
+    if requested not in TICKET_TRANSITIONS[current]:
+        raise IllegalTransition(current.value, requested.value, subject="ticket")
 
 
 def can_transition(current: PaymentStatus, requested: PaymentStatus) -> bool:

@@ -35,26 +35,34 @@ from ..domain.errors import (
     StoreUnavailable,
 )
 from ..domain.model import (
+    Admission,
+    AdmissionCounts,
     CallbackOutcome,
     CallbackRecord,
     Candidate,
+    HoldingTimes,
     Lease,
     LeaseEnd,
     LeaseSpan,
     LineItem,
     Payment,
     PaymentStatus,
+    ReserveAction,
+    ReserveEvent,
     Review,
     ReviewChange,
     ReviewDecision,
     SlotHealth,
     SlotView,
+    Ticket,
+    TicketStatus,
 )
 from ..domain.resolution import OpenAmbiguity
 from ..ports import (
     CallbackResolution,
     NewCallback,
     NewReview,
+    NewTicket,
     PaymentChange,
     SlotRow,
     SlotSync,
@@ -290,11 +298,25 @@ class PostgresTx:
 
     # --- slots ---------------------------------------------------------------------------
 
-    def sync_slots(self, paths: Sequence[str]) -> SlotSync:
+    def sync_slots(self, paths: Sequence[str], reserve_paths: Sequence[str] = ()) -> SlotSync:
         # Set-based and conditional, so that instances starting together with the same
         # configuration agree on what changed (only one of them reports it).
-        wanted = list(dict.fromkeys(paths))
-        added = {row["path"] for row in self._all("insert_slots", paths=wanted, now=self.now)}
+        kinds = dict.fromkeys(paths, False) | dict.fromkeys(reserve_paths, True)
+        wanted = list(kinds)
+        reserves = [kinds[path] for path in wanted]
+        row = self._one("reserve_in_rotation")
+        in_rotation = bool(row and row["in_rotation"])
+        added = {
+            row["path"]
+            for row in self._all(
+                "insert_slots",
+                paths=wanted,
+                reserves=reserves,
+                in_rotation=in_rotation,
+                now=self.now,
+            )
+        }
+        self._run("set_slot_kinds", paths=wanted, reserves=reserves, in_rotation=in_rotation)
         reactivated = {row["path"] for row in self._all("reactivate_slots", paths=wanted)}
         deactivated = sorted(
             (row["id"], row["path"]) for row in self._all("deactivate_slots", paths=wanted)
@@ -332,6 +354,8 @@ class PostgresTx:
                     expiry_streak=row["expiry_streak"],
                     last_return_at=_utc(row["last_return_at"]),
                 ),
+                reserve=row["reserve"],
+                standby=row["standby"],
             )
             for row in self._all("slot_views", now=self.now)
         ]
@@ -369,6 +393,22 @@ class PostgresTx:
     def restore_slot(self, slot_id: int) -> bool:
         return self._run("restore_slot", slot_id=slot_id) == 1
 
+    def free_slot_count(self) -> int:
+        return self._count("free_slot_count", now=self.now)
+
+    def busy_slot_count(self) -> int:
+        return self._count("busy_slot_count")
+
+    def set_reserve_standby(self, standby: bool) -> list[str]:
+        rows = self._all("set_reserve_standby", standby=standby)
+        return [row["path"] for row in sorted(rows, key=lambda row: row["id"])]
+
+    def _count(self, query: str, **params: Any) -> int:
+        row = self._one(query, **params)
+        assert row is not None
+        count: int = row["n"]
+        return count
+
     # --- leases --------------------------------------------------------------------------
 
     def expire_due_leases(self, taint_window: timedelta, slot_id: int | None = None) -> list[Lease]:
@@ -379,6 +419,20 @@ class PostgresTx:
                 "expire_due_lease_on_slot", now=self.now, window=taint_window, slot_id=slot_id
             )
         return [_lease(row) for row in rows]
+
+    def abandon_silent_leases(
+        self, taint_window: timedelta, slot_id: int | None = None
+    ) -> list[Lease]:
+        if slot_id is None:
+            rows = self._all("abandon_silent_leases", now=self.now, window=taint_window)
+        else:
+            rows = self._all(
+                "abandon_silent_lease_on_slot", now=self.now, window=taint_window, slot_id=slot_id
+            )
+        return [_lease(row) for row in rows]
+
+    def record_heartbeat(self, lease_id: int, until: datetime) -> bool:
+        return self._run("record_heartbeat", id=lease_id, until=until, now=self.now) == 1
 
     def acquire_slot(
         self, *, token: str, amount: int, expires_at: datetime, allow_same_amount_tainted: bool
@@ -397,9 +451,9 @@ class PostgresTx:
         row = self._one("earliest_lease_end")
         return None if row is None else _utc(row["earliest"])
 
-    def customer_lease_expiries(self, customer_key: str) -> list[datetime]:
+    def customer_claims(self, customer_key: str) -> list[datetime]:
         self._run("lock_customer", customer_key=customer_key)
-        rows = self._all("customer_lease_expiries", customer_key=customer_key, now=self.now)
+        rows = self._all("customer_claims", customer_key=customer_key, now=self.now)
         return [_at(row["expires_at"]) for row in rows]
 
     def live_lease_of_payment(self, token: str) -> Lease | None:
@@ -520,6 +574,107 @@ class PostgresTx:
     def payment_counts(self) -> dict[PaymentStatus, int]:
         return {PaymentStatus(row["status"]): row["n"] for row in self._all("payment_counts")}
 
+    # --- the waiting room ----------------------------------------------------------------
+
+    def lock_admission(self) -> None:
+        self._run("lock_admission")
+
+    def insert_ticket(self, ticket: NewTicket) -> Ticket:
+        row = self._one(
+            "insert_ticket",
+            ticket=ticket.ticket,
+            priority=ticket.priority,
+            amount=ticket.amount,
+            currency=ticket.currency,
+            items=json.dumps([_item_json(item) for item in ticket.items]),
+            customer=json.dumps(dict(ticket.customer)),
+            customer_key=ticket.customer_key,
+            now=self.now,
+            expires_at=ticket.expires_at,
+        )
+        assert row is not None
+        return _ticket(row)
+
+    def get_ticket(self, ticket: str) -> Ticket | None:
+        row = self._one("get_ticket", ticket=ticket)
+        return None if row is None else _ticket(row)
+
+    def waiting_ahead(self, priority: int, ticket_id: int | None) -> int:
+        return self._count("waiting_ahead", now=self.now, priority=priority, id=ticket_id)
+
+    def touch_ticket(self, ticket_id: int, expires_at: datetime) -> None:
+        self._run("touch_ticket", id=ticket_id, expires_at=expires_at)
+
+    def end_ticket(
+        self, ticket_id: int, status: TicketStatus, payment_token: str | None = None
+    ) -> bool:
+        ended = self._run(
+            "end_ticket",
+            id=ticket_id,
+            status=status.value,
+            payment_token=payment_token,
+            now=self.now,
+        )
+        return ended == 1
+
+    def expire_stale_tickets(self) -> int:
+        return self._run("expire_stale_tickets", now=self.now)
+
+    # --- capacity figures ----------------------------------------------------------------
+
+    def record_admission(self, admission: Admission, busy: int | None = None) -> None:
+        self._run(
+            "record_admission",
+            minute=_minute_number(self.now),
+            leased=int(admission is Admission.LEASED),
+            waited=int(admission is Admission.WAITED),
+            refused=int(admission is Admission.REFUSED),
+            granted=int(admission is Admission.GRANTED),
+            busy=busy,
+        )
+
+    def admissions_since(self, since: datetime) -> AdmissionCounts:
+        row = self._one("admissions_since", minute=_minute_number(since))
+        assert row is not None
+        return AdmissionCounts(
+            leased=row["leased"],
+            waited=row["waited"],
+            refused=row["refused"],
+            granted=row["granted"],
+            peak_busy=row["peak_busy"],
+        )
+
+    def drop_admissions_before(self, before: datetime) -> int:
+        return self._run("drop_admissions_before", minute=_minute_number(before))
+
+    def holding_times_since(self, since: datetime) -> HoldingTimes:
+        row = self._one("holding_times_since", since=since)
+        assert row is not None
+        return HoldingTimes(ended=row["ended"], total_seconds=row["held"])
+
+    def insert_reserve_event(
+        self, action: ReserveAction, paths: Sequence[str], reason: str
+    ) -> ReserveEvent:
+        self._run(
+            "insert_reserve_event",
+            now=self.now,
+            action=action.value,
+            paths=json.dumps(list(paths)),
+            reason=reason,
+        )
+        return ReserveEvent(at=self.now, action=action, paths=tuple(paths), reason=reason)
+
+    def reserve_events(self, limit: int = 20) -> list[ReserveEvent]:
+        return [
+            ReserveEvent(
+                at=_at(row["at"]),
+                action=ReserveAction(row["action"]),
+                paths=tuple(row["paths"]),
+                reason=row["reason"],
+            )
+            for row in self._all("reserve_events", limit=limit)
+        ]
+
     # --- callbacks -----------------------------------------------------------------------
 
     def insert_callback(self, callback: NewCallback) -> int:
@@ -569,10 +724,14 @@ class PostgresTx:
             duplicate_of=resolution.duplicate_of,
         )
 
-    def open_ambiguities(self, path: str, amount: int) -> list[OpenAmbiguity]:
+    def open_ambiguities(
+        self, path: str, amount: int, received_after: datetime
+    ) -> list[OpenAmbiguity]:
         return [
             OpenAmbiguity(callback_id=row["id"], candidates=frozenset(row["candidates"]))
-            for row in self._all("open_ambiguities", path=path, amount=amount)
+            for row in self._all(
+                "open_ambiguities", path=path, amount=amount, received_after=received_after
+            )
         ]
 
     def settle_callback(self, callback_id: int, token: str | None, settled_by: str) -> None:
@@ -669,6 +828,35 @@ def _lease(row: DictRow, prefix: str = "") -> Lease:
         ended_at=_utc(col("ended_at")),
         end_reason=None if reason is None else LeaseEnd(reason),
         taint_until=_utc(col("taint_until")),
+        heartbeat_until=_utc(col("heartbeat_until")),
+    )
+
+
+def _minute_number(moment: datetime) -> int:
+    """Whole minutes since the Unix epoch: the admissions table's key, as SQLite's."""
+    return int(moment.timestamp() // 60)
+
+
+def _line_items(items: Any) -> tuple[LineItem, ...]:
+    return tuple(
+        LineItem(code=i["code"], quantity=i["quantity"], unit_price=i["unitPrice"]) for i in items
+    )
+
+
+def _ticket(row: DictRow) -> Ticket:
+    return Ticket(
+        id=row["id"],
+        ticket=row["ticket"],
+        priority=row["priority"],
+        amount=row["amount"],
+        currency=row["currency"],
+        items=_line_items(row["items"]),
+        customer=row["customer"],
+        status=TicketStatus(row["status"]),
+        created_at=_at(row["created_at"]),
+        expires_at=_at(row["expires_at"]),
+        payment_token=row["payment_token"],
+        ended_at=_utc(row["ended_at"]),
     )
 
 
@@ -685,10 +873,7 @@ def _payment(row: DictRow) -> Payment:
         status=PaymentStatus(row["status"]),
         created_at=_at(row["created_at"]),
         updated_at=_at(row["updated_at"]),
-        items=tuple(
-            LineItem(code=i["code"], quantity=i["quantity"], unit_price=i["unitPrice"])
-            for i in row["items"]
-        ),
+        items=_line_items(row["items"]),
         customer=row["customer"],
         late=row["late"],
         lease_id=row["lease_id"],

@@ -18,26 +18,34 @@ from typing import Any
 from ..clock import Clock, SystemClock
 from ..domain.errors import MigrationError, StoreUnavailable
 from ..domain.model import (
+    Admission,
+    AdmissionCounts,
     CallbackOutcome,
     CallbackRecord,
     Candidate,
+    HoldingTimes,
     Lease,
     LeaseEnd,
     LeaseSpan,
     LineItem,
     Payment,
     PaymentStatus,
+    ReserveAction,
+    ReserveEvent,
     Review,
     ReviewChange,
     ReviewDecision,
     SlotHealth,
     SlotView,
+    Ticket,
+    TicketStatus,
 )
 from ..domain.resolution import OpenAmbiguity
 from ..ports import (
     CallbackResolution,
     NewCallback,
     NewReview,
+    NewTicket,
     PaymentChange,
     SlotRow,
     SlotSync,
@@ -292,15 +300,31 @@ class SqliteTx:
 
     # --- slots ---------------------------------------------------------------------------
 
-    def sync_slots(self, paths: Sequence[str]) -> SlotSync:
-        existing = {row["path"]: bool(row["active"]) for row in self._all("slots")}
-        wanted = set(paths)
+    def sync_slots(self, paths: Sequence[str], reserve_paths: Sequence[str] = ()) -> SlotSync:
+        rows = self._all("slots")
+        existing = {row["path"]: bool(row["active"]) for row in rows}
+        kind = {row["path"]: (bool(row["reserve"]), bool(row["standby"])) for row in rows}
+        # A new reserve path joins the reserve in the state it is in.
+        reserve_in_rotation = any(
+            active and kind[path] == (True, False) for path, active in existing.items()
+        )
+        wanted = dict.fromkeys(paths, False) | dict.fromkeys(reserve_paths, True)
         added, reactivated, deactivated = [], [], []
-        for path in paths:
+        for path, reserve in wanted.items():
+            standby = reserve and not reserve_in_rotation
             if path not in existing:
-                self._run("insert_slot", path=path, now=self._now_us)
+                self._run(
+                    "insert_slot",
+                    path=path,
+                    reserve=int(reserve),
+                    standby=int(standby),
+                    now=self._now_us,
+                )
                 added.append(path)
-            elif not existing[path]:
+                continue
+            if kind[path][0] != reserve:
+                self._run("set_slot_kind", path=path, reserve=int(reserve), standby=int(standby))
+            if not existing[path]:
                 self._run("set_slot_active", path=path, active=1)
                 reactivated.append(path)
         for path, active in existing.items():
@@ -310,6 +334,21 @@ class SqliteTx:
         return SlotSync(
             added=tuple(added), reactivated=tuple(reactivated), deactivated=tuple(deactivated)
         )
+
+    def free_slot_count(self) -> int:
+        return self._count("free_slot_count")
+
+    def busy_slot_count(self) -> int:
+        return self._count("busy_slot_count")
+
+    def set_reserve_standby(self, standby: bool) -> list[str]:
+        return [row["path"] for row in self._all("set_reserve_standby", standby=int(standby))]
+
+    def _count(self, query: str, **params: Any) -> int:
+        row = self._one(query, **params)
+        assert row is not None
+        count: int = row[0]
+        return count
 
     def slot_by_path(self, path: str) -> SlotRow | None:
         row = self._one("slot_by_path", path=path)
@@ -330,6 +369,8 @@ class SqliteTx:
                 last_released_at=from_us(row["last_released_at"]),
                 lease=None if row["l_id"] is None else _lease(row, "l_"),
                 taints=row["taints"],
+                reserve=bool(row["reserve"]),
+                standby=bool(row["standby"]),
                 sidelined_at=from_us(row["sidelined_at"]),
                 sidelined_by=row["sidelined_by"],
                 sidelined_reason=row["sidelined_reason"],
@@ -431,13 +472,32 @@ class SqliteTx:
             expires_at=expires_at,
         )
 
+    def abandon_silent_leases(
+        self, taint_window: timedelta, slot_id: int | None = None
+    ) -> list[Lease]:
+        window = taint_window // timedelta(microseconds=1)
+        if slot_id is None:
+            rows = self._all("abandon_silent_leases", now=self._now_us, window=window)
+        else:
+            rows = self._all(
+                "abandon_silent_lease_on_slot", now=self._now_us, window=window, slot_id=slot_id
+            )
+        leases = [_lease(row) for row in rows]
+        for lease in leases:
+            self._free_slot(lease)
+        return leases
+
+    def record_heartbeat(self, lease_id: int, until: datetime) -> bool:
+        updated = self._run("record_heartbeat", id=lease_id, until=to_us(until), now=self._now_us)
+        return updated == 1
+
     def earliest_lease_end(self) -> datetime | None:
         row = self._one("earliest_lease_end")
         return None if row is None else from_us(row[0])
 
-    def customer_lease_expiries(self, customer_key: str) -> list[datetime]:
+    def customer_claims(self, customer_key: str) -> list[datetime]:
         # Atomic with the lease that follows: write transactions take turns (BEGIN IMMEDIATE).
-        rows = self._all("customer_lease_expiries", customer_key=customer_key, now=self._now_us)
+        rows = self._all("customer_claims", customer_key=customer_key, now=self._now_us)
         return [_at(row["expires_at"]) for row in rows]
 
     def live_lease_of_payment(self, token: str) -> Lease | None:
@@ -564,6 +624,107 @@ class SqliteTx:
         )
         return [_payment(row) for row in rows]
 
+    # --- the waiting room ----------------------------------------------------------------
+
+    def lock_admission(self) -> None:
+        pass  # a write transaction holds the database's one write lock already
+
+    def insert_ticket(self, ticket: NewTicket) -> Ticket:
+        row = self._one(
+            "insert_ticket",
+            ticket=ticket.ticket,
+            priority=ticket.priority,
+            amount=ticket.amount,
+            currency=ticket.currency,
+            items=json.dumps([_item_json(item) for item in ticket.items]),
+            customer=json.dumps(dict(ticket.customer)),
+            customer_key=ticket.customer_key,
+            now=self._now_us,
+            expires_at=to_us(ticket.expires_at),
+        )
+        assert row is not None
+        return _ticket(row)
+
+    def get_ticket(self, ticket: str) -> Ticket | None:
+        row = self._one("get_ticket", ticket=ticket)
+        return None if row is None else _ticket(row)
+
+    def waiting_ahead(self, priority: int, ticket_id: int | None) -> int:
+        return self._count("waiting_ahead", now=self._now_us, priority=priority, id=ticket_id)
+
+    def touch_ticket(self, ticket_id: int, expires_at: datetime) -> None:
+        self._run("touch_ticket", id=ticket_id, expires_at=to_us(expires_at))
+
+    def end_ticket(
+        self, ticket_id: int, status: TicketStatus, payment_token: str | None = None
+    ) -> bool:
+        ended = self._run(
+            "end_ticket",
+            id=ticket_id,
+            status=status.value,
+            payment_token=payment_token,
+            now=self._now_us,
+        )
+        return ended == 1
+
+    def expire_stale_tickets(self) -> int:
+        return self._run("expire_stale_tickets", now=self._now_us)
+
+    # --- capacity figures ----------------------------------------------------------------
+
+    def record_admission(self, admission: Admission, busy: int | None = None) -> None:
+        self._run(
+            "record_admission",
+            minute=self._now_us // _MINUTE_US,
+            leased=int(admission is Admission.LEASED),
+            waited=int(admission is Admission.WAITED),
+            refused=int(admission is Admission.REFUSED),
+            granted=int(admission is Admission.GRANTED),
+            busy=busy,
+        )
+
+    def admissions_since(self, since: datetime) -> AdmissionCounts:
+        row = self._one("admissions_since", minute=to_us(since) // _MINUTE_US)
+        assert row is not None
+        return AdmissionCounts(
+            leased=row["leased"],
+            waited=row["waited"],
+            refused=row["refused"],
+            granted=row["granted"],
+            peak_busy=row["peak_busy"],
+        )
+
+    def drop_admissions_before(self, before: datetime) -> int:
+        return self._run("drop_admissions_before", minute=to_us(before) // _MINUTE_US)
+
+    def holding_times_since(self, since: datetime) -> HoldingTimes:
+        row = self._one("holding_times_since", since=to_us(since))
+        assert row is not None
+        return HoldingTimes(ended=row["ended"], total_seconds=row["held"] / 1_000_000)
+
+    def insert_reserve_event(
+        self, action: ReserveAction, paths: Sequence[str], reason: str
+    ) -> ReserveEvent:
+        self._run(
+            "insert_reserve_event",
+            now=self._now_us,
+            action=action.value,
+            paths=json.dumps(list(paths)),
+            reason=reason,
+        )
+        return ReserveEvent(at=self.now, action=action, paths=tuple(paths), reason=reason)
+
+    def reserve_events(self, limit: int = 20) -> list[ReserveEvent]:
+        return [
+            ReserveEvent(
+                at=_at(row["at"]),
+                action=ReserveAction(row["action"]),
+                paths=tuple(json.loads(row["paths"])),
+                reason=row["reason"],
+            )
+            for row in self._all("reserve_events", limit=limit)
+        ]
+
     def record_turn_away(self) -> None:
         self._run("record_turn_away", minute=self._now_us - self._now_us % _MINUTE_US)
 
@@ -623,12 +784,19 @@ class SqliteTx:
             duplicate_of=resolution.duplicate_of,
         )
 
-    def open_ambiguities(self, path: str, amount: int) -> list[OpenAmbiguity]:
+    def open_ambiguities(
+        self, path: str, amount: int, received_after: datetime
+    ) -> list[OpenAmbiguity]:
         return [
             OpenAmbiguity(
                 callback_id=row["id"], candidates=frozenset(json.loads(row["candidates"]))
             )
-            for row in self._all("open_ambiguities", path=path, amount=amount)
+            for row in self._all(
+                "open_ambiguities",
+                path=path,
+                amount=amount,
+                received_after=to_us(received_after),
+            )
         ]
 
     def settle_callback(self, callback_id: int, token: str | None, settled_by: str) -> None:
@@ -714,6 +882,31 @@ def _lease(row: sqlite3.Row, prefix: str = "") -> Lease:
         ended_at=from_us(col("ended_at")),
         end_reason=None if reason is None else LeaseEnd(reason),
         taint_until=from_us(col("taint_until")),
+        heartbeat_until=from_us(col("heartbeat_until")),
+    )
+
+
+def _line_items(text: str) -> tuple[LineItem, ...]:
+    return tuple(
+        LineItem(code=i["code"], quantity=i["quantity"], unit_price=i["unitPrice"])
+        for i in json.loads(text)
+    )
+
+
+def _ticket(row: sqlite3.Row) -> Ticket:
+    return Ticket(
+        id=row["id"],
+        ticket=row["ticket"],
+        priority=row["priority"],
+        amount=row["amount"],
+        currency=row["currency"],
+        items=_line_items(row["items"]),
+        customer=json.loads(row["customer"]),
+        status=TicketStatus(row["status"]),
+        created_at=_at(row["created_at"]),
+        expires_at=_at(row["expires_at"]),
+        payment_token=row["payment_token"],
+        ended_at=from_us(row["ended_at"]),
     )
 
 
@@ -729,10 +922,7 @@ def _payment(row: sqlite3.Row) -> Payment:
         status=PaymentStatus(row["status"]),
         created_at=_at(row["created_at"]),
         updated_at=_at(row["updated_at"]),
-        items=tuple(
-            LineItem(code=i["code"], quantity=i["quantity"], unit_price=i["unitPrice"])
-            for i in json.loads(row["items"])
-        ),
+        items=_line_items(row["items"]),
         customer=json.loads(row["customer"]),
         late=bool(row["late"]),
         lease_id=row["lease_id"],

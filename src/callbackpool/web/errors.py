@@ -33,10 +33,12 @@ from ..domain.errors import (
     PoolExhausted,
     StoreError,
     StoreUnavailable,
+    TicketEnded,
     TooManyLeases,
     UnknownCallback,
     UnknownPayment,
     UnknownSlot,
+    UnknownTicket,
 )
 from .templating import templates
 
@@ -53,6 +55,7 @@ _STATUS_MESSAGES = {
     403: "Forbidden",
     404: "Not found",
     405: "Method not allowed",
+    410: "Gone",
     413: "Request body too large",
     415: "Unsupported media type",
     422: "Invalid request",
@@ -158,6 +161,10 @@ def problem_for(exc: Exception) -> Problem:
             return Problem(status=409, message=exc.message)
         case PaymentNotPending():
             return Problem(status=409, message=exc.message, extra={"status": exc.status})
+        case UnknownTicket():
+            return Problem(status=404, message="Ticket not found")
+        case TicketEnded():
+            return Problem(status=410, message=exc.message, extra={"status": exc.status})
         case IllegalTransition() | NothingToRelease() | PaymentChanged():
             return Problem(status=409, message=exc.message)
         case StoreUnavailable():

@@ -9,7 +9,7 @@ from urllib.parse import parse_qsl
 
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel, ConfigDict, StrictInt, StrictStr, ValidationError
+from pydantic import BaseModel, ConfigDict, StrictBool, StrictInt, StrictStr, ValidationError
 from pydantic.alias_generators import to_camel
 
 from .. import views
@@ -17,7 +17,7 @@ from ..config import Settings
 from ..domain.errors import InvalidPayment
 from ..domain.model import Payment
 from ..domain.money import format_amount
-from ..pool import Checkout, PoolStatus
+from ..pool import Checkout, PoolStatus, Waiting
 from ..views import iso
 from .errors import BadBody
 
@@ -48,6 +48,9 @@ class CreateTokenIn(_In):
     currency: StrictStr | None = None
     items: list[ItemIn] | None = None
     customer_data: dict[str, Any] | None = None
+    # The waiting room (docs/capacity.md): wait for a slot instead of a 503; the rank.
+    wait: StrictBool = False
+    priority: StrictInt = 0
 
     def payment_arguments(self) -> dict[str, Any]:
         """The keyword arguments of ``CallbackPool.create_payment``."""
@@ -70,6 +73,8 @@ class CreateTokenIn(_In):
             "currency": flat.currency,
             "items": items,
             "customer": self.customer_data,
+            "priority": self.priority,
+            "wait": self.wait,
         }
 
 
@@ -177,6 +182,29 @@ class CreateTokenOut(_Out):
         )
 
 
+class WaitingOut(_Out):
+    """A place in the waiting room (202): poll ``GET /ticket/{ticket}`` after ``retryAfter``
+    seconds; a ticket not polled in time is dropped."""
+
+    success: bool = True
+    ticket: str
+    position: int
+    retry_after: int
+
+    @classmethod
+    def of(cls, waiting: Waiting) -> WaitingOut:
+        return cls(
+            ticket=waiting.ticket,
+            position=waiting.position,
+            retry_after=waiting.retry_after_seconds,
+        )
+
+
+class TicketCancelledOut(_Out):
+    success: bool = True
+    status: str = "cancelled"
+
+
 class PaymentStatusOut(_Out):
     success: bool = True
     token: str
@@ -265,6 +293,8 @@ class HandlerOut(_Out):
     last_used_at: str | None
     last_released_at: str | None
     taints: int
+    reserve: bool
+    standby: bool
     in_rotation: bool
     sidelined_at: str | None
     sidelined_by: str | None
@@ -275,6 +305,42 @@ class HandlerOut(_Out):
     expiry_streak: int
     last_return_at: str | None
     seconds_since_last_return: int | None
+
+
+class ReserveEventOut(_Out):
+    at: str | None
+    action: str
+    paths: list[str]
+    reason: str
+
+
+class ReserveOut(_Out):
+    """The reserve paths: ``none``, ``idle``, ``active`` or ``draining``, and why."""
+
+    state: str
+    paths: list[str]
+    in_rotation: int
+    draining: int
+    events: list[ReserveEventOut]
+
+
+class CapacityOut(_Out):
+    """The capacity window: requests seen, holding times, and Erlang B's reading."""
+
+    window_seconds: float
+    requests: int
+    leased: int
+    waited: int
+    refused: int
+    granted: int
+    not_served_at_once: float
+    arrivals_per_hour: float
+    mean_hold_seconds: float | None
+    offered_erlangs: float | None
+    slots: int
+    target: float
+    predicted_turned_away: float | None
+    slots_needed: int | None
 
 
 class PoolStatsOut(_Out):
@@ -288,6 +354,10 @@ class PoolStatsOut(_Out):
     tainted: int
     inactive: int
     out_of_rotation: int
+    standby: int
+    waiting: int
+    reserve: ReserveOut | None
+    capacity: CapacityOut | None
     handlers: list[HandlerOut]
 
     @classmethod
@@ -344,6 +414,7 @@ _ERROR_DESCRIPTIONS = {
     403: "A browser's request from another site",
     404: "Not found (an unknown token and a malformed one alike)",
     409: "The payment is no longer pending",
+    410: "The ticket expired unpolled, or was cancelled",
     413: "The body is over the limit",
     422: "The request names a field that is wrong",
     429: "Too many requests: the client's rate, or the customer's live payments",
@@ -357,7 +428,7 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {
         status: {
             "model": ErrorOut,
-            "description": _ERROR_DESCRIPTIONS[status],
+            "description": _ERROR_DESCRIPTIONS.get(status, "Refused"),
             **({"headers": _ERROR_HEADERS[status]} if status in _ERROR_HEADERS else {}),
         }
         for status in statuses

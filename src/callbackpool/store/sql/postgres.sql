@@ -68,11 +68,23 @@ SELECT name FROM schema_migrations ORDER BY name;
 -- name: record_migration
 INSERT INTO schema_migrations (name) VALUES (%(name)s);
 
+-- name: reserve_in_rotation
+SELECT EXISTS (SELECT 1 FROM slots WHERE active AND reserve AND NOT standby) AS in_rotation;
+
 -- name: insert_slots
-INSERT INTO slots (path, active, created_at)
-SELECT path, true, %(now)s FROM unnest(%(paths)s::text[]) AS wanted (path)
+-- A new reserve path joins the reserve in the state it is in.
+INSERT INTO slots (path, active, reserve, standby, created_at)
+SELECT path, true, reserve, reserve AND NOT %(in_rotation)s, %(now)s
+  FROM unnest(%(paths)s::text[], %(reserves)s::boolean[]) AS wanted (path, reserve)
 ON CONFLICT (path) DO NOTHING
 RETURNING path;
+
+-- name: set_slot_kinds
+-- A path moved between callbackPaths and reservePaths; a main path is never on standby.
+UPDATE slots AS s
+   SET reserve = wanted.reserve, standby = wanted.reserve AND NOT %(in_rotation)s
+  FROM unnest(%(paths)s::text[], %(reserves)s::boolean[]) AS wanted (path, reserve)
+ WHERE s.path = wanted.path AND s.reserve <> wanted.reserve;
 
 -- name: reactivate_slots
 UPDATE slots SET active = true
@@ -108,7 +120,7 @@ WITH due AS (
       FROM due
      WHERE l.id = due.live_lease_id AND l.ended_at IS NULL
     RETURNING l.id, l.slot_id, l.path, l.token, l.amount, l.acquired_at, l.expires_at,
-              l.ended_at, l.end_reason, l.taint_until
+              l.ended_at, l.end_reason, l.taint_until, l.heartbeat_until
 ), freed AS (
     UPDATE slots AS s
        SET live_lease_id = NULL, lease_expires_at = NULL, last_released_at = ended.ended_at,
@@ -136,7 +148,7 @@ WITH slot AS (
      WHERE l.id = slot.live_lease_id AND slot.lease_expires_at <= %(now)s
        AND l.ended_at IS NULL
     RETURNING l.id, l.slot_id, l.path, l.token, l.amount, l.acquired_at, l.expires_at,
-              l.ended_at, l.end_reason, l.taint_until
+              l.ended_at, l.end_reason, l.taint_until, l.heartbeat_until
 ), freed AS (
     UPDATE slots AS s
        SET live_lease_id = NULL, lease_expires_at = NULL, last_released_at = ended.ended_at,
@@ -159,10 +171,10 @@ WITH picked AS (
     SELECT id, path FROM (
         SELECT s.id, s.path
           FROM slots AS s
-         WHERE s.live_lease_id IS NULL AND s.active AND s.sidelined_at IS NULL
+         WHERE s.live_lease_id IS NULL AND s.active AND s.sidelined_at IS NULL AND NOT s.standby
            AND (s.last_released_at IS NULL OR s.last_released_at <= %(now)s)
            AND (s.tainted_until IS NULL OR s.tainted_until <= %(now)s)
-         ORDER BY s.last_released_at NULLS FIRST, s.id
+         ORDER BY s.reserve, s.last_released_at NULLS FIRST, s.id
          LIMIT 1
            FOR NO KEY UPDATE SKIP LOCKED
     ) AS clean
@@ -170,12 +182,12 @@ WITH picked AS (
     SELECT id, path FROM (
         SELECT s.id, s.path
           FROM slots AS s
-         WHERE s.live_lease_id IS NULL AND s.active AND s.sidelined_at IS NULL
+         WHERE s.live_lease_id IS NULL AND s.active AND s.sidelined_at IS NULL AND NOT s.standby
            AND (s.last_released_at IS NULL OR s.last_released_at <= %(now)s)
            AND NOT EXISTS (SELECT 1 FROM leases AS t
                             WHERE t.slot_id = s.id AND t.amount = %(amount)s
                               AND t.taint_until > %(now)s)
-         ORDER BY s.last_released_at NULLS FIRST, s.id
+         ORDER BY s.reserve, s.last_released_at NULLS FIRST, s.id
          LIMIT 1
            FOR NO KEY UPDATE SKIP LOCKED
     ) AS tainted_by_other_amounts
@@ -183,10 +195,10 @@ WITH picked AS (
     SELECT id, path FROM (
         SELECT s.id, s.path
           FROM slots AS s
-         WHERE s.live_lease_id IS NULL AND s.active AND s.sidelined_at IS NULL
+         WHERE s.live_lease_id IS NULL AND s.active AND s.sidelined_at IS NULL AND NOT s.standby
            AND %(allow_same_amount_tainted)s
            AND (s.last_released_at IS NULL OR s.last_released_at <= %(now)s)
-         ORDER BY s.last_released_at NULLS FIRST, s.id
+         ORDER BY s.reserve, s.last_released_at NULLS FIRST, s.id
          LIMIT 1
            FOR NO KEY UPDATE SKIP LOCKED
     ) AS tainted_by_this_amount
@@ -196,7 +208,7 @@ WITH picked AS (
     SELECT picked.id, picked.path, %(token)s, %(amount)s, %(now)s, %(expires_at)s
       FROM picked
     RETURNING id, slot_id, path, token, amount, acquired_at, expires_at, ended_at, end_reason,
-              taint_until
+              taint_until, heartbeat_until
 ), occupied AS (
     UPDATE slots AS s
        SET live_lease_id = lease.id, lease_expires_at = lease.expires_at,
@@ -219,7 +231,7 @@ WITH slot AS (
       FROM slot
      WHERE l.id = %(id)s AND l.slot_id = slot.id AND l.ended_at IS NULL
     RETURNING l.id, l.slot_id, l.path, l.token, l.amount, l.acquired_at, l.expires_at,
-              l.ended_at, l.end_reason, l.taint_until
+              l.ended_at, l.end_reason, l.taint_until, l.heartbeat_until
 ), freed AS (
     UPDATE slots AS s
        SET live_lease_id = NULL, lease_expires_at = NULL, last_released_at = ended.ended_at,
@@ -270,17 +282,21 @@ SELECT min(expires_at) AS earliest FROM leases WHERE ended_at IS NULL;
 -- lease it allows are one step): a lock on a hash of the customer, not a row.
 SELECT pg_advisory_xact_lock(hashtextextended('callbackpool customer ' || %(customer_key)s, 0));
 
--- name: customer_lease_expiries
+-- name: customer_claims
 SELECT l.expires_at FROM payments AS p JOIN leases AS l ON l.token = p.token
- WHERE p.customer_key = %(customer_key)s AND l.ended_at IS NULL AND l.expires_at > %(now)s;
+ WHERE p.customer_key = %(customer_key)s AND l.ended_at IS NULL AND l.expires_at > %(now)s
+UNION ALL
+SELECT expires_at FROM tickets
+ WHERE customer_key = %(customer_key)s AND status = 'waiting' AND expires_at > %(now)s;
 
 -- name: live_lease_of_payment
-SELECT id, slot_id, path, token, amount, acquired_at, expires_at, ended_at, end_reason, taint_until
+SELECT id, slot_id, path, token, amount, acquired_at, expires_at, ended_at, end_reason, taint_until,
+       heartbeat_until
   FROM leases WHERE token = %(token)s AND ended_at IS NULL;
 
 -- name: live_lease_on_path
 SELECT l.id, l.slot_id, l.path, l.token, l.amount, l.acquired_at, l.expires_at, l.ended_at,
-       l.end_reason, l.taint_until
+       l.end_reason, l.taint_until, l.heartbeat_until
   FROM slots AS s JOIN leases AS l ON l.id = s.live_lease_id
  WHERE s.path = %(path)s;
 
@@ -297,18 +313,20 @@ WITH held AS (
        FOR NO KEY UPDATE
 )
 SELECT l.id, l.slot_id, l.path, l.token, l.amount, l.acquired_at, l.expires_at, l.ended_at,
-       l.end_reason, l.taint_until
+       l.end_reason, l.taint_until, l.heartbeat_until
   FROM held JOIN leases AS l ON l.id = held.live_lease_id
  ORDER BY l.id;
 
 -- name: live_leases
-SELECT id, slot_id, path, token, amount, acquired_at, expires_at, ended_at, end_reason, taint_until
+SELECT id, slot_id, path, token, amount, acquired_at, expires_at, ended_at, end_reason, taint_until,
+       heartbeat_until
   FROM leases WHERE ended_at IS NULL ORDER BY id;
 
 -- name: candidates
 SELECT l.id AS l_id, l.slot_id AS l_slot_id, l.path AS l_path, l.token AS l_token,
        l.amount AS l_amount, l.acquired_at AS l_acquired_at, l.expires_at AS l_expires_at,
        l.ended_at AS l_ended_at, l.end_reason AS l_end_reason, l.taint_until AS l_taint_until,
+       l.heartbeat_until AS l_heartbeat_until,
        p.token, p.amount, p.currency, p.items, p.customer, p.status, p.late, p.lease_id,
        p.callback_path, p.expires_at, p.pn_ref, p.order_id, p.auth_code, p.card_type, p.last4,
        p.result_code, p.error_message, p.callback_id, p.created_at, p.updated_at
@@ -321,6 +339,7 @@ SELECT l.id AS l_id, l.slot_id AS l_slot_id, l.path AS l_path, l.token AS l_toke
 SELECT l.id AS l_id, l.slot_id AS l_slot_id, l.path AS l_path, l.token AS l_token,
        l.amount AS l_amount, l.acquired_at AS l_acquired_at, l.expires_at AS l_expires_at,
        l.ended_at AS l_ended_at, l.end_reason AS l_end_reason, l.taint_until AS l_taint_until,
+       l.heartbeat_until AS l_heartbeat_until,
        p.token, p.amount, p.currency, p.items, p.customer, p.status, p.late, p.lease_id,
        p.callback_path, p.expires_at, p.pn_ref, p.order_id, p.auth_code, p.card_type, p.last4,
        p.result_code, p.error_message, p.callback_id, p.created_at, p.updated_at
@@ -330,14 +349,16 @@ SELECT l.id AS l_id, l.slot_id AS l_slot_id, l.path AS l_path, l.token AS l_toke
    FOR NO KEY UPDATE OF p;
 
 -- name: slot_views
-SELECT s.id, s.path, s.active, s.usage_count, s.last_acquired_at, s.last_released_at,
+SELECT s.id, s.path, s.active, s.reserve, s.standby, s.usage_count, s.last_acquired_at,
+       s.last_released_at,
        s.sidelined_at, s.sidelined_by, s.sidelined_reason, s.approvals, s.declines,
        s.silent_expiries, s.expiry_streak, s.last_return_at,
        (SELECT count(*) FROM leases AS t
          WHERE t.slot_id = s.id AND t.taint_until > %(now)s) AS taints,
        l.id AS l_id, l.slot_id AS l_slot_id, l.path AS l_path, l.token AS l_token,
        l.amount AS l_amount, l.acquired_at AS l_acquired_at, l.expires_at AS l_expires_at,
-       l.ended_at AS l_ended_at, l.end_reason AS l_end_reason, l.taint_until AS l_taint_until
+       l.ended_at AS l_ended_at, l.end_reason AS l_end_reason, l.taint_until AS l_taint_until,
+       l.heartbeat_until AS l_heartbeat_until
   FROM slots AS s LEFT JOIN leases AS l ON l.id = s.live_lease_id
  ORDER BY s.id;
 
@@ -430,6 +451,7 @@ UPDATE callbacks
 SELECT id, candidates FROM callbacks
  WHERE path = %(path)s AND amount = %(amount)s
    AND outcome = 'ambiguous' AND approved AND settled_at IS NULL
+   AND received_at > %(received_after)s
  ORDER BY id;
 
 -- name: settle_callback
@@ -466,7 +488,8 @@ SELECT id, path, method, params, client_addr, received_at, outcome, pn_ref, amou
  LIMIT %(limit)s;
 
 -- name: get_lease
-SELECT id, slot_id, path, token, amount, acquired_at, expires_at, ended_at, end_reason, taint_until
+SELECT id, slot_id, path, token, amount, acquired_at, expires_at, ended_at, end_reason, taint_until,
+       heartbeat_until
   FROM leases WHERE id = %(id)s;
 
 -- name: lease_spans
@@ -547,3 +570,143 @@ ON CONFLICT (minute) DO UPDATE SET count = turn_aways.count + 1;
 
 -- name: turn_aways_since
 SELECT minute, count FROM turn_aways WHERE minute >= %(since)s ORDER BY minute;
+-- name: abandon_silent_leases
+-- Live leases whose heartbeat lapsed before their expiry, found through their slot rows,
+-- skipping those another transaction holds (as expire_due_leases). The lease's row is
+-- checked again when updated: a heartbeat renewed meanwhile keeps it.
+WITH due AS (
+    SELECT s.id, s.live_lease_id
+      FROM leases AS l JOIN slots AS s ON s.live_lease_id = l.id
+     WHERE l.ended_at IS NULL AND l.heartbeat_until <= %(now)s
+       AND l.heartbeat_until < l.expires_at
+       FOR NO KEY UPDATE OF s SKIP LOCKED
+), ended AS (
+    UPDATE leases AS l
+       SET ended_at = l.heartbeat_until, end_reason = 'abandoned',
+           taint_until = l.heartbeat_until + %(window)s
+      FROM due
+     WHERE l.id = due.live_lease_id AND l.ended_at IS NULL
+       AND l.heartbeat_until <= %(now)s AND l.heartbeat_until < l.expires_at
+    RETURNING l.id, l.slot_id, l.path, l.token, l.amount, l.acquired_at, l.expires_at,
+              l.ended_at, l.end_reason, l.taint_until, l.heartbeat_until
+), freed AS (
+    UPDATE slots AS s
+       SET live_lease_id = NULL, lease_expires_at = NULL, last_released_at = ended.ended_at,
+           tainted_until = greatest(s.tainted_until, ended.taint_until)
+      FROM ended
+     WHERE s.id = ended.slot_id AND s.live_lease_id = ended.id
+)
+SELECT * FROM ended ORDER BY id;
+
+-- name: abandon_silent_lease_on_slot
+-- As expire_due_lease_on_slot: wait for the slot, then end its live lease if abandoned.
+WITH slot AS (
+    SELECT s.id, s.live_lease_id
+      FROM slots AS s
+     WHERE s.id = %(slot_id)s
+       FOR NO KEY UPDATE
+), ended AS (
+    UPDATE leases AS l
+       SET ended_at = l.heartbeat_until, end_reason = 'abandoned',
+           taint_until = l.heartbeat_until + %(window)s
+      FROM slot
+     WHERE l.id = slot.live_lease_id AND l.ended_at IS NULL
+       AND l.heartbeat_until <= %(now)s AND l.heartbeat_until < l.expires_at
+    RETURNING l.id, l.slot_id, l.path, l.token, l.amount, l.acquired_at, l.expires_at,
+              l.ended_at, l.end_reason, l.taint_until, l.heartbeat_until
+), freed AS (
+    UPDATE slots AS s
+       SET live_lease_id = NULL, lease_expires_at = NULL, last_released_at = ended.ended_at,
+           tainted_until = greatest(s.tainted_until, ended.taint_until)
+      FROM ended
+     WHERE s.id = ended.slot_id AND s.live_lease_id = ended.id
+)
+SELECT * FROM ended;
+
+-- name: record_heartbeat
+-- Only the lease row: a heartbeat never waits for a slot. A lapsed heartbeat is not revived.
+UPDATE leases SET heartbeat_until = %(until)s
+ WHERE id = %(id)s AND ended_at IS NULL
+   AND (heartbeat_until IS NULL
+        OR (heartbeat_until < %(until)s AND heartbeat_until > %(now)s));
+
+-- name: lock_admission
+-- Admissions that weigh the waiting room take turns (released at commit): the free slots
+-- they count are not given away under them by another instance.
+SELECT pg_advisory_xact_lock(7248517301246590652);
+
+-- name: free_slot_count
+SELECT count(*) AS n FROM slots
+ WHERE live_lease_id IS NULL AND active AND sidelined_at IS NULL AND NOT standby
+   AND (last_released_at IS NULL OR last_released_at <= %(now)s);
+
+-- name: busy_slot_count
+SELECT count(*) AS n FROM slots WHERE live_lease_id IS NOT NULL;
+
+-- name: set_reserve_standby
+UPDATE slots SET standby = %(standby)s
+ WHERE reserve AND active AND standby <> %(standby)s
+RETURNING id, path;
+
+-- name: insert_ticket
+INSERT INTO tickets (ticket, priority, amount, currency, items, customer, customer_key, status,
+                     created_at, expires_at)
+VALUES (%(ticket)s, %(priority)s, %(amount)s, %(currency)s, %(items)s, %(customer)s,
+        %(customer_key)s, 'waiting', %(now)s, %(expires_at)s)
+RETURNING id, ticket, priority, amount, currency, items, customer, status, created_at, expires_at,
+       payment_token, ended_at;
+
+-- name: get_ticket
+SELECT id, ticket, priority, amount, currency, items, customer, status, created_at, expires_at,
+       payment_token, ended_at
+  FROM tickets WHERE ticket = %(ticket)s;
+
+-- name: waiting_ahead
+SELECT count(*) AS n FROM tickets
+ WHERE status = 'waiting' AND expires_at > %(now)s
+   AND (priority > %(priority)s
+        OR (priority = %(priority)s AND (%(id)s::bigint IS NULL OR id < %(id)s::bigint)));
+
+-- name: touch_ticket
+UPDATE tickets SET expires_at = %(expires_at)s WHERE id = %(id)s AND status = 'waiting';
+
+-- name: end_ticket
+UPDATE tickets SET status = %(status)s, payment_token = %(payment_token)s, ended_at = %(now)s
+ WHERE id = %(id)s AND status = 'waiting';
+
+-- name: expire_stale_tickets
+UPDATE tickets SET status = 'expired', ended_at = expires_at
+ WHERE status = 'waiting' AND expires_at <= %(now)s;
+
+-- name: record_admission
+INSERT INTO admissions AS a (minute, leased, waited, refused, granted, peak_busy)
+VALUES (%(minute)s, %(leased)s, %(waited)s, %(refused)s, %(granted)s, coalesce(%(busy)s, 0))
+ON CONFLICT (minute) DO UPDATE
+   SET leased = a.leased + excluded.leased,
+       waited = a.waited + excluded.waited,
+       refused = a.refused + excluded.refused,
+       granted = a.granted + excluded.granted,
+       peak_busy = greatest(a.peak_busy, excluded.peak_busy);
+
+-- name: admissions_since
+SELECT coalesce(sum(leased), 0) AS leased, coalesce(sum(waited), 0) AS waited,
+       coalesce(sum(refused), 0) AS refused, coalesce(sum(granted), 0) AS granted,
+       coalesce(max(peak_busy), 0) AS peak_busy
+  FROM admissions
+ WHERE minute >= %(minute)s;
+
+-- name: drop_admissions_before
+DELETE FROM admissions WHERE minute < %(minute)s;
+
+-- name: holding_times_since
+SELECT count(*) AS ended,
+       coalesce(sum(extract(epoch FROM ended_at - acquired_at)), 0)::float8 AS held
+  FROM leases
+ WHERE ended_at IS NOT NULL AND ended_at >= %(since)s;
+
+-- name: insert_reserve_event
+INSERT INTO reserve_events (at, action, paths, reason)
+VALUES (%(now)s, %(action)s, %(paths)s, %(reason)s);
+
+-- name: reserve_events
+SELECT at, action, paths, reason FROM reserve_events ORDER BY id DESC LIMIT %(limit)s;

@@ -13,26 +13,61 @@ UPDATE leases
  WHERE ended_at IS NULL AND expires_at <= :now AND slot_id = :slot_id
 RETURNING *;
 
+-- Main slots before reserve ones (so that an activated reserve drains first), each least
+-- recently released first.
 -- name: pick_clean_slot
 SELECT id, path FROM slots
- WHERE live_lease_id IS NULL AND active = 1 AND sidelined_at IS NULL
+ WHERE live_lease_id IS NULL AND active = 1 AND standby = 0 AND sidelined_at IS NULL
    AND (tainted_until IS NULL OR tainted_until <= :now)
- ORDER BY last_released_at, id
+ ORDER BY reserve, last_released_at, id
  LIMIT 1;
 
 -- name: pick_slot_tainted_by_other_amounts
 SELECT s.id, s.path FROM slots AS s
- WHERE s.live_lease_id IS NULL AND s.active = 1 AND s.sidelined_at IS NULL
+ WHERE s.live_lease_id IS NULL AND s.active = 1 AND s.standby = 0 AND s.sidelined_at IS NULL
    AND NOT EXISTS (SELECT 1 FROM leases AS l
                     WHERE l.slot_id = s.id AND l.taint_until > :now AND l.amount = :amount)
- ORDER BY s.last_released_at, s.id
+ ORDER BY s.reserve, s.last_released_at, s.id
  LIMIT 1;
 
 -- name: pick_any_free_slot
 SELECT id, path FROM slots
- WHERE live_lease_id IS NULL AND active = 1 AND sidelined_at IS NULL
- ORDER BY last_released_at, id
+ WHERE live_lease_id IS NULL AND active = 1 AND standby = 0 AND sidelined_at IS NULL
+ ORDER BY reserve, last_released_at, id
  LIMIT 1;
+
+-- name: free_slot_count
+SELECT count(*) FROM slots
+ WHERE live_lease_id IS NULL AND active = 1 AND standby = 0 AND sidelined_at IS NULL;
+
+-- name: busy_slot_count
+SELECT count(*) FROM slots WHERE live_lease_id IS NOT NULL;
+
+-- name: set_reserve_standby
+UPDATE slots SET standby = :standby
+ WHERE reserve = 1 AND active = 1 AND standby <> :standby
+RETURNING path;
+
+-- name: abandon_silent_leases
+UPDATE leases
+   SET ended_at = heartbeat_until, end_reason = 'abandoned',
+       taint_until = heartbeat_until + :window
+ WHERE ended_at IS NULL AND heartbeat_until <= :now AND heartbeat_until < expires_at
+RETURNING *;
+
+-- name: abandon_silent_lease_on_slot
+UPDATE leases
+   SET ended_at = heartbeat_until, end_reason = 'abandoned',
+       taint_until = heartbeat_until + :window
+ WHERE ended_at IS NULL AND heartbeat_until <= :now AND heartbeat_until < expires_at
+   AND slot_id = :slot_id
+RETURNING *;
+
+-- A lapsed heartbeat is not revived: the lease counts as abandoned from that moment.
+-- name: record_heartbeat
+UPDATE leases SET heartbeat_until = :until
+ WHERE id = :id AND ended_at IS NULL
+   AND (heartbeat_until IS NULL OR (heartbeat_until < :until AND heartbeat_until > :now));
 
 -- name: insert_lease
 INSERT INTO leases (slot_id, path, token, amount, acquired_at, expires_at)
@@ -78,9 +113,12 @@ UPDATE leases SET taint_until = NULL
 -- name: earliest_lease_end
 SELECT min(expires_at) FROM leases WHERE ended_at IS NULL;
 
--- name: customer_lease_expiries
+-- name: customer_claims
 SELECT l.expires_at FROM payments AS p JOIN leases AS l ON l.token = p.token
- WHERE p.customer_key = :customer_key AND l.ended_at IS NULL AND l.expires_at > :now;
+ WHERE p.customer_key = :customer_key AND l.ended_at IS NULL AND l.expires_at > :now
+UNION ALL
+SELECT expires_at FROM tickets
+ WHERE customer_key = :customer_key AND status = 'waiting' AND expires_at > :now;
 
 -- name: live_lease_of_payment
 SELECT * FROM leases WHERE token = :token AND ended_at IS NULL;
@@ -95,32 +133,39 @@ SELECT * FROM leases WHERE ended_at IS NULL ORDER BY id;
 SELECT l.id AS l_id, l.slot_id AS l_slot_id, l.path AS l_path, l.token AS l_token,
        l.amount AS l_amount, l.acquired_at AS l_acquired_at, l.expires_at AS l_expires_at,
        l.ended_at AS l_ended_at, l.end_reason AS l_end_reason, l.taint_until AS l_taint_until,
+       l.heartbeat_until AS l_heartbeat_until,
        p.*
   FROM leases AS l JOIN payments AS p ON p.token = l.token
  WHERE l.slot_id = :slot_id AND (l.ended_at IS NULL OR l.taint_until > :now)
  ORDER BY l.id;
 
 -- name: slots
-SELECT id, path, active FROM slots ORDER BY id;
+SELECT id, path, active, reserve, standby FROM slots ORDER BY id;
 
 -- name: slot_by_path
 SELECT id, path, active FROM slots WHERE path = :path;
 
 -- name: insert_slot
-INSERT INTO slots (path, active, created_at) VALUES (:path, 1, :now);
+INSERT INTO slots (path, active, reserve, standby, created_at)
+VALUES (:path, 1, :reserve, :standby, :now);
 
 -- name: set_slot_active
 UPDATE slots SET active = :active WHERE path = :path;
 
+-- name: set_slot_kind
+UPDATE slots SET reserve = :reserve, standby = :standby WHERE path = :path;
+
 -- name: slot_views
-SELECT s.id, s.path, s.active, s.usage_count, s.last_acquired_at, s.last_released_at,
+SELECT s.id, s.path, s.active, s.reserve, s.standby, s.usage_count, s.last_acquired_at,
+       s.last_released_at,
        s.sidelined_at, s.sidelined_by, s.sidelined_reason, s.approvals, s.declines,
        s.silent_expiries, s.expiry_streak, s.last_return_at,
        (SELECT count(*) FROM leases AS t
          WHERE t.slot_id = s.id AND t.taint_until > :now) AS taints,
        l.id AS l_id, l.slot_id AS l_slot_id, l.path AS l_path, l.token AS l_token,
        l.amount AS l_amount, l.acquired_at AS l_acquired_at, l.expires_at AS l_expires_at,
-       l.ended_at AS l_ended_at, l.end_reason AS l_end_reason, l.taint_until AS l_taint_until
+       l.ended_at AS l_ended_at, l.end_reason AS l_end_reason, l.taint_until AS l_taint_until,
+       l.heartbeat_until AS l_heartbeat_until
   FROM slots AS s LEFT JOIN leases AS l ON l.id = s.live_lease_id
  ORDER BY s.id;
 
@@ -184,6 +229,7 @@ UPDATE callbacks
 SELECT id, candidates FROM callbacks
  WHERE path = :path AND amount = :amount
    AND outcome = 'ambiguous' AND approved = 1 AND settled_at IS NULL
+   AND received_at > :received_after
  ORDER BY id;
 
 -- name: settle_callback
@@ -221,6 +267,63 @@ SELECT * FROM callbacks
  ORDER BY id DESC
  LIMIT :limit;
 
+-- name: insert_ticket
+INSERT INTO tickets (ticket, priority, amount, currency, items, customer, customer_key, status,
+                     created_at, expires_at)
+VALUES (:ticket, :priority, :amount, :currency, :items, :customer, :customer_key, 'waiting',
+        :now, :expires_at)
+RETURNING *;
+
+-- name: get_ticket
+SELECT * FROM tickets WHERE ticket = :ticket;
+
+-- name: waiting_ahead
+SELECT count(*) FROM tickets
+ WHERE status = 'waiting' AND expires_at > :now
+   AND (priority > :priority OR (priority = :priority AND (:id IS NULL OR id < :id)));
+
+-- name: touch_ticket
+UPDATE tickets SET expires_at = :expires_at WHERE id = :id AND status = 'waiting';
+
+-- name: end_ticket
+UPDATE tickets SET status = :status, payment_token = :payment_token, ended_at = :now
+ WHERE id = :id AND status = 'waiting';
+
+-- name: expire_stale_tickets
+UPDATE tickets SET status = 'expired', ended_at = expires_at
+ WHERE status = 'waiting' AND expires_at <= :now;
+
+-- name: record_admission
+INSERT INTO admissions (minute, leased, waited, refused, granted, peak_busy)
+VALUES (:minute, :leased, :waited, :refused, :granted, coalesce(:busy, 0))
+ON CONFLICT (minute) DO UPDATE
+   SET leased = leased + excluded.leased,
+       waited = waited + excluded.waited,
+       refused = refused + excluded.refused,
+       granted = granted + excluded.granted,
+       peak_busy = max(peak_busy, excluded.peak_busy);
+
+-- name: admissions_since
+SELECT coalesce(sum(leased), 0) AS leased, coalesce(sum(waited), 0) AS waited,
+       coalesce(sum(refused), 0) AS refused, coalesce(sum(granted), 0) AS granted,
+       coalesce(max(peak_busy), 0) AS peak_busy
+  FROM admissions
+ WHERE minute >= :minute;
+
+-- name: drop_admissions_before
+DELETE FROM admissions WHERE minute < :minute;
+
+-- name: holding_times_since
+SELECT count(*) AS ended, coalesce(sum(ended_at - acquired_at), 0) AS held
+  FROM leases
+ WHERE ended_at IS NOT NULL AND ended_at >= :since;
+
+-- name: insert_reserve_event
+INSERT INTO reserve_events (at, action, paths, reason)
+VALUES (:now, :action, :paths, :reason);
+
+-- name: reserve_events
+SELECT at, action, paths, reason FROM reserve_events ORDER BY id DESC LIMIT :limit;
 -- name: get_lease
 SELECT * FROM leases WHERE id = :id;
 

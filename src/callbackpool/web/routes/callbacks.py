@@ -66,10 +66,10 @@ async def _prefixed_return(handler: str, request: Request) -> RedirectResponse:
 
 
 def add_callback_routes(app: FastAPI, settings: Settings) -> None:
-    """A route for each configured path, and one for any other path under the guide's
-    prefix that the pool knows (a path removed from the configuration still takes the
-    late returns of the leases it had)."""
-    for path in settings.callback_paths:
+    """A route for each configured path and reserve path, and one for any other path under
+    the guide's prefix that the pool knows (a path removed from the configuration still
+    takes the late returns of the leases it had)."""
+    for path in (*settings.callback_paths, *settings.reserve_paths):
         app.add_api_route(path, _route_for(path), methods=_METHODS, include_in_schema=False)
     for method in _METHODS:
         app.add_api_route(

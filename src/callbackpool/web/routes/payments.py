@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
+from ...pool import Checkout, Waiting
 from ..deps import CreateTokenGuardDep, OperatorDep, PoolDep, SameOriginDep, SettingsDep
 from ..schemas import (
     CancelledOut,
@@ -14,6 +17,8 @@ from ..schemas import (
     PaymentStatusOut,
     PoolStatsOut,
     PoolStatsResponse,
+    TicketCancelledOut,
+    WaitingOut,
     error_responses,
     read_json,
     request_body,
@@ -24,19 +29,64 @@ PREFIX = "/api/v1/payments"
 router = APIRouter(prefix=PREFIX, tags=["payments"])
 
 
+_WAITING: dict[int | str, dict[str, Any]] = {
+    202: {
+        "model": WaitingOut,
+        "description": "No slot yet: a place in the waiting room",
+        "headers": {"Retry-After": {"schema": {"type": "integer"}, "required": True}},
+    }
+}
+
+
 @router.post(
     "/create-token",
     status_code=201,
-    response_model=CreateTokenOut,
-    responses=error_responses(403, 413, 422, 429, 503),
+    response_model=CreateTokenOut | WaitingOut,
+    responses={**_WAITING, **error_responses(403, 413, 422, 429, 503)},
     openapi_extra=request_body(CreateTokenIn),
 )
-async def create_token(request: Request, pool: PoolDep, _: CreateTokenGuardDep) -> CreateTokenOut:
+async def create_token(
+    request: Request, response: Response, pool: PoolDep, _: CreateTokenGuardDep
+) -> CreateTokenOut | WaitingOut:
     """Create a pending payment and lease it a callback URL: the fields to post to the
-    hosted form come back in ``formConfig.fields``."""
+    hosted form come back in ``formConfig.fields``. With ``"wait": true`` and no slot free
+    for this request (``priority`` ranks it), 202 with a ``ticket`` to poll instead of 503."""
     order: CreateTokenIn = await read_json(request, CreateTokenIn)
-    checkout = await run_in_threadpool(lambda: pool.create_payment(**order.payment_arguments()))
-    return CreateTokenOut.of(checkout)
+    result = await run_in_threadpool(lambda: pool.create_payment(**order.payment_arguments()))
+    return _granted_or_waiting(result, response)
+
+
+@router.get(
+    "/ticket/{ticket:path}",
+    response_model=CreateTokenOut | WaitingOut,
+    responses={**_WAITING, **error_responses(404, 410)},
+)
+def ticket_status(ticket: str, response: Response, pool: PoolDep) -> CreateTokenOut | WaitingOut:
+    """A waiting customer's poll (every ``retryAfter`` seconds): 202 with the position while
+    the ticket waits, 200 with the ``token`` and ``formConfig`` once a slot is granted (again
+    on every later poll). 410 for a ticket that expired unpolled or was cancelled."""
+    return _granted_or_waiting(pool.poll_ticket(ticket), response)
+
+
+@router.post(
+    "/cancel-ticket/{ticket:path}",
+    response_model=TicketCancelledOut,
+    responses=error_responses(403, 404, 410),
+)
+def cancel_ticket(ticket: str, pool: PoolDep, _: SameOriginDep) -> TicketCancelledOut:
+    """Leave the waiting room (the customer gave up): the place goes to the next."""
+    pool.cancel_ticket(ticket)
+    return TicketCancelledOut()
+
+
+def _granted_or_waiting(
+    result: Checkout | Waiting, response: Response
+) -> CreateTokenOut | WaitingOut:
+    if isinstance(result, Waiting):
+        response.status_code = 202
+        response.headers["Retry-After"] = str(result.retry_after_seconds)
+        return WaitingOut.of(result)
+    return CreateTokenOut.of(result)
 
 
 # ``{token:path}``: a "token" with a slash in it is answered like every unknown token.
@@ -46,8 +96,10 @@ async def create_token(request: Request, pool: PoolDep, _: CreateTokenGuardDep) 
     responses=error_responses(404, 503),
 )
 def check_status(token: str, pool: PoolDep) -> PaymentStatusOut:
-    """The payment as it stands (poll it while the customer is on the gateway's page)."""
-    return PaymentStatusOut.of(pool.get_payment(token))
+    """The payment as it stands. Poll it while the customer is on the gateway's page: the
+    polling is the payment's heartbeat, and a payment whose page stopped polling releases
+    its callback URL about a minute later (heartbeatTimeoutSeconds)."""
+    return PaymentStatusOut.of(pool.poll_payment(token))
 
 
 @router.post(

@@ -19,3 +19,11 @@ ALTER TABLE callbacks
     ADD COLUMN query_answer   text;
 CREATE INDEX callbacks_to_query ON callbacks (id)
     WHERE outcome IN ('ambiguous', 'unmatched') AND settled_at IS NULL;
+
+-- A place in the waiting room counts against its customer's cap as a lease does.
+ALTER TABLE tickets ADD COLUMN customer_key text;
+UPDATE tickets SET customer_key = lower(btrim(customer ->> 'email'))
+ WHERE status = 'waiting' AND json_typeof(customer -> 'email') = 'string'
+   AND btrim(customer ->> 'email') <> '';
+CREATE INDEX tickets_customer_key ON tickets (customer_key)
+    WHERE customer_key IS NOT NULL AND status = 'waiting';

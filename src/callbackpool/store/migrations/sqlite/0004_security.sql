@@ -20,3 +20,11 @@ ALTER TABLE callbacks ADD COLUMN query_attempts INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE callbacks ADD COLUMN query_answer TEXT;
 CREATE INDEX callbacks_to_query ON callbacks (id)
     WHERE outcome IN ('ambiguous', 'unmatched') AND settled_at IS NULL;
+
+-- A place in the waiting room counts against its customer's cap as a lease does.
+ALTER TABLE tickets ADD COLUMN customer_key TEXT;
+UPDATE tickets SET customer_key = lower(trim(json_extract(customer, '$.email')))
+ WHERE status = 'waiting' AND json_type(customer, '$.email') = 'text'
+   AND trim(json_extract(customer, '$.email')) <> '';
+CREATE INDEX tickets_customer_key ON tickets (customer_key)
+    WHERE customer_key IS NOT NULL AND status = 'waiting';

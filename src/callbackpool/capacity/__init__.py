@@ -1,0 +1,1 @@
+"""Capacity: Erlang B planning (``erlang``) and the workload simulator (``simulate``)."""

@@ -1,0 +1,119 @@
+"""The simulator's customers: who arrives when, and what each does once given a form.
+
+The reference mix (issue 7): Poisson arrivals; 65% pay after lognormal(median 2.5 min,
+σ 0.5), 95% of them approved; 15% close the payment window after lognormal(median 1.5 min,
+σ 0.5) and the page cancels; 18% leave silently after lognormal(median 1 min, σ 0.5); 2% pay
+late, 10 to 25 minutes after starting, their page still open. Amounts from 8 catalogue
+amounts, or one for everybody.
+
+Customers are drawn from the seed alone, in units of the mean gap between arrivals: a run at
+another arrival rate replays the very same customers, closer together or further apart
+(common random numbers), so that comparing rates compares rates and not luck.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import random
+from dataclasses import dataclass
+from statistics import NormalDist
+
+# The catalogue the simulated shop sells from, in minor units (cents).
+CATALOGUE_AMOUNTS = (1250, 1875, 2500, 3200, 4000, 4500, 6000, 7500)
+
+
+class Behaviour(enum.StrEnum):
+    PAYS = "pays"  # returns from the gateway, approved or declined
+    CLOSES = "closes"  # closes the payment window; the page cancels the payment
+    LEAVES = "leaves"  # closes everything: no return, no cancel, the page stops polling
+    PAYS_LATE = "pays_late"  # pays 10 to 25 minutes after starting, the page still open
+
+
+@dataclass(frozen=True, kw_only=True)
+class Mix:
+    """Shares of the behaviours and their timings (seconds)."""
+
+    pays: float = 0.65
+    closes: float = 0.15
+    leaves: float = 0.18
+    pays_late: float = 0.02
+    approved: float = 0.95
+    pay_median: float = 150.0
+    close_median: float = 90.0
+    leave_median: float = 60.0
+    sigma: float = 0.5
+    late_from: float = 600.0
+    late_to: float = 1500.0
+
+    def __post_init__(self) -> None:
+        total = self.pays + self.closes + self.leaves + self.pays_late
+        if not math.isclose(total, 1.0, abs_tol=1e-9):
+            raise ValueError(f"the behaviour shares add up to {total}, not 1")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Customer:
+    index: int
+    arrival: float  # in mean gaps since the start; seconds = arrival × 3600 / rate
+    behaviour: Behaviour
+    duration: float  # seconds from getting the form to paying, closing or leaving
+    approved: bool  # for those who pay
+    amount: int  # minor units
+
+
+def draw_customers(
+    count: int,
+    *,
+    seed: int,
+    mix: Mix | None = None,
+    uniform_amount: bool = False,
+    fixed_hold: float | None = None,
+) -> list[Customer]:
+    """``count`` customers for ``seed``. ``fixed_hold`` (seconds): everybody pays, approved,
+    exactly that long after getting the form (the textbook loss system, for checking the
+    simulator against Erlang B)."""
+    mix = mix or Mix()
+    # Simulation, not secrets: a seeded, repeatable generator is the point.
+    gaps = random.Random(f"{seed}/arrivals")  # noqa: S311
+    draws = random.Random(f"{seed}/customers")  # noqa: S311
+    customers = []
+    arrival = 0.0
+    for index in range(count):
+        arrival += gaps.expovariate(1.0)
+        # Every customer takes the same draws, whatever their behaviour, so that the
+        # streams stay aligned across variants.
+        pick, normal, approval, late = (draws.random() for _ in range(4))
+        amount = CATALOGUE_AMOUNTS[draws.randrange(len(CATALOGUE_AMOUNTS))]
+        spread = math.exp(mix.sigma * _inverse_normal(normal))
+        if fixed_hold is not None:
+            behaviour, duration, approved = Behaviour.PAYS, fixed_hold, True
+        elif pick < mix.pays:
+            behaviour, duration = Behaviour.PAYS, mix.pay_median * spread
+            approved = approval < mix.approved
+        elif pick < mix.pays + mix.closes:
+            behaviour, duration, approved = Behaviour.CLOSES, mix.close_median * spread, False
+        elif pick < mix.pays + mix.closes + mix.leaves:
+            behaviour, duration, approved = Behaviour.LEAVES, mix.leave_median * spread, False
+        else:
+            duration = mix.late_from + (mix.late_to - mix.late_from) * late
+            behaviour, approved = Behaviour.PAYS_LATE, True
+        customers.append(
+            Customer(
+                index=index,
+                arrival=arrival,
+                behaviour=behaviour,
+                duration=duration,
+                approved=approved,
+                amount=CATALOGUE_AMOUNTS[0] if uniform_amount else amount,
+            )
+        )
+    return customers
+
+
+_NORMAL = NormalDist()
+
+
+def _inverse_normal(p: float) -> float:
+    """The standard normal quantile (a uniform draw made normal, one draw per customer)."""
+    return _NORMAL.inv_cdf(min(max(p, 1e-12), 1 - 1e-12))
