@@ -50,7 +50,7 @@ async def test_one_client_in_a_loop_is_limited_and_the_others_still_get_slots(
         assert int(refused.headers["Retry-After"]) == 15  # 60 s / 4 a minute
         assert refused.json() == {
             "success": False,
-            "message": "Too many requests: try again in 15 s",
+            "message": "Too many requests from this address: wait a moment before trying again",
             "retryAfter": 15,
         }
         for other in others:

@@ -94,7 +94,7 @@ class RateLimited(WebError):
     def __init__(self, retry_after_seconds: float) -> None:
         self.retry_after_seconds = max(1, int(retry_after_seconds + 0.999))
         super().__init__(
-            f"Too many requests: try again in {self.retry_after_seconds} s",
+            "Too many requests from this address: wait a moment before trying again",
             headers={"Retry-After": str(self.retry_after_seconds)},
         )
 
