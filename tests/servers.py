@@ -82,15 +82,17 @@ def launch(
     name: str = "serve",
     environment: Mapping[str, str] | None = None,
     prefix: Sequence[str] = (),
+    port: int | None = None,
 ) -> ServeProcess:
     """Start ``callbackpool serve`` on a free port without waiting for it to answer.
 
-    ``config`` is written to ``folder/<name>.json`` with ``baseUrl`` set to where it listens.
+    ``config`` is written to ``folder/<name>.json`` with ``baseUrl`` set to where it listens
+    (``port``, or a free one).
     The process sees none of the test run's ``CALLBACKPOOL_*`` variables, only those of
     ``environment``. ``prefix`` runs it under another program (``env``, ``faketime``…).
     """
     folder.mkdir(parents=True, exist_ok=True)
-    port = free_port()
+    port = port or free_port()
     base_url = f"http://127.0.0.1:{port}"
     config_path = folder / f"{name}.json"
     config_path.write_text(json.dumps({**config, "baseUrl": base_url}))

@@ -28,7 +28,11 @@ def build_pool(
     if migrate:
         store.migrate()
     pool = CallbackPool(
-        store, settings.gateway(), settings.policy(), on_status_change=on_status_change
+        store,
+        settings.gateway(),
+        settings.policy(),
+        on_status_change=on_status_change,
+        status_query=settings.status_query_client(),
     )
     if sync_slots:
         pool.sync_slots()

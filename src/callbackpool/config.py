@@ -6,6 +6,7 @@ environment, then the file, then the defaults.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import os
@@ -39,12 +40,14 @@ from .domain.gateway import CatalogueItem
 from .domain.money import is_known_currency, to_minor
 from .gateways.paygistix import HASH_ALGORITHMS, HashRecipe, PaygistixGateway
 from .gateways.sandbox import DEFAULT_HASH_FIELDS, SANDBOX_FORM_PATH, SandboxGateway
-from .pool import PoolPolicy
+from .gateways.status_query import HttpStatusQuery
+from .pool import IPNetwork, PoolPolicy
 
 log = logging.getLogger("callbackpool.config")
 
 ENV_PREFIX = "CALLBACKPOOL_"
 PAYGISTIX_FORM_ACTION = "https://safepay.paymentlogistics.net/transaction.asp"
+MIN_ADMIN_TOKEN_CHARS = 16
 # Variables with the prefix that are not configuration keys.
 _NOT_SETTINGS = (
     "CALLBACKPOOL_CONFIG",
@@ -98,6 +101,23 @@ class CallbackHashSettings(_Section):
         if value not in HASH_ALGORITHMS:
             raise ValueError(f"must be one of {', '.join(HASH_ALGORITHMS)}")
         return value
+
+
+class StatusQuerySettings(_Section):
+    """A gateway's server-to-server status query, in the sandbox's protocol
+    (gateways/status_query.py): off unless configured."""
+
+    url: str
+    api_key: SecretStr | None = None
+    # The custom field of the hosted form that carries the payment's token (posted only
+    # when a status query is configured: the gateway keeps it, the return does not echo it).
+    token_field: str = Field(default="custom1", pattern=r"^[A-Za-z][A-Za-z0-9_]{0,39}$")
+    timeout_seconds: float = Field(default=5, gt=0, le=30)
+
+    @field_validator("url")
+    @classmethod
+    def _absolute_url(cls, url: str) -> str:
+        return _absolute(url)
 
 
 class SandboxSettings(_Section):
@@ -159,21 +179,49 @@ class Settings(BaseSettings):
     capacity_window_minutes: float = Field(default=15, gt=0)
     capacity_target: float = Field(default=0.01, gt=0, lt=1)
     sandbox: SandboxSettings = SandboxSettings()
+    status_query: StatusQuerySettings | None = None
+    # Where gateway returns may come from (addresses or networks; empty: anywhere). A return
+    # from elsewhere is stored and rejected. See docs/security.md.
+    return_sources: Annotated[list[str], NoDecode] = []
+    # The reverse proxies in front of the service (addresses or networks): only a request
+    # from one of them has its client address taken from ``forwardedHeader``.
+    trusted_proxies: Annotated[list[str], NoDecode] = []
+    forwarded_header: str = Field(default="X-Forwarded-For", pattern=r"^[A-Za-z0-9-]+$")
+    # Pool-exhaustion defence (0 turns each off): create-token requests a client address may
+    # make a minute (counted by each instance of the service), and live leases (and places
+    # in the waiting room) a customer (``customerData.email``) may hold at once (counted in
+    # the database, across instances).
+    create_token_rate_per_minute: int = Field(default=30, ge=0)
+    max_live_leases_per_customer: int = Field(default=3, ge=0)
+    # Swagger UI at /api/docs (None: in development only). See docs/security.md.
+    api_docs: bool | None = None
     # Operations (docs/operations.md).
     slot_health_expiries_to_sideline: int = Field(default=5, ge=0)
     metrics_require_token: bool = True
     dashboard_refresh_seconds: int = Field(default=10, ge=2, le=3600)
     admin_session_hours: float = Field(default=12, gt=0, le=24 * 30)
 
-    @field_validator("callback_paths", "reserve_paths", mode="before")
+    @field_validator(
+        "callback_paths", "reserve_paths", "return_sources", "trusted_proxies", mode="before"
+    )
     @classmethod
-    def _paths_from_text(cls, value: Any) -> Any:
+    def _list_from_text(cls, value: Any) -> Any:
         if isinstance(value, str):
             text = value.strip()
             if text.startswith("["):
                 return json.loads(text)
             return [part.strip() for part in text.split(",") if part.strip()]
         return value
+
+    @field_validator("return_sources", "trusted_proxies")
+    @classmethod
+    def _valid_networks(cls, networks: list[str]) -> list[str]:
+        for network in networks:
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError:
+                raise ValueError(f"{network!r} is not an IP address or network") from None
+        return networks
 
     @field_validator("callback_paths")
     @classmethod
@@ -211,10 +259,7 @@ class Settings(BaseSettings):
     @field_validator("base_url", "form_action_url")
     @classmethod
     def _absolute_url(cls, url: str) -> str:
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ValueError(f"{url!r} is not an absolute http(s) URL")
-        return url
+        return _absolute(url)
 
     @field_validator("currency")
     @classmethod
@@ -244,6 +289,42 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         return (init_settings, env_settings, _FileSource(settings_cls))
 
+    # --- what a running service must have --------------------------------------------------
+
+    def service_warnings(self) -> list[str]:
+        """Check the settings before a service starts on them: ConfigurationError for what
+        production must not run without; otherwise the warnings to log at start-up."""
+        if self.env == "production":
+            if self.admin_token is None:
+                raise ConfigurationError(
+                    "adminToken", "is required in production (or CALLBACKPOOL_ADMIN_TOKEN)"
+                )
+            if len(self.admin_token.get_secret_value()) < MIN_ADMIN_TOKEN_CHARS:
+                raise ConfigurationError(
+                    "adminToken",
+                    f"must be at least {MIN_ADMIN_TOKEN_CHARS} characters in production",
+                )
+            if not self.merchant_id:
+                raise ConfigurationError(
+                    "merchantId", "is required in production: no return can be verified without"
+                )
+        warnings = []
+        if not self.merchant_id:
+            warnings.append("no merchantId is configured: every gateway return will be rejected")
+        if self.callback_hash is None and not self.return_sources:
+            warnings.append(
+                "gateway returns are UNVERIFIED: neither a callbackHash recipe nor a "
+                "returnSources allowlist is configured, so anyone who finds a leased callback "
+                "path, its amount and a fresh PNRef can mark a payment paid "
+                "(docs/security.md, 'Configuring verification')"
+            )
+        if self.admin_token is None:
+            warnings.append("no adminToken is configured: the operator API answers 401 to all")
+        return warnings
+
+    def api_docs_enabled(self) -> bool:
+        return self.api_docs if self.api_docs is not None else self.env == "development"
+
     # --- what the rest of the program is built from ---------------------------------------
 
     def catalogue(self) -> tuple[CatalogueItem, ...]:
@@ -268,6 +349,8 @@ class Settings(BaseSettings):
             max_amount=self.max_amount,
             success_url=self.success_url,
             error_url=self.error_url,
+            return_sources=networks(self.return_sources),
+            max_live_leases_per_customer=self.max_live_leases_per_customer,
             heartbeat_timeout=timedelta(seconds=self.heartbeat_timeout_seconds),
             ticket_timeout=timedelta(seconds=self.ticket_timeout_seconds),
             ticket_poll=timedelta(seconds=self.ticket_poll_seconds),
@@ -319,7 +402,33 @@ class Settings(BaseSettings):
             currency=self.currency,
             catalogue=self.catalogue(),
             return_hash=recipe,
+            token_field=self.status_query.token_field if self.status_query else None,
         )
+
+    def status_query_client(self) -> HttpStatusQuery | None:
+        """The gateway's status query, where one is configured."""
+        if self.status_query is None:
+            return None
+        key = self.status_query.api_key
+        return HttpStatusQuery(
+            url=self.status_query.url,
+            api_key=key.get_secret_value() if key else None,
+            token_field=self.status_query.token_field,
+            currency=self.currency,
+            timeout=self.status_query.timeout_seconds,
+        )
+
+
+def networks(texts: list[str]) -> tuple[IPNetwork, ...]:
+    """``["203.0.113.7", "10.0.0.0/8"]`` as networks (an address is a network of one)."""
+    return tuple(ipaddress.ip_network(text, strict=False) for text in texts)
+
+
+def _absolute(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"{url!r} is not an absolute http(s) URL")
+    return url
 
 
 def _checked_paths(paths: list[str]) -> list[str]:

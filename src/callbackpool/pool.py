@@ -7,8 +7,11 @@ and never to a database driver or the web framework.
 from __future__ import annotations
 
 import hashlib
+import hmac
+import ipaddress
 import json
 import logging
+import re
 import secrets
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -28,6 +31,7 @@ from .domain.errors import (
     PaymentNotPending,
     PoolExhausted,
     TicketEnded,
+    TooManyLeases,
     UnknownCallback,
     UnknownPayment,
     UnknownSlot,
@@ -43,7 +47,15 @@ from .domain.events import (
     SlotSidelined,
     SweepRan,
 )
-from .domain.gateway import Gateway, GatewayReturn, MalformedReturn, Params
+from .domain.gateway import (
+    Gateway,
+    GatewayReturn,
+    GatewayTransaction,
+    MalformedReturn,
+    Params,
+    StatusQuery,
+    StatusQueryFailed,
+)
 from .domain.model import (
     Admission,
     AdmissionCounts,
@@ -66,7 +78,9 @@ from .domain.model import (
     StatusChange,
     Ticket,
     TicketStatus,
+    callback_id_of,
     callback_ref,
+    customer_key,
 )
 from .domain.money import is_known_currency
 from .domain.resolution import Ambiguous, Apply, SettleAll, Unmatched, decide
@@ -86,15 +100,25 @@ from .ports import (
 log = logging.getLogger("callbackpool")
 
 StatusHook = Callable[[StatusChange], None]
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 Observer = Callable[[PoolEvent], None]
 
 TOKEN_BYTES = 24  # 192 bits from the operating system's CSPRNG
+RECEIPT_BYTES = 16  # 128 bits: the key of a return's success page
 MAX_QUANTITY = 10_000
 # The largest amount any payment may have, configured maximum or not: the largest integer a
 # JSON client in JavaScript holds exactly (and far inside what every store's integers hold).
 AMOUNT_CEILING = 2**53 - 1
 MAX_CUSTOMER_BYTES = 16_384
 UNRESOLVED_GRACE = timedelta(seconds=30)
+MAX_ID = 2**63 - 1  # the largest id a store holds: a larger one names nothing
+# The gateway's status query: returns it may settle, how often one is asked in all (the
+# first time and by the sweeper), and how many the sweeper asks about each time.
+_QUERYABLE = (CallbackOutcome.AMBIGUOUS, CallbackOutcome.UNMATCHED)
+QUERY_ATTEMPTS = 3
+QUERIES_PER_SWEEP = 20
+# What a payment token may look like (``secrets.token_urlsafe``), with room to spare.
+_TOKEN_SHAPE = re.compile(r"[A-Za-z0-9_-]{1,128}")
 # How long admission counts are kept (the capacity window reads the latest of them).
 ADMISSIONS_KEPT = timedelta(hours=24)
 MAX_REASON_CHARS = 500
@@ -119,6 +143,12 @@ class PoolPolicy:
     max_amount: int | None = None
     success_url: str = "/payment-success"
     error_url: str = "/payment-error"
+    # A customer (``Payment.customer_key``) holds at most this many live leases and places in
+    # the waiting room together (0: no cap).
+    max_live_leases_per_customer: int = 3
+    # The addresses gateway returns may come from (empty: any). A return from elsewhere is
+    # stored and rejected. The address is the one the adapter resolved (proxy-aware).
+    return_sources: tuple[IPNetwork, ...] = ()
     # Early release: a lease whose checkout page has polled and then stopped for this long
     # is released (tainted). Zero: off. A page that never polls is never released early.
     heartbeat_timeout: timedelta = timedelta(seconds=60)
@@ -345,11 +375,30 @@ class _Work:
     events: list[PoolEvent] = field(default_factory=list)
 
 
+@dataclass(frozen=True, kw_only=True)
+class _GatewayAnswer:
+    """What the status query said: the gateway's record (None: it has none), or why it
+    could not be asked."""
+
+    found: GatewayTransaction | None = None
+    failure: str | None = None
+
+
+class _AskGatewayFirst(Exception):
+    """Rolls a resolution back, so that the gateway's status query is asked first."""
+
+    def __init__(self, pn_ref: str) -> None:
+        super().__init__(pn_ref)
+        self.pn_ref = pn_ref
+
+
 class CallbackPool:
     """Leases callback paths to payments and turns gateway returns into payment outcomes.
 
     ``on_status_change`` is called after every committed payment status change (a final
     status, review, cancellation or expiry); an exception it raises is logged, not raised.
+    ``status_query``, for a gateway that offers one, settles the returns that the callback
+    path alone cannot attribute (``ambiguous`` and ``unmatched`` ones).
     """
 
     def __init__(
@@ -359,10 +408,12 @@ class CallbackPool:
         policy: PoolPolicy,
         *,
         on_status_change: StatusHook | None = None,
+        status_query: StatusQuery | None = None,
     ) -> None:
         self.store = store
         self.gateway = gateway
         self.policy = policy
+        self.status_query = status_query
         self._hooks: list[StatusHook] = [on_status_change] if on_status_change else []
         self._observers: list[Observer] = []
 
@@ -426,7 +477,9 @@ class CallbackPool:
         When no slot may be had (none free, or the free ones are owed to waiting tickets
         or kept for higher priorities): with ``wait`` a place in the waiting room
         (``Waiting``), served by priority then arrival; without, PoolExhausted. Raises
-        InvalidPayment (naming the field) too.
+        InvalidPayment (naming the field), and TooManyLeases when the customer already holds
+        as many live leases and places in the waiting room as ``max_live_leases_per_customer``
+        allows.
         """
         try:
             line_items, total, currency = self._price(amount, currency, items)
@@ -445,6 +498,9 @@ class CallbackPool:
             self._record_turn_away()
             self._emit([CreateRefused(reason="pool_exhausted")])
             raise
+        except TooManyLeases:
+            self._emit([CreateRefused(reason="customer_cap")])
+            raise
 
     def _lease_new_payment(
         self,
@@ -462,6 +518,7 @@ class CallbackPool:
         lease: Lease | None
         with self._writing() as (tx, work):
             self._expire_due(tx, work)
+            self._check_customer_cap(tx, customer_key(customer))
             lease = self._admit(tx, token, total, priority)
             if lease is None and self._activate_reserve(tx):
                 lease = self._admit(tx, token, total, priority)
@@ -470,9 +527,7 @@ class CallbackPool:
                     tx, token, total, currency, line_items, customer, lease
                 )
                 self._count(tx, Admission.LEASED)
-                result = Checkout(
-                    payment=payment, lease=lease, form=self._form(lease.path, line_items)
-                )
+                result = Checkout(payment=payment, lease=lease, form=self._form(lease, line_items))
             elif (
                 wait
                 and self.policy.max_waiting > 0
@@ -605,6 +660,7 @@ class CallbackPool:
         Every poll keeps the ticket alive for ``ticket_timeout``. Raises UnknownTicket, or
         TicketEnded for a ticket that expired or was cancelled.
         """
+        ticket = self._known_ticket(ticket)
         failure: UnknownTicket | TicketEnded | None = None
         result: Checkout | Waiting | None = None
         fresh: Lease | None = None  # a lease granted by this poll
@@ -632,6 +688,15 @@ class CallbackPool:
         assert result is not None
         return result
 
+    def _known_ticket(self, ticket: str) -> str:
+        """``ticket`` if it names a ticket; UnknownTicket, from a read, if it does not (so that
+        guessing tickets takes no write turn, and a malformed one is answered alike)."""
+        ticket = _lookup_key(ticket)
+        with self.store.read() as tx:
+            if tx.get_ticket(ticket) is None:
+                raise UnknownTicket()
+        return ticket
+
     def _take_turn(self, tx: Tx, ticket: Ticket) -> Checkout | Waiting:
         token = secrets.token_urlsafe(TOKEN_BYTES)
         lease = self._admit(tx, token, ticket.amount, ticket.priority, ticket.id)
@@ -645,7 +710,7 @@ class CallbackPool:
         )
         self._end_ticket(tx, ticket, TicketStatus.GRANTED, token)
         self._count(tx, Admission.GRANTED)
-        return Checkout(payment=payment, lease=lease, form=self._form(lease.path, ticket.items))
+        return Checkout(payment=payment, lease=lease, form=self._form(lease, ticket.items))
 
     def _granted(self, tx: Tx, ticket: Ticket) -> Checkout:
         assert ticket.payment_token is not None
@@ -654,12 +719,13 @@ class CallbackPool:
         assert payment.lease_id is not None
         lease = tx.get_lease(payment.lease_id)
         assert lease is not None
-        return Checkout(payment=payment, lease=lease, form=self._form(lease.path, payment.items))
+        return Checkout(payment=payment, lease=lease, form=self._form(lease, payment.items))
 
     def cancel_ticket(self, ticket: str) -> None:
         """Leave the waiting room (the customer gave up). Raises UnknownTicket, or
         TicketEnded if the ticket is no longer waiting (a granted ticket's payment is
         cancelled with ``cancel_payment``)."""
+        ticket = self._known_ticket(ticket)
         failure: UnknownTicket | TicketEnded | None = None
         with self.store.transaction() as tx:
             found = tx.get_ticket(ticket)
@@ -740,6 +806,15 @@ class CallbackPool:
         latest = tx.reserve_events(limit=1)
         return latest[0].action if latest else None
 
+    def _check_customer_cap(self, tx: Tx, key: str | None) -> None:
+        cap = self.policy.max_live_leases_per_customer
+        if key is None or cap <= 0:
+            return
+        held = tx.customer_claims(key)
+        if len(held) >= cap:
+            log.warning("create refused: a customer already holds %d leases or tickets", len(held))
+            raise TooManyLeases(min(held), tx.now)
+
     def _price(
         self, amount: int | None, currency: str | None, items: Mapping[str, int] | None
     ) -> tuple[tuple[LineItem, ...], int, str]:
@@ -775,17 +850,18 @@ class CallbackPool:
             raise InvalidPayment("amount", f"must not exceed {AMOUNT_CEILING}")
         return line_items, total, currency
 
-    def _form(self, path: str, items: Sequence[LineItem]) -> FormConfig:
-        url = self.policy.callback_url(path)
+    def _form(self, lease: Lease, items: Sequence[LineItem]) -> FormConfig:
+        url = self.policy.callback_url(lease.path)
         return FormConfig(
             action_url=self.policy.form_action_url,
-            callback_path=path,
+            callback_path=lease.path,
             callback_url=url,
-            fields=self.gateway.form_fields(return_url=url, items=items),
+            fields=self.gateway.form_fields(return_url=url, items=items, token=lease.token),
         )
 
     def get_payment(self, token: str) -> Payment:
         """The payment as it stands (a lease past its expiry is expired first)."""
+        token = _lookup_key(token)
         with self.store.read() as tx:
             payment = tx.get_payment(token)
             now = tx.now
@@ -799,6 +875,20 @@ class CallbackPool:
             return self.get_payment(token)
         return payment
 
+    def receipt(self, ref: str, key: str) -> Payment | None:
+        """The payment a gateway return was applied to, for the return's success page (the
+        redirect names the return's reference and its receipt key). None, alike, for an
+        unknown reference, a wrong key and a return applied to no payment."""
+        callback_id = callback_id_of(ref)
+        with self.store.read() as tx:
+            record = tx.get_callback(callback_id) if callback_id is not None else None
+        expected = (record.receipt or "") if record is not None else ""
+        # Compared even when nothing is expected, so that no answer comes back quicker.
+        matches = hmac.compare_digest(expected.encode(), key.encode()) and bool(expected)
+        if record is None or not matches or record.payment_token is None:
+            return None
+        return self.get_payment(record.payment_token)
+
     def poll_payment(self, token: str) -> Payment:
         """The checkout page's status poll: the payment as it stands, and its heartbeat.
 
@@ -806,6 +896,7 @@ class CallbackPool:
         the payment ``expired``) once no poll has come for ``heartbeat_timeout``. A poll
         writes only when the recorded heartbeat is older than ``heartbeat_slack``.
         """
+        token = _lookup_key(token)
         with self.store.read() as tx:
             payment = tx.get_payment(token)
             now = tx.now
@@ -833,6 +924,12 @@ class CallbackPool:
     def cancel_payment(self, token: str) -> Payment:
         """Cancel a pending payment: its lease ends and leaves a taint, for the customer may
         still be paying on the gateway's page. Raises UnknownPayment or PaymentNotPending."""
+        token = _lookup_key(token)
+        # A token that names nothing is answered from a read: guessing tokens here must not
+        # take the write turn from the pool's real work.
+        with self.store.read() as tx:
+            if tx.get_payment(token) is None:
+                raise UnknownPayment()
         with self._writing() as (tx, work):
             lease = tx.live_lease_of_payment(token)
             if lease is not None:
@@ -866,32 +963,43 @@ class CallbackPool:
         """Store a gateway return, then resolve it (DESIGN.md §6).
 
         The return is committed before anything acts on it, so even a crash in between
-        leaves it on record (``received``); the sweeper resolves such leftovers.
+        leaves it on record (``received``); the sweeper resolves such leftovers. A return
+        that its path cannot attribute is put to the gateway's status query, if there is
+        one, before anything changes (outside any transaction, within its timeout).
         """
         # Not waiting for the disk here is safe: the resolution's durable commit, right
         # after, makes this record durable too (see Store.transaction).
         with self.store.transaction(durable=False) as tx:
             callback_id = tx.insert_callback(
                 NewCallback(
-                    path=path, method=method.upper(), params=tuple(params), client_addr=client_addr
+                    path=path,
+                    method=method.upper(),
+                    params=tuple(params),
+                    client_addr=client_addr,
+                    receipt=secrets.token_urlsafe(RECEIPT_BYTES),
                 )
             )
         return self._resolve(callback_id)
 
-    def _resolve(self, callback_id: int) -> CallbackResult:
-        with self._writing() as (tx, work):
-            record = tx.get_callback(callback_id)
-            assert record is not None, f"callback {callback_id} vanished"
-            if record.outcome is not CallbackOutcome.RECEIVED:
-                resolution = None
-            else:
-                resolution = self._decide(tx, work, callback_id, record.path, record.params)
-                tx.finish_callback(callback_id, resolution)
-                work.events.append(
-                    CallbackResolved(
-                        callback_id=callback_id, path=record.path, outcome=resolution.outcome
+    def _resolve(self, callback_id: int, answer: _GatewayAnswer | None = None) -> CallbackResult:
+        try:
+            with self._writing() as (tx, work):
+                record = tx.get_callback(callback_id)
+                assert record is not None, f"callback {callback_id} vanished"
+                if record.outcome is not CallbackOutcome.RECEIVED:
+                    resolution = None
+                else:
+                    resolution = self._decide(tx, work, record, answer)
+                    tx.finish_callback(callback_id, resolution)
+                    work.events.append(
+                        CallbackResolved(
+                            callback_id=callback_id, path=record.path, outcome=resolution.outcome
+                        )
                     )
-                )
+        except _AskGatewayFirst as ask:
+            # Rolled back: the gateway is asked with no transaction open, then the return is
+            # resolved anew, knowing its answer (the pool may have moved on meanwhile).
+            return self._resolve(callback_id, self._query(ask.pn_ref))
         if resolution is None:  # resolved meanwhile by another worker
             return CallbackResult(
                 callback_id=callback_id,
@@ -932,8 +1040,9 @@ class CallbackPool:
         )
 
     def _decide(
-        self, tx: Tx, work: _Work, callback_id: int, path: str, params: Params
+        self, tx: Tx, work: _Work, record: CallbackRecord, answer: _GatewayAnswer | None
     ) -> CallbackResolution:
+        callback_id, path, params = record.id, record.path, record.params
         slot = tx.slot_by_path(path)
         if slot is None:
             return self._rejected(callback_id, "unknown callback path")
@@ -941,13 +1050,13 @@ class CallbackPool:
             parsed = self.gateway.parse_return(params)
         except MalformedReturn as exc:
             return self._rejected(callback_id, exc.message)
+        # Every check runs before the PNRef is claimed, repeats included: a forgery cannot
+        # block the genuine return, and a replay from outside the allowlist is rejected.
+        refusal = self._verify(params, parsed, record.client_addr)
+        if refusal is not None:
+            return self._rejected(callback_id, refusal, parsed)
         fingerprint = _fingerprint(parsed)
-        holder = tx.pn_ref_holder(parsed.pn_ref)
-        if holder is None:
-            refusal = self.gateway.verify(params, parsed)
-            if refusal is not None:
-                return self._rejected(callback_id, refusal, parsed)
-            holder = tx.claim_pn_ref(parsed.pn_ref, callback_id, fingerprint)
+        holder = tx.claim_pn_ref(parsed.pn_ref, callback_id, fingerprint)
         if holder is not None:
             return self._duplicate(tx, callback_id, parsed, fingerprint, holder)
 
@@ -979,13 +1088,26 @@ class CallbackPool:
             amount=parsed.amount,
             approved=parsed.approved,
         )
+        if isinstance(decision, Ambiguous | Unmatched) and self.status_query is not None:
+            if answer is None:
+                raise _AskGatewayFirst(parsed.pn_ref)
+            payment = self._by_gateway(tx, work, record, parsed, answer)
+            if payment is not None:
+                return replace(
+                    seen,
+                    outcome=CallbackOutcome.APPLIED,
+                    redirect=self._answer(parsed, record),
+                    payment_token=payment.token,
+                    lease_id=payment.lease_id,
+                    detail="attributed by the gateway's status query",
+                )
         match decision:
             case Apply(candidate=candidate, status=status):
                 self._settle(tx, work, candidate, status, parsed, callback_id)
                 return replace(
                     seen,
                     outcome=CallbackOutcome.APPLIED,
-                    redirect=self._answer(candidate.payment.token, parsed, callback_id),
+                    redirect=self._answer(parsed, record),
                     payment_token=candidate.payment.token,
                     lease_id=candidate.lease.id,
                 )
@@ -1012,7 +1134,7 @@ class CallbackPool:
                 return replace(
                     seen,
                     outcome=CallbackOutcome.APPLIED,
-                    redirect=self._answer(own_token, parsed, callback_id),
+                    redirect=self._answer(parsed, record),
                     payment_token=own_token,
                     detail=f"settled {len(assignments)} same-amount payments on {path}",
                     candidates=tuple(c.payment.token for _, c in assignments),
@@ -1041,6 +1163,19 @@ class CallbackPool:
                 )
             case _:
                 assert_never(decision)
+
+    def _verify(self, params: Params, parsed: GatewayReturn, client_addr: str | None) -> str | None:
+        """Why the return cannot be trusted (DESIGN.md §6, step 4), or None."""
+        if parsed.approved and parsed.amount is None:
+            # An approved sale always names what was charged: without it the amount check,
+            # the one thing a forger must guess, would be skipped.
+            return "an approved return must carry its Amount"
+        refusal = self.gateway.verify(params, parsed)
+        if refusal is not None:
+            return refusal
+        if self.policy.return_sources and not _admitted(client_addr, self.policy.return_sources):
+            return f"source address {client_addr or '(unknown)'} is not in the allowlist"
+        return None
 
     def _duplicate(
         self,
@@ -1132,10 +1267,149 @@ class CallbackPool:
             # The return may be this customer's or not: the lease ends, its taint stays.
             self._end_lease(tx, work, candidate.lease, LeaseEnd.CALLBACK, taint=True)
 
-    def _answer(self, token: str, parsed: GatewayReturn, callback_id: int) -> str:
+    # --- the gateway's status query -------------------------------------------------------
+
+    def _query(self, pn_ref: str) -> _GatewayAnswer:
+        assert self.status_query is not None
+        try:
+            return _GatewayAnswer(found=self.status_query.transaction(pn_ref))
+        except StatusQueryFailed as exc:
+            log.warning("status query for PNRef %s failed: %s", pn_ref, exc.message)
+            return _GatewayAnswer(failure=exc.message)
+
+    def _by_gateway(
+        self,
+        tx: Tx,
+        work: _Work,
+        record: CallbackRecord,
+        parsed: GatewayReturn,
+        answer: _GatewayAnswer,
+    ) -> Payment | None:
+        """Give the return to the payment the gateway's record names, if it may have it (the
+        payment as it was), or None: nothing changed but the note of what the gateway said."""
+        if answer.failure is not None:
+            tx.note_status_query(record.id, f"the query failed: {answer.failure}", None)
+            return None
+        note, payment = self._gateway_attribution(tx, record, parsed, answer.found)
+        # Attributed, the return's answer becomes its payment's page (a repeat gets it too).
+        tx.note_status_query(record.id, note, self._answer(parsed, record) if payment else None)
+        log.log(
+            logging.INFO if payment else logging.WARNING, "status query, %s: %s", record.ref, note
+        )
+        if payment is not None:
+            # As an operator's attribution would (its lease, live or tainted or long over).
+            self._attribute(tx, work, record, payment.token, f"return {record.ref} (status query)")
+        return payment
+
+    def _gateway_attribution(
+        self,
+        tx: Tx,
+        record: CallbackRecord,
+        parsed: GatewayReturn,
+        found: GatewayTransaction | None,
+    ) -> tuple[str, Payment | None]:
+        """Which payment the gateway's record gives the return to, and what was found. The
+        record must agree with the return in every fact both carry; it names a payment of
+        the return's path and amount, never one that reached its final status."""
+        if found is None:
+            return "the gateway has no record of this transaction", None
+        amount = parsed.amount if parsed.amount is not None else found.amount
+        disagreements = [
+            name
+            for name, agrees in (
+                ("PNRef", found.pn_ref == parsed.pn_ref),
+                ("Result", found.result_code == parsed.result_code),
+                ("Amount", found.amount is None or found.amount == amount),
+                ("MerchantID", found.merchant_id in (None, parsed.merchant_id)),
+            )
+            if not agrees
+        ]
+        if disagreements:
+            return f"the gateway's record disagrees ({', '.join(disagreements)})", None
+        if not found.payment_token:
+            return "the gateway's record names no payment", None
+        payment = tx.get_payment(_lookup_key(found.payment_token))
+        if payment is None:
+            return "the gateway's record names no payment of this pool", None
+        if payment.callback_path != record.path or (
+            amount is not None and payment.amount != amount
+        ):
+            return "the gateway's record names a payment of another path or amount", None
+        if payment.status.is_final:
+            # A payment that reached its final status is never given another return.
+            return f"the gateway's record names a payment already {payment.status.value}", None
+        return f"the gateway's record names payment {_short(payment.token)}", payment
+
+    def _ask_gateway_again(self) -> None:
+        """The sweeper's part: an ambiguous or unmatched return whose query failed (or found
+        nothing yet) is asked about again, a few times at most, and settled if it can be."""
+        with self.store.read() as tx:
+            waiting = tx.callbacks_to_query(QUERY_ATTEMPTS, QUERIES_PER_SWEEP)
+        for callback_id in waiting:
+            try:
+                self._settle_by_gateway(callback_id)
+            except Exception:
+                log.exception("status query for %s failed", callback_ref(callback_id))
+
+    def _settle_by_gateway(self, callback_id: int) -> None:
+        with self.store.read() as tx:
+            record = tx.get_callback(callback_id)
+        if record is None or record.pn_ref is None or not _open_to_query(record):
+            return
+        answer = self._query(record.pn_ref)  # no transaction open meanwhile
+        with self._writing() as (tx, work):
+            record = tx.get_callback(callback_id)
+            slot = tx.slot_by_path(record.path) if record is not None else None
+            if record is None or slot is None or not _open_to_query(record):
+                return  # settled meanwhile
+            self._expire_due(tx, work, slot.id)
+            parsed = self.gateway.parse_return(record.params)
+            payment = self._by_gateway(tx, work, record, parsed, answer)
+            if payment is None:
+                return
+            tx.settle_callback(record.id, payment.token, "status query")
+            self._release_from_review(tx, work, record, parsed, payment.token)
+
+    def _release_from_review(
+        self, tx: Tx, work: _Work, record: CallbackRecord, parsed: GatewayReturn, token: str
+    ) -> None:
+        """The others an ambiguous return had sent to review, now that it is known to be
+        another's, go back to where the pool had left them: their leases ended when they
+        went to review, so they are ``expired`` (their taints stay: their own returns still
+        find them). One still in another open ambiguity stays in review."""
+        still_open = {
+            candidate
+            for ambiguity in (
+                tx.open_ambiguities(
+                    record.path, parsed.amount, tx.now - 2 * self.policy.late_callback_window
+                )
+                if parsed.amount
+                else []
+            )
+            for candidate in ambiguity.candidates
+        }
+        for other_token in record.candidates:
+            other = tx.get_payment(other_token)
+            if (
+                other_token != token
+                and other_token not in still_open
+                and other is not None
+                and other.status is PaymentStatus.NEEDS_REVIEW
+            ):
+                change = PaymentChange(
+                    status=PaymentStatus.EXPIRED,
+                    error_message=f"return {record.ref} was another payment's",
+                )
+                self._transition(tx, work, other, change, f"return {record.ref} was another's")
+
+    def _answer(self, parsed: GatewayReturn, record: CallbackRecord) -> str:
+        """Where an attributed return sends the browser. The success page is named by the
+        return's receipt, never by a payment token: whoever holds the return (a replay, a
+        forgery where returns are unverified) must not learn the token from the redirect."""
         if parsed.approved:
-            return f"{self.policy.success_url}?{urlencode({'token': token})}"
-        return self._error_page("Payment declined", callback_id)
+            query = urlencode({"ref": record.ref, "receipt": record.receipt or ""})
+            return f"{self.policy.success_url}?{query}"
+        return self._error_page("Payment declined", record.id)
 
     def _error_page(self, message: str, callback_id: int) -> str:
         query = urlencode({"message": message, "ref": callback_ref(callback_id)})
@@ -1176,6 +1450,8 @@ class CallbackPool:
                 log.exception("callback %s could not be resolved", callback_ref(callback_id))
             else:
                 resolved += 1
+        if self.status_query is not None:
+            self._ask_gateway_again()
         self._emit([SweepRan(failed=False, expired=expired)])
         return SweepReport(
             expired=expired,
@@ -1292,6 +1568,8 @@ class CallbackPool:
     ) -> list[CallbackRecord]:
         """Stored returns, newest first, with their raw parameters; page on with the
         smallest id of a page as ``before_id``."""
+        if before_id is not None:
+            before_id = min(before_id, MAX_ID)
         with self.store.read() as tx:
             return tx.callbacks(outcomes=outcomes, limit=limit, before_id=before_id)
 
@@ -1430,6 +1708,8 @@ class CallbackPool:
 
     def get_callback(self, callback_id: int) -> CallbackRecord:
         """A stored return. Raises UnknownCallback."""
+        if not 0 < callback_id <= MAX_ID:
+            raise UnknownCallback()
         with self.store.read() as tx:
             record = tx.get_callback(callback_id)
         if record is None:
@@ -1464,6 +1744,8 @@ class CallbackPool:
         if others not in REVIEW_OTHERS:
             allowed = ", ".join(s.value for s in REVIEW_OTHERS)
             raise InvalidReview("others", f"must be one of {allowed}")
+        if not 0 < callback_id <= MAX_ID:
+            raise UnknownCallback()
         with self._writing() as (tx, work):
             record = tx.get_callback(callback_id)
             if record is None:
@@ -1723,6 +2005,32 @@ def _customer_data(customer: Mapping[str, Any] | None) -> dict[str, Any]:
         raise InvalidPayment("customer", f"must not exceed {MAX_CUSTOMER_BYTES} bytes as JSON")
     loaded: dict[str, Any] = json.loads(encoded)
     return loaded
+
+
+def _admitted(client_addr: str | None, sources: Sequence[IPNetwork]) -> bool:
+    """Whether ``client_addr`` lies in one of ``sources`` (an unknown address never does)."""
+    if not client_addr:
+        return False
+    try:
+        address = ipaddress.ip_address(client_addr)
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return any(address in network for network in sources)
+
+
+def _open_to_query(record: CallbackRecord) -> bool:
+    """An ambiguous or unmatched return that nothing has settled yet."""
+    return record.outcome in _QUERYABLE and record.settled_at is None
+
+
+def _lookup_key(token: str) -> str:
+    """The token to look a payment up by: a string no token could be (too long, characters
+    no token has) is looked up as the empty string, which names nothing either, so that
+    unknown and malformed tokens are answered by the same work, and no store is handed a NUL
+    or a megabyte."""
+    return token if _TOKEN_SHAPE.fullmatch(token) else ""
 
 
 def _minutes(span: timedelta) -> str:

@@ -36,6 +36,7 @@ from .domain.model import (
     SlotView,
     Ticket,
     TicketStatus,
+    customer_key,
 )
 from .domain.resolution import OpenAmbiguity
 
@@ -78,6 +79,7 @@ class NewCallback:
     method: str
     params: tuple[tuple[str, str], ...]
     client_addr: str | None
+    receipt: str | None = None  # the key of the return's success page (pool.receipt)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -117,6 +119,10 @@ class NewTicket:
     items: tuple[LineItem, ...]
     customer: Mapping[str, Any]
     expires_at: datetime
+
+    @property
+    def customer_key(self) -> str | None:
+        return customer_key(self.customer)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -215,6 +221,14 @@ class Tx(Protocol):
         ...
 
     def earliest_lease_end(self) -> datetime | None: ...
+
+    def customer_claims(self, customer_key: str) -> list[datetime]:
+        """When each of the customer's claims on the pool ends: the expiry of every live,
+        unexpired lease of the payments of ``customer_key`` (``Payment.customer_key``), and
+        of every waiting, unexpired ticket of theirs (``NewTicket.customer_key``). Until this
+        transaction ends, no other transaction that asks for the same customer gets past
+        this call: counting and leasing (or queueing) are atomic."""
+        ...
 
     def live_lease_of_payment(self, token: str) -> Lease | None: ...
 
@@ -402,6 +416,16 @@ class Tx(Protocol):
 
     def unresolved_callbacks(self, received_before: datetime) -> list[int]:
         """Callbacks stored but never resolved (a crash between the two steps)."""
+        ...
+
+    def note_status_query(self, callback_id: int, answer: str, redirect: str | None) -> None:
+        """Record that the gateway's status query was asked about the callback, and what
+        came of it; ``redirect``, if given, replaces the callback's answer (it was settled)."""
+        ...
+
+    def callbacks_to_query(self, max_attempts: int, limit: int) -> list[int]:
+        """Ambiguous and unmatched callbacks with a PNRef, not settled, asked about fewer
+        than ``max_attempts`` times: the oldest ``limit`` of them."""
         ...
 
 

@@ -23,6 +23,7 @@ from .domain.model import (
     Review,
     SlotView,
 )
+from .domain.model import callback_id_of as model_callback_id_of
 from .pool import CapacityReport, PoolStatus, ReserveStatus, ReviewQueue, SweepReport
 from .ports import SlotSync, UsageRow
 
@@ -326,6 +327,8 @@ def callback_json(record: CallbackRecord) -> JsonObject:
         "duplicateOf": record.duplicate_of,
         "settledAt": iso(record.settled_at),
         "settledBy": record.settled_by,
+        "queryAttempts": record.query_attempts,
+        "queryAnswer": record.query_answer,
         "params": masked_params(record.params),
     }
 
@@ -453,10 +456,8 @@ def series_json(series: PoolSeries, window: str) -> JsonObject:
 
 def callback_id_of(ref: str) -> int | None:
     """The id a return's reference names (``CB-12`` or ``12``), or None."""
-    text = ref.strip().upper().removeprefix("CB-")
-    if not text.isdigit() or len(text) > 18:
-        return None
-    return int(text)
+    text = ref.strip().upper()
+    return model_callback_id_of(text if text.startswith("CB-") else f"CB-{text}")
 
 
 def span(delta: timedelta) -> str:

@@ -8,6 +8,7 @@ import pytest
 
 from callbackpool import PaymentStatus
 from callbackpool.cli import parse_duration
+from callbackpool.store.queries import load_migrations
 from callbackpool.views import iso
 
 from ..support import paygistix_return
@@ -15,7 +16,7 @@ from .conftest import Cli
 
 PREFIX = "/api/v1/payments/callback/"
 PATHS = [f"{PREFIX}handler-{i}" for i in range(1, 11)]
-MIGRATIONS = ["0001_initial", "0002_capacity", "0003_operations", "0004_capacity_rotation"]
+MIGRATIONS = [name for name, _ in load_migrations("sqlite")]
 HANDLER_KEYS = {
     "path", "active", "state", "isLocked", "leaseId", "lockedBy", "lockedAt", "expiresAt",
     "usageCount", "lastUsedAt", "lastReleasedAt", "taints", "reserve", "standby", "inRotation",
@@ -38,10 +39,10 @@ def test_init_migrates_the_database_and_loads_the_configured_paths(cli: Cli) -> 
 
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
-    applied = len(MIGRATIONS)
-    assert lines[:applied] == [f"applied migration {name}" for name in MIGRATIONS]
-    assert lines[applied : applied + 10] == [f"added        {path}" for path in PATHS]
-    assert lines[applied + 10] == "10 callback paths active"
+    done = len(MIGRATIONS)
+    assert lines[:done] == [f"applied migration {name}" for name in MIGRATIONS]
+    assert lines[done : done + 10] == [f"added        {path}" for path in PATHS]
+    assert lines[done + 10] == "10 callback paths active"
     again = cli.json("init")
     assert again == {
         "migrations": [],

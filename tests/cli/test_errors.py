@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from callbackpool.pool import CallbackPool
+from callbackpool.store.queries import load_migrations
 
 from .conftest import EXAMPLE_CONFIG, Cli, one_error_line
 
@@ -154,7 +155,7 @@ def test_a_database_not_initialised(cli: Cli) -> None:
     assert result.exit_code == 1
     assert one_error_line(result) == (
         "error: the database is not initialised or not up to date "
-        "(pending: 0001_initial, 0002_capacity, 0003_operations, 0004_capacity_rotation): "
+        f"(pending: {', '.join(name for name, _ in load_migrations('sqlite'))}): "
         "run 'callbackpool init'"
     )
 
@@ -238,3 +239,10 @@ def test_a_bug_is_one_line_and_verbose_shows_its_traceback(
     assert verbose.exit_code == 1
     assert "Traceback (most recent call last)" in verbose.stderr
     assert verbose.stderr.splitlines()[-1].startswith("error: unexpected RuntimeError: boom")
+
+
+def test_serve_in_production_without_an_admin_token_exits_naming_the_key(cli: Cli) -> None:
+    cli.write_config(env="production")
+    result = cli("serve", "--port", "1")
+    assert result.exit_code == 2
+    assert "adminToken" in one_error_line(result)

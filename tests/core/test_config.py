@@ -55,6 +55,9 @@ def test_the_guides_file_is_read_as_it_is(tmp_path: Path) -> None:
     assert settings.late_callback_window_minutes == 60
     assert settings.reuse_same_amount_tainted is True
     assert settings.currency == "USD"
+    assert settings.create_token_rate_per_minute == 30
+    assert settings.policy().max_live_leases_per_customer == 3
+    assert settings.policy().return_sources == ()
 
 
 def test_the_as_built_file_is_read_as_it_is(tmp_path: Path) -> None:
@@ -124,6 +127,16 @@ def test_everything_can_come_from_the_environment(monkeypatch: pytest.MonkeyPatc
         ({"form": {**GUIDE_SHAPE["form"], "items": [{"code": "A"}]}}, "form.items[0].price"),
         ({"callbackHash": {"secret": "s", "fields": ["PNRef"], "algorithm": "crc"}},
          "callbackHash.algorithm"),
+        ({"returnSources": ["gateway.example"]}, "returnSources"),
+        ({"trustedProxies": ["10.0.0.0/33"]}, "trustedProxies"),
+        ({"forwardedHeader": "X-Forwarded-For: 1"}, "forwardedHeader"),
+        ({"createTokenRatePerMinute": -1}, "createTokenRatePerMinute"),
+        ({"statusQuery": {"url": "/relative"}}, "statusQuery.url"),
+        ({"statusQuery": {"url": "https://g.example/q", "tokenField": "a b"}},
+         "statusQuery.tokenField"),
+        ({"statusQuery": {"url": "https://g.example/q", "timeoutSeconds": 0}},
+         "statusQuery.timeoutSeconds"),
+        ({"maxLiveLeasesPerCustomer": 1.5}, "maxLiveLeasesPerCustomer"),
     ],
 )  # fmt: skip
 def test_invalid_configuration_names_the_key(
@@ -283,3 +296,36 @@ def test_the_sandbox_is_refused_in_production(tmp_path: Path) -> None:
         )
     assert error.value.key == "sandbox"
     load_settings(write(tmp_path, {**AS_BUILT, "env": "production", "sandbox": {"enabled": False}}))
+
+
+def test_the_return_allowlist_and_proxies_come_from_the_file_or_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = load_settings(write(tmp_path, {**AS_BUILT, "returnSources": ["198.51.100.7"]}))
+    assert [str(n) for n in settings.policy().return_sources] == ["198.51.100.7/32"]
+    monkeypatch.setenv("CALLBACKPOOL_RETURN_SOURCES", "198.51.100.0/24, 2001:db8::/32")
+    monkeypatch.setenv("CALLBACKPOOL_TRUSTED_PROXIES", '["10.0.0.1"]')
+    settings = load_settings(write(tmp_path, AS_BUILT))
+    assert [str(n) for n in settings.policy().return_sources] == [
+        "198.51.100.0/24",
+        "2001:db8::/32",
+    ]
+    assert settings.trusted_proxies == ["10.0.0.1"]
+    assert settings.forwarded_header == "X-Forwarded-For"
+
+
+def test_the_status_query_is_off_unless_configured(tmp_path: Path) -> None:
+    settings = load_settings(write(tmp_path, AS_BUILT))
+    assert settings.status_query_client() is None
+    assert settings.gateway().token_field is None
+    query = {"url": "https://gateway.example/query", "apiKey": "k", "timeoutSeconds": 2}
+    settings = load_settings(write(tmp_path, {**AS_BUILT, "statusQuery": query}))
+    client = settings.status_query_client()
+    assert client is not None
+    assert (client.url, client.api_key, client.timeout, client.token_field) == (
+        "https://gateway.example/query",
+        "k",
+        2,
+        "custom1",
+    )
+    assert settings.gateway().token_field == "custom1"

@@ -178,3 +178,39 @@ def test_switches() -> None:
     for method, delay in (("PUT", "0"), ("GET", "-1"), ("GET", "601"), ("GET", "x")):
         with pytest.raises(SandboxRefusal):
             parse_switches(method, "", delay)
+
+
+def test_the_status_query_answers_the_transaction_with_the_custom_fields(
+    sandbox: SandboxGateway,
+) -> None:
+    transaction = sandbox.open_transaction(hosted_form())
+    assert transaction.custom == {"custom1": "a-token-the-gateway-must-not-return"}
+    paid = sandbox.pay(transaction.id, card_number="4111 1111 1111 1111", expiry="12/30")
+    assert paid.answer is not None
+    returned = dict(paid.answer)
+    assert "custom1" not in returned  # the return never carries it …
+    document = sandbox.query(returned["PNRef"])
+    assert document is not None
+    # … the status query does: every parameter of the return but its hash, and the fields.
+    assert document == {
+        **{k: v for k, v in returned.items() if k != "hash"},
+        "custom": {"custom1": "a-token-the-gateway-must-not-return"},
+    }
+    assert sandbox.query("000000000") is None
+    assert sandbox.query("") is None
+
+
+def test_an_unpaid_transaction_is_not_known_to_the_status_query(
+    sandbox: SandboxGateway,
+) -> None:
+    sandbox.open_transaction(hosted_form())
+    assert sandbox.query("") is None
+
+
+def test_custom_fields_are_kept_within_bounds(sandbox: SandboxGateway) -> None:
+    extra = {f"custom{i}": str(i) for i in range(2, 30)}
+    kept = sandbox.open_transaction(
+        hosted_form(**extra, long="x" * 256, **{"bad name": "1", "9lives": "1"})
+    ).custom
+    assert len(kept) == 10
+    assert all(name.startswith("custom") for name in kept)

@@ -17,7 +17,7 @@ import pytest
 
 from callbackpool.gateways.sandbox import DEFAULT_HASH_FIELDS
 
-from ..servers import REPO, example_config, launch, stop_server
+from ..servers import REPO, example_config, free_port, launch, stop_server
 
 ADMIN_TOKEN = "e2e-admin-token"
 SANDBOX_SECRET = "e2e-sandbox-secret"
@@ -43,7 +43,16 @@ class Server:
         return stats
 
 
-def start_server(folder: Path, **config: Any) -> tuple[subprocess.Popen[bytes], Server]:
+def start_server(
+    folder: Path, *, status_query: bool = False, **config: Any
+) -> tuple[subprocess.Popen[bytes], Server]:
+    """``status_query``: the sandbox's status query is configured, on this server."""
+    port = free_port()
+    if status_query:
+        config["statusQuery"] = {
+            "url": f"http://127.0.0.1:{port}/sandbox/query",
+            "apiKey": SANDBOX_SECRET,
+        }
     settings = example_config(
         **{
             "databaseUrl": f"sqlite:///{folder / 'service.db'}",
@@ -53,7 +62,7 @@ def start_server(folder: Path, **config: Any) -> tuple[subprocess.Popen[bytes], 
             **config,
         }
     )
-    started = launch(folder, settings, name="server")
+    started = launch(folder, settings, name="server", port=port)
     started.wait_until_serving(20)
     server = Server(base_url=started.base_url, admin_token=ADMIN_TOKEN, log=started.log)
     return started.process, server

@@ -296,7 +296,10 @@ def test_an_instance_started_while_its_database_is_down(
         back = client.get(
             made.json()["formConfig"]["callbackPath"], params=gateway_return(1234, "UP-1")
         )
-        assert back.headers["location"] == f"/payment-success?token={made.json()['token']}"
+        assert back.headers["location"].startswith("/payment-success?ref=CB-")
+        assert (
+            client.get(f"{API}/check-status/{made.json()['token']}").json()["status"] == "completed"
+        )
     # Migrated and its paths loaded once the database answered.
     assert started.rows("SELECT count(*) FROM slots WHERE active") == [(20,)]
     assert "the database is unavailable at start" in server.output()

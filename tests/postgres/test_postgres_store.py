@@ -731,3 +731,38 @@ def test_every_operation_at_once_from_two_instances_never_deadlocks(
         " (SELECT 1 FROM leases AS l WHERE l.token = p.token AND l.ended_at IS NULL)"
     ).fetchone() or (None,)
     assert (inconsistent, pending_without_lease) == (0, 0)
+
+
+def test_what_was_stored_before_the_security_migration_gets_its_receipt_and_customer(
+    postgres_store: StoreOpener,
+) -> None:
+    from ..conftest import DATABASES
+
+    empty = DATABASES.create_empty()
+    earlier = [(n, s) for n, s in postgres_module.load_migrations("postgres") if n < "0004"]
+    with psycopg.connect(empty) as conn:
+        conn.execute(
+            "CREATE TABLE schema_migrations (name text PRIMARY KEY, applied_at timestamptz)"
+        )
+        for name, script in earlier:
+            conn.execute(script)  # type: ignore[call-overload]
+            conn.execute("INSERT INTO schema_migrations VALUES (%s, now())", (name,))
+        for _ in range(2):
+            conn.execute(
+                "INSERT INTO callbacks (path, method, params, received_at, outcome)"
+                " VALUES ('/cb/1', 'GET', '[]', now(), 'received')"
+            )
+        for token, customer in (("t1", '{"email": " Ann@Example.COM "}'), ("t2", '{"email": 7}')):
+            conn.execute(
+                "INSERT INTO payments (token, amount, currency, customer, status, created_at,"
+                " updated_at) VALUES (%s, 100, 'USD', %s, 'pending', now(), now())",
+                (token, customer),
+            )
+    store = postgres_store(empty)
+    assert store.migrate() == [n for n in MIGRATIONS if n >= "0004"]
+    with psycopg.connect(empty) as conn:
+        receipts = [row[0] for row in conn.execute("SELECT receipt FROM callbacks ORDER BY id")]
+        keys = dict(conn.execute("SELECT token, customer_key FROM payments").fetchall())
+    assert len(set(receipts)) == 2
+    assert all(len(receipt) == 32 for receipt in receipts)
+    assert keys == {"t1": "ann@example.com", "t2": None}

@@ -19,7 +19,7 @@ from callbackpool.store.sqlite import SqliteStore
 
 from ..support import POLICY, make_gateway, paygistix_return
 
-MIGRATIONS = ["0001_initial", "0002_capacity", "0003_operations", "0004_capacity_rotation"]
+MIGRATIONS = [name for name, _ in load_migrations("sqlite")]
 
 
 def test_looking_at_pending_migrations_creates_no_database(tmp_path: Path) -> None:
@@ -179,6 +179,30 @@ def test_a_non_durable_transaction_restores_the_durable_mode(tmp_path: Path) -> 
         assert [view.path for view in tx.slot_views()] == ["/cb/1"]
     conn = store._local.conn
     assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL again
+
+
+def test_returns_stored_before_receipts_get_a_random_one(tmp_path: Path) -> None:
+    path = tmp_path / "pool.db"
+    raw = sqlite3.connect(path)
+    raw.execute("CREATE TABLE schema_migrations (name TEXT PRIMARY KEY, applied_at INTEGER)")
+    [(_, initial)] = [m for m in load_migrations("sqlite") if m[0] == "0001_initial"]
+    raw.executescript(initial)
+    raw.execute("INSERT INTO schema_migrations VALUES ('0001_initial', 0)")
+    for _ in range(2):
+        raw.execute(
+            "INSERT INTO callbacks (path, method, params, received_at, outcome) "
+            "VALUES ('/cb/1', 'GET', '[]', 0, 'received')"
+        )
+    raw.commit()
+    raw.close()
+    store = SqliteStore(path)
+    store.migrate()
+    with store.read() as tx:
+        receipts = [record.receipt for record in (tx.get_callback(1), tx.get_callback(2)) if record]
+    store.close()
+    assert len(receipts) == 2
+    assert all(r is not None and len(r) == 32 for r in receipts)
+    assert receipts[0] != receipts[1]
 
 
 def test_instances_on_one_file_share_one_waiting_room(tmp_path: Path) -> None:

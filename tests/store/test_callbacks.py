@@ -31,7 +31,11 @@ def test_an_approved_return_completes_its_payment(pool: CallbackPool) -> None:
     result = pool.handle_callback(checkout.lease.path, paygistix_return(amount="10.00"))
     assert result.outcome is APPLIED
     assert result.payment_token == checkout.payment.token
-    assert result.redirect == f"/payment-success?token={checkout.payment.token}"
+    # The success page is named by the return's receipt, never by the payment's token.
+    assert result.redirect.startswith(f"/payment-success?ref={result.ref}&receipt=")
+    assert checkout.payment.token not in result.redirect
+    receipt = query(result.redirect)["receipt"]
+    assert pool.receipt(result.ref, receipt) == pool.get_payment(checkout.payment.token)
     payment = pool.get_payment(checkout.payment.token)
     assert payment.status is PaymentStatus.COMPLETED
     assert not payment.late
@@ -170,26 +174,37 @@ def test_the_amount_tells_candidates_apart(pool: CallbackPool) -> None:
     ]
 
 
-def test_a_return_without_an_amount_keeps_every_candidate(pool: CallbackPool) -> None:
+def test_an_approved_return_without_an_amount_is_rejected(pool: CallbackPool) -> None:
+    checkout = pool.create_payment(amount=1000)
+    result = pool.handle_callback(checkout.lease.path, paygistix_return(amount=None))
+    assert result.outcome is CallbackOutcome.REJECTED
+    assert result.detail == "an approved return must carry its Amount"
+    assert pool.get_payment(checkout.payment.token).status is PaymentStatus.PENDING
+    # Nothing was claimed: the genuine return, with its Amount, still completes the payment.
+    assert pool.handle_callback(checkout.lease.path, paygistix_return()).outcome is APPLIED
+
+
+def test_a_declined_return_without_an_amount_keeps_every_candidate(pool: CallbackPool) -> None:
     first = pool.create_payment(amount=1000)
     [pool.create_payment(amount=5000 + i) for i in range(9)]
     pool.cancel_payment(first.payment.token)
     second = pool.create_payment(amount=2000)
-    result = pool.handle_callback(first.lease.path, paygistix_return(amount=None))
+    result = pool.handle_callback(first.lease.path, paygistix_return(amount=None, result="12"))
     assert result.outcome is CallbackOutcome.AMBIGUOUS
+    # A declined return that cannot be attributed changes no payment.
     assert all_statuses(pool, first.payment.token, second.payment.token) == [
-        PaymentStatus.NEEDS_REVIEW,
-        PaymentStatus.NEEDS_REVIEW,
+        PaymentStatus.CANCELLED,
+        PaymentStatus.PENDING,
     ]
 
 
-def test_a_return_without_an_amount_settles_a_payment_alone_on_its_slot(
+def test_a_declined_return_without_an_amount_fails_a_payment_alone_on_its_slot(
     pool: CallbackPool,
 ) -> None:
     checkout = pool.create_payment(amount=1000)
-    result = pool.handle_callback(checkout.lease.path, paygistix_return(amount=None))
+    result = pool.handle_callback(checkout.lease.path, paygistix_return(amount=None, result="12"))
     assert result.payment_token == checkout.payment.token
-    assert pool.get_payment(checkout.payment.token).status is PaymentStatus.COMPLETED
+    assert pool.get_payment(checkout.payment.token).status is PaymentStatus.FAILED
 
 
 def test_wrong_amount_changes_nothing_and_is_unmatched(pool: CallbackPool) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 from html.parser import HTMLParser
 from pathlib import Path
@@ -71,6 +72,25 @@ async def test_the_success_page_shows_the_payment(client: httpx.AsyncClient) -> 
     assert "10.00 USD" in page.text
     assert "804322218" in page.text
     assert "VISA ending 0309" in page.text
+
+
+async def test_the_return_lands_on_its_receipt_which_shows_no_token(
+    client: httpx.AsyncClient,
+) -> None:
+    created: dict[str, Any] = (
+        await client.post(f"{API}/create-token", json={"amount": 1000})
+    ).json()
+    back = await client.get(created["formConfig"]["callbackPath"], params=gateway_return())
+    page = await client.get(back.headers["location"])
+    assert page.status_code == 200
+    assert "Payment received" in page.text
+    assert "10.00 USD" in page.text
+    assert created["token"] not in page.text
+    assert created["token"] not in back.headers["location"]
+    wrong = back.headers["location"].replace("receipt=", "receipt=x")
+    missing = await client.get(wrong)
+    assert missing.status_code == 404
+    assert "Payment not found" in missing.text
 
 
 @pytest.mark.parametrize("token", ["", "unknown", "<script>alert(1)</script>"])
@@ -159,7 +179,10 @@ async def test_unknown_paths_and_methods(client: httpx.AsyncClient) -> None:
     wrong_method = await client.delete(f"{API}/create-token")
     assert wrong_method.status_code == 405
     assert wrong_method.json() == {"success": False, "message": "Method not allowed"}
-    assert "POST" in wrong_method.headers["Allow"]
+    assert wrong_method.headers["Allow"] == "POST"
+    # A path served by a route for each method names them all.
+    callback = await client.request("OPTIONS", f"{API}/callback/handler-1")
+    assert (callback.status_code, callback.headers["Allow"]) == (405, "GET, POST")
     page = await client.get("/no-such-page")
     assert page.status_code == 404
     assert page.headers["content-type"].startswith("text/html")
@@ -251,7 +274,18 @@ async def test_the_openapi_document_names_the_api(client: httpx.AsyncClient) -> 
         assert f"{API}/{path}" in paths
     assert f"{API}/callback/{{handler}}" in paths
     body = paths[f"{API}/create-token"]["post"]["requestBody"]["content"]["application/json"]
-    assert "paymentData" in body["schema"]["properties"]
+    schemas = document["components"]["schemas"]
+    assert body["schema"] == {"$ref": "#/components/schemas/CreateTokenIn"}
+    assert "paymentData" in schemas["CreateTokenIn"]["properties"]
+    # Every reference resolves within the document (none to a schema's own "$defs").
+    text = json.dumps(document)
+    for name in re.findall(r'"#/components/schemas/([^"]+)"', text):
+        assert name in schemas, name
+    assert "#/$defs/" not in text
+    # Errors are described as the service sends them, not as FastAPI's "detail" list.
+    assert "HTTPValidationError" not in text
+    stats = paths[f"{API}/pool-stats"]["get"]["responses"]
+    assert stats["401"]["headers"]["WWW-Authenticate"]["required"] is True
 
 
 def test_the_app_is_a_factory_that_opens_nothing_before_its_lifespan(

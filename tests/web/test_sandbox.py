@@ -118,7 +118,8 @@ async def test_approved_in_the_sandbox_completes_the_payment_with_a_verified_has
         ]
         back = await client.get(location)
         assert back.status_code == 303
-        assert back.headers["location"] == f"/payment-success?token={token}"
+        assert back.headers["location"].startswith("/payment-success?ref=CB-")
+        assert token not in back.headers["location"]
         status = await status_of(client, token)
         assert status["status"] == "completed"
         assert status["transactionId"] == dict(params)["PNRef"]
@@ -200,3 +201,25 @@ async def test_refusals_and_unknown_transactions(make_client: ClientFactory) -> 
         assert "test cards" in bad_card.text
         bad_switch = await pay(client, card_page, delay="9999")
         assert bad_switch.status_code == 400
+
+
+async def test_the_sandbox_status_query_needs_its_key_and_answers_the_custom_fields(
+    make_client: ClientFactory,
+) -> None:
+    keys = {**sandbox_keys(), "statusQuery": {"url": f"{BASE_URL}/sandbox/query"}}
+    async with make_client(**keys) as client:
+        token, card_page = await start(client)
+        location = (await pay(client, card_page)).headers["location"]
+        pn_ref = dict(parse_qsl(urlsplit(location).query))["PNRef"]
+        query = "/sandbox/query"
+        for authorization in ({}, {"Authorization": "Bearer wrong"}):
+            refused = await client.get(query, params={"PNRef": pn_ref}, headers=authorization)
+            assert refused.status_code == 401
+        key = {"Authorization": f"Bearer {sandbox_keys()['sandbox']['secret']}"}
+        unknown = await client.get(query, params={"PNRef": "1"}, headers=key)
+        assert (unknown.status_code, unknown.json()) == (404, {"error": "unknown transaction"})
+        found = await client.get(query, params={"PNRef": pn_ref}, headers=key)
+        assert found.status_code == 200
+        assert found.json()["custom"] == {"custom1": token}
+        assert found.json()["Amount"] == "13.75"
+        assert "hash" not in found.json()

@@ -34,6 +34,12 @@ def test_demo_settings_turn_the_sandbox_on_and_verify_its_returns() -> None:
     secret = settings.sandbox.secret.get_secret_value()
     assert settings.callback_hash.secret.get_secret_value() == secret
     assert settings.callback_hash.fields == settings.sandbox.hash_fields
+    # The sandbox's status query settles the returns a path cannot attribute.
+    assert settings.status_query is not None
+    assert settings.status_query.url == "http://127.0.0.1:8123/sandbox/query"
+    assert settings.status_query.api_key is not None
+    assert settings.status_query.api_key.get_secret_value() == secret
+    assert settings.gateway().token_field == "custom1"
     assert settings.admin_token is not None
     assert len(settings.admin_token.get_secret_value()) >= 32
     again = demo_settings(host="127.0.0.1", port=8123)

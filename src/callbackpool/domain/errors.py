@@ -53,6 +53,21 @@ class PoolExhausted(CallbackPoolError):
         return max(1, int((self.retry_at - self.now).total_seconds() + 0.999))
 
 
+class TooManyLeases(CallbackPoolError):
+    """This customer already has as many payments in progress as allowed. Finish or cancel
+    one, or try again shortly."""
+
+    def __init__(self, retry_at: datetime, now: datetime) -> None:
+        self.retry_at = retry_at
+        self.now = now
+        super().__init__()
+
+    @property
+    def retry_after_seconds(self) -> int:
+        """Whole seconds until the customer's earliest lease expires, at least 1."""
+        return max(1, int((self.retry_at - self.now).total_seconds() + 0.999))
+
+
 class UnknownPayment(CallbackPoolError):
     """Payment not found."""
 

@@ -24,7 +24,7 @@ class LeaseEnded:
 
 @dataclass(frozen=True, kw_only=True)
 class CreateRefused:
-    reason: str  # ``pool_exhausted`` or ``invalid``
+    reason: str  # ``pool_exhausted``, ``invalid`` or ``customer_cap``
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -52,8 +52,12 @@ class Gateway(Protocol):
         """Line items that charge exactly ``amount``, or None when the form cannot."""
         ...
 
-    def form_fields(self, *, return_url: str, items: Sequence[LineItem]) -> dict[str, str]:
-        """Every hidden input the browser posts to the gateway's form."""
+    def form_fields(
+        self, *, return_url: str, items: Sequence[LineItem], token: str | None = None
+    ) -> dict[str, str]:
+        """Every hidden input the browser posts to the gateway's form (``token``, the
+        payment's, goes into a custom field where one is configured: the return does not
+        echo it, the gateway's status query does)."""
         ...
 
     def parse_return(self, params: Params) -> GatewayReturn:
@@ -62,4 +66,38 @@ class Gateway(Protocol):
 
     def verify(self, params: Params, parsed: GatewayReturn) -> str | None:
         """Why the return cannot be trusted, or None when it passes every configured check."""
+        ...
+
+
+@dataclass(frozen=True, kw_only=True)
+class GatewayTransaction:
+    """The gateway's own record of a transaction, as its status query answers it.
+
+    ``payment_token`` is what the hosted form posted in the custom field that carries the
+    payment's token: the one fact a return lacks to name its payment.
+    """
+
+    pn_ref: str
+    result_code: str
+    amount: int | None
+    merchant_id: str | None = None
+    payment_token: str | None = None
+
+    @property
+    def approved(self) -> bool:
+        return self.result_code == "0"
+
+
+class StatusQueryFailed(CallbackPoolError):
+    """The gateway's status query could not be asked or did not answer."""
+
+
+class StatusQuery(Protocol):
+    """A server-to-server status query, for gateways that offer one: it settles returns
+    the callback path alone cannot attribute (ambiguous or unmatched ones)."""
+
+    def transaction(self, pn_ref: str) -> GatewayTransaction | None:
+        """The gateway's record of transaction ``pn_ref``; None when it has none. Raises
+        StatusQueryFailed when it cannot be asked, does not answer in time, or answers
+        something that cannot be read."""
         ...

@@ -102,6 +102,15 @@ class Lease:
         return self.ended_at is None
 
 
+def customer_key(customer: Mapping[str, Any]) -> str | None:
+    """Whom a payment counts against for the cap on live leases per customer: the
+    customer's e-mail address, trimmed and lower-cased; None without one."""
+    email = customer.get("email")
+    if not isinstance(email, str) or not email.strip():
+        return None
+    return email.strip().lower()
+
+
 @dataclass(frozen=True, kw_only=True)
 class Payment:
     token: str
@@ -124,6 +133,10 @@ class Payment:
     result_code: str | None = None
     error_message: str | None = None
     callback_id: int | None = None
+
+    @property
+    def customer_key(self) -> str | None:
+        return customer_key(self.customer)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -157,6 +170,10 @@ class CallbackRecord:
     duplicate_of: int | None = None
     settled_at: datetime | None = None
     settled_by: str | None = None
+    receipt: str | None = None
+    # The gateway's status query: how often it was asked about this return, and its answer.
+    query_attempts: int = 0
+    query_answer: str | None = None
 
     @property
     def ref(self) -> str:
@@ -166,6 +183,14 @@ class CallbackRecord:
 
 def callback_ref(callback_id: int) -> str:
     return f"CB-{callback_id}"
+
+
+def callback_id_of(ref: str) -> int | None:
+    """The callback a support reference (``CB-12``) names, or None when it names none."""
+    number = ref.removeprefix("CB-")
+    if number == ref or not number.isascii() or not number.isdigit() or len(number) > 18:
+        return None
+    return int(number)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -73,6 +73,7 @@ class PaygistixGateway:
         currency: str,
         catalogue: Sequence[CatalogueItem] = (),
         return_hash: HashRecipe | None = None,
+        token_field: str | None = None,
     ) -> None:
         self.merchant_id = merchant_id
         self.form_id = form_id
@@ -81,6 +82,8 @@ class PaygistixGateway:
         self.catalogue = tuple(catalogue)
         self._by_code = {item.code: item for item in self.catalogue}
         self.return_hash = return_hash
+        # The custom field the payment's token is posted in (for a status query to name it).
+        self.token_field = token_field
 
     # --- sending the customer to the gateway -------------------------------------------
 
@@ -104,7 +107,9 @@ class PaygistixGateway:
                 return (LineItem(code=item.code, quantity=amount, unit_price=1),)
         return None
 
-    def form_fields(self, *, return_url: str, items: Sequence[LineItem]) -> dict[str, str]:
+    def form_fields(
+        self, *, return_url: str, items: Sequence[LineItem], token: str | None = None
+    ) -> dict[str, str]:
         fields = {
             "txnType": "FORM",
             "merchantID": self.merchant_id or "",
@@ -120,6 +125,8 @@ class PaygistixGateway:
             fields[f"pxDescription{index}"] = item.description
             fields[f"pxPrice{index}"] = format_amount(item.price, self.currency)
             fields[f"pxQty{index}"] = str(quantities.get(item.code, 0))
+        if self.token_field and token:
+            fields[self.token_field] = token
         return fields
 
     # --- the return ---------------------------------------------------------------------
@@ -159,9 +166,10 @@ class PaygistixGateway:
         return minor
 
     def verify(self, params: Params, parsed: GatewayReturn) -> str | None:
-        if self.merchant_id is not None and not hmac.compare_digest(
-            (parsed.merchant_id or "").encode(), self.merchant_id.encode()
-        ):
+        # MerchantID is always checked: without a configured merchant no return passes.
+        if self.merchant_id is None:
+            return "MerchantID cannot be checked: no merchantId is configured"
+        if not hmac.compare_digest((parsed.merchant_id or "").encode(), self.merchant_id.encode()):
             return "MerchantID does not match"
         if self.return_hash is not None:
             values = dict(params)

@@ -18,6 +18,9 @@ Test cards choose the outcome::
 Switches (``ReturnSwitches``) make it misbehave on purpose: return by POST instead of a
 302 GET, return twice, return late (after N seconds), or never return.
 
+Its status query (``query``) answers what the real gateway's return leaves out: the
+transaction by its ``PNRef``, with the custom fields the hosted form posted.
+
 This module holds the logic only; the web layer mounts its pages when the sandbox is on.
 """
 
@@ -36,6 +39,7 @@ from ..domain.money import format_amount, parse_decimal, to_minor
 from .paygistix import HashRecipe
 
 SANDBOX_FORM_PATH = "/sandbox/transaction.asp"
+SANDBOX_QUERY_PATH = "/sandbox/query"
 # The order the sandbox signs a return's fields in (configure the same in ``callbackHash``).
 DEFAULT_HASH_FIELDS = (
     "MerchantID",
@@ -66,6 +70,12 @@ RETURN_FIELDS = (
 MAX_DELAY_SECONDS = 600
 _KEPT_TRANSACTIONS = 10_000
 _ITEM_FIELD = re.compile(r"px(Code|Description|Price|Qty)([0-9]+)")
+# The hosted form's own fields; any other the form posts is a custom field, kept (so many, so
+# long at most) for the status query to answer, and never returned.
+_FORM_FIELDS = frozenset({"txnType", "merchantID", "formID", "hash", "ReturnURL"})
+_CUSTOM_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,39}")
+MAX_CUSTOM_FIELDS = 10
+MAX_CUSTOM_CHARS = 255
 _EXPIRY = re.compile(r"(0[1-9]|1[0-2])[0-9]{2}")
 
 
@@ -143,6 +153,7 @@ class Transaction:
     amount: int
     items: tuple[ChargedItem, ...]
     amount_text: str
+    custom: dict[str, str] = field(default_factory=dict)
     # Set once the card was taken: the return, sent again as it was if the form is resubmitted.
     answer: tuple[tuple[str, str], ...] | None = None
     switches: ReturnSwitches = field(default_factory=ReturnSwitches)
@@ -169,6 +180,7 @@ class SandboxGateway:
         self.signer = signer
         self._transactions: OrderedDict[str, Transaction] = OrderedDict()
         self._used_refs: set[str] = set()
+        self._by_pn_ref: dict[str, str] = {}  # PNRef → transaction id
         self._lock = threading.Lock()
 
     # --- the hosted-form post ----------------------------------------------------------
@@ -201,11 +213,14 @@ class SandboxGateway:
             amount=amount,
             items=items,
             amount_text=format_amount(amount, self.currency),
+            custom=_custom_fields(values),
         )
         with self._lock:
             self._transactions[transaction.id] = transaction
             while len(self._transactions) > _KEPT_TRANSACTIONS:
-                self._transactions.popitem(last=False)
+                _, dropped = self._transactions.popitem(last=False)
+                if dropped.answer is not None:
+                    self._by_pn_ref.pop(dict(dropped.answer)["PNRef"], None)
         return transaction
 
     def _charged_items(self, values: Mapping[str, str]) -> tuple[ChargedItem, ...]:
@@ -289,7 +304,21 @@ class SandboxGateway:
         with self._lock:
             if transaction.answer is None:
                 transaction.answer = tuple((name, values[name]) for name in RETURN_FIELDS)
+                self._by_pn_ref[values["PNRef"]] = transaction.id
         return transaction
+
+    # --- the status query --------------------------------------------------------------
+
+    def query(self, pn_ref: str) -> dict[str, object] | None:
+        """The transaction ``pn_ref`` names, as the status query answers it: the return's
+        parameters (not its ``hash``) and the custom fields the form posted; None if none."""
+        with self._lock:
+            transaction = self._transactions.get(self._by_pn_ref.get(pn_ref, ""))
+            if transaction is None or transaction.answer is None:
+                return None
+            document: dict[str, object] = {k: v for k, v in transaction.answer if k != "hash"}
+            document["custom"] = dict(transaction.custom)
+        return document
 
     def _unique_number(self, digits: int) -> str:
         """A number of ``digits`` digits never handed out before by this sandbox."""
@@ -299,6 +328,18 @@ class SandboxGateway:
                 if number not in self._used_refs:
                     self._used_refs.add(number)
                     return number
+
+
+def _custom_fields(values: Mapping[str, str]) -> dict[str, str]:
+    custom = {
+        name: value
+        for name, value in values.items()
+        if name not in _FORM_FIELDS
+        and not _ITEM_FIELD.fullmatch(name)
+        and _CUSTOM_NAME.fullmatch(name)
+        and len(value) <= MAX_CUSTOM_CHARS
+    }
+    return dict(list(custom.items())[:MAX_CUSTOM_FIELDS])
 
 
 def parse_switches(method: str, twice: str, delay: str) -> ReturnSwitches:

@@ -8,6 +8,7 @@ process. It passes the same behaviour suite as SQLite (tests/store).
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
@@ -36,6 +37,7 @@ from ..domain.model import (
     Ticket,
     TicketStatus,
 )
+from ..domain.model import customer_key as _customer_key
 from ..domain.resolution import OpenAmbiguity
 from ..ports import (
     CallbackResolution,
@@ -424,6 +426,23 @@ class MemoryTx:
     def earliest_lease_end(self) -> datetime | None:
         return min((lease.expires_at for lease in self._live_leases(None)), default=None)
 
+    def customer_claims(self, customer_key: str) -> list[datetime]:
+        # One transaction at a time: counting and leasing are atomic here as they are.
+        claims = [
+            lease.expires_at
+            for token, lease_id in self._t.live_by_token.items()
+            if (lease := self._t.leases[lease_id]).expires_at > self.now
+            and (payment := self._t.payments.get(token)) is not None
+            and payment.customer_key == customer_key
+        ]
+        claims += [
+            ticket.expires_at
+            for ticket_id in self._t.waiting
+            if (ticket := self._t.tickets[ticket_id]).expires_at > self.now
+            and _customer_key(ticket.customer) == customer_key
+        ]
+        return claims
+
     def live_lease_of_payment(self, token: str) -> Lease | None:
         lease_id = self._t.live_by_token.get(token)
         return None if lease_id is None else self._t.leases[lease_id]
@@ -723,6 +742,7 @@ class MemoryTx:
             client_addr=callback.client_addr,
             received_at=self.now,
             outcome=CallbackOutcome.RECEIVED,
+            receipt=callback.receipt,
         )
         self._put(self._t.callbacks, callback_id, record)
         self._put(self._t.received, callback_id, None)
@@ -844,6 +864,27 @@ class MemoryTx:
 
     def reviews(self, *, limit: int = 100) -> list[Review]:
         return [review for _, review in sorted(self._t.reviews.items(), reverse=True)][:limit]
+
+    def note_status_query(self, callback_id: int, answer: str, redirect: str | None) -> None:
+        record = self._t.callbacks[callback_id]
+        changed = _changed(
+            record,
+            query_attempts=record.query_attempts + 1,
+            query_answer=answer,
+            redirect=redirect if redirect is not None else record.redirect,
+        )
+        self._put(self._t.callbacks, callback_id, changed)
+
+    def callbacks_to_query(self, max_attempts: int, limit: int) -> list[int]:
+        waiting = (
+            record.id
+            for _, record in sorted(self._t.callbacks.items())
+            if record.outcome in (CallbackOutcome.AMBIGUOUS, CallbackOutcome.UNMATCHED)
+            and record.settled_at is None
+            and record.pn_ref is not None
+            and record.query_attempts < max_attempts
+        )
+        return list(itertools.islice(waiting, limit))
 
     def unresolved_callbacks(self, received_before: datetime) -> list[int]:
         return sorted(

@@ -605,6 +605,11 @@ class PostgresTx:
         row = self._one("earliest_lease_end")
         return None if row is None else _utc(row["earliest"])
 
+    def customer_claims(self, customer_key: str) -> list[datetime]:
+        self._run("lock_customer", customer_key=customer_key)
+        rows = self._all("customer_claims", customer_key=customer_key, now=self.now)
+        return [_at(row["expires_at"]) for row in rows]
+
     def live_lease_of_payment(self, token: str) -> Lease | None:
         row = self._one("live_lease_of_payment", token=token)
         return None if row is None else values.lease(DECODE, row)
@@ -666,6 +671,7 @@ class PostgresTx:
             currency=payment.currency,
             items=json.dumps([values.item_json(item) for item in payment.items]),
             customer=json.dumps(dict(payment.customer)),
+            customer_key=payment.customer_key,
             status=payment.status.value,
             late=payment.late,
             lease_id=payment.lease_id,
@@ -736,6 +742,7 @@ class PostgresTx:
             currency=ticket.currency,
             items=json.dumps([values.item_json(item) for item in ticket.items]),
             customer=json.dumps(dict(ticket.customer)),
+            customer_key=ticket.customer_key,
             now=self.now,
             expires_at=ticket.expires_at,
         )
@@ -831,6 +838,7 @@ class PostgresTx:
             method=callback.method,
             params=json.dumps([list(pair) for pair in callback.params]),
             client_addr=callback.client_addr,
+            receipt=callback.receipt,
             now=self.now,
         )
         assert row is not None
@@ -932,6 +940,13 @@ class PostgresTx:
 
     def reviews(self, *, limit: int = 100) -> list[Review]:
         return [values.review(DECODE, row) for row in self._all("reviews", limit=limit)]
+
+    def note_status_query(self, callback_id: int, answer: str, redirect: str | None) -> None:
+        self._run("note_status_query", id=callback_id, answer=answer, redirect=redirect)
+
+    def callbacks_to_query(self, max_attempts: int, limit: int) -> list[int]:
+        rows = self._all("callbacks_to_query", max_attempts=max_attempts, limit=limit)
+        return [row["id"] for row in rows]
 
     def unresolved_callbacks(self, received_before: datetime) -> list[int]:
         return [row["id"] for row in self._all("unresolved_callbacks", before=received_before)]

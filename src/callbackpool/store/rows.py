@@ -146,6 +146,9 @@ def callback(decode: Decode, row: Row) -> CallbackRecord:
         duplicate_of=row["duplicate_of"],
         settled_at=decode.time_or_none(row["settled_at"]),
         settled_by=row["settled_by"],
+        receipt=row["receipt"],
+        query_attempts=row["query_attempts"],
+        query_answer=row["query_answer"],
     )
 
 

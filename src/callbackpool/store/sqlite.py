@@ -498,6 +498,11 @@ class SqliteTx:
         row = self._one("earliest_lease_end")
         return None if row is None else from_us(row[0])
 
+    def customer_claims(self, customer_key: str) -> list[datetime]:
+        # Atomic with the lease that follows: write transactions take turns (BEGIN IMMEDIATE).
+        rows = self._all("customer_claims", customer_key=customer_key, now=self._now_us)
+        return [_at(row["expires_at"]) for row in rows]
+
     def live_lease_of_payment(self, token: str) -> Lease | None:
         row = self._one("live_lease_of_payment", token=token)
         return None if row is None else values.lease(DECODE, row)
@@ -575,6 +580,7 @@ class SqliteTx:
             currency=payment.currency,
             items=json.dumps([values.item_json(item) for item in payment.items]),
             customer=json.dumps(dict(payment.customer)),
+            customer_key=payment.customer_key,
             status=payment.status.value,
             late=int(payment.late),
             lease_id=payment.lease_id,
@@ -635,6 +641,7 @@ class SqliteTx:
             currency=ticket.currency,
             items=json.dumps([values.item_json(item) for item in ticket.items]),
             customer=json.dumps(dict(ticket.customer)),
+            customer_key=ticket.customer_key,
             now=self._now_us,
             expires_at=to_us(ticket.expires_at),
         )
@@ -741,6 +748,7 @@ class SqliteTx:
             method=callback.method,
             params=json.dumps([list(pair) for pair in callback.params]),
             client_addr=callback.client_addr,
+            receipt=callback.receipt,
             now=self._now_us,
         )
         assert row is not None
@@ -813,6 +821,13 @@ class SqliteTx:
             before_id=before_id,
         )
         return [values.callback(DECODE, row) for row in rows]
+
+    def note_status_query(self, callback_id: int, answer: str, redirect: str | None) -> None:
+        self._run("note_status_query", id=callback_id, answer=answer, redirect=redirect)
+
+    def callbacks_to_query(self, max_attempts: int, limit: int) -> list[int]:
+        rows = self._all("callbacks_to_query", max_attempts=max_attempts, limit=limit)
+        return [row["id"] for row in rows]
 
     def callback_counts(self) -> dict[CallbackOutcome, int]:
         return {CallbackOutcome(row["outcome"]): row["n"] for row in self._all("callback_counts")}

@@ -11,6 +11,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib.metadata import PackageNotFoundError, version
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
@@ -18,15 +19,17 @@ from fastapi.staticfiles import StaticFiles
 
 from ..clock import Clock
 from ..compose import build_pool
-from ..config import Settings
+from ..config import Settings, networks
 from ..ports import Store
 from ..store import open_store
+from .clients import ClientAddresses
 from .deps import Services
 from .errors import install_error_handlers
-from .headers import ResponseHeaders
-from .limits import BodyLimit
+from .headers import ResponseHeaders, security_headers
+from .limits import BodyLimit, RateLimiter
 from .metrics import Metrics
-from .routes import admin_api, callbacks, dashboard, operations, pages, payments, sandbox
+from .routes import admin_api, callbacks, dashboard, docs, operations, pages, payments, sandbox
+from .schemas import complete_document
 from .startup import Startup
 from .sweeper import Sweeper
 from .templating import STATIC_DIR
@@ -40,8 +43,13 @@ def create_app(
     """The service for ``settings``. ``store`` and ``clock`` replace the ones the settings
     name (tests); the store is opened, migrated and closed by the app's lifespan."""
 
+    # Refused here, before anything listens: production without an admin token, and so on.
+    warnings = settings.service_warnings()
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        for warning in warnings:
+            log.warning("%s%s", "PRODUCTION: " if settings.env == "production" else "", warning)
         services = await run_in_threadpool(_build_services, settings, store, clock)
         metrics.watch(services.pool)
         sweeper = Sweeper(services.pool, settings.sweep_interval_seconds)
@@ -75,16 +83,24 @@ def create_app(
         version=_version(),
         summary="Callback URLs leased to pending payments of a hosted payment form.",
         lifespan=lifespan,
-        docs_url="/api/docs",
+        docs_url=None,
         redoc_url=None,
-        openapi_url="/api/openapi.json",
+        openapi_url=docs.OPENAPI_PATH,
     )
+    build_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = complete_document(build_openapi())
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     # A registry of the app's own: tests build many apps in one process.
     metrics = Metrics()
     app.state.metrics = metrics
     install_error_handlers(app)
     app.add_middleware(BodyLimit)
-    app.add_middleware(ResponseHeaders)
+    app.add_middleware(ResponseHeaders, headers=security_headers(settings))
 
     app.include_router(payments.router)
     callbacks.add_callback_routes(app, settings)
@@ -94,16 +110,19 @@ def create_app(
     app.include_router(operations.router)
     if settings.sandbox.enabled:
         app.include_router(sandbox.router)
+    if settings.api_docs_enabled():
+        app.include_router(docs.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     # Where people start (the demo prints these).
     app.state.links = {
         "checkout": "/checkout",
         "dashboard": "/admin",
         "api": payments.PREFIX,
-        "docs": "/api/docs",
         "pool-stats": f"{payments.PREFIX}/pool-stats",
         "metrics": "/metrics",
     }
+    if settings.api_docs_enabled():
+        app.state.links["docs"] = docs.DOCS_PATH
     return app
 
 
@@ -117,6 +136,12 @@ def _build_services(settings: Settings, store: Store | None, clock: Clock | None
         store=store,
         pool=pool,
         sandbox=settings.sandbox_gateway() if settings.sandbox.enabled else None,
+        clients=ClientAddresses(networks(settings.trusted_proxies), settings.forwarded_header),
+        create_token_limit=(
+            RateLimiter(settings.create_token_rate_per_minute)
+            if settings.create_token_rate_per_minute
+            else None
+        ),
     )
 
 

@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 from fastapi import Request
 
 from ..config import Settings
+from .clients import client_address
 from .errors import NotAuthenticated, WebError
 
 log = logging.getLogger("callbackpool.web.auth")
@@ -156,7 +157,7 @@ def _own_origins(request: Request, settings: Settings) -> set[str]:
 
 
 def _client(request: Request) -> str:
-    return request.client.host if request.client else "?"
+    return client_address(request) or "?"
 
 
 def valid_name(name: str) -> str | None:

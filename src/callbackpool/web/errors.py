@@ -18,6 +18,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..domain.errors import (
@@ -33,6 +34,7 @@ from ..domain.errors import (
     StoreError,
     StoreUnavailable,
     TicketEnded,
+    TooManyLeases,
     UnknownCallback,
     UnknownPayment,
     UnknownSlot,
@@ -80,6 +82,23 @@ class NotAuthenticated(WebError):
         super().__init__(message, headers={"WWW-Authenticate": 'Bearer realm="callbackpool"'})
 
 
+class Forbidden(WebError):
+    status = 403
+
+
+class RateLimited(WebError):
+    """Too many requests from one client: answered 429 with ``Retry-After``."""
+
+    status = 429
+
+    def __init__(self, retry_after_seconds: float) -> None:
+        self.retry_after_seconds = max(1, int(retry_after_seconds + 0.999))
+        super().__init__(
+            "Too many requests from this address: wait a moment before trying again",
+            headers={"Retry-After": str(self.retry_after_seconds)},
+        )
+
+
 class RequestTooLarge(StarletteHTTPException):
     """Raised while a body is read past the limit (an HTTPException, so that a framework
     reading the body passes it on untouched)."""
@@ -124,6 +143,14 @@ def problem_for(exc: Exception) -> Problem:
                 headers={"Retry-After": str(retry)},
                 extra={"retryAfter": retry},
             )
+        case TooManyLeases():
+            retry = exc.retry_after_seconds
+            return Problem(
+                status=429,
+                message=exc.message,
+                headers={"Retry-After": str(retry)},
+                extra={"retryAfter": retry},
+            )
         case UnknownPayment():
             return Problem(status=404, message="Payment not found")
         case UnknownCallback() | UnknownSlot():
@@ -153,6 +180,13 @@ def problem_for(exc: Exception) -> Problem:
             return _internal_error(exc)
         case CallbackPoolError():
             return Problem(status=400, message=exc.message)
+        case RateLimited():
+            return Problem(
+                status=429,
+                message=exc.message,
+                headers=exc.headers,
+                extra={"retryAfter": exc.retry_after_seconds},
+            )
         case BadBody():
             return Problem(status=422, message=exc.message, errors={exc.field: exc.problem})
         case WebError():
@@ -285,7 +319,27 @@ def _return_again_later(request: Request, problem: Problem) -> Response:
 
 
 async def _handle(request: Request, exc: Exception) -> Response:
-    return respond(request, problem_for(exc))
+    problem = problem_for(exc)
+    if problem.status == 405:
+        # Starlette names the methods of the first route of the path only; a path served by
+        # several routes (one a method, for their own OpenAPI operations) takes them all.
+        problem.headers["Allow"] = allowed_methods(request)
+    return respond(request, problem)
+
+
+_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
+
+
+def allowed_methods(request: Request) -> str:
+    """Every method some route of the app takes on the request's path."""
+    routes = request.app.router.routes
+    return ", ".join(
+        method
+        for method in _METHODS
+        if any(
+            route.matches({**request.scope, "method": method})[0] is Match.FULL for route in routes
+        )
+    )
 
 
 class UnexpectedErrors:

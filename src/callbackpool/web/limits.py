@@ -1,10 +1,17 @@
-"""The request body limit: a body over ``MAX_BODY_BYTES`` is answered 413.
+"""Limits on what a client may ask: the request body (a body over ``MAX_BODY_BYTES`` is
+answered 413) and the rate of create-token requests (``RateLimiter``, answered 429).
 
-The limit is enforced as the body is read, so a declared ``Content-Length`` and a chunked
-body are refused alike, and an endpoint that never reads a body is not disturbed.
+The body limit is enforced as the body is read, so a declared ``Content-Length`` and a
+chunked body are refused alike, and an endpoint that never reads a body is not disturbed.
 """
 
 from __future__ import annotations
+
+import ipaddress
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -45,3 +52,70 @@ def _content_length(scope: Scope) -> int | None:
             text = value.decode("latin-1").strip()
             return int(text) if text.isdigit() else None
     return None
+
+
+class RateLimiter:
+    """At most ``per_minute`` requests a client, as a token bucket: a full minute's worth may
+    come at once, then one more every ``60 / per_minute`` seconds. A refused request costs
+    nothing, so a client that keeps trying too fast is let in as soon as it may be.
+
+    The buckets live in this process: with several instances of the service behind a
+    balancer a client may get up to that many times the rate (docs/security.md says why the
+    limit is not kept in the shared database). Memory is bounded: a full bucket is forgotten,
+    and past ``max_clients`` the longest idle are.
+    """
+
+    def __init__(
+        self,
+        per_minute: int,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        max_clients: int = 100_000,
+    ) -> None:
+        if per_minute <= 0:
+            raise ValueError("per_minute must be positive")
+        self.capacity = float(per_minute)
+        self.interval = 60.0 / per_minute  # seconds a token takes to come back
+        self.clock = clock
+        self.max_clients = max_clients
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()  # tokens, at
+        self._lock = threading.Lock()
+
+    def take(self, client: str) -> float | None:
+        """Count a request of ``client``: None if it may go ahead, else the seconds until it
+        may."""
+        now = self.clock()
+        with self._lock:
+            tokens, at = self._buckets.pop(client, (self.capacity, now))
+            tokens = min(self.capacity, tokens + (now - at) / self.interval)
+            if tokens >= 1:
+                self._buckets[client] = (tokens - 1, now)
+                self._forget_idle(now)
+                return None
+            self._buckets[client] = (tokens, now)
+            return (1 - tokens) * self.interval
+
+    def _forget_idle(self, now: float) -> None:
+        refill = self.capacity * self.interval
+        while self._buckets:
+            oldest, (_, at) = next(iter(self._buckets.items()))
+            if now - at < refill and len(self._buckets) <= self.max_clients:
+                break
+            del self._buckets[oldest]
+
+    def __len__(self) -> int:
+        return len(self._buckets)
+
+
+def rate_key(address: str | None) -> str:
+    """What the rate limit counts by: the client address, an IPv6 one by its /64 (a single
+    host commonly holds a whole /64 and could otherwise take a fresh address per request)."""
+    if address is None:
+        return "-"
+    try:
+        parsed = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(parsed, ipaddress.IPv6Address):
+        return str(ipaddress.ip_network(f"{parsed}/64", strict=False))
+    return str(parsed)

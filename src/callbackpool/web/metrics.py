@@ -33,7 +33,7 @@ from ..pool import SLOT_HEALTH, CallbackPool
 log = logging.getLogger("callbackpool.metrics")
 
 ACQUISITION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
-REFUSAL_REASONS = ("pool_exhausted", "invalid")
+REFUSAL_REASONS = ("pool_exhausted", "invalid", "customer_cap", "rate_limited", "cross_site")
 
 
 class Metrics:
@@ -59,7 +59,8 @@ class Metrics:
         )
         self.refusals = Counter(
             "callbackpool_create_token_refusals",
-            "create-token requests refused: pool_exhausted (every slot leased) or invalid.",
+            "create-token requests refused: pool_exhausted (every slot leased), invalid, "
+            "customer_cap, rate_limited or cross_site.",
             ["reason"],
             registry=r,
         )

@@ -133,9 +133,15 @@ class _Out(BaseModel):
 
 
 class ErrorOut(_Out):
+    """Every error: ``errors`` names the fields of a bad request; ``retryAfter`` (seconds)
+    comes with a 429 and an exhausted pool's 503, ``status`` with a 409, ``ref`` with a 500."""
+
     success: bool = False
     message: str
     errors: dict[str, str] | None = None
+    retry_after: int | None = None
+    status: str | None = None
+    ref: str | None = None
 
 
 class FormConfigOut(_Out):
@@ -364,9 +370,69 @@ class PoolStatsResponse(_Out):
     stats: PoolStatsOut
 
 
+# Bodies read by ``read_json`` (whatever the Content-Type) rather than by FastAPI: their
+# schemas are added to the document's components by ``add_request_schemas``.
+REQUEST_MODELS: tuple[type[BaseModel], ...] = (CreateTokenIn,)
+_COMPONENTS = "#/components/schemas/{model}"
+
+
+def request_body(model: type[BaseModel]) -> dict[str, Any]:
+    """The ``openapi_extra`` of an operation whose JSON body is ``model``."""
+    reference = {"$ref": _COMPONENTS.format(model=model.__name__)}
+    return {
+        "requestBody": {"required": True, "content": {"application/json": {"schema": reference}}}
+    }
+
+
+def complete_document(document: dict[str, Any]) -> dict[str, Any]:
+    """The OpenAPI document as the service answers: the schemas of ``REQUEST_MODELS`` in its
+    components, and without FastAPI's own 422 entries, whose body (``detail``) is not the
+    one this service sends; an operation that can answer 422 documents its own."""
+    schemas = document.setdefault("components", {}).setdefault("schemas", {})
+    for model in REQUEST_MODELS:
+        schema = model.model_json_schema(ref_template=_COMPONENTS)
+        schemas.update(schema.pop("$defs", {}))
+        schemas[model.__name__] = schema
+    fastapis = "#/components/schemas/HTTPValidationError"
+    for operations in document.get("paths", {}).values():
+        for operation in operations.values():
+            answer = operation.get("responses", {}).get("422", {})
+            if fastapis in json.dumps(answer):
+                del operation["responses"]["422"]
+    for name in ("HTTPValidationError", "ValidationError"):
+        schemas.pop(name, None)
+    return document
+
+
+_ERROR_HEADERS: dict[int, dict[str, Any]] = {
+    401: {"WWW-Authenticate": {"schema": {"type": "string"}, "required": True}},
+    429: {"Retry-After": {"schema": {"type": "integer"}, "required": True}},
+    503: {"Retry-After": {"schema": {"type": "integer"}, "required": True}},
+}
+_ERROR_DESCRIPTIONS = {
+    401: "No operator token, or the wrong one",
+    403: "A browser's request from another site",
+    404: "Not found (an unknown token and a malformed one alike)",
+    409: "The payment is no longer pending",
+    410: "The ticket expired unpolled, or was cancelled",
+    413: "The body is over the limit",
+    422: "The request names a field that is wrong",
+    429: "Too many requests: the client's rate, or the customer's live payments",
+    503: "Every slot is leased, or the database is unavailable",
+}
+
+
 def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI entries for the error answers of an endpoint."""
-    return {status: {"model": ErrorOut} for status in statuses}
+    """OpenAPI entries for the error answers of an endpoint (``ErrorOut``, and the headers
+    that come with some)."""
+    return {
+        status: {
+            "model": ErrorOut,
+            "description": _ERROR_DESCRIPTIONS.get(status, "Refused"),
+            **({"headers": _ERROR_HEADERS[status]} if status in _ERROR_HEADERS else {}),
+        }
+        for status in statuses
+    }
 
 
 def form_pairs(raw: bytes) -> Sequence[tuple[str, str]]:

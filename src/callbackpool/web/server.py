@@ -10,7 +10,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from ..config import Settings, load_settings
-from ..gateways.sandbox import DEFAULT_HASH_FIELDS, TEST_CARDS, Outcome
+from ..gateways.sandbox import DEFAULT_HASH_FIELDS, SANDBOX_QUERY_PATH, TEST_CARDS, Outcome
 from ..logs import LogFormat, uvicorn_log_config
 from .app import create_app
 
@@ -55,7 +55,8 @@ def demo_settings(
     *, host: str, port: int, database_url: str = DEMO_DATABASE_URL, admin_token: str = ""
 ) -> Settings:
     """The example configuration with the sandbox on: its returns are signed with a fresh
-    secret that ``callbackHash`` verifies, so the whole check runs end to end."""
+    secret that ``callbackHash`` verifies, so the whole check runs end to end, and its status
+    query settles the returns that their path alone cannot attribute."""
     secret = secrets.token_hex(16)
     public_host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host  # noqa: S104
     return load_settings(
@@ -69,6 +70,12 @@ def demo_settings(
                 "secret": secret,
                 "fields": list(DEFAULT_HASH_FIELDS),
                 "algorithm": "hmac-md5",
+            },
+            # The sandbox's status query settles the returns a path cannot attribute.
+            "status_query": {
+                "url": f"http://{public_host}:{port}{SANDBOX_QUERY_PATH}",
+                "api_key": secret,
+                "token_field": "custom1",
             },
         },
     )
@@ -84,9 +91,10 @@ def demo_banner(settings: Settings, links: dict[str, str]) -> list[str]:
         "",
         f"  checkout     {base}{links['checkout']}",
     ]
+    documentation = f"   (documentation: {base}{links['docs']})" if "docs" in links else ""
     lines += [
         f"  dashboard    {base}{links['dashboard']}   (sign in with your name and the token below)",
-        f"  API          {base}{links['api']}   (documentation: {base}{links['docs']})",
+        f"  API          {base}{links['api']}{documentation}",
         f"  admin token  {token}",
         "",
         f'  curl -H "Authorization: Bearer {token}" {base}{links["pool-stats"]}',

@@ -277,6 +277,18 @@ UPDATE leases AS l SET taint_until = NULL
 -- name: earliest_lease_end
 SELECT min(expires_at) AS earliest FROM leases WHERE ended_at IS NULL;
 
+-- name: lock_customer
+-- Transactions counting one customer's leases take turns until they end (the count and the
+-- lease it allows are one step): a lock on a hash of the customer, not a row.
+SELECT pg_advisory_xact_lock(hashtextextended('callbackpool customer ' || %(customer_key)s, 0));
+
+-- name: customer_claims
+SELECT l.expires_at FROM payments AS p JOIN leases AS l ON l.token = p.token
+ WHERE p.customer_key = %(customer_key)s AND l.ended_at IS NULL AND l.expires_at > %(now)s
+UNION ALL
+SELECT expires_at FROM tickets
+ WHERE customer_key = %(customer_key)s AND status = 'waiting' AND expires_at > %(now)s;
+
 -- name: live_lease_of_payment
 SELECT id, slot_id, path, token, amount, acquired_at, expires_at, ended_at, end_reason, taint_until,
        heartbeat_until
@@ -360,10 +372,11 @@ SELECT s.path, s.active, s.usage_count, s.last_acquired_at, s.last_released_at,
  ORDER BY s.id;
 
 -- name: insert_payment
-INSERT INTO payments (token, amount, currency, items, customer, status, late, lease_id,
-                      callback_path, expires_at, created_at, updated_at)
-VALUES (%(token)s, %(amount)s, %(currency)s, %(items)s, %(customer)s, %(status)s, %(late)s,
-        %(lease_id)s, %(callback_path)s, %(expires_at)s, %(created_at)s, %(created_at)s);
+INSERT INTO payments (token, amount, currency, items, customer, customer_key, status, late,
+                      lease_id, callback_path, expires_at, created_at, updated_at)
+VALUES (%(token)s, %(amount)s, %(currency)s, %(items)s, %(customer)s, %(customer_key)s,
+        %(status)s, %(late)s, %(lease_id)s, %(callback_path)s, %(expires_at)s, %(created_at)s,
+        %(created_at)s);
 
 -- name: get_payment
 SELECT token, amount, currency, items, customer, status, late, lease_id, callback_path,
@@ -398,20 +411,22 @@ SELECT token, amount, currency, items, customer, status, late, lease_id, callbac
  LIMIT %(limit)s;
 
 -- name: insert_callback
-INSERT INTO callbacks (path, method, params, client_addr, received_at, outcome)
-VALUES (%(path)s, %(method)s, %(params)s, %(client_addr)s, %(now)s, 'received')
+INSERT INTO callbacks (path, method, params, client_addr, receipt, received_at, outcome)
+VALUES (%(path)s, %(method)s, %(params)s, %(client_addr)s, %(receipt)s, %(now)s, 'received')
 RETURNING id;
 
 -- name: get_callback
 SELECT id, path, method, params, client_addr, received_at, outcome, pn_ref, amount, approved,
-       payment_token, detail, candidates, redirect, duplicate_of, settled_at, settled_by
+       payment_token, detail, candidates, redirect, duplicate_of, settled_at, settled_by,
+       receipt, query_attempts, query_answer
   FROM callbacks WHERE id = %(id)s;
 
 -- name: get_callback_locked
 -- Whoever resolves a callback holds it: a second resolver (the sweeper) waits, then sees
 -- it resolved.
 SELECT id, path, method, params, client_addr, received_at, outcome, pn_ref, amount, approved,
-       payment_token, detail, candidates, redirect, duplicate_of, settled_at, settled_by
+       payment_token, detail, candidates, redirect, duplicate_of, settled_at, settled_by,
+       receipt, query_attempts, query_answer
   FROM callbacks WHERE id = %(id)s
    FOR NO KEY UPDATE;
 
@@ -444,6 +459,19 @@ UPDATE callbacks
    SET payment_token = %(token)s, settled_at = %(now)s, settled_by = %(settled_by)s
  WHERE id = %(id)s;
 
+-- name: note_status_query
+UPDATE callbacks
+   SET query_attempts = query_attempts + 1, query_answer = %(answer)s,
+       redirect = coalesce(%(redirect)s, redirect)
+ WHERE id = %(id)s;
+
+-- name: callbacks_to_query
+SELECT id FROM callbacks
+ WHERE outcome IN ('ambiguous', 'unmatched') AND settled_at IS NULL AND pn_ref IS NOT NULL
+   AND query_attempts < %(max_attempts)s
+ ORDER BY id
+ LIMIT %(limit)s;
+
 -- name: unresolved_callbacks
 SELECT id FROM callbacks
  WHERE outcome = 'received' AND received_at < %(before)s
@@ -451,7 +479,8 @@ SELECT id FROM callbacks
 
 -- name: callbacks
 SELECT id, path, method, params, client_addr, received_at, outcome, pn_ref, amount, approved,
-       payment_token, detail, candidates, redirect, duplicate_of, settled_at, settled_by
+       payment_token, detail, candidates, redirect, duplicate_of, settled_at, settled_by,
+       receipt, query_attempts, query_answer
   FROM callbacks
  WHERE (%(outcomes)s::text[] IS NULL OR outcome = ANY (%(outcomes)s::text[]))
    AND (%(before_id)s::bigint IS NULL OR id < %(before_id)s)
@@ -509,7 +538,8 @@ SELECT outcome, count(*) AS n FROM callbacks GROUP BY outcome;
 
 -- name: open_review_callbacks
 SELECT id, path, method, params, client_addr, received_at, outcome, pn_ref, amount, approved,
-       payment_token, detail, candidates, redirect, duplicate_of, settled_at, settled_by
+       payment_token, detail, candidates, redirect, duplicate_of, settled_at, settled_by,
+       receipt, query_attempts, query_answer
   FROM callbacks
  WHERE outcome = 'ambiguous' AND approved AND settled_at IS NULL
  ORDER BY id
@@ -619,10 +649,10 @@ UPDATE slots SET standby = %(standby)s
 RETURNING id, path;
 
 -- name: insert_ticket
-INSERT INTO tickets (ticket, priority, amount, currency, items, customer, status, created_at,
-                     expires_at)
+INSERT INTO tickets (ticket, priority, amount, currency, items, customer, customer_key, status,
+                     created_at, expires_at)
 VALUES (%(ticket)s, %(priority)s, %(amount)s, %(currency)s, %(items)s, %(customer)s,
-        'waiting', %(now)s, %(expires_at)s)
+        %(customer_key)s, 'waiting', %(now)s, %(expires_at)s)
 RETURNING id, ticket, priority, amount, currency, items, customer, status, created_at, expires_at,
        payment_token, ended_at;
 

@@ -113,6 +113,13 @@ UPDATE leases SET taint_until = NULL
 -- name: earliest_lease_end
 SELECT min(expires_at) FROM leases WHERE ended_at IS NULL;
 
+-- name: customer_claims
+SELECT l.expires_at FROM payments AS p JOIN leases AS l ON l.token = p.token
+ WHERE p.customer_key = :customer_key AND l.ended_at IS NULL AND l.expires_at > :now
+UNION ALL
+SELECT expires_at FROM tickets
+ WHERE customer_key = :customer_key AND status = 'waiting' AND expires_at > :now;
+
 -- name: live_lease_of_payment
 SELECT * FROM leases WHERE token = :token AND ended_at IS NULL;
 
@@ -172,10 +179,10 @@ SELECT s.path, s.active, s.usage_count, s.last_acquired_at, s.last_released_at,
  ORDER BY s.id;
 
 -- name: insert_payment
-INSERT INTO payments (token, amount, currency, items, customer, status, late, lease_id,
-                      callback_path, expires_at, created_at, updated_at)
-VALUES (:token, :amount, :currency, :items, :customer, :status, :late, :lease_id,
-        :callback_path, :expires_at, :now, :now);
+INSERT INTO payments (token, amount, currency, items, customer, customer_key, status, late,
+                      lease_id, callback_path, expires_at, created_at, updated_at)
+VALUES (:token, :amount, :currency, :items, :customer, :customer_key, :status, :late,
+        :lease_id, :callback_path, :expires_at, :now, :now);
 
 -- name: get_payment
 SELECT * FROM payments WHERE token = :token;
@@ -196,8 +203,8 @@ UPDATE payments
  WHERE token = :token AND status = :expected;
 
 -- name: insert_callback
-INSERT INTO callbacks (path, method, params, client_addr, received_at, outcome)
-VALUES (:path, :method, :params, :client_addr, :now, 'received')
+INSERT INTO callbacks (path, method, params, client_addr, receipt, received_at, outcome)
+VALUES (:path, :method, :params, :client_addr, :receipt, :now, 'received')
 RETURNING id;
 
 -- name: get_callback
@@ -233,6 +240,19 @@ UPDATE callbacks
 -- name: unresolved_callbacks
 SELECT id FROM callbacks WHERE outcome = 'received' AND received_at < :before ORDER BY id;
 
+-- name: note_status_query
+UPDATE callbacks
+   SET query_attempts = query_attempts + 1, query_answer = :answer,
+       redirect = coalesce(:redirect, redirect)
+ WHERE id = :id;
+
+-- name: callbacks_to_query
+SELECT id FROM callbacks
+ WHERE outcome IN ('ambiguous', 'unmatched') AND settled_at IS NULL AND pn_ref IS NOT NULL
+   AND query_attempts < :max_attempts
+ ORDER BY id
+ LIMIT :limit;
+
 -- name: payments
 SELECT * FROM payments
  WHERE (:statuses IS NULL OR status IN (SELECT value FROM json_each(:statuses)))
@@ -248,10 +268,10 @@ SELECT * FROM callbacks
  LIMIT :limit;
 
 -- name: insert_ticket
-INSERT INTO tickets (ticket, priority, amount, currency, items, customer, status, created_at,
-                     expires_at)
-VALUES (:ticket, :priority, :amount, :currency, :items, :customer, 'waiting', :now,
-        :expires_at)
+INSERT INTO tickets (ticket, priority, amount, currency, items, customer, customer_key, status,
+                     created_at, expires_at)
+VALUES (:ticket, :priority, :amount, :currency, :items, :customer, :customer_key, 'waiting',
+        :now, :expires_at)
 RETURNING *;
 
 -- name: get_ticket

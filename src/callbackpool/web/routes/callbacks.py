@@ -15,9 +15,10 @@ from fastapi.responses import RedirectResponse
 from starlette.exceptions import HTTPException
 
 from ...config import Settings
-from ..deps import client_address, services_of
+from ..clients import client_address
+from ..deps import services_of
 from ..errors import keep_return, mark_answer
-from ..schemas import form_pairs
+from ..schemas import error_responses, form_pairs
 
 CALLBACK_PREFIX = "/api/v1/payments/callback"
 _METHODS = ["GET", "POST"]
@@ -87,6 +88,14 @@ def add_callback_routes(app: FastAPI, settings: Settings) -> None:
             methods=[method],
             status_code=303,
             response_class=RedirectResponse,
+            responses={
+                303: {
+                    "description": "To the payment's success page or to the error page",
+                    "headers": {"Location": {"schema": {"type": "string"}}},
+                    "content": {},
+                },
+                **error_responses(404),
+            },
             tags=["gateway"],
             summary=f"The hosted form's return by {method}",
             operation_id=f"gateway_return_{method.lower()}",

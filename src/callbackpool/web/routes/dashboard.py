@@ -32,6 +32,7 @@ from ..auth import (
     valid_name,
 )
 from ..charts import charts
+from ..clients import client_address
 from ..deps import PoolDep, SettingsDep
 from ..templating import templates
 from .admin_api import series_of
@@ -169,8 +170,7 @@ async def login(
         problem = "Give your name: it is kept with the decisions you make."
     elif not token_matches(settings, token):
         problem = "That is not the admin token."
-        client = request.client.host if request.client else "?"
-        log.warning("dashboard: a failed sign-in from %s", client)
+        log.warning("dashboard: a failed sign-in from %s", client_address(request) or "?")
     if problem is not None or operator_name is None:
         response = templates.TemplateResponse(
             request,

@@ -12,7 +12,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from ...domain.errors import CallbackPoolError
 from ..auth import bearer_of, token_matches
-from ..deps import Services, services_of
+from ..deps import Services, log_operator_refusal, services_of
 from ..errors import NotAuthenticated
 
 log = logging.getLogger("callbackpool.web")
@@ -83,7 +83,9 @@ def metrics(request: Request) -> Response:
     if services.settings.metrics_require_token:
         supplied = bearer_of(request)
         if services.settings.admin_token is None:
+            log_operator_refusal(request, "no admin token is configured")
             raise NotAuthenticated("Metrics disabled: no admin token is configured")
         if supplied is None or not token_matches(services.settings, supplied):
+            log_operator_refusal(request, "no credentials" if supplied is None else "wrong token")
             raise NotAuthenticated()
     return Response(request.app.state.metrics.render(), media_type=CONTENT_TYPE_LATEST)

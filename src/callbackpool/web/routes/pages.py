@@ -14,6 +14,7 @@ router = APIRouter(include_in_schema=False)
 
 # A message from the query string is shown as text, and only so much of it.
 MAX_MESSAGE_CHARS = 200
+MAX_REF_CHARS = 100
 POLL_SECONDS = 2
 
 
@@ -48,9 +49,17 @@ async def checkout(request: Request, settings: SettingsDep) -> Response:
 
 
 @router.get("/payment-success", response_class=HTMLResponse)
-def payment_success(request: Request, pool: PoolDep, token: str = "") -> Response:
+def payment_success(
+    request: Request, pool: PoolDep, ref: str = "", receipt: str = "", token: str = ""
+) -> Response:
+    """Where an approved return lands: named by the return's reference and receipt key (the
+    redirect never carries a payment token). ``?token=`` is the guide's form of the page,
+    kept for the shops that link to it with their customer's own token."""
     try:
-        payment = pool.get_payment(token) if token else None
+        if ref:
+            payment = pool.receipt(ref[:MAX_REF_CHARS], receipt[:MAX_REF_CHARS])
+        else:
+            payment = pool.get_payment(token[:MAX_REF_CHARS]) if token else None
     except UnknownPayment:
         payment = None
     context = {
@@ -69,6 +78,6 @@ async def payment_error(request: Request, message: str = "", ref: str = "") -> R
         "payment_error.html",
         {
             "message": message[:MAX_MESSAGE_CHARS] or "The payment did not go through",
-            "ref": ref[:40],
+            "ref": ref[:MAX_REF_CHARS],
         },
     )

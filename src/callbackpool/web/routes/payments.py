@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
 from ...pool import Checkout, Waiting
-from ..deps import OperatorDep, PoolDep, SettingsDep
+from ..deps import CreateTokenGuardDep, OperatorDep, PoolDep, SameOriginDep, SettingsDep
 from ..schemas import (
     CancelledOut,
     ConfigOut,
@@ -21,6 +21,7 @@ from ..schemas import (
     WaitingOut,
     error_responses,
     read_json,
+    request_body,
 )
 
 PREFIX = "/api/v1/payments"
@@ -29,7 +30,11 @@ router = APIRouter(prefix=PREFIX, tags=["payments"])
 
 
 _WAITING: dict[int | str, dict[str, Any]] = {
-    202: {"model": WaitingOut, "description": "No slot yet: a place in the waiting room"}
+    202: {
+        "model": WaitingOut,
+        "description": "No slot yet: a place in the waiting room",
+        "headers": {"Retry-After": {"schema": {"type": "integer"}, "required": True}},
+    }
 }
 
 
@@ -37,16 +42,11 @@ _WAITING: dict[int | str, dict[str, Any]] = {
     "/create-token",
     status_code=201,
     response_model=CreateTokenOut | WaitingOut,
-    responses={**_WAITING, **error_responses(413, 422, 503)},
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {"application/json": {"schema": CreateTokenIn.model_json_schema()}},
-        }
-    },
+    responses={**_WAITING, **error_responses(403, 413, 422, 429, 503)},
+    openapi_extra=request_body(CreateTokenIn),
 )
 async def create_token(
-    request: Request, response: Response, pool: PoolDep
+    request: Request, response: Response, pool: PoolDep, _: CreateTokenGuardDep
 ) -> CreateTokenOut | WaitingOut:
     """Create a pending payment and lease it a callback URL: the fields to post to the
     hosted form come back in ``formConfig.fields``. With ``"wait": true`` and no slot free
@@ -57,7 +57,7 @@ async def create_token(
 
 
 @router.get(
-    "/ticket/{ticket}",
+    "/ticket/{ticket:path}",
     response_model=CreateTokenOut | WaitingOut,
     responses={**_WAITING, **error_responses(404, 410)},
 )
@@ -69,11 +69,11 @@ def ticket_status(ticket: str, response: Response, pool: PoolDep) -> CreateToken
 
 
 @router.post(
-    "/cancel-ticket/{ticket}",
+    "/cancel-ticket/{ticket:path}",
     response_model=TicketCancelledOut,
-    responses=error_responses(404, 410),
+    responses=error_responses(403, 404, 410),
 )
-def cancel_ticket(ticket: str, pool: PoolDep) -> TicketCancelledOut:
+def cancel_ticket(ticket: str, pool: PoolDep, _: SameOriginDep) -> TicketCancelledOut:
     """Leave the waiting room (the customer gave up): the place goes to the next."""
     pool.cancel_ticket(ticket)
     return TicketCancelledOut()
@@ -89,8 +89,11 @@ def _granted_or_waiting(
     return CreateTokenOut.of(result)
 
 
+# ``{token:path}``: a "token" with a slash in it is answered like every unknown token.
 @router.get(
-    "/check-status/{token}", response_model=PaymentStatusOut, responses=error_responses(404)
+    "/check-status/{token:path}",
+    response_model=PaymentStatusOut,
+    responses=error_responses(404, 503),
 )
 def check_status(token: str, pool: PoolDep) -> PaymentStatusOut:
     """The payment as it stands. Poll it while the customer is on the gateway's page: the
@@ -100,9 +103,11 @@ def check_status(token: str, pool: PoolDep) -> PaymentStatusOut:
 
 
 @router.post(
-    "/cancel-token/{token}", response_model=CancelledOut, responses=error_responses(404, 409)
+    "/cancel-token/{token:path}",
+    response_model=CancelledOut,
+    responses=error_responses(403, 404, 409, 503),
 )
-def cancel_token(token: str, pool: PoolDep) -> CancelledOut:
+def cancel_token(token: str, pool: PoolDep, _: SameOriginDep) -> CancelledOut:
     """Cancel a pending payment and free its callback URL (the customer left)."""
     return CancelledOut(status=pool.cancel_payment(token).status.value)
 
@@ -113,7 +118,7 @@ async def public_config(settings: SettingsDep) -> ConfigOut:
     return ConfigOut.of(settings)
 
 
-@router.get("/pool-stats", response_model=PoolStatsResponse, responses=error_responses(401))
+@router.get("/pool-stats", response_model=PoolStatsResponse, responses=error_responses(401, 503))
 def pool_stats(_: OperatorDep, pool: PoolDep) -> PoolStatsResponse:
     """The pool's slots and their leases (operators only: it shows live tokens)."""
     return PoolStatsResponse(stats=PoolStatsOut.of(pool.status()))

@@ -3,15 +3,17 @@ post, the card page, and the return to the shop."""
 
 from __future__ import annotations
 
+import hmac
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
 from ...gateways.sandbox import (
     MAX_DELAY_SECONDS,
     SANDBOX_FORM_PATH,
+    SANDBOX_QUERY_PATH,
     TEST_CARDS,
     ReturnMethod,
     SandboxGateway,
@@ -65,6 +67,22 @@ async def pay(request: Request, transaction_id: str, sandbox: SandboxDep) -> Res
     except SandboxRefusal as refusal:
         return _card_page(request, sandbox, transaction, error=refusal.message, form=form)
     return _send_back(request, transaction)
+
+
+@router.get(SANDBOX_QUERY_PATH)
+async def status_query(request: Request, sandbox: SandboxDep, PNRef: str = "") -> Response:
+    """The sandbox's status query: ``GET /sandbox/query?PNRef=…`` with ``Authorization:
+    Bearer <sandbox secret>``. 200 with the transaction (the return's parameters but its
+    hash, and ``custom``: the custom fields the hosted form posted), 404 if unknown."""
+    scheme, _, supplied = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(
+        supplied.strip().encode(), sandbox.signer.secret.encode()
+    ):
+        return JSONResponse({"error": "authentication required"}, status_code=401)
+    document = sandbox.query(PNRef)
+    if document is None:
+        return JSONResponse({"error": "unknown transaction"}, status_code=404)
+    return JSONResponse(document)
 
 
 def _send_back(request: Request, transaction: Transaction) -> Response:
