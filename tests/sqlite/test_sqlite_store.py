@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -127,47 +128,178 @@ def test_the_capacity_migration_keeps_leases_and_their_id_sequence(tmp_path: Pat
         raw.execute("UPDATE leases SET end_reason = 'lost' WHERE id = 4")
 
 
-def test_writers_of_one_process_queue_in_the_process_not_in_sqlite(
+def test_writers_of_one_process_queue_in_the_process_and_share_a_commit(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # SQLite's busy handler polls with sleeps of up to 100 ms: a writer waiting there is
-    # let in long after the turn is free. A writer of the same process must wait for the
-    # turn before it asks SQLite for the lock, and no longer than the busy timeout.
+    # let in long after the turn is free. A writer of the same process waits for the turn
+    # in the process (no longer than the busy timeout), then joins the open transaction.
     store = SqliteStore(tmp_path / "pool.db", busy_timeout=0.3)
     store.migrate()
-    asked_sqlite: list[str] = []
-    begin = store._begin
+    began: list[str] = []
+    begin = store._begin_batch
 
-    def spying_begin(mode: str, **options: Any) -> Any:
-        asked_sqlite.append(threading.current_thread().name)
-        return begin(mode, **options)
+    def spying_begin(durable: bool) -> None:
+        began.append(threading.current_thread().name)
+        begin(durable)
 
-    monkeypatch.setattr(store, "_begin", spying_begin)
+    monkeypatch.setattr(store, "_begin_batch", spying_begin)
     finished = threading.Event()
     refused: list[Exception] = []
 
     def second_writer() -> None:
         try:
-            with store.transaction():
-                finished.set()
+            with store.transaction() as tx:
+                tx.sync_slots(["/cb/1", "/cb/2"])
+            finished.set()
         except StoreUnavailable as exc:
             refused.append(exc)
 
-    with store.transaction():
+    with store.transaction() as tx:
+        tx.sync_slots(["/cb/1"])
         waiting = threading.Thread(target=second_writer, name="second")
         waiting.start()
         time.sleep(0.1)
-        assert asked_sqlite == ["MainThread"]
         assert not finished.is_set()
     waiting.join()
     assert finished.is_set()
-    assert asked_sqlite == ["MainThread", "second"]
+    assert began == ["MainThread"]  # the second writer joined the first one's transaction
+    with store.read() as tx:
+        assert [view.path for view in tx.slot_views()] == ["/cb/1", "/cb/2"]
     # A turn that does not come within the busy timeout: the store is unavailable.
     with store.transaction():
         late = threading.Thread(target=second_writer, name="late")
         late.start()
         late.join()
     assert [str(exc) for exc in refused] == ["SQLite database is busy: no write turn in 0.3 s"]
+
+
+def test_concurrent_writers_share_commits(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = SqliteStore(tmp_path / "pool.db")
+    store.migrate()
+    commits = []
+    commit = store._commit
+    monkeypatch.setattr(store, "_commit", lambda batch: (commits.append(batch), commit(batch)))
+
+    def writer(n: int) -> None:
+        for i in range(20):
+            with store.transaction() as tx:
+                tx.sync_slots([f"/cb/{n}-{j}" for j in range(i + 1)])
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sum(batch.members for batch in commits) == 160
+    assert len(commits) < 160  # some transactions shared a commit (one fsync for several)
+
+
+def test_a_failing_writer_undoes_only_its_own_writes(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "pool.db")
+    store.migrate()
+    inside = threading.Event()
+    release = threading.Event()
+
+    def good_writer() -> None:
+        with store.transaction() as tx:
+            tx.sync_slots(["/cb/good"])
+            inside.set()
+            release.wait(5)
+
+    first = threading.Thread(target=good_writer)
+    first.start()
+    inside.wait(5)
+
+    def failing_writer() -> None:
+        with store.transaction() as tx:
+            tx.sync_slots(["/cb/good", "/cb/bad"])
+            raise RuntimeError("changed my mind")
+
+    failures: list[BaseException] = []
+
+    def run_failing_writer() -> None:
+        try:
+            failing_writer()
+        except RuntimeError as exc:
+            failures.append(exc)
+
+    second = threading.Thread(target=run_failing_writer)
+    second.start()
+    time.sleep(0.05)  # the failing writer queues, so the good one leaves the batch open
+    release.set()
+    first.join()
+    second.join()
+    assert [str(exc) for exc in failures] == ["changed my mind"]
+    with store.read() as tx:
+        assert [(view.path, view.active) for view in tx.slot_views()] == [("/cb/good", True)]
+
+
+def test_a_durable_writer_does_not_join_a_non_durable_batch(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "pool.db")
+    store.migrate()
+    store._take_turn()
+    store._batch = None
+    try:
+        store._begin_batch(False)
+        from callbackpool.store.sqlite import _Batch
+
+        store._batch = _Batch(durable=False)
+    finally:
+        store._turn.release()
+    open_batch = store._batch
+    with store.transaction(durable=True) as tx:
+        # The non-durable batch was committed before this durable one began.
+        assert open_batch.done
+        assert store._batch is not open_batch
+        assert store._batch is not None
+        assert store._batch.durable
+        tx.sync_slots(["/cb/1"])
+    assert store._writer_conn is not None
+    assert store._writer_conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+
+
+def test_another_process_gets_its_turn_while_this_one_keeps_writing(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "pool.db"
+    store = SqliteStore(path)
+    store.migrate()
+    stop = threading.Event()
+
+    def busy_writer() -> None:
+        while not stop.is_set():
+            with store.transaction() as tx:
+                tx.sync_slots(["/cb/1"])
+
+    writers = [threading.Thread(target=busy_writer) for _ in range(4)]
+    for writer in writers:
+        writer.start()
+    try:
+        # Another process (a CLI command, another instance) writes meanwhile.
+        done = subprocess.run(
+            [sys.executable, "-c", OTHER_PROCESS_WRITES, str(path)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        stop.set()
+        for writer in writers:
+            writer.join()
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "wrote 20"
+
+
+OTHER_PROCESS_WRITES = """
+import sys
+from callbackpool.store.sqlite import SqliteStore
+store = SqliteStore(sys.argv[1], busy_timeout=5)
+for i in range(20):
+    with store.transaction() as tx:
+        tx.sync_slots(["/cb/1", f"/cb/other-{i}"])
+print("wrote 20")
+"""
 
 
 def test_a_non_durable_transaction_restores_the_durable_mode(tmp_path: Path) -> None:

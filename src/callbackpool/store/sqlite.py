@@ -6,11 +6,14 @@ own locking, with a busy timeout). Time comes from the injected clock.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -77,6 +80,24 @@ def _at(micros: int) -> datetime:
 # How SQLite's columns arrive: times as microseconds since the epoch, JSON as text, flags as 0/1.
 DECODE = Decode(time=_at, json=json.loads, flag=bool)
 
+# Group commit: at most this many writers share one commit, and a writer whose batch is
+# still open this long after its body finished commits the batch itself.
+MAX_BATCH = 64
+LEADERLESS_AFTER = 0.005
+# A writer waiting for another process's write lock tries again this often (a busy process
+# leaves gaps of tens of microseconds between its batches).
+BUSY_RETRY = 0.0005
+
+
+@dataclass(eq=False)
+class _Batch:
+    """Writers whose bodies ran in one open SQLite transaction, waiting for its commit."""
+
+    durable: bool
+    members: int = 0
+    done: bool = False
+    error: StoreUnavailable | None = None
+
 
 class SqliteStore:
     """The pool's tables in one SQLite file (``":memory:"`` for a private in-memory one)."""
@@ -102,11 +123,17 @@ class SqliteStore:
         # An in-memory database lives in one connection, which the threads then share.
         self._shared: sqlite3.Connection | None = None
         self._shared_lock = threading.RLock()
-        # SQLite takes one writer at a time. This process's writers queue here, handed the
-        # turn as soon as it is free, rather than in SQLite's busy handler, which polls with
-        # sleeps of up to 100 ms and, under load, leaves writers waiting long after the lock
-        # was released. Other processes on the file still meet SQLite's own locking.
-        self._writer = threading.RLock()
+        # SQLite takes one writer at a time. This process's writers queue for a turn here,
+        # handed it as soon as it is free, rather than in SQLite's busy handler, which polls
+        # with sleeps of up to 100 ms. Other processes on the file meet SQLite's own locking.
+        self._turn = threading.Lock()
+        # Group commit (see transaction()): the open batch, how many writers queue for the
+        # turn, and the condition a writer waits on for its batch to be committed.
+        self._batch: _Batch | None = None
+        self._queued = 0
+        self._batches = threading.Condition()
+        self._writer_conn: sqlite3.Connection | None = None
+        self._in_write = threading.local()
 
     def __repr__(self) -> str:
         return f"SqliteStore({self.path!r})"
@@ -186,15 +213,142 @@ class SqliteStore:
 
     @contextmanager
     def transaction(self, *, durable: bool = True) -> Iterator[SqliteTx]:
-        if not self._writer.acquire(timeout=self.busy_timeout):
+        """A write transaction, committed in a group with those arriving at the same time.
+
+        Writers queue for the turn; the one holding it runs its body inside the open SQLite
+        transaction, under a savepoint of its own (so that its failure undoes only its own
+        writes). A writer that finishes while others queue leaves the transaction open for
+        them; the last of a group commits it, and every member of the group returns only
+        once that commit is done: one fsync for the group instead of one each. Nobody
+        returns before its writes are durable (or, with ``durable=False``, written).
+        """
+        if getattr(self._in_write, "active", False):
+            raise RuntimeError("a write transaction is already open in this thread")
+        self._in_write.active = True
+        try:
+            if self._memory:  # one connection, which the reads share: no group commit
+                with self._turn_held(), self._begin("IMMEDIATE", durable=durable) as tx:
+                    yield tx
+                return
+            batch = self._join_batch(durable)
+            conn = self._writer_conn
+            assert conn is not None
+            try:
+                conn.execute("SAVEPOINT member")
+                try:
+                    yield SqliteTx(conn, self.clock.now())
+                except BaseException as exc:
+                    conn.execute("ROLLBACK TO member")
+                    conn.execute("RELEASE member")
+                    if isinstance(exc, sqlite3.OperationalError) and _is_busy(exc):
+                        raise StoreUnavailable(f"SQLite database is busy: {exc}") from exc
+                    raise
+                conn.execute("RELEASE member")
+                batch.members += 1
+            finally:
+                self._leave_turn(batch)
+            self._await_commit(batch)
+        finally:
+            self._in_write.active = False
+
+    def _take_turn(self) -> None:
+        with self._batches:
+            self._queued += 1
+        try:
+            got = self._turn.acquire(timeout=self.busy_timeout)
+        finally:
+            with self._batches:
+                self._queued -= 1
+        if not got:
             raise StoreUnavailable(
                 f"SQLite database is busy: no write turn in {self.busy_timeout:g} s"
             )
+
+    @contextmanager
+    def _turn_held(self) -> Iterator[None]:
+        self._take_turn()
         try:
-            with self._begin("IMMEDIATE", durable=durable) as tx:
-                yield tx
+            yield
         finally:
-            self._writer.release()
+            self._turn.release()
+
+    def _join_batch(self, durable: bool) -> _Batch:
+        """Take the turn and the open batch, beginning one if there is none. A batch is
+        durable or not from its start (SQLite fixes a transaction's sync level when it
+        begins): a durable writer finding a non-durable batch open commits it first."""
+        self._take_turn()
+        try:
+            if self._batch is not None and durable and not self._batch.durable:
+                self._commit(self._batch)
+            if self._batch is None:
+                self._begin_batch(durable)
+                self._batch = _Batch(durable=durable)
+            return self._batch
+        except BaseException:
+            self._turn.release()
+            raise
+
+    def _begin_batch(self, durable: bool) -> None:
+        """``BEGIN IMMEDIATE`` on the writer connection, waiting for another process's
+        writer if need be: retried at short intervals, for SQLite's own busy handler sleeps
+        up to 100 ms between tries and would hardly ever find a busy process's lock free."""
+        if self._writer_conn is None:
+            self._writer_conn = self._open()
+            self._writer_conn.execute("PRAGMA busy_timeout = 0")
+        # In WAL mode a NORMAL commit is appended to the log without an fsync; the next FULL
+        # commit's fsync of the log makes it durable along with its own.
+        level = self.synchronous if durable else "NORMAL"
+        self._writer_conn.execute(f"PRAGMA synchronous = {level}")
+        deadline = time.monotonic() + self.busy_timeout
+        while True:
+            try:
+                self._writer_conn.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                if not _is_busy(exc) or time.monotonic() > deadline:
+                    raise StoreUnavailable(f"SQLite database is busy: {exc}") from exc
+            time.sleep(BUSY_RETRY)
+
+    def _leave_turn(self, batch: _Batch) -> None:
+        """Commit the batch unless another writer is about to join it; give up the turn."""
+        try:
+            with self._batches:
+                joining = self._queued > 0
+            if batch is self._batch and (not joining or batch.members >= MAX_BATCH):
+                self._commit(batch)
+        finally:
+            self._turn.release()
+
+    def _commit(self, batch: _Batch) -> None:
+        """Commit the open batch (the caller holds the turn) and tell its members."""
+        conn = self._writer_conn
+        assert conn is not None
+        error: StoreUnavailable | None = None
+        try:
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            error = StoreUnavailable(f"SQLite commit failed: {exc}")
+        finally:
+            with self._batches:
+                self._batch = None
+                batch.done = True
+                batch.error = error
+                self._batches.notify_all()
+
+    def _await_commit(self, batch: _Batch) -> None:
+        """Wait for the batch this writer's body joined to be committed. If the writer it
+        was left open for went away (its wait for the turn ran out), commit it oneself."""
+        while True:
+            with self._batches:
+                if self._batches.wait_for(lambda: batch.done, timeout=LEADERLESS_AFTER):
+                    break
+            with self._turn_held():
+                if self._batch is batch:
+                    self._commit(batch)
+        if batch.error is not None:
+            raise batch.error
 
     def read(self) -> AbstractContextManager[SqliteTx]:
         return self._begin("DEFERRED")
@@ -205,6 +359,8 @@ class SqliteStore:
                 conn.close()
             self._connections.clear()
         self._shared = None
+        self._writer_conn = None
+        self._batch = None
         self._local = threading.local()
 
     # --- migrations ------------------------------------------------------------------------
