@@ -11,7 +11,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -81,7 +81,6 @@ def launch(
     *,
     name: str = "serve",
     environment: Mapping[str, str] | None = None,
-    prefix: Sequence[str] = (),
     port: int | None = None,
 ) -> ServeProcess:
     """Start ``callbackpool serve`` on a free port without waiting for it to answer.
@@ -89,7 +88,7 @@ def launch(
     ``config`` is written to ``folder/<name>.json`` with ``baseUrl`` set to where it listens
     (``port``, or a free one).
     The process sees none of the test run's ``CALLBACKPOOL_*`` variables, only those of
-    ``environment``. ``prefix`` runs it under another program (``env``, ``faketime``…).
+    ``environment``.
     """
     folder.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
@@ -101,7 +100,7 @@ def launch(
     env.update(environment or {})
     with log.open("wb") as output:
         process = subprocess.Popen(
-            [*prefix, executable(), "--config", str(config_path), "serve", "--port", str(port)],
+            [executable(), "--config", str(config_path), "serve", "--port", str(port)],
             stdout=output,
             stderr=subprocess.STDOUT,
             env=env,
