@@ -76,6 +76,7 @@ def create_app(
         finally:
             await startup.stop()
             await sweeper.stop()
+            services.blocking.close()  # waits for calls in flight before the store closes
             services.store.close()
 
     app = FastAPI(

@@ -15,6 +15,7 @@ from ..gateways.sandbox import SandboxGateway
 from ..pool import CallbackPool
 from ..ports import Store
 from .auth import token_matches
+from .blocking import Blocking
 from .clients import ClientAddresses, client_address
 from .errors import Forbidden, NotAuthenticated, RateLimited, WebError
 from .limits import RateLimiter, rate_key
@@ -32,6 +33,7 @@ class Services:
     sandbox: SandboxGateway | None
     clients: ClientAddresses = field(default_factory=ClientAddresses)
     create_token_limit: RateLimiter | None = None
+    blocking: Blocking = field(default_factory=Blocking)
 
 
 # The getters are coroutines although they wait for nothing: FastAPI runs a plain function

@@ -46,11 +46,10 @@ async def _resolve(request: Request, path: str) -> RedirectResponse:
 async def _hand_over(
     request: Request, path: str, params: Sequence[tuple[str, str]]
 ) -> RedirectResponse:
-    pool = services_of(request).pool
-    result = await run_in_threadpool(
-        lambda: pool.handle_callback(
-            path, params, method=request.method, client_addr=client_address(request)
-        )
+    services = services_of(request)
+    pool, client = services.pool, client_address(request)
+    result = await services.blocking.run(
+        lambda: pool.handle_callback(path, params, method=request.method, client_addr=client)
     )
     return RedirectResponse(result.redirect, status_code=303)
 
@@ -62,29 +61,48 @@ def _route_for(path: str) -> Callable[[Request], Awaitable[RedirectResponse]]:
     return gateway_return
 
 
-async def _prefixed_return(handler: str, request: Request) -> RedirectResponse:
-    """The hosted form's return: the gateway sends the customer's browser here with its 11
-    parameters (query string or form body). Answers 303 to the success or error page."""
-    path = f"{CALLBACK_PREFIX}/{handler}"
-    mark_answer(request, "callback")
-    params = await _return_params(request)
-    keep_return(request, params)
-    if not await run_in_threadpool(services_of(request).pool.has_path, path):
-        mark_answer(request, "api")
-        raise HTTPException(404)
-    return await _hand_over(request, path, params)
+def _prefixed_return_for(
+    configured: frozenset[str],
+) -> Callable[[str, Request], Awaitable[RedirectResponse]]:
+    async def prefixed_return(handler: str, request: Request) -> RedirectResponse:
+        """The hosted form's return: the gateway sends the customer's browser here with its
+        11 parameters (query string or form body). Answers 303 to the success or error
+        page."""
+        path = f"{CALLBACK_PREFIX}/{handler}"
+        mark_answer(request, "callback")
+        params = await _return_params(request)
+        keep_return(request, params)
+        # A configured path is known without asking the database; another one may be a
+        # path removed from the configuration that still takes its leases' late returns.
+        if path not in configured and not await run_in_threadpool(
+            services_of(request).pool.has_path, path
+        ):
+            mark_answer(request, "api")
+            raise HTTPException(404)
+        return await _hand_over(request, path, params)
+
+    return prefixed_return
+
+
+def _under_prefix(path: str) -> bool:
+    handler = path.removeprefix(CALLBACK_PREFIX + "/")
+    return handler != path and handler != "" and "/" not in handler
 
 
 def add_callback_routes(app: FastAPI, settings: Settings) -> None:
-    """A route for each configured path and reserve path, and one for any other path under
-    the guide's prefix that the pool knows (a path removed from the configuration still
-    takes the late returns of the leases it had)."""
-    for path in (*settings.callback_paths, *settings.reserve_paths):
-        app.add_api_route(path, _route_for(path), methods=_METHODS, include_in_schema=False)
+    """One route for the paths under the guide's prefix (every configured one, and any other
+    the pool knows: a path removed from the configuration still takes the late returns of
+    the leases it had), and a route of its own for each configured path elsewhere. Routes
+    are matched one after the other: one route for a pool of many paths keeps that short."""
+    paths = (*settings.callback_paths, *settings.reserve_paths)
+    for path in paths:
+        if not _under_prefix(path):
+            app.add_api_route(path, _route_for(path), methods=_METHODS, include_in_schema=False)
+    prefixed_return = _prefixed_return_for(frozenset(p for p in paths if _under_prefix(p)))
     for method in _METHODS:
         app.add_api_route(
             CALLBACK_PREFIX + "/{handler}",
-            _prefixed_return,
+            prefixed_return,
             methods=[method],
             status_code=303,
             response_class=RedirectResponse,

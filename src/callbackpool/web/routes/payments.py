@@ -5,10 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
-from fastapi.concurrency import run_in_threadpool
 
 from ...pool import Checkout, Waiting
-from ..deps import CreateTokenGuardDep, OperatorDep, PoolDep, SameOriginDep, SettingsDep
+from ..deps import (
+    CreateTokenGuardDep,
+    OperatorDep,
+    PoolDep,
+    SameOriginDep,
+    SettingsDep,
+    services_of,
+)
 from ..schemas import (
     CancelledOut,
     ConfigOut,
@@ -52,7 +58,9 @@ async def create_token(
     hosted form come back in ``formConfig.fields``. With ``"wait": true`` and no slot free
     for this request (``priority`` ranks it), 202 with a ``ticket`` to poll instead of 503."""
     order: CreateTokenIn = await read_json(request, CreateTokenIn)
-    result = await run_in_threadpool(lambda: pool.create_payment(**order.payment_arguments()))
+    result = await services_of(request).blocking.run(
+        lambda: pool.create_payment(**order.payment_arguments())
+    )
     return _granted_or_waiting(result, response)
 
 
@@ -95,11 +103,12 @@ def _granted_or_waiting(
     response_model=PaymentStatusOut,
     responses=error_responses(404, 503),
 )
-def check_status(token: str, pool: PoolDep) -> PaymentStatusOut:
+async def check_status(token: str, request: Request, pool: PoolDep) -> PaymentStatusOut:
     """The payment as it stands. Poll it while the customer is on the gateway's page: the
     polling is the payment's heartbeat, and a payment whose page stopped polling releases
     its callback URL about a minute later (heartbeatTimeoutSeconds)."""
-    return PaymentStatusOut.of(pool.poll_payment(token))
+    payment = await services_of(request).blocking.run(lambda: pool.poll_payment(token))
+    return PaymentStatusOut.of(payment)
 
 
 @router.post(
