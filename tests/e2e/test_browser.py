@@ -142,3 +142,81 @@ def test_a_return_sent_twice_by_post_is_applied_once(checkout: Any, server: Serv
     log = server.log.read_text()
     assert f"applied to payment {token[:8]}" in log
     assert f"duplicate to payment {token[:8]}" in log
+
+
+@pytest.fixture
+def one_slot_server(tmp_path: Any) -> Iterator[Server]:
+    """A service with a single callback path, so that one holder fills the pool."""
+    from ..servers import stop_server
+    from .conftest import start_server
+
+    process, server = start_server(tmp_path, callbackPaths=["/api/v1/payments/callback/handler-1"])
+    yield server
+    stop_server(process)
+
+
+def test_a_full_pool_puts_the_customer_in_line_then_lets_them_pay(
+    browser: Any, one_slot_server: Server
+) -> None:
+    from playwright.sync_api import expect
+
+    server = one_slot_server
+    with server.client() as client:
+        holder = client.post(
+            "/api/v1/payments/create-token", json={"paymentData": {"amount": 500}}
+        ).json()
+    assert holder["success"]
+    context = browser.new_context(viewport={"width": 900, "height": 800})
+    context.set_default_timeout(20_000)
+    errors: list[str] = []
+    context.on("page", lambda p: p.on("pageerror", lambda e: errors.append(str(e))))
+    page = context.new_page()
+    page.goto(f"{server.base_url}/checkout")
+    page.fill("#amount", "9.00")
+    with page.expect_popup() as opened:
+        page.click("#pay")
+    window = opened.value
+    expect(page.locator(STATUS)).to_have_attribute("data-state", "waiting")
+    expect(page.locator(STATUS)).to_contain_text("number 1 in line")
+    assert window.url == "about:blank"  # nothing posted to the gateway while waiting
+    # The holder's customer leaves: the slot goes to the customer in line.
+    with server.client() as client:
+        client.post(f"/api/v1/payments/cancel-token/{holder['token']}").raise_for_status()
+    window.wait_for_url("**/sandbox/pay/**")
+    window.fill("#card_number", "4111 1111 1111 1111")
+    window.click("#pay")
+    expect(page.locator(STATUS)).to_have_text("Payment completed")
+    status = status_of(server, token_of(page))
+    assert (status["status"], status["amount"]) == ("completed", 900)
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=ARTIFACTS / "checkout-after-waiting.png")
+    context.close()
+    assert errors == []
+
+
+def test_closing_the_window_while_in_line_leaves_the_line(
+    browser: Any, one_slot_server: Server
+) -> None:
+    from playwright.sync_api import expect
+
+    server = one_slot_server
+    with server.client() as client:
+        holder = client.post(
+            "/api/v1/payments/create-token", json={"paymentData": {"amount": 500}}
+        ).json()
+    context = browser.new_context()
+    context.set_default_timeout(20_000)
+    page = context.new_page()
+    page.goto(f"{server.base_url}/checkout")
+    page.fill("#amount", "4.00")
+    with page.expect_popup() as opened:
+        page.click("#pay")
+    expect(page.locator(STATUS)).to_contain_text("in line")
+    opened.value.close()
+    expect(page.locator(STATUS)).to_have_attribute("data-state", "cancelled")
+    # The slot is still the holder's, and nobody waits any more: the next customer is first.
+    with server.client() as client:
+        client.post(f"/api/v1/payments/cancel-token/{holder['token']}").raise_for_status()
+        nxt = client.post("/api/v1/payments/create-token", json={"paymentData": {"amount": 700}})
+    assert nxt.status_code == 201
+    context.close()

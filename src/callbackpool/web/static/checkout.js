@@ -1,6 +1,7 @@
-// The reference checkout (the page /checkout): create a payment token, post the hosted
-// form's fields into a payment window, follow the payment by polling check-status, and
-// cancel the token when the window is closed without a result (the slot is freed at once).
+// The reference checkout (the page /checkout): create a payment token (waiting in line when
+// every slot is busy), post the hosted form's fields into a payment window, follow the
+// payment by polling check-status, and cancel the token when the window is closed without a
+// result (the slot is freed at once).
 'use strict';
 
 (() => {
@@ -91,6 +92,35 @@
     gatewayForm.remove();
   }
 
+  const pause = (seconds) => new Promise((resolve) => setTimeout(resolve, seconds * 1000));
+
+  // Every slot busy: create-token answered 202 with a ticket. Poll it as often as the answer
+  // says (a ticket nobody polls expires) until a slot is granted; leave the line if the
+  // customer closes the payment window meanwhile.
+  async function waitForSlot(waiting, paymentWindow) {
+    const ticket = encodeURIComponent(waiting.ticket);
+    let place = waiting;
+    for (;;) {
+      show('waiting', `Every payment slot is busy: you are number ${place.position} in line…`);
+      await pause(Math.max(1, place.retryAfter || 1));
+      if (paymentWindow && paymentWindow.closed) {
+        await call('POST', `/cancel-ticket/${ticket}`).catch(() => undefined);
+        return { closed: true };
+      }
+      let result;
+      try {
+        result = await call('GET', `/ticket/${ticket}`);
+      } catch {
+        continue; // the network hiccuped: ask again
+      }
+      if (result.response.status === 200) return { granted: result.data };
+      if (result.response.status !== 202) {
+        return { error: result.data.message || 'The wait for a payment slot ended' };
+      }
+      place = result.data;
+    }
+  }
+
   function finish(payment) {
     const text = OUTCOMES[payment.status] || `Payment ${payment.status}`;
     const facts = [];
@@ -166,10 +196,24 @@
     const paymentWindow = window.open('', WINDOW_NAME, 'popup,width=520,height=760');
     busy(true);
     show('working', 'Reserving a payment slot…');
-    const { response, data } = await call('POST', '/create-token', body).catch((error) => ({
+    body.wait = true;
+    let { response, data } = await call('POST', '/create-token', body).catch((error) => ({
       response: { ok: false, status: 0 },
       data: { success: false, message: error.message },
     }));
+    if (response.status === 202) {
+      const waited = await waitForSlot(data, paymentWindow);
+      if (waited.closed) {
+        finish({ status: 'cancelled', errorMessage: 'The payment window was closed while waiting' });
+        return;
+      }
+      if (waited.granted) {
+        data = waited.granted;
+      } else {
+        response = { ok: false, status: 410 };
+        data = { success: false, message: waited.error };
+      }
+    }
     if (!response.ok || !data.success) {
       if (paymentWindow) paymentWindow.close();
       const retry = data.retryAfter ? ` Try again in ${data.retryAfter} s.` : '';
