@@ -262,3 +262,28 @@ async def test_the_dashboard_shows_the_waiting_room_the_reserve_and_the_capacity
         assert "<b>1</b> waited" in html
         assert 'data-testid="slots-needed"' in html
         assert "12 in rotation" in html
+
+
+async def test_metrics_show_the_waiting_room_and_the_capacity_window(
+    client: httpx.AsyncClient, clock: FakeClock
+) -> None:
+    from .test_operations import metrics_of, value
+
+    held = await fill(client)
+    clock.advance(60)
+    waiting = (await create(client, 1000, wait=True)).json()
+    first = metrics_of((await client.get("/metrics", headers=OPERATOR)).text)
+    assert value(first, "callbackpool_waiting") == 1
+    assert value(first, "callbackpool_reserve_slots_in_rotation") == 0
+    # Eleven requests in the window; no lease has ended yet, so no load estimate.
+    assert value(first, "callbackpool_arrivals_per_hour") > 0
+    assert ("callbackpool_offered_erlangs", ()) not in first
+
+    await client.post(f"{API}/cancel-token/{held[0]['token']}")
+    assert (await client.get(f"{API}/ticket/{waiting['ticket']}")).status_code == 200
+    second = metrics_of((await client.get("/metrics", headers=OPERATOR)).text)
+    assert value(second, "callbackpool_waiting") == 0
+    # A lease held 60 s ended: arrivals × holding time, and Erlang B's answer for it.
+    load = value(second, "callbackpool_offered_erlangs")
+    assert load == pytest.approx(value(second, "callbackpool_arrivals_per_hour") * 60 / 3600)
+    assert value(second, "callbackpool_slots_needed") >= 1

@@ -28,7 +28,7 @@ from ..domain.events import (
     SweepRan,
 )
 from ..domain.model import CallbackOutcome, LeaseEnd
-from ..pool import SLOT_HEALTH, CallbackPool
+from ..pool import SLOT_HEALTH, CallbackPool, PoolStatus
 
 log = logging.getLogger("callbackpool.metrics")
 
@@ -194,3 +194,39 @@ class PoolCollector(Collector):
         yield streak
         yield last_return
         yield in_rotation
+        yield from _capacity_gauges(status)
+
+
+def _capacity_gauges(status: PoolStatus) -> Iterator[Metric]:
+    """The waiting room, the reserve paths and what the capacity window observed."""
+    yield GaugeMetricFamily(
+        "callbackpool_waiting", "Customers in the waiting room for a slot.", status.waiting
+    )
+    reserve = status.reserve
+    yield GaugeMetricFamily(
+        "callbackpool_reserve_slots_in_rotation",
+        "Reserve paths activated by the load (0: all on standby, or none configured).",
+        reserve.in_rotation if reserve else 0,
+    )
+    capacity = status.capacity
+    if capacity is None:
+        return
+    yield GaugeMetricFamily(
+        "callbackpool_arrivals_per_hour",
+        "Payment requests an hour over the capacity window.",
+        capacity.arrivals_per_hour,
+    )
+    load = capacity.offered_erlangs
+    if load is not None:  # no lease has ended in the window yet
+        yield GaugeMetricFamily(
+            "callbackpool_offered_erlangs",
+            "Observed arrivals × mean holding time over the capacity window.",
+            load,
+        )
+    needed = capacity.slots_needed
+    if needed is not None:
+        yield GaugeMetricFamily(
+            "callbackpool_slots_needed",
+            "The fewest slots that would turn away at most the capacity target (Erlang B).",
+            needed,
+        )
