@@ -131,8 +131,9 @@ def raw_cycles(db: Path, slots: int, cycles: int, synchronous: str) -> float:
             Q["insert_payment"],
             {"token": token, "amount": 1000, "currency": "USD",
              "items": json.dumps([{"code": "AMT", "quantity": 1000, "unitPrice": 1}]),
-             "customer": "{}", "status": "pending", "late": 0, "lease_id": lease_id,
-             "callback_path": slot[1], "expires_at": now + lock, "now": now},
+             "customer": "{}", "customer_key": None, "status": "pending", "late": 0,
+             "lease_id": lease_id, "callback_path": slot[1], "expires_at": now + lock,
+             "now": now},
         )  # fmt: skip
         conn.execute(
             Q["record_admission"],
@@ -140,10 +141,17 @@ def raw_cycles(db: Path, slots: int, cycles: int, synchronous: str) -> float:
              "granted": 0, "busy": None},
         )  # fmt: skip
         conn.execute("COMMIT")
+        # cancel_payment: a look-up before taking the write turn (an unknown token never
+        # takes it), then the lease on its slot, due to expire or be abandoned first.
+        conn.execute("BEGIN DEFERRED")
+        conn.execute(Q["get_payment"], {"token": token}).fetchone()
+        conn.execute("COMMIT")
         conn.execute("BEGIN IMMEDIATE")
         now = to_us(datetime.now(UTC))
-        conn.execute(Q["abandon_silent_leases"], {"now": now, "window": window}).fetchall()
-        conn.execute(Q["expire_due_leases"], {"now": now, "window": window}).fetchall()
+        on_slot = {"now": now, "window": window, "slot_id": slot[0]}
+        conn.execute(Q["live_lease_of_payment"], {"token": token}).fetchone()
+        conn.execute(Q["abandon_silent_lease_on_slot"], on_slot).fetchall()
+        conn.execute(Q["expire_due_lease_on_slot"], on_slot).fetchall()
         conn.execute(Q["get_payment"], {"token": token}).fetchone()
         conn.execute(Q["live_lease_of_payment"], {"token": token}).fetchone()
         conn.execute(
@@ -206,7 +214,9 @@ def bench_database(server_url: str) -> Iterator[str]:
 def reset(url: str, slots: int) -> None:
     """Empty the tables and lay out the slots: every run starts from the same state."""
     with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("TRUNCATE slots, leases, payments, callbacks, pn_refs RESTART IDENTITY")
+        conn.execute(
+            "TRUNCATE slots, leases, payments, callbacks, pn_refs RESTART IDENTITY CASCADE"
+        )
         conn.execute(
             "INSERT INTO slots (path, created_at) SELECT p, now() FROM unnest(%s::text[]) AS p",
             (list(paths(slots)),),
@@ -249,8 +259,9 @@ def pg_raw_cycle(conn: psycopg.Connection[Any]) -> Callable[[], None]:
         conn.execute(
             PG["insert_payment"],
             {"token": token, "amount": 1000, "currency": "USD", "items": items,
-             "customer": "{}", "status": "pending", "late": False, "lease_id": lease_id,
-             "callback_path": path, "expires_at": now + lock, "created_at": now},
+             "customer": "{}", "customer_key": None, "status": "pending", "late": False,
+             "lease_id": lease_id, "callback_path": path, "expires_at": now + lock,
+             "created_at": now},
         )  # fmt: skip
         conn.execute(PG["commit"])
         now = begin()

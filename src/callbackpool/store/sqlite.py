@@ -133,6 +133,7 @@ class SqliteStore:
         self._queued = 0
         self._batches = threading.Condition()
         self._writer_conn: sqlite3.Connection | None = None
+        self._writer_level = self.synchronous  # the writer connection's PRAGMA synchronous
         self._in_write = threading.local()
 
     def __repr__(self) -> str:
@@ -216,11 +217,12 @@ class SqliteStore:
         """A write transaction, committed in a group with those arriving at the same time.
 
         Writers queue for the turn; the one holding it runs its body inside the open SQLite
-        transaction, under a savepoint of its own (so that its failure undoes only its own
-        writes). A writer that finishes while others queue leaves the transaction open for
-        them; the last of a group commits it, and every member of the group returns only
-        once that commit is done: one fsync for the group instead of one each. Nobody
-        returns before its writes are durable (or, with ``durable=False``, written).
+        transaction (under a savepoint when it joins others' writes, so that its failure
+        undoes only its own). A writer that finishes while others queue leaves the
+        transaction open for them; the last of a group commits it, and every member of the
+        group returns only once that commit is done: one fsync for the group instead of one
+        each. Nobody returns before its writes are durable (or, with ``durable=False``,
+        written).
         """
         if getattr(self._in_write, "active", False):
             raise RuntimeError("a write transaction is already open in this thread")
@@ -233,17 +235,25 @@ class SqliteStore:
             batch = self._join_batch(durable)
             conn = self._writer_conn
             assert conn is not None
+            # A writer that opened the batch runs before anyone can join it: on failure it
+            # rolls the whole transaction back. One joining others' writes needs a savepoint.
+            joined = batch.members > 0
             try:
-                conn.execute("SAVEPOINT member")
+                if joined:
+                    conn.execute("SAVEPOINT member")
                 try:
                     yield SqliteTx(conn, self.clock.now())
                 except BaseException as exc:
-                    conn.execute("ROLLBACK TO member")
-                    conn.execute("RELEASE member")
+                    if joined:
+                        conn.execute("ROLLBACK TO member")
+                        conn.execute("RELEASE member")
+                    else:
+                        self._abandon(batch)
                     if isinstance(exc, sqlite3.OperationalError) and _is_busy(exc):
                         raise StoreUnavailable(f"SQLite database is busy: {exc}") from exc
                     raise
-                conn.execute("RELEASE member")
+                if joined:
+                    conn.execute("RELEASE member")
                 batch.members += 1
             finally:
                 self._leave_turn(batch)
@@ -295,10 +305,13 @@ class SqliteStore:
         if self._writer_conn is None:
             self._writer_conn = self._open()
             self._writer_conn.execute("PRAGMA busy_timeout = 0")
+            self._writer_level = self.synchronous
         # In WAL mode a NORMAL commit is appended to the log without an fsync; the next FULL
         # commit's fsync of the log makes it durable along with its own.
         level = self.synchronous if durable else "NORMAL"
-        self._writer_conn.execute(f"PRAGMA synchronous = {level}")
+        if level != self._writer_level:
+            self._writer_conn.execute(f"PRAGMA synchronous = {level}")
+            self._writer_level = level
         deadline = time.monotonic() + self.busy_timeout
         while True:
             try:
@@ -318,6 +331,16 @@ class SqliteStore:
                 self._commit(batch)
         finally:
             self._turn.release()
+
+    def _abandon(self, batch: _Batch) -> None:
+        """Roll back a batch whose only writer failed (the caller holds the turn)."""
+        assert self._writer_conn is not None
+        with contextlib.suppress(sqlite3.Error):
+            self._writer_conn.execute("ROLLBACK")
+        with self._batches:
+            self._batch = None
+            batch.done = True
+            self._batches.notify_all()
 
     def _commit(self, batch: _Batch) -> None:
         """Commit the open batch (the caller holds the turn) and tell its members."""
