@@ -216,14 +216,16 @@ def wait_until_serving(process: subprocess.Popen[bytes], port: int, log: Path) -
 
 
 @contextmanager
-def servers(folder: Path, count: int, paths: int, database_url: str) -> Iterator[list[int]]:
-    """``count`` servers on one database, started side by side: their ports."""
+def servers(
+    folder: Path, count: int, paths: int, database_url: str
+) -> Iterator[list[tuple[int, int]]]:
+    """``count`` servers on one database, started side by side: their ports and process ids."""
     ports = [free_port() for _ in range(count)]
     processes = [start_server(folder, port, paths, database_url) for port in ports]
     try:
         for process, port in zip(processes, ports, strict=True):
             wait_until_serving(process, port, folder / f"server-{port}.log")
-        yield ports
+        yield [(port, process.pid) for port, process in zip(ports, processes, strict=True)]
     finally:
         for process in processes:
             process.terminate()
@@ -231,8 +233,36 @@ def servers(folder: Path, count: int, paths: int, database_url: str) -> Iterator
             process.wait(timeout=15)
 
 
-async def measure(store: str, ports: list[int], clients: int, seconds: float) -> None:
+def cpu_seconds(pids: list[int]) -> float | None:
+    """User + system CPU the processes have used so far (Linux), None where unknown."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            return None
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / ticks
+
+
+def cpu_per_request(
+    pids: list[int], run: Awaitable[tuple[Tally, float]]
+) -> Awaitable[tuple[Tally, float, float | None]]:
+    async def measured() -> tuple[Tally, float, float | None]:
+        before = cpu_seconds(pids)
+        tally, elapsed = await run
+        after = cpu_seconds(pids)
+        used = None if before is None or after is None else after - before
+        return tally, elapsed, None if used is None else used / max(1, len(tally.latencies))
+
+    return measured()
+
+
+async def measure(store: str, servers: list[tuple[int, int]], clients: int, seconds: float) -> None:
     host = "127.0.0.1"
+    ports = [port for port, _ in servers]
+    pids = [pid for _, pid in servers]
     references = itertools.count(10**8)
 
     def trivial(n: int) -> Callable[[float, Tally], Awaitable[None]]:
@@ -245,8 +275,12 @@ async def measure(store: str, ports: list[int], clients: int, seconds: float) ->
     # Warm up both paths (imports, database pages, connection setup).
     await phase(clients, 1.0, trivial)
     await phase(clients, 1.0, rounds)
-    trivial_tally, trivial_elapsed = await phase(clients, seconds, trivial)
-    rounds_tally, rounds_elapsed = await phase(clients, seconds, rounds)
+    trivial_tally, trivial_elapsed, trivial_cpu = await cpu_per_request(
+        pids, phase(clients, seconds, trivial)
+    )
+    rounds_tally, rounds_elapsed, rounds_cpu = await cpu_per_request(
+        pids, phase(clients, seconds, rounds)
+    )
     trivial_rps = len(trivial_tally.latencies) / trivial_elapsed
     round_rps = len(rounds_tally.latencies) / rounds_elapsed
     ratio = round_rps / trivial_rps
@@ -267,6 +301,11 @@ async def measure(store: str, ports: list[int], clients: int, seconds: float) ->
         f"{rounds_tally.rounds / rounds_elapsed:.0f} rounds/s = {round_rps:.0f} req/s  "
         f"p50 {p50:.1f} ms  p99 {p99:.1f} ms  errors {rounds_tally.errors}"
     )
+    if trivial_cpu is not None and rounds_cpu is not None:
+        print(
+            f"server CPU per request: /healthz {trivial_cpu * 1000:.2f} ms, "
+            f"in rounds {rounds_cpu * 1000:.2f} ms (ratio {trivial_cpu / rounds_cpu:.2f})"
+        )
     print(f"http_roundtrip {store} ratio={ratio:.2f} p99_ms={p99:.1f}")
 
 
@@ -313,16 +352,16 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="callbackpool-bench-") as folder:
         if options.only != "postgres":
             url = f"sqlite:///{Path(folder) / 'bench.db'}{options.sqlite_options}"
-            with servers(Path(folder), 1, options.paths, url) as ports:
-                asyncio.run(measure("sqlite", ports, options.clients, options.seconds))
+            with servers(Path(folder), 1, options.paths, url) as started:
+                asyncio.run(measure("sqlite", started, options.clients, options.seconds))
         if options.only != "sqlite":
             with (
                 postgres_database(options.postgres) as url,
                 servers(
                     Path(folder), options.instances, options.paths, url + options.postgres_options
-                ) as ports,
+                ) as started,
             ):
-                asyncio.run(measure("postgres", ports, options.clients, options.seconds))
+                asyncio.run(measure("postgres", started, options.clients, options.seconds))
 
 
 if __name__ == "__main__":

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 from urllib.parse import parse_qsl
 
-from fastapi import Request
+from fastapi import Request, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, StrictBool, StrictInt, StrictStr, ValidationError
 from pydantic.alias_generators import to_camel
@@ -130,6 +130,19 @@ class RestoreIn(_In):
 
 class _Out(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True)
+
+
+def json_answer(
+    body: _Out, status_code: int = 200, headers: Mapping[str, str] | None = None
+) -> Response:
+    """``body`` as the answer's JSON, as FastAPI would write it for a route whose
+    ``response_model`` it is, without validating it a second time."""
+    return Response(
+        body.model_dump_json(by_alias=True),
+        status_code,
+        headers=headers,
+        media_type="application/json",
+    )
 
 
 class ErrorOut(_Out):

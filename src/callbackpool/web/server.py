@@ -11,7 +11,7 @@ from fastapi import FastAPI
 
 from ..config import Settings, load_settings
 from ..gateways.sandbox import DEFAULT_HASH_FIELDS, SANDBOX_QUERY_PATH, TEST_CARDS, Outcome
-from ..logs import LogFormat, uvicorn_log_config
+from ..logs import LogFormat, record_only_what_is_printed, uvicorn_log_config
 from .app import create_app
 
 DEMO_CONFIG = Path(__file__).parent / "demo" / "paygistix-forms.json"
@@ -40,6 +40,7 @@ def run(
 ) -> None:
     """One uvicorn process (the sandbox keeps its transactions in memory). Its own lines
     (and the access log) come in ``log_format``, with card data masked."""
+    record_only_what_is_printed()
     uvicorn.run(
         app,
         host=host,

@@ -8,11 +8,11 @@ from fastapi import APIRouter, Request, Response
 
 from ...pool import Checkout, Waiting
 from ..deps import (
-    CreateTokenGuardDep,
     OperatorDep,
     PoolDep,
     SameOriginDep,
     SettingsDep,
+    guard_create_token,
     services_of,
 )
 from ..schemas import (
@@ -26,6 +26,7 @@ from ..schemas import (
     TicketCancelledOut,
     WaitingOut,
     error_responses,
+    json_answer,
     read_json,
     request_body,
 )
@@ -33,6 +34,11 @@ from ..schemas import (
 PREFIX = "/api/v1/payments"
 
 router = APIRouter(prefix=PREFIX, tags=["payments"])
+
+# The routes every payment calls (create-token, check-status) take their services from the
+# request and answer with the JSON already made: FastAPI's dependency resolution and its
+# second validation of the answer against ``response_model`` (which documents it) cost as
+# much as the rest of the route.
 
 
 _WAITING: dict[int | str, dict[str, Any]] = {
@@ -51,17 +57,19 @@ _WAITING: dict[int | str, dict[str, Any]] = {
     responses={**_WAITING, **error_responses(403, 413, 422, 429, 503)},
     openapi_extra=request_body(CreateTokenIn),
 )
-async def create_token(
-    request: Request, response: Response, pool: PoolDep, _: CreateTokenGuardDep
-) -> CreateTokenOut | WaitingOut:
+async def create_token(request: Request) -> Response:
     """Create a pending payment and lease it a callback URL: the fields to post to the
     hosted form come back in ``formConfig.fields``. With ``"wait": true`` and no slot free
     for this request (``priority`` ranks it), 202 with a ``ticket`` to poll instead of 503."""
+    services = services_of(request)
+    await guard_create_token(request)
     order: CreateTokenIn = await read_json(request, CreateTokenIn)
-    result = await services_of(request).blocking.run(
-        lambda: pool.create_payment(**order.payment_arguments())
+    result = await services.blocking.run(
+        lambda: services.pool.create_payment(**order.payment_arguments())
     )
-    return _granted_or_waiting(result, response)
+    if isinstance(result, Waiting):
+        return json_answer(WaitingOut.of(result), 202, _retry_after(result))
+    return json_answer(CreateTokenOut.of(result), 201)
 
 
 @router.get(
@@ -92,9 +100,13 @@ def _granted_or_waiting(
 ) -> CreateTokenOut | WaitingOut:
     if isinstance(result, Waiting):
         response.status_code = 202
-        response.headers["Retry-After"] = str(result.retry_after_seconds)
+        response.headers.update(_retry_after(result))
         return WaitingOut.of(result)
     return CreateTokenOut.of(result)
+
+
+def _retry_after(waiting: Waiting) -> dict[str, str]:
+    return {"Retry-After": str(waiting.retry_after_seconds)}
 
 
 # ``{token:path}``: a "token" with a slash in it is answered like every unknown token.
@@ -103,12 +115,13 @@ def _granted_or_waiting(
     response_model=PaymentStatusOut,
     responses=error_responses(404, 503),
 )
-async def check_status(token: str, request: Request, pool: PoolDep) -> PaymentStatusOut:
+async def check_status(token: str, request: Request) -> Response:
     """The payment as it stands. Poll it while the customer is on the gateway's page: the
     polling is the payment's heartbeat, and a payment whose page stopped polling releases
     its callback URL about a minute later (heartbeatTimeoutSeconds)."""
-    payment = await services_of(request).blocking.run(lambda: pool.poll_payment(token))
-    return PaymentStatusOut.of(payment)
+    services = services_of(request)
+    payment = await services.blocking.run(lambda: services.pool.poll_payment(token))
+    return json_answer(PaymentStatusOut.of(payment))
 
 
 @router.post(
