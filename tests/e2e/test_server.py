@@ -147,3 +147,22 @@ def test_a_duplicate_return_changes_nothing(server: Server) -> None:
         after = server.pool_stats()
         # Everything but what the clock moves on its own (a second may pass between the two).
         assert without_clock(after) == without_clock(stats)
+
+
+def test_a_forwarded_header_is_not_believed_without_trusted_proxies(server: Server) -> None:
+    """The service reads forwarded headers itself, from ``trustedProxies`` only (none here):
+    the HTTP server in front of it must not believe them either, even from loopback."""
+    with server.client() as client:
+        token, card_page = checkout(client, {"amount": 5432})
+        return_url = pay(client, card_page, APPROVE).headers["location"]
+        back = client.get(return_url, headers={"X-Forwarded-For": "203.0.113.9"})
+        assert back.status_code == 303
+        ref = parse_qs(urlsplit(back.headers["location"]).query)["ref"][0]
+        stored = client.get(
+            "/api/v1/admin/callbacks",
+            params={"limit": 20},
+            headers={"Authorization": f"Bearer {server.admin_token}"},
+        ).json()
+        assert status_of(client, token)["status"] == "completed"
+    record = next(c for c in stored["callbacks"] if c["ref"] == ref)
+    assert record["clientAddr"] == "127.0.0.1"

@@ -49,6 +49,9 @@ def run(
         log_level="info",
         log_config=uvicorn_log_config(log_format),
         server_header=False,
+        # The app reads forwarded headers itself, from the configured trustedProxies only
+        # (web/clients.py); uvicorn's own reading would believe any sent from loopback.
+        proxy_headers=False,
     )
 
 
