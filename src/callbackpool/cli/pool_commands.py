@@ -31,7 +31,7 @@ from .app import (
     emit,
     operator_name,
 )
-from .text import NO_PATHS, ago, clock_time, count, path_labels, percent, span, table
+from .text import NO_PATHS, ago, clock_time, count, path_table, percent, span
 
 
 def init(ctx: typer.Context, as_json: JsonFlag = False) -> None:
@@ -250,18 +250,15 @@ def _status_lines(status: PoolStatus) -> Iterator[str]:
     if not status.slots:
         yield NO_PATHS
         return
-    prefix, labels = path_labels([slot.path for slot in status.slots])
-    if prefix:
-        yield f"paths under {prefix}"
     rows = []
-    for slot, label in zip(status.slots, labels, strict=True):
+    for slot in status.slots:
         lease = slot.lease
         state = views.slot_state(slot, now)
         if lease is not None and not slot.active:
             state += ", inactive"
         rows.append(
             [
-                label,
+                slot.path,
                 state,
                 str(lease.id) if lease else "-",
                 lease.token if lease else "-",
@@ -275,7 +272,7 @@ def _status_lines(status: PoolStatus) -> Iterator[str]:
         )
     headers = ["PATH", "STATE", "LEASE", "TOKEN", "LOCKED", "EXPIRES"]
     headers += ["USAGE", "LAST USED", "LAST RELEASED", "TAINTS"]
-    yield from table(headers, rows, right={2, 6, 9})
+    yield from path_table(headers, rows, right={2, 6, 9})
     if status.waiting:
         yield f"waiting room: {count(status.waiting, 'ticket')}"
     if status.reserve is not None and status.reserve.paths:

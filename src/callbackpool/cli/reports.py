@@ -35,7 +35,7 @@ from .app import (
     operator_name,
     parse_duration,
 )
-from .text import NO_PATHS, ago, clock_time, count, path_labels, span, table
+from .text import NO_PATHS, ago, clock_time, count, path_table, span, table
 
 reports_app = command_group("The guide's debug queries.")
 review_app = command_group(
@@ -274,12 +274,9 @@ def _usage_lines(rows: list[UsageRow], average: float, now: datetime) -> Iterato
     if not rows:
         yield NO_PATHS
         return
-    prefix, labels = path_labels([row.path for row in rows])
-    if prefix:
-        yield f"paths under {prefix}"
     cells = [
         [
-            label,
+            row.path,
             "yes" if row.active else "no",
             str(row.usage_count),
             str(row.callbacks),
@@ -287,10 +284,10 @@ def _usage_lines(rows: list[UsageRow], average: float, now: datetime) -> Iterato
             ago(row.last_acquired_at, now),
             ago(row.last_released_at, now),
         ]
-        for row, label in zip(rows, labels, strict=True)
+        for row in rows
     ]
     headers = ["PATH", "ACTIVE", "USAGE", "CALLBACKS", "EXPIRIES", "LAST USED", "LAST RELEASED"]
-    yield from table(headers, cells, right={2, 3, 4})
+    yield from path_table(headers, cells, right={2, 3, 4})
     yield f"average usage: {average:.1f} leases per active slot"
 
 
@@ -298,15 +295,12 @@ def _health_lines(slots: Sequence[SlotView], now: datetime) -> Iterator[str]:
     if not slots:
         yield NO_PATHS
         return
-    prefix, labels = path_labels([slot.path for slot in slots])
-    if prefix:
-        yield f"paths under {prefix}"
     rows = []
-    for slot, label in zip(slots, labels, strict=True):
+    for slot in slots:
         health = slot.health
         rows.append(
             [
-                label,
+                slot.path,
                 "yes" if slot.in_rotation else ("inactive" if not slot.active else "NO"),
                 str(health.approvals),
                 str(health.declines),
@@ -316,7 +310,7 @@ def _health_lines(slots: Sequence[SlotView], now: datetime) -> Iterator[str]:
             ]
         )
     headers = ["PATH", "IN ROTATION", "APPROVALS", "DECLINES", "SILENT EXPIRIES", "IN A ROW"]
-    yield from table([*headers, "LAST RETURN"], rows, right={2, 3, 4, 5})
+    yield from path_table([*headers, "LAST RETURN"], rows, right={2, 3, 4, 5})
     for slot in slots:
         if slot.sidelined:
             yield (

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 
 from ..views import span
 
-__all__ = ["NO_PATHS", "ago", "clock_time", "count", "path_labels", "percent", "span", "table"]
+__all__ = ["NO_PATHS", "ago", "clock_time", "count", "path_table", "percent", "span", "table"]
 
 NO_PATHS = "no callback paths: run 'callbackpool init'"
 
@@ -23,7 +23,20 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: set[int]
         ).rstrip()
 
 
-def path_labels(paths: Sequence[str]) -> tuple[str, list[str]]:
+def path_table(
+    headers: Sequence[str], rows: Sequence[Sequence[str]], right: set[int]
+) -> Iterator[str]:
+    """``table`` over rows whose first cell is a callback path: the folder all the paths
+    share is named once above it (``paths under /api/v1/payments/callback/``), and each row
+    shows what follows."""
+    prefix, labels = _path_labels([row[0] for row in rows])
+    if prefix:
+        yield f"paths under {prefix}"
+    labelled = [[label, *row[1:]] for label, row in zip(labels, rows, strict=True)]
+    yield from table(headers, labelled, right)
+
+
+def _path_labels(paths: Sequence[str]) -> tuple[str, list[str]]:
     """The folder all paths share (``/api/v1/payments/callback/``) and what follows it."""
     shared = paths[0][: paths[0].rfind("/") + 1] if paths else ""
     for path in paths:
