@@ -260,7 +260,7 @@ def _orphan_lines(payments: list[Payment], age: timedelta, now: datetime) -> Ite
     rows = [
         [
             payment.token,
-            f"{format_amount(payment.amount, payment.currency)} {payment.currency}",
+            _amount(payment.amount, payment.currency),
             ago(payment.created_at, now),
             ago(payment.expires_at, now),
             payment.callback_path or "-",
