@@ -275,7 +275,7 @@ def test_cleanup_all_without_yes_and_without_a_terminal_refuses(ready: Cli) -> N
 
 
 def test_cleanup_all_asks_on_a_terminal(ready: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("callbackpool.cli._interactive", lambda: True)
+    monkeypatch.setattr("callbackpool.cli.pool_commands._interactive", lambda: True)
     create(ready)
     create(ready, 5)
 

@@ -1,0 +1,85 @@
+"""The commands that run the service: ``serve`` (the HTTP API, the callback routes and the
+pages) and ``demo`` (the whole flow on this machine with the sandbox gateway)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Annotated
+
+import typer
+
+from .. import logs
+from .app import LogFormatOption, cli_state, driver_logging, parse_log_format
+
+HostOption = Annotated[
+    str, typer.Option("--host", envvar="CALLBACKPOOL_HOST", help="The address to listen on.")
+]
+PortOption = Annotated[
+    int,
+    typer.Option("--port", envvar="CALLBACKPOOL_PORT", min=1, max=65535, help="The port."),
+]
+
+
+def serve(
+    ctx: typer.Context,
+    host: HostOption = "127.0.0.1",
+    port: PortOption = 8000,
+    access_log: Annotated[
+        bool, typer.Option("--access-log", help="Log every request (uvicorn's access log).")
+    ] = False,
+    log_format: LogFormatOption = None,
+) -> None:
+    """Serve the HTTP API, the callback routes and the pages (uvicorn, one process).
+
+    The database is brought up to date and the configured paths loaded at start; the
+    sweeper runs every sweepIntervalSeconds. Ctrl-C (or SIGTERM) stops it cleanly."""
+    from ..web.server import serve as serve_http
+
+    state = cli_state(ctx)
+    settings = state.settings()
+    chosen = parse_log_format(log_format) or state.log_format
+    with _service_logging(chosen):
+        serve_http(settings, host=host, port=port, access_log=access_log, log_format=chosen)
+
+
+def demo(
+    ctx: typer.Context,
+    host: HostOption = "127.0.0.1",
+    port: PortOption = 8000,
+    database: Annotated[
+        str, typer.Option("--database", metavar="URL", help="The demo's database.")
+    ] = "sqlite:///callbackpool-demo.db",
+    log_format: LogFormatOption = None,
+) -> None:
+    """The whole flow on this machine: the example configuration, an SQLite file, the
+    sandbox gateway standing in for Paygistix and a fresh admin token. Prints where to
+    start: the checkout, the dashboard, the API and the token."""
+    from ..web.server import demo as serve_demo
+
+    chosen = parse_log_format(log_format) or cli_state(ctx).log_format
+    with _service_logging(chosen):
+        serve_demo(host=host, port=port, database_url=database, echo=typer.echo, log_format=chosen)
+
+
+@contextmanager
+def _service_logging(log_format: logs.LogFormat) -> Iterator[None]:
+    """A running service logs what it does (INFO, or DEBUG with --verbose), with times,
+    instead of the one-shot commands' bare warning lines."""
+    logger = logging.getLogger("callbackpool")
+    handlers, level, propagate = logger.handlers[:], logger.level, logger.propagate
+    handler = logs.handler(log_format)
+    logger.handlers = [handler]
+    logger.setLevel(min(logger.getEffectiveLevel(), logging.INFO))
+    logger.propagate = False
+    try:
+        # The driver's warnings (a connection lost or refused) in the same format.
+        with driver_logging(handler, logging.WARNING):
+            yield
+    finally:
+        logger.handlers, logger.propagate = handlers, propagate
+        logger.setLevel(level)
+
+
+COMMANDS = (serve, demo)
