@@ -27,7 +27,7 @@ import logging
 import math
 import multiprocessing
 import multiprocessing.queues
-import queue
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -621,7 +621,9 @@ def compare(
     # Fork where there is one: a child then needs no importable main module.
     methods = multiprocessing.get_all_start_methods()
     context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
-    steps: multiprocessing.queues.Queue[Step] = context.Queue()
+    # A SimpleQueue's put is written to its pipe before it returns (a Queue's is written
+    # later, by a thread): once a worker's report is done, all its steps can be read.
+    steps: multiprocessing.queues.SimpleQueue[Step] = context.SimpleQueue()
     # The pool's own policies cost the most (the page's polling): they start first.
     ordered = sorted(policies, key=lambda p: p == "seed")
     with ProcessPoolExecutor(
@@ -635,15 +637,16 @@ def compare(
             for policy in ordered
         }
         while not all(future.done() for future in futures.values()):
-            _relay(steps, on_step, timeout=0.05)
-        _relay(steps, on_step, timeout=0)
+            if not _relay(steps, on_step):
+                time.sleep(0.05)
+        _relay(steps, on_step)
         return {policy: futures[policy].result() for policy in policies}
 
 
-_worker_steps: multiprocessing.queues.Queue[Step] | None = None
+_worker_steps: multiprocessing.queues.SimpleQueue[Step] | None = None
 
 
-def _worker_init(steps: multiprocessing.queues.Queue[Step]) -> None:
+def _worker_init(steps: multiprocessing.queues.SimpleQueue[Step]) -> None:
     global _worker_steps
     _worker_steps = steps
     logging.getLogger("callbackpool").setLevel(logging.ERROR)
@@ -661,19 +664,16 @@ def _worker_report(policy: str, workload: Workload, target: float, find_max: boo
 
 
 def _relay(
-    steps: multiprocessing.queues.Queue[Step],
-    on_step: Callable[[Step], None] | None,
-    *,
-    timeout: float,
-) -> None:
-    while True:
-        try:
-            step = steps.get(timeout=timeout) if timeout else steps.get_nowait()
-        except queue.Empty:
-            return
+    steps: multiprocessing.queues.SimpleQueue[Step], on_step: Callable[[Step], None] | None
+) -> bool:
+    """Hand on the steps the workers have sent so far; whether there were any."""
+    relayed = False
+    while not steps.empty():
+        step = steps.get()
         if on_step is not None:
             on_step(step)
-        timeout = 0
+        relayed = True
+    return relayed
 
 
 def _check_policy(policy: str) -> None:
