@@ -1,8 +1,4 @@
-"""The callback pool: leasing callback paths to payments and resolving gateway returns.
-
-This is the core. It talks to a ``Store`` (ports.py) and a ``Gateway`` (domain/gateway.py)
-and never to a database driver or the web framework.
-"""
+"""``CallbackPool``: leasing callback paths to payments and resolving gateway returns."""
 
 from __future__ import annotations
 
@@ -21,8 +17,7 @@ from datetime import datetime, timedelta
 from typing import Any, Literal, assert_never, overload
 from urllib.parse import urlencode
 
-from .capacity.erlang import erlang_b, slots_needed
-from .domain.errors import (
+from ..domain.errors import (
     InvalidPayment,
     InvalidReview,
     NothingToRelease,
@@ -37,7 +32,7 @@ from .domain.errors import (
     UnknownSlot,
     UnknownTicket,
 )
-from .domain.events import (
+from ..domain.events import (
     CallbackResolved,
     CreateRefused,
     LeaseEnded,
@@ -47,7 +42,7 @@ from .domain.events import (
     SlotSidelined,
     SweepRan,
 )
-from .domain.gateway import (
+from ..domain.gateway import (
     Gateway,
     GatewayReturn,
     GatewayTransaction,
@@ -56,16 +51,13 @@ from .domain.gateway import (
     StatusQuery,
     StatusQueryFailed,
 )
-from .domain.model import (
+from ..domain.model import (
     Admission,
-    AdmissionCounts,
     CallbackOutcome,
     CallbackRecord,
     Candidate,
-    HoldingTimes,
     Lease,
     LeaseEnd,
-    LeaseSpan,
     LineItem,
     Payment,
     PaymentStatus,
@@ -74,7 +66,6 @@ from .domain.model import (
     Review,
     ReviewChange,
     ReviewDecision,
-    SlotView,
     StatusChange,
     Ticket,
     TicketStatus,
@@ -82,10 +73,10 @@ from .domain.model import (
     callback_ref,
     customer_key,
 )
-from .domain.money import is_known_currency
-from .domain.resolution import Ambiguous, Apply, SettleAll, Unmatched, decide
-from .domain.transitions import check_ticket_transition, check_transition, is_late
-from .ports import (
+from ..domain.money import is_known_currency
+from ..domain.resolution import Ambiguous, Apply, SettleAll, Unmatched, decide
+from ..domain.transitions import check_ticket_transition, check_transition, is_late
+from ..ports import (
     CallbackResolution,
     NewCallback,
     NewReview,
@@ -96,11 +87,24 @@ from .ports import (
     Tx,
     UsageRow,
 )
+from .policy import IPNetwork, PoolPolicy
+from .results import (
+    CallbackResult,
+    CapacityReport,
+    Checkout,
+    FormConfig,
+    PoolHistory,
+    PoolStatus,
+    ReserveStatus,
+    ReviewItem,
+    ReviewQueue,
+    SweepReport,
+    Waiting,
+)
 
 log = logging.getLogger("callbackpool")
 
 StatusHook = Callable[[StatusChange], None]
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 Observer = Callable[[PoolEvent], None]
 
 TOKEN_BYTES = 24  # 192 bits from the operating system's CSPRNG
@@ -128,243 +132,6 @@ SLOT_HEALTH = "slot health"  # who takes a slot out of rotation when the rule do
 REVIEW_OTHERS = (PaymentStatus.EXPIRED, PaymentStatus.FAILED, PaymentStatus.NEEDS_REVIEW)
 # What a payment in review may become without a return (a return is what completes one).
 REVIEW_ENDINGS = (PaymentStatus.EXPIRED, PaymentStatus.FAILED)
-
-
-@dataclass(frozen=True, kw_only=True)
-class PoolPolicy:
-    """The settings the core runs by (built from the configuration file by ``config``)."""
-
-    base_url: str
-    callback_paths: tuple[str, ...]
-    form_action_url: str
-    lock_timeout: timedelta = timedelta(minutes=10)
-    late_callback_window: timedelta = timedelta(minutes=60)
-    reuse_same_amount_tainted: bool = True
-    max_amount: int | None = None
-    success_url: str = "/payment-success"
-    error_url: str = "/payment-error"
-    # A customer (``Payment.customer_key``) holds at most this many live leases and places in
-    # the waiting room together (0: no cap).
-    max_live_leases_per_customer: int = 3
-    # The addresses gateway returns may come from (empty: any). A return from elsewhere is
-    # stored and rejected. The address is the one the adapter resolved (proxy-aware).
-    return_sources: tuple[IPNetwork, ...] = ()
-    # Early release: a lease whose checkout page has polled and then stopped for this long
-    # is released (tainted). Zero: off. A page that never polls is never released early.
-    heartbeat_timeout: timedelta = timedelta(seconds=60)
-    # The waiting room: a ticket expires when not polled for ``ticket_timeout``; customers
-    # are told to poll every ``ticket_poll``. ``max_waiting`` zero: no waiting room.
-    ticket_timeout: timedelta = timedelta(seconds=10)
-    ticket_poll: timedelta = timedelta(seconds=2)
-    max_waiting: int = 1000
-    # Priorities run from 0 (the default) to ``max_priority``; the last
-    # ``reserved_slots_for_priority`` free slots go only to ``priority_threshold`` and above.
-    max_priority: int = 9
-    reserved_slots_for_priority: int = 0
-    priority_threshold: int = 1
-    # Reserve paths: registered at the gateway, in rotation only while the load calls for
-    # them. The window and target also give the capacity report's recommendation.
-    reserve_paths: tuple[str, ...] = ()
-    capacity_window: timedelta = timedelta(minutes=15)
-    capacity_target: float = 0.01
-    # A slot whose last K leases expired with no return on its path, while returns arrive
-    # on other paths, is taken out of rotation (0: never).
-    slot_health_expiries_to_sideline: int = 5
-
-    def callback_url(self, path: str) -> str:
-        return self.base_url.rstrip("/") + path
-
-    @property
-    def heartbeat_slack(self) -> timedelta:
-        """How stale a recorded heartbeat may get before a poll writes a new one: polls
-        within it only read. A lease is released between ``heartbeat_timeout`` and
-        ``heartbeat_timeout + heartbeat_slack`` after the last poll, never earlier."""
-        return self.heartbeat_timeout / 4
-
-
-@dataclass(frozen=True, kw_only=True)
-class FormConfig:
-    """What the browser posts to the gateway's hosted form."""
-
-    action_url: str
-    callback_path: str
-    callback_url: str
-    fields: Mapping[str, str]
-    method: str = "POST"
-
-
-@dataclass(frozen=True, kw_only=True)
-class Checkout:
-    payment: Payment
-    lease: Lease
-    form: FormConfig
-
-
-@dataclass(frozen=True, kw_only=True)
-class Waiting:
-    """No slot yet: a place in the waiting room. Poll ``poll_ticket(ticket)`` again after
-    ``retry_after_seconds``; a ticket not polled by ``expires_at`` is dropped."""
-
-    ticket: str
-    position: int
-    priority: int
-    retry_after_seconds: int
-    expires_at: datetime
-
-
-@dataclass(frozen=True, kw_only=True)
-class CallbackResult:
-    """What became of one gateway return, and where to send the customer's browser."""
-
-    callback_id: int
-    outcome: CallbackOutcome
-    redirect: str
-    payment_token: str | None = None
-    detail: str | None = None
-
-    @property
-    def ref(self) -> str:
-        return callback_ref(self.callback_id)
-
-
-@dataclass(frozen=True, kw_only=True)
-class SweepReport:
-    expired: int
-    taints_dropped: int
-    callbacks_resolved: int
-    tickets_expired: int = 0
-    reserve: ReserveEvent | None = None
-
-
-@dataclass(frozen=True, kw_only=True)
-class CapacityReport:
-    """What the pool saw over the capacity window, and what Erlang B makes of it."""
-
-    window: timedelta
-    target: float
-    slots: int
-    counts: AdmissionCounts
-    holding: HoldingTimes
-
-    @property
-    def arrivals_per_hour(self) -> float:
-        return self.counts.requests * 3600 / self.window.total_seconds()
-
-    @property
-    def offered_erlangs(self) -> float | None:
-        """Arrivals × mean holding time; None until a lease has ended in the window."""
-        mean = self.holding.mean_seconds
-        return None if mean is None else self.arrivals_per_hour * mean / 3600
-
-    @property
-    def predicted_turned_away(self) -> float | None:
-        """Erlang B for the pool's slots in rotation at the observed load."""
-        load = self.offered_erlangs
-        return None if load is None else erlang_b(self.slots, load)
-
-    @property
-    def slots_needed(self) -> int | None:
-        """The fewest slots that would turn away at most ``target`` of the observed load."""
-        load = self.offered_erlangs
-        return None if load is None else slots_needed(load, self.target)
-
-
-@dataclass(frozen=True, kw_only=True)
-class ReserveStatus:
-    paths: tuple[str, ...]
-    in_rotation: int
-    draining: int
-    events: tuple[ReserveEvent, ...]
-
-    @property
-    def state(self) -> str:
-        """``none`` (no reserve paths), ``active`` (in rotation), ``draining`` (on standby,
-        with leases still running on some of them) or ``idle``."""
-        if not self.paths:
-            return "none"
-        if self.in_rotation:
-            return "active"
-        return "draining" if self.draining else "idle"
-
-
-@dataclass(frozen=True, kw_only=True)
-class PoolStatus:
-    at: datetime
-    slots: tuple[SlotView, ...]
-    waiting: int = 0
-    reserve: ReserveStatus | None = None
-    capacity: CapacityReport | None = None
-
-    @property
-    def active(self) -> tuple[SlotView, ...]:
-        """The configured slots, but reserve slots on standby (sidelined ones included)."""
-        return tuple(s for s in self.slots if s.active and not s.standby)
-
-    @property
-    def total(self) -> int:
-        return len(self.active)
-
-    @property
-    def standby(self) -> int:
-        """Reserve slots out of rotation (their leases, if any, run to their end)."""
-        return sum(1 for s in self.slots if s.active and s.standby)
-
-    @property
-    def inactive(self) -> int:
-        """Slots no longer in the configuration."""
-        return sum(1 for s in self.slots if not s.active)
-
-    @property
-    def locked(self) -> int:
-        """Slots held by a lease that has not expired."""
-        return sum(1 for s in self.slots if s.lease is not None and s.lease.expires_at > self.at)
-
-    @property
-    def stuck(self) -> int:
-        """Slots held by a lease past its expiry that no one has ended yet."""
-        return sum(1 for s in self.slots if s.lease is not None and s.lease.expires_at <= self.at)
-
-    @property
-    def available(self) -> int:
-        """Slots a new payment could lease now (in rotation, and free or due to expire)."""
-        return sum(
-            1
-            for s in self.active
-            if s.in_rotation and (s.lease is None or s.lease.expires_at <= self.at)
-        )
-
-    @property
-    def tainted(self) -> int:
-        return sum(1 for s in self.active if s.taints > 0)
-
-    @property
-    def out_of_rotation(self) -> int:
-        """Active slots that are never leased until an operator restores them."""
-        return sum(1 for s in self.active if not s.in_rotation)
-
-
-@dataclass(frozen=True, kw_only=True)
-class PoolHistory:
-    now: datetime
-    spans: tuple[LeaseSpan, ...]
-    turn_aways: tuple[tuple[datetime, int], ...]
-
-
-@dataclass(frozen=True, kw_only=True)
-class ReviewItem:
-    """An ambiguous approved return and the payments it could belong to."""
-
-    record: CallbackRecord
-    candidates: tuple[Payment, ...]
-
-
-@dataclass(frozen=True, kw_only=True)
-class ReviewQueue:
-    returns: tuple[ReviewItem, ...] = ()
-    payments: tuple[Payment, ...] = ()
-
-    def __len__(self) -> int:
-        return len(self.returns) + len(self.payments)
 
 
 @dataclass(kw_only=True)
