@@ -1,0 +1,242 @@
+"""What every part of the pool shares.
+
+``PoolCore`` holds the store, gateway, policy and status query the pool runs by, and the
+steps each concern takes inside a write transaction: changing a payment's status
+(``transition``), ending a lease, and ending the leases that ran out (``expire_due``, which
+also applies the slot-health rule). ``writing`` opens the transaction and, once it has
+committed, tells the status hooks and observers what it did.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from ..domain.errors import PaymentChanged
+from ..domain.events import LeaseEnded, PoolEvent, SlotSidelined
+from ..domain.gateway import Gateway, StatusQuery
+from ..domain.model import Lease, LeaseEnd, Payment, PaymentStatus, StatusChange
+from ..domain.transitions import check_transition
+from ..ports import PaymentChange, Store, Tx
+from .policy import PoolPolicy
+
+log = logging.getLogger("callbackpool")
+
+StatusHook = Callable[[StatusChange], None]
+Observer = Callable[[PoolEvent], None]
+
+MAX_ID = 2**63 - 1  # the largest id a store holds: a larger one names nothing
+SLOT_HEALTH = "slot health"  # who takes a slot out of rotation when the rule does
+# What a payment token may look like (``secrets.token_urlsafe``), with room to spare.
+_TOKEN_SHAPE = re.compile(r"[A-Za-z0-9_-]{1,128}")
+
+
+@dataclass(kw_only=True)
+class Work:
+    """What a transaction did that must be announced once it has committed."""
+
+    changes: list[StatusChange] = field(default_factory=list)
+    events: list[PoolEvent] = field(default_factory=list)
+
+
+class PoolCore:
+    """The store, gateway and policy the pool runs by, its listeners, and the steps its
+    parts share."""
+
+    def __init__(
+        self,
+        store: Store,
+        gateway: Gateway,
+        policy: PoolPolicy,
+        *,
+        status_query: StatusQuery | None,
+    ) -> None:
+        self.store = store
+        self.gateway = gateway
+        self.policy = policy
+        self.status_query = status_query
+        self.hooks: list[StatusHook] = []
+        self.observers: list[Observer] = []
+
+    @contextmanager
+    def writing(self) -> Iterator[tuple[Tx, Work]]:
+        """A write transaction; status hooks and observers run once it has committed."""
+        work = Work()
+        with self.store.transaction() as tx:
+            yield tx, work
+        for change in work.changes:
+            for hook in self.hooks:
+                try:
+                    hook(change)
+                except Exception:
+                    log.exception("status hook failed for payment %s", short(change.token))
+        self.emit(work.events)
+
+    def emit(self, events: Sequence[PoolEvent]) -> None:
+        for event in events:
+            for observer in self.observers:
+                try:
+                    observer(event)
+                except Exception:
+                    log.exception("observer failed on %s", type(event).__name__)
+
+    def transition(
+        self, tx: Tx, work: Work, payment: Payment, change: PaymentChange, reason: str
+    ) -> None:
+        check_transition(payment.status, change.status)
+        if not tx.update_payment(payment.token, payment.status, change):
+            # Decided on a status another transaction has changed since: undo it all. (The
+            # stores lock a payment's slot before acting on it, so this is a last guard.)
+            raise PaymentChanged(payment.token)
+        work.changes.append(
+            StatusChange(
+                token=payment.token,
+                previous=payment.status,
+                status=change.status,
+                at=tx.now,
+                late=bool(change.late),
+                callback_id=change.callback_id,
+                reason=reason,
+            )
+        )
+        log.info(
+            "payment %s: %s → %s (%s; lease %s on %s)",
+            short(payment.token),
+            payment.status.value,
+            change.status.value,
+            reason,
+            payment.lease_id if payment.lease_id is not None else "-",
+            payment.callback_path or "-",
+            extra=log_fields(
+                "transition",
+                payment.callback_path,
+                payment.lease_id,
+                payment.token,
+                previous=payment.status.value,
+                status=change.status.value,
+                reason=reason,
+            ),
+        )
+
+    def expire_payment(
+        self, tx: Tx, work: Work, token: str, reason: str, *, error_message: str | None = None
+    ) -> None:
+        """The payment of a lease that has ended becomes ``expired``, if it was pending."""
+        payment = tx.get_payment(token)
+        if payment is not None and payment.status is PaymentStatus.PENDING:
+            change = PaymentChange(status=PaymentStatus.EXPIRED, error_message=error_message)
+            self.transition(tx, work, payment, change, reason)
+
+    def expire_due(self, tx: Tx, work: Work, slot_id: int | None = None) -> int:
+        """End leases whose heartbeat lapsed, then leases past their expiry (only the
+        slot's, if ``slot_id`` is given); their pending payments become ``expired``.
+        Returns how many leases ended."""
+        window = self.policy.late_callback_window
+        abandoned = (
+            tx.abandon_silent_leases(window, slot_id)
+            if self.policy.heartbeat_timeout > timedelta(0)
+            else []
+        )
+        stopped = "the checkout page stopped polling"
+        for lease in abandoned:
+            _lease_ended(work, lease, f"released: {stopped}", "abandoned")
+            self.expire_payment(
+                tx, work, lease.token, "checkout page stopped polling", error_message=stopped
+            )
+        ended = tx.expire_due_leases(window, slot_id)
+        for lease in ended:
+            _lease_ended(work, lease, "expired", "expired")
+            self.expire_payment(tx, work, lease.token, "lease expired")
+            self._check_slot_health(tx, work, lease)
+        return len(abandoned) + len(ended)
+
+    def end_lease(self, tx: Tx, work: Work, lease: Lease, reason: LeaseEnd, *, taint: bool) -> None:
+        taint_until = tx.now + self.policy.late_callback_window if taint else None
+        ended = tx.end_lease(lease.id, reason, taint_until)
+        if ended is not None:
+            tainted = " (tainted)" if taint else ""
+            _lease_ended(work, ended, f"ended: {reason.value}{tainted}", reason.value)
+
+    def end_live_lease(self, tx: Tx, work: Work, token: str, reason: LeaseEnd) -> None:
+        lease = tx.live_lease_of_payment(token)
+        if lease is not None:
+            self.end_lease(tx, work, lease, reason, taint=True)
+
+    def _check_slot_health(self, tx: Tx, work: Work, lease: Lease) -> None:
+        """The slot-health rule, after one of the slot's leases expired with no return."""
+        streak = tx.record_slot_expiry(lease.slot_id)
+        limit = self.policy.slot_health_expiries_to_sideline
+        if limit <= 0 or streak < limit:
+            return
+        views = tx.slot_views()
+        this = next((v for v in views if v.id == lease.slot_id), None)
+        if this is None or not this.in_rotation:
+            return
+        others = [v for v in views if v.id != lease.slot_id]
+        last_here = this.health.last_return_at
+        # Returns must be arriving on other paths (a gateway that sends none at all is an
+        # outage, not a broken path), and the pool must keep a slot to lease.
+        returns_elsewhere = any(
+            v.health.last_return_at is not None
+            and (last_here is None or v.health.last_return_at > last_here)
+            for v in others
+        )
+        if not returns_elsewhere or not any(v.in_rotation for v in others):
+            return
+        reason = f"{streak} leases in a row expired without a return on this path"
+        if tx.sideline_slot(lease.slot_id, by=SLOT_HEALTH, reason=reason):
+            work.events.append(SlotSidelined(path=lease.path, by=SLOT_HEALTH, reason=reason))
+            log.warning(
+                "slot %s taken out of rotation: %s",
+                lease.path,
+                reason,
+                extra=log_fields(
+                    "slot_sidelined", lease.path, lease.id, lease.token, by=SLOT_HEALTH
+                ),
+            )
+
+
+def _lease_ended(work: Work, lease: Lease, what: str, reason: str) -> None:
+    work.events.append(LeaseEnded(lease=lease))
+    log.info(
+        "lease %d on %s %s (payment %s)",
+        lease.id,
+        lease.path,
+        what,
+        short(lease.token),
+        extra=log_fields("lease_ended", lease.path, lease.id, lease.token, reason=reason),
+    )
+
+
+def lookup_key(token: str) -> str:
+    """The token to look a payment up by: a string no token could be (too long, characters
+    no token has) is looked up as the empty string, which names nothing either, so that
+    unknown and malformed tokens are answered by the same work, and no store is handed a NUL
+    or a megabyte."""
+    return token if _TOKEN_SHAPE.fullmatch(token) else ""
+
+
+def short(token: str | None) -> str:
+    """Enough of a token to follow it through the logs, not enough to use it."""
+    return f"{token[:8]}…" if token else "-"
+
+
+def log_fields(
+    event: str, slot: str | None, lease: int | None, token: str | None, **more: Any
+) -> dict[str, Any]:
+    """The structured fields of a log line (``extra``): what ``--log-format json`` prints
+    beside the message. The token is shortened as in the message: logs carry no secrets."""
+    return {
+        "fields": {
+            "event": event,
+            "slot": slot,
+            "lease": lease,
+            "token": short(token) if token else None,
+            **more,
+        }
+    }
