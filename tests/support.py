@@ -1,16 +1,18 @@
-"""Helpers the tests share: the test form, gateway returns."""
+"""Helpers the tests share: the test form, gateway returns, a store that counts."""
 
 from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
 from callbackpool.domain.gateway import CatalogueItem
 from callbackpool.gateways.paygistix import PaygistixGateway
 from callbackpool.pool import PoolPolicy
+from callbackpool.ports import Store
 
 MERCHANT = "demoMerchantWEB"
 PATHS = tuple(f"/api/v1/payments/callback/handler-{i}" for i in range(1, 11))
@@ -65,6 +67,32 @@ def paygistix_return(
         params.insert(3, ("Amount", amount))
     params += list(extra.items())
     return params
+
+
+class CountingStore:
+    """Wraps a store to count the write transactions opened through it and the admission
+    turns they take."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self.writes = 0
+        self.turns = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    @contextmanager
+    def transaction(self, *, durable: bool = True) -> Iterator[Any]:
+        self.writes += 1
+        with self._store.transaction(durable=durable) as tx:
+            take = tx.lock_admission
+
+            def lock_admission() -> None:
+                self.turns += 1
+                take()
+
+            tx.lock_admission = lock_admission  # type: ignore[method-assign]
+            yield tx
 
 
 LeaseRow = tuple[int, int, str, datetime, datetime | None]

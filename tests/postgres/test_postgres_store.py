@@ -28,7 +28,13 @@ from callbackpool.domain.errors import (
     StoreError,
     StoreUnavailable,
 )
-from callbackpool.domain.model import LeaseEnd, Payment, PaymentStatus, StatusChange
+from callbackpool.domain.model import (
+    Admission,
+    LeaseEnd,
+    Payment,
+    PaymentStatus,
+    StatusChange,
+)
 from callbackpool.pool import CallbackPool
 from callbackpool.ports import NewCallback, PaymentChange
 from callbackpool.store import open_store
@@ -343,23 +349,25 @@ def test_a_concurrent_claim_of_a_pn_ref_waits_then_sees_the_holder(
     assert result == ([(one, "fp-1")] if first_commits else [None])
 
 
-def test_turn_aways_counted_at_once_by_two_instances_add_up(
+def test_refusals_counted_at_once_by_two_instances_add_up(
     database: str, postgres_store: StoreOpener
 ) -> None:
-    clock = FakeClock()
+    clock = FakeClock(datetime(2026, 1, 1, 12, 0, 30, tzinfo=UTC))
     stores = [postgres_store(database, clock=clock, max_size=4) for _ in range(2)]
     start = threading.Barrier(8)
 
-    def turn_away(store: PostgresStore) -> None:
+    def refuse(store: PostgresStore) -> None:
         start.wait()
         for _ in range(5):
             with store.transaction() as tx:
-                tx.record_turn_away()
+                tx.record_admission(Admission.REFUSED)
 
     with ThreadPoolExecutor(max_workers=8) as workers:
-        list(workers.map(turn_away, stores * 4))
+        list(workers.map(refuse, stores * 4))
+    minute = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
     with stores[0].read() as tx:
-        assert tx.turn_aways_since(clock.now()) == [(clock.now().replace(second=0), 40)]
+        assert tx.admissions_since(clock.now()).refused == 40
+        assert tx.turn_aways_since(clock.now()) == [(minute, 40)]
 
 
 # --- the database's clock -------------------------------------------------------------------
