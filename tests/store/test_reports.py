@@ -7,6 +7,7 @@ from datetime import timedelta
 
 import pytest
 
+from callbackpool.analytics import WINDOWS
 from callbackpool.clock import FakeClock
 from callbackpool.domain.errors import InvalidPayment, PoolExhausted
 from callbackpool.domain.events import (
@@ -165,3 +166,22 @@ def test_a_refusal_is_one_write_and_one_count(pool: CallbackPool, clock: FakeClo
     with pool.store.read() as tx:
         assert tx.admissions_since(start).refused == 4
     assert pool.history(timedelta(minutes=1)).turn_aways == ((start, 4),)
+
+
+def test_the_week_chart_keeps_its_refusals_through_a_sweep(
+    pool: CallbackPool, clock: FakeClock
+) -> None:
+    week = WINDOWS["7d"]
+    minute = timedelta(minutes=1)
+    for i in range(10):
+        pool.create_payment(amount=1000 + i)
+    first = clock.now()
+    for moment in (first, first + minute):
+        clock.set(moment)
+        with pytest.raises(PoolExhausted):
+            pool.create_payment(amount=1000)
+    clock.set(first + minute + week)  # the second refusal is a week old, the first older
+    assert pool.history(week + minute).turn_aways == ((first, 1), (first + minute, 1))
+    pool.sweep()
+    assert pool.history(week).turn_aways == ((first + minute, 1),)
+    assert pool.history(week + minute).turn_aways == ((first + minute, 1),)  # swept
