@@ -1,4 +1,5 @@
-"""Helpers the tests share: the test form, gateway returns, a store that counts."""
+"""Helpers the tests share: the test form, gateway returns, a store that counts, the
+turn-aways of a database from before migration 0005."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import itertools
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from callbackpool.domain.gateway import CatalogueItem
@@ -93,6 +94,24 @@ class CountingStore:
 
             tx.lock_admission = lock_admission  # type: ignore[method-assign]
             yield tx
+
+
+# A database before migration 0005 counted each refusal twice: in admissions (pruned after a
+# day) and in turn_aways (never pruned). Its turn-aways, by how long before TURNED_AWAY_LAST,
+# and the minute of the last one, still in admissions (3 refused, 7 leased).
+TURNED_AWAY_LAST = datetime(2026, 1, 8, 12, 0, tzinfo=UTC)
+TURNED_AWAY = ((timedelta(0), 3), (timedelta(hours=1), 2), (timedelta(days=8), 5))
+
+
+def assert_turn_aways_carried_over(store: Store) -> None:
+    """After 0005: the chart reads admissions alone, and has the week before the latest."""
+    last = TURNED_AWAY_LAST
+    with store.read() as tx:
+        assert tx.turn_aways_since(last - timedelta(days=30)) == [
+            (last - timedelta(hours=1), 2),  # kept: admissions had forgotten that minute
+            (last, 3),  # counted once, not 3 + 3
+        ]  # and the turn-aways older than a week before the latest are gone
+        assert tx.admissions_since(last).leased == 7
 
 
 LeaseRow = tuple[int, int, str, datetime, datetime | None]

@@ -41,7 +41,15 @@ from callbackpool.store import open_store
 from callbackpool.store import postgres as postgres_module
 from callbackpool.store.postgres import PostgresStore
 
-from ..support import PATHS, POLICY, make_gateway, paygistix_return
+from ..support import (
+    PATHS,
+    POLICY,
+    TURNED_AWAY,
+    TURNED_AWAY_LAST,
+    assert_turn_aways_carried_over,
+    make_gateway,
+    paygistix_return,
+)
 from .conftest import StoreOpener
 
 pytestmark = pytest.mark.postgres
@@ -774,3 +782,29 @@ def test_what_was_stored_before_the_security_migration_gets_its_receipt_and_cust
     assert len(set(receipts)) == 2
     assert all(len(receipt) == 32 for receipt in receipts)
     assert keys == {"t1": "ann@example.com", "t2": None}
+
+
+def test_the_last_week_of_turn_aways_outlives_their_table(postgres_store: StoreOpener) -> None:
+    from ..conftest import DATABASES
+
+    empty = DATABASES.create_empty()
+    last = TURNED_AWAY_LAST
+    with psycopg.connect(empty) as conn:
+        conn.execute(
+            "CREATE TABLE schema_migrations (name text PRIMARY KEY, applied_at timestamptz)"
+        )
+        for name, script in postgres_module.load_migrations("postgres"):
+            if name < "0005":
+                conn.execute(script)  # type: ignore[call-overload]
+                conn.execute("INSERT INTO schema_migrations VALUES (%s, now())", (name,))
+        conn.execute(
+            "INSERT INTO admissions (minute, leased, refused) VALUES (%s, 7, 3)",
+            (int(last.timestamp()) // 60,),
+        )
+        for before, count in TURNED_AWAY:
+            conn.execute("INSERT INTO turn_aways VALUES (%s, %s)", (last - before, count))
+    store = postgres_store(empty, clock=FakeClock(last))
+    assert store.migrate() == [name for name in MIGRATIONS if name >= "0005"]
+    assert_turn_aways_carried_over(store)
+    with psycopg.connect(empty) as conn:
+        assert conn.execute("SELECT to_regclass('turn_aways')").fetchone() == (None,)
