@@ -1,16 +1,19 @@
-"""Helpers the tests share: the test form, gateway returns."""
+"""Helpers the tests share: the test form, gateway returns, a store that counts, the
+turn-aways of a database from before migration 0005."""
 
 from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Callable, Sequence
-from datetime import datetime, timedelta
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from callbackpool.domain.gateway import CatalogueItem
 from callbackpool.gateways.paygistix import PaygistixGateway
 from callbackpool.pool import PoolPolicy
+from callbackpool.ports import Store
 
 MERCHANT = "demoMerchantWEB"
 PATHS = tuple(f"/api/v1/payments/callback/handler-{i}" for i in range(1, 11))
@@ -65,6 +68,50 @@ def paygistix_return(
         params.insert(3, ("Amount", amount))
     params += list(extra.items())
     return params
+
+
+class CountingStore:
+    """Wraps a store to count the write transactions opened through it and the admission
+    turns they take."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self.writes = 0
+        self.turns = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    @contextmanager
+    def transaction(self, *, durable: bool = True) -> Iterator[Any]:
+        self.writes += 1
+        with self._store.transaction(durable=durable) as tx:
+            take = tx.lock_admission
+
+            def lock_admission() -> None:
+                self.turns += 1
+                take()
+
+            tx.lock_admission = lock_admission  # type: ignore[method-assign]
+            yield tx
+
+
+# A database before migration 0005 counted each refusal twice: in admissions (pruned after a
+# day) and in turn_aways (never pruned). Its turn-aways, by how long before TURNED_AWAY_LAST,
+# and the minute of the last one, still in admissions (3 refused, 7 leased).
+TURNED_AWAY_LAST = datetime(2026, 1, 8, 12, 0, tzinfo=UTC)
+TURNED_AWAY = ((timedelta(0), 3), (timedelta(hours=1), 2), (timedelta(days=8), 5))
+
+
+def assert_turn_aways_carried_over(store: Store) -> None:
+    """After 0005: the chart reads admissions alone, and has the week before the latest."""
+    last = TURNED_AWAY_LAST
+    with store.read() as tx:
+        assert tx.turn_aways_since(last - timedelta(days=30)) == [
+            (last - timedelta(hours=1), 2),  # kept: admissions had forgotten that minute
+            (last, 3),  # counted once, not 3 + 3
+        ]  # and the turn-aways older than a week before the latest are gone
+        assert tx.admissions_since(last).leased == 7
 
 
 LeaseRow = tuple[int, int, str, datetime, datetime | None]

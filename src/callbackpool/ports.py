@@ -342,12 +342,9 @@ class Tx(Protocol):
         """The latest changes of the reserve, newest first."""
         ...
 
-    def record_turn_away(self) -> None:
-        """Count a request for a slot turned away, in the current minute."""
-        ...
-
     def turn_aways_since(self, since: datetime) -> list[tuple[datetime, int]]:
-        """Turn-aways per minute (the minute's start, the count), from ``since`` on."""
+        """The requests refused per minute (the minute's start, the count), from ``since``
+        on: the ``refused`` of the admission counts, minutes without a refusal left out."""
         ...
 
     def payment_counts(self) -> dict[PaymentStatus, int]:

@@ -28,14 +28,28 @@ from callbackpool.domain.errors import (
     StoreError,
     StoreUnavailable,
 )
-from callbackpool.domain.model import LeaseEnd, Payment, PaymentStatus, StatusChange
+from callbackpool.domain.model import (
+    Admission,
+    LeaseEnd,
+    Payment,
+    PaymentStatus,
+    StatusChange,
+)
 from callbackpool.pool import CallbackPool
 from callbackpool.ports import NewCallback, PaymentChange
 from callbackpool.store import open_store
 from callbackpool.store import postgres as postgres_module
 from callbackpool.store.postgres import PostgresStore
 
-from ..support import PATHS, POLICY, make_gateway, paygistix_return
+from ..support import (
+    PATHS,
+    POLICY,
+    TURNED_AWAY,
+    TURNED_AWAY_LAST,
+    assert_turn_aways_carried_over,
+    make_gateway,
+    paygistix_return,
+)
 from .conftest import StoreOpener
 
 pytestmark = pytest.mark.postgres
@@ -343,23 +357,25 @@ def test_a_concurrent_claim_of_a_pn_ref_waits_then_sees_the_holder(
     assert result == ([(one, "fp-1")] if first_commits else [None])
 
 
-def test_turn_aways_counted_at_once_by_two_instances_add_up(
+def test_refusals_counted_at_once_by_two_instances_add_up(
     database: str, postgres_store: StoreOpener
 ) -> None:
-    clock = FakeClock()
+    clock = FakeClock(datetime(2026, 1, 1, 12, 0, 30, tzinfo=UTC))
     stores = [postgres_store(database, clock=clock, max_size=4) for _ in range(2)]
     start = threading.Barrier(8)
 
-    def turn_away(store: PostgresStore) -> None:
+    def refuse(store: PostgresStore) -> None:
         start.wait()
         for _ in range(5):
             with store.transaction() as tx:
-                tx.record_turn_away()
+                tx.record_admission(Admission.REFUSED)
 
     with ThreadPoolExecutor(max_workers=8) as workers:
-        list(workers.map(turn_away, stores * 4))
+        list(workers.map(refuse, stores * 4))
+    minute = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
     with stores[0].read() as tx:
-        assert tx.turn_aways_since(clock.now()) == [(clock.now().replace(second=0), 40)]
+        assert tx.admissions_since(clock.now()).refused == 40
+        assert tx.turn_aways_since(clock.now()) == [(minute, 40)]
 
 
 # --- the database's clock -------------------------------------------------------------------
@@ -766,3 +782,29 @@ def test_what_was_stored_before_the_security_migration_gets_its_receipt_and_cust
     assert len(set(receipts)) == 2
     assert all(len(receipt) == 32 for receipt in receipts)
     assert keys == {"t1": "ann@example.com", "t2": None}
+
+
+def test_the_last_week_of_turn_aways_outlives_their_table(postgres_store: StoreOpener) -> None:
+    from ..conftest import DATABASES
+
+    empty = DATABASES.create_empty()
+    last = TURNED_AWAY_LAST
+    with psycopg.connect(empty) as conn:
+        conn.execute(
+            "CREATE TABLE schema_migrations (name text PRIMARY KEY, applied_at timestamptz)"
+        )
+        for name, script in postgres_module.load_migrations("postgres"):
+            if name < "0005":
+                conn.execute(script)  # type: ignore[call-overload]
+                conn.execute("INSERT INTO schema_migrations VALUES (%s, now())", (name,))
+        conn.execute(
+            "INSERT INTO admissions (minute, leased, refused) VALUES (%s, 7, 3)",
+            (int(last.timestamp()) // 60,),
+        )
+        for before, count in TURNED_AWAY:
+            conn.execute("INSERT INTO turn_aways VALUES (%s, %s)", (last - before, count))
+    store = postgres_store(empty, clock=FakeClock(last))
+    assert store.migrate() == [name for name in MIGRATIONS if name >= "0005"]
+    assert_turn_aways_carried_over(store)
+    with psycopg.connect(empty) as conn:
+        assert conn.execute("SELECT to_regclass('turn_aways')").fetchone() == (None,)

@@ -16,9 +16,16 @@ from callbackpool.domain.errors import PoolExhausted, StoreUnavailable
 from callbackpool.pool import CallbackPool, Checkout, Waiting
 from callbackpool.store import open_store
 from callbackpool.store.queries import load_migrations
-from callbackpool.store.sqlite import SqliteStore
+from callbackpool.store.sqlite import SqliteStore, to_us
 
-from ..support import POLICY, make_gateway, paygistix_return
+from ..support import (
+    POLICY,
+    TURNED_AWAY,
+    TURNED_AWAY_LAST,
+    assert_turn_aways_carried_over,
+    make_gateway,
+    paygistix_return,
+)
 
 MIGRATIONS = [name for name, _ in load_migrations("sqlite")]
 
@@ -335,6 +342,31 @@ def test_returns_stored_before_receipts_get_a_random_one(tmp_path: Path) -> None
     assert len(receipts) == 2
     assert all(r is not None and len(r) == 32 for r in receipts)
     assert receipts[0] != receipts[1]
+
+
+def test_the_last_week_of_turn_aways_outlives_their_table(tmp_path: Path) -> None:
+    path = tmp_path / "pool.db"
+    raw = sqlite3.connect(path)
+    raw.execute("CREATE TABLE schema_migrations (name TEXT PRIMARY KEY, applied_at INTEGER)")
+    for name, script in load_migrations("sqlite"):
+        if name < "0005":
+            raw.executescript(script)
+            raw.execute("INSERT INTO schema_migrations VALUES (?, 0)", (name,))
+    minute = to_us(TURNED_AWAY_LAST) // 60_000_000
+    raw.execute("INSERT INTO admissions (minute, leased, refused) VALUES (?, 7, 3)", (minute,))
+    for before, count in TURNED_AWAY:
+        raw.execute(
+            "INSERT INTO turn_aways VALUES (?, ?)", (to_us(TURNED_AWAY_LAST - before), count)
+        )
+    raw.commit()
+    raw.close()
+
+    store = SqliteStore(path, clock=FakeClock(TURNED_AWAY_LAST))
+    assert store.migrate() == [name for name in MIGRATIONS if name >= "0005"]
+    assert_turn_aways_carried_over(store)
+    store.close()
+    raw = sqlite3.connect(path)
+    assert raw.execute("SELECT name FROM sqlite_master WHERE name = 'turn_aways'").fetchall() == []
 
 
 def test_instances_on_one_file_share_one_waiting_room(tmp_path: Path) -> None:

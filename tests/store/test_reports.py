@@ -7,6 +7,7 @@ from datetime import timedelta
 
 import pytest
 
+from callbackpool.analytics import WINDOWS
 from callbackpool.clock import FakeClock
 from callbackpool.domain.errors import InvalidPayment, PoolExhausted
 from callbackpool.domain.events import (
@@ -20,7 +21,7 @@ from callbackpool.domain.events import (
 from callbackpool.domain.model import CallbackOutcome, LeaseEnd, PaymentStatus
 from callbackpool.pool import CallbackPool
 
-from ..support import paygistix_return
+from ..support import CountingStore, paygistix_return
 
 
 def test_payment_and_callback_counts_cover_every_status_and_outcome(pool: CallbackPool) -> None:
@@ -148,3 +149,39 @@ def test_turn_aways_are_counted_per_minute(pool: CallbackPool, clock: FakeClock)
     minute = timedelta(minutes=1)
     assert history.turn_aways == ((start, 3), (start + minute, 1), (start + 3 * minute, 1))
     assert pool.history(timedelta(seconds=30)).turn_aways == ((start + 3 * minute, 1),)
+
+
+def test_a_refusal_is_one_write_and_one_count(pool: CallbackPool, clock: FakeClock) -> None:
+    # Under a flood of create-tokens on a full pool, each refusal costs the one transaction
+    # that found no slot, and counts there: the turn-away chart reads the same count.
+    for i in range(10):
+        pool.create_payment(amount=1000 + i)
+    counting = CountingStore(pool.store)
+    instance = CallbackPool(counting, pool.gateway, pool.policy)  # type: ignore[arg-type]
+    start = clock.now()
+    for _ in range(4):
+        with pytest.raises(PoolExhausted):
+            instance.create_payment(amount=1000)
+    assert counting.writes == 4
+    with pool.store.read() as tx:
+        assert tx.admissions_since(start).refused == 4
+    assert pool.history(timedelta(minutes=1)).turn_aways == ((start, 4),)
+
+
+def test_the_week_chart_keeps_its_refusals_through_a_sweep(
+    pool: CallbackPool, clock: FakeClock
+) -> None:
+    week = WINDOWS["7d"]
+    minute = timedelta(minutes=1)
+    for i in range(10):
+        pool.create_payment(amount=1000 + i)
+    first = clock.now()
+    for moment in (first, first + minute):
+        clock.set(moment)
+        with pytest.raises(PoolExhausted):
+            pool.create_payment(amount=1000)
+    clock.set(first + minute + week)  # the second refusal is a week old, the first older
+    assert pool.history(week + minute).turn_aways == ((first, 1), (first + minute, 1))
+    pool.sweep()
+    assert pool.history(week).turn_aways == ((first + minute, 1),)
+    assert pool.history(week + minute).turn_aways == ((first + minute, 1),)  # swept

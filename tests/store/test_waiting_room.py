@@ -4,20 +4,15 @@ store; the queue lives in the database, so pools sharing a store share one queue
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import Any
-
 import pytest
 
 from callbackpool.clock import FakeClock
 from callbackpool.domain.errors import InvalidPayment, PoolExhausted, TicketEnded, UnknownTicket
 from callbackpool.domain.model import PaymentStatus
 from callbackpool.pool import CallbackPool, Checkout, Waiting
-from callbackpool.ports import Store
 
 from ..conftest import PoolFactory
-from ..support import PATHS, paygistix_return
+from ..support import PATHS, CountingStore, paygistix_return
 
 
 def fill(pool: CallbackPool, count: int = 10) -> list[Checkout]:
@@ -222,33 +217,10 @@ def test_slots_kept_for_priority(make_pool: PoolFactory) -> None:
     assert waiting(pool.poll_ticket(low.ticket)).position == 1
 
 
-class CountingTurns:
-    """Wraps a store to count the admission turns its transactions take."""
-
-    def __init__(self, store: Store) -> None:
-        self._store = store
-        self.turns = 0
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._store, name)
-
-    @contextmanager
-    def transaction(self, *, durable: bool = True) -> Iterator[Any]:
-        with self._store.transaction(durable=durable) as tx:
-            take = tx.lock_admission
-
-            def lock_admission() -> None:
-                self.turns += 1
-                take()
-
-            tx.lock_admission = lock_admission  # type: ignore[method-assign]
-            yield tx
-
-
 def test_an_admission_that_weighs_the_queue_takes_the_turn(pool: CallbackPool) -> None:
     # Between counting the free slots and leasing one, no other instance may give them
     # away: on PostgreSQL the turn is a lock. Nobody waiting: no turn taken.
-    counting = CountingTurns(pool.store)
+    counting = CountingStore(pool.store)
     instance = CallbackPool(counting, pool.gateway, pool.policy)  # type: ignore[arg-type]
     held = fill(instance)
     assert counting.turns == 0

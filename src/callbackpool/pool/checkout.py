@@ -75,7 +75,6 @@ class Checkouts:
                 token, total, currency, line_items, customer, priority, wait, started
             )
         except PoolExhausted:
-            self._record_turn_away()
             self.core.emit([CreateRefused(reason="pool_exhausted")])
             raise
         except TooManyLeases:
@@ -220,13 +219,6 @@ class Checkouts:
             else None
         )
         tx.record_admission(admission, busy)
-
-    def _record_turn_away(self) -> None:
-        try:
-            with self.core.store.transaction() as tx:
-                tx.record_turn_away()
-        except Exception:  # a figure for the charts; the refusal itself stands
-            log.exception("a turn-away could not be recorded")
 
     def _check_customer_cap(self, tx: Tx, key: str | None) -> None:
         cap = self.core.policy.max_live_leases_per_customer

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from ..analytics import WINDOWS
 from ..domain.errors import NothingToRelease
 from ..domain.events import SweepRan
 from ..domain.model import Lease, LeaseEnd, callback_ref
@@ -21,8 +22,9 @@ from .reserve import drain_reserve
 from .results import SweepReport
 
 UNRESOLVED_GRACE = timedelta(seconds=30)
-# How long admission counts are kept (the capacity window reads the latest of them).
-ADMISSIONS_KEPT = timedelta(hours=24)
+# How long admission counts are kept: the capacity window reads the latest of them, and the
+# dashboard's turn-away chart reads their refusals over its longest window.
+ADMISSIONS_KEPT = max(WINDOWS.values())
 
 
 class Housekeeping:

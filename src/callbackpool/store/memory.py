@@ -96,7 +96,6 @@ class _Tables:
         self.waiting: dict[int, None] = {}
         self.admissions: dict[int, tuple[int, int, int, int, int]] = {}
         self.reserve_events: dict[int, ReserveEvent] = {}
-        self.turn_aways: dict[datetime, int] = {}
         self.reviews: dict[int, Review] = {}
         self.review_by_callback: dict[int, int] = {}
 
@@ -716,13 +715,13 @@ class MemoryTx:
         newest = sorted(self._t.reserve_events.items(), reverse=True)[:limit]
         return [event for _, event in newest]
 
-    def record_turn_away(self) -> None:
-        minute = _EPOCH + _minute(self.now) * _MINUTE
-        self._put(self._t.turn_aways, minute, self._t.turn_aways.get(minute, 0) + 1)
-
     def turn_aways_since(self, since: datetime) -> list[tuple[datetime, int]]:
-        first = _EPOCH + _minute(since) * _MINUTE
-        return sorted((minute, n) for minute, n in self._t.turn_aways.items() if minute >= first)
+        first = _minute(since)
+        return sorted(
+            (_EPOCH + minute * _MINUTE, row[2])
+            for minute, row in self._t.admissions.items()
+            if minute >= first and row[2]
+        )
 
     def payment_counts(self) -> dict[PaymentStatus, int]:
         counts: dict[PaymentStatus, int] = {}

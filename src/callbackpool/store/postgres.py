@@ -718,12 +718,9 @@ class PostgresTx:
         )
         return [values.payment(DECODE, row) for row in rows]
 
-    def record_turn_away(self) -> None:
-        self._run("record_turn_away", minute=_minute(self.now))
-
     def turn_aways_since(self, since: datetime) -> list[tuple[datetime, int]]:
-        rows = self._all("turn_aways_since", since=_minute(since))
-        return [(_at(row["minute"]), row["count"]) for row in rows]
+        rows = self._all("turn_aways_since", minute=_minute_number(since))
+        return [(_minute_start(row["minute"]), row["refused"]) for row in rows]
 
     def payment_counts(self) -> dict[PaymentStatus, int]:
         return {PaymentStatus(row["status"]): row["n"] for row in self._all("payment_counts")}
@@ -955,11 +952,6 @@ class PostgresTx:
 # --- values from rows ------------------------------------------------------------------
 
 
-def _minute(moment: datetime) -> datetime:
-    """The start of the minute ``moment`` falls in (turn-aways are counted per minute)."""
-    return moment.astimezone(UTC).replace(second=0, microsecond=0)
-
-
 def _utc(moment: datetime | None) -> datetime | None:
     return None if moment is None else moment.astimezone(UTC)
 
@@ -979,3 +971,8 @@ DECODE = Decode(time=_at, json=_as_is, flag=bool)
 def _minute_number(moment: datetime) -> int:
     """Whole minutes since the Unix epoch: the admissions table's key, as SQLite's."""
     return int(moment.timestamp() // 60)
+
+
+def _minute_start(number: int) -> datetime:
+    """The start of the minute ``number`` counts (the inverse of ``_minute_number``)."""
+    return datetime.fromtimestamp(number * 60, UTC)

@@ -907,13 +907,9 @@ class SqliteTx:
             for row in self._all("reserve_events", limit=limit)
         ]
 
-    def record_turn_away(self) -> None:
-        self._run("record_turn_away", minute=self._now_us - self._now_us % _MINUTE_US)
-
     def turn_aways_since(self, since: datetime) -> list[tuple[datetime, int]]:
-        start = to_us(since)
-        rows = self._all("turn_aways_since", since=start - start % _MINUTE_US)
-        return [(_at(row["minute"]), row["count"]) for row in rows]
+        rows = self._all("turn_aways_since", minute=to_us(since) // _MINUTE_US)
+        return [(_at(row["minute"] * _MINUTE_US), row["refused"]) for row in rows]
 
     def payment_counts(self) -> dict[PaymentStatus, int]:
         return {PaymentStatus(row["status"]): row["n"] for row in self._all("payment_counts")}

@@ -563,13 +563,6 @@ SELECT id, decision, callback_id, payment_token, others, decided_by, reason, dec
 SELECT id, decision, callback_id, payment_token, others, decided_by, reason, decided_at, changes
   FROM reviews ORDER BY id DESC LIMIT %(limit)s;
 
--- name: record_turn_away
--- Instances counting in the same minute add up: the second waits for the first's row.
-INSERT INTO turn_aways (minute, count) VALUES (%(minute)s, 1)
-ON CONFLICT (minute) DO UPDATE SET count = turn_aways.count + 1;
-
--- name: turn_aways_since
-SELECT minute, count FROM turn_aways WHERE minute >= %(since)s ORDER BY minute;
 -- name: abandon_silent_leases
 -- Live leases whose heartbeat lapsed before their expiry, found through their slot rows,
 -- skipping those another transaction holds (as expire_due_leases). The lease's row is
@@ -697,6 +690,12 @@ SELECT coalesce(sum(leased), 0) AS leased, coalesce(sum(waited), 0) AS waited,
 
 -- name: drop_admissions_before
 DELETE FROM admissions WHERE minute < %(minute)s;
+
+-- name: turn_aways_since
+-- The turn-away chart: the refused requests of each minute, from the admission counts.
+SELECT minute, refused FROM admissions
+ WHERE minute >= %(minute)s AND refused > 0
+ ORDER BY minute;
 
 -- name: holding_times_since
 SELECT count(*) AS ended,

@@ -313,6 +313,10 @@ SELECT coalesce(sum(leased), 0) AS leased, coalesce(sum(waited), 0) AS waited,
 -- name: drop_admissions_before
 DELETE FROM admissions WHERE minute < :minute;
 
+-- name: turn_aways_since
+-- The turn-away chart: the refused requests of each minute, from the admission counts.
+SELECT minute, refused FROM admissions WHERE minute >= :minute AND refused > 0 ORDER BY minute;
+
 -- name: holding_times_since
 SELECT count(*) AS ended, coalesce(sum(ended_at - acquired_at), 0) AS held
   FROM leases
@@ -387,10 +391,3 @@ SELECT * FROM reviews WHERE callback_id = :callback_id;
 
 -- name: reviews
 SELECT * FROM reviews ORDER BY id DESC LIMIT :limit;
-
--- name: record_turn_away
-INSERT INTO turn_aways (minute, count) VALUES (:minute, 1)
-ON CONFLICT (minute) DO UPDATE SET count = count + 1;
-
--- name: turn_aways_since
-SELECT minute, count FROM turn_aways WHERE minute >= :since ORDER BY minute;
