@@ -4,8 +4,9 @@ A fixed set of worker threads taking calls from one queue, each answering its ca
 future on the event loop. The routes that serve every payment make such a call each, so the
 hand-over is kept to a queue put and one ``call_soon_threadsafe``: Starlette's
 ``run_in_threadpool`` (anyio's worker threads, cancel scope and capacity limiter) cost four
-times as much, and ``loop.run_in_executor`` half again as much (a ``concurrent.futures``
-future with its condition, chained to an asyncio future).
+times as much, and ``loop.run_in_executor`` takes more steps (a ``concurrent.futures``
+future with its condition, chained to an asyncio future). docs/performance.md says what
+the hand-over still costs.
 """
 
 from __future__ import annotations
