@@ -51,17 +51,13 @@ from ..domain.model import (
     PaymentStatus,
     ReserveAction,
     ReserveEvent,
-    Review,
     SlotHealth,
     SlotView,
     Ticket,
-    TicketStatus,
 )
 from ..domain.resolution import OpenAmbiguity
 from ..ports import (
     CallbackResolution,
-    NewCallback,
-    NewReview,
     NewTicket,
     PaymentChange,
     SlotRow,
@@ -71,6 +67,7 @@ from ..ports import (
 from . import rows as values
 from .queries import load_migrations, load_queries
 from .rows import Decode
+from .sql_tx import SqlTx
 
 _Q = load_queries("postgres.sql")
 
@@ -396,14 +393,35 @@ class PostgresStore:
         return applied_now
 
 
-class PostgresTx:
+# --- values from rows ------------------------------------------------------------------
+
+
+def _utc(moment: datetime | None) -> datetime | None:
+    return None if moment is None else moment.astimezone(UTC)
+
+
+def _at(moment: datetime) -> datetime:
+    return moment.astimezone(UTC)
+
+
+def _as_is(value: Any) -> Any:
+    return value
+
+
+# How PostgreSQL's columns arrive: timestamptz, JSON decoded by the driver, booleans.
+DECODE = Decode(time=_at, json=_as_is, flag=bool)
+
+
+class PostgresTx(SqlTx):
     """One PostgreSQL transaction, speaking the ``Tx`` port."""
+
+    _decode = DECODE
 
     def __init__(
         self, conn: psycopg.Connection[Any], now: datetime, *, writing: bool, guard: Guard
     ) -> None:
         self._cursor: psycopg.Cursor[DictRow] = conn.cursor(row_factory=dict_row)
-        self.now = now
+        self.now = self._now_param = now
         self._writing = writing
         self._guard = guard
         self._answer_within: float | None = None  # the store's, unless a migration waits
@@ -533,35 +551,16 @@ class PostgresTx:
     def record_slot_return(self, slot_id: int, *, approved: bool) -> None:
         self._run("record_slot_return", slot_id=slot_id, approved=approved, now=self.now)
 
-    def record_late_return(self, slot_id: int) -> None:
-        self._run("record_late_return", slot_id=slot_id)
-
-    def record_slot_expiry(self, slot_id: int) -> int:
-        row = self._one("record_slot_expiry", slot_id=slot_id)
-        return 0 if row is None else int(row["expiry_streak"])
-
     def sideline_slot(self, slot_id: int, *, by: str, reason: str) -> bool:
         done = self._run("sideline_slot", slot_id=slot_id, by=by, reason=reason, now=self.now)
         return done == 1
 
-    def restore_slot(self, slot_id: int) -> bool:
-        return self._run("restore_slot", slot_id=slot_id) == 1
-
     def free_slot_count(self) -> int:
         return self._count("free_slot_count", now=self.now)
-
-    def busy_slot_count(self) -> int:
-        return self._count("busy_slot_count")
 
     def set_reserve_standby(self, standby: bool) -> list[str]:
         rows = self._all("set_reserve_standby", standby=standby)
         return [row["path"] for row in sorted(rows, key=lambda row: row["id"])]
-
-    def _count(self, query: str, **params: Any) -> int:
-        row = self._one(query, **params)
-        assert row is not None
-        count: int = row["n"]
-        return count
 
     # --- leases --------------------------------------------------------------------------
 
@@ -610,23 +609,11 @@ class PostgresTx:
         rows = self._all("customer_claims", customer_key=customer_key, now=self.now)
         return [_at(row["expires_at"]) for row in rows]
 
-    def live_lease_of_payment(self, token: str) -> Lease | None:
-        row = self._one("live_lease_of_payment", token=token)
-        return None if row is None else values.lease(DECODE, row)
-
-    def live_lease_on_path(self, path: str) -> Lease | None:
-        row = self._one("live_lease_on_path", path=path)
-        return None if row is None else values.lease(DECODE, row)
-
     def live_leases(self) -> list[Lease]:
         return [
             values.lease(DECODE, row)
             for row in self._all("live_leases_locked" if self._writing else "live_leases")
         ]
-
-    def get_lease(self, lease_id: int) -> Lease | None:
-        row = self._one("get_lease", id=lease_id)
-        return None if row is None else values.lease(DECODE, row)
 
     def lease_spans(self, since: datetime, limit: int = 100_000) -> list[LeaseSpan]:
         return [
@@ -650,9 +637,6 @@ class PostgresTx:
 
     def drop_taint(self, lease_id: int) -> None:
         self._run("drop_taint", id=lease_id)
-
-    def drop_stale_taints(self) -> int:
-        return self._run("drop_stale_taints", now=self.now)
 
     def candidates(self, slot_id: int) -> list[Candidate]:
         query = "candidates_locked" if self._writing else "candidates"
@@ -679,10 +663,6 @@ class PostgresTx:
             expires_at=payment.expires_at,
             created_at=payment.created_at,
         )
-
-    def get_payment(self, token: str) -> Payment | None:
-        row = self._one("get_payment", token=token)
-        return None if row is None else values.payment(DECODE, row)
 
     def update_payment(self, token: str, expected: PaymentStatus, change: PaymentChange) -> bool:
         updated = self._run(
@@ -722,9 +702,6 @@ class PostgresTx:
         rows = self._all("turn_aways_since", minute=_minute_number(since))
         return [(_minute_start(row["minute"]), row["refused"]) for row in rows]
 
-    def payment_counts(self) -> dict[PaymentStatus, int]:
-        return {PaymentStatus(row["status"]): row["n"] for row in self._all("payment_counts")}
-
     # --- the waiting room ----------------------------------------------------------------
 
     def lock_admission(self) -> None:
@@ -746,30 +723,8 @@ class PostgresTx:
         assert row is not None
         return values.ticket(DECODE, row)
 
-    def get_ticket(self, ticket: str) -> Ticket | None:
-        row = self._one("get_ticket", ticket=ticket)
-        return None if row is None else values.ticket(DECODE, row)
-
-    def waiting_ahead(self, priority: int, ticket_id: int | None) -> int:
-        return self._count("waiting_ahead", now=self.now, priority=priority, id=ticket_id)
-
     def touch_ticket(self, ticket_id: int, expires_at: datetime) -> None:
         self._run("touch_ticket", id=ticket_id, expires_at=expires_at)
-
-    def end_ticket(
-        self, ticket_id: int, status: TicketStatus, payment_token: str | None = None
-    ) -> bool:
-        ended = self._run(
-            "end_ticket",
-            id=ticket_id,
-            status=status.value,
-            payment_token=payment_token,
-            now=self.now,
-        )
-        return ended == 1
-
-    def expire_stale_tickets(self) -> int:
-        return self._run("expire_stale_tickets", now=self.now)
 
     # --- capacity figures ----------------------------------------------------------------
 
@@ -803,18 +758,6 @@ class PostgresTx:
         assert row is not None
         return HoldingTimes(ended=row["ended"], total_seconds=row["held"])
 
-    def insert_reserve_event(
-        self, action: ReserveAction, paths: Sequence[str], reason: str
-    ) -> ReserveEvent:
-        self._run(
-            "insert_reserve_event",
-            now=self.now,
-            action=action.value,
-            paths=json.dumps(list(paths)),
-            reason=reason,
-        )
-        return ReserveEvent(at=self.now, action=action, paths=tuple(paths), reason=reason)
-
     def reserve_events(self, limit: int = 20) -> list[ReserveEvent]:
         return [
             ReserveEvent(
@@ -828,37 +771,10 @@ class PostgresTx:
 
     # --- callbacks -----------------------------------------------------------------------
 
-    def insert_callback(self, callback: NewCallback) -> int:
-        row = self._one(
-            "insert_callback",
-            path=callback.path,
-            method=callback.method,
-            params=json.dumps([list(pair) for pair in callback.params]),
-            client_addr=callback.client_addr,
-            receipt=callback.receipt,
-            now=self.now,
-        )
-        assert row is not None
-        callback_id: int = row["id"]
-        return callback_id
-
     def get_callback(self, callback_id: int) -> CallbackRecord | None:
         query = "get_callback_locked" if self._writing else "get_callback"
         row = self._one(query, id=callback_id)
         return None if row is None else values.callback(DECODE, row)
-
-    def pn_ref_holder(self, pn_ref: str) -> tuple[int, str] | None:
-        row = self._one("pn_ref_holder", pn_ref=pn_ref)
-        return None if row is None else (row["callback_id"], row["fingerprint"])
-
-    def claim_pn_ref(
-        self, pn_ref: str, callback_id: int, fingerprint: str
-    ) -> tuple[int, str] | None:
-        if self._run(
-            "claim_pn_ref", pn_ref=pn_ref, callback_id=callback_id, fingerprint=fingerprint
-        ):
-            return None
-        return self.pn_ref_holder(pn_ref)
 
     def finish_callback(self, callback_id: int, resolution: CallbackResolution) -> None:
         self._run(
@@ -885,11 +801,6 @@ class PostgresTx:
             )
         ]
 
-    def settle_callback(self, callback_id: int, token: str | None, settled_by: str) -> None:
-        self._run(
-            "settle_callback", id=callback_id, token=token, now=self.now, settled_by=settled_by
-        )
-
     def callbacks(
         self,
         *,
@@ -905,67 +816,8 @@ class PostgresTx:
         )
         return [values.callback(DECODE, row) for row in rows]
 
-    def callback_counts(self) -> dict[CallbackOutcome, int]:
-        return {CallbackOutcome(row["outcome"]): row["n"] for row in self._all("callback_counts")}
-
-    def open_review_callbacks(self, limit: int = 100) -> list[CallbackRecord]:
-        return [
-            values.callback(DECODE, row) for row in self._all("open_review_callbacks", limit=limit)
-        ]
-
-    # --- reviews ---------------------------------------------------------------------------
-
-    def insert_review(self, review: NewReview) -> Review | None:
-        row = self._one(
-            "insert_review",
-            decision=review.decision.value,
-            callback_id=review.callback_id,
-            payment_token=review.payment_token,
-            others=None if review.others is None else review.others.value,
-            decided_by=review.decided_by,
-            reason=review.reason,
-            now=self.now,
-            changes=json.dumps(
-                [[c.token, c.previous.value, c.status.value] for c in review.changes]
-            ),
-        )
-        return None if row is None else values.review(DECODE, row)
-
-    def review_of_callback(self, callback_id: int) -> Review | None:
-        row = self._one("review_of_callback", callback_id=callback_id)
-        return None if row is None else values.review(DECODE, row)
-
-    def reviews(self, *, limit: int = 100) -> list[Review]:
-        return [values.review(DECODE, row) for row in self._all("reviews", limit=limit)]
-
-    def note_status_query(self, callback_id: int, answer: str, redirect: str | None) -> None:
-        self._run("note_status_query", id=callback_id, answer=answer, redirect=redirect)
-
-    def callbacks_to_query(self, max_attempts: int, limit: int) -> list[int]:
-        rows = self._all("callbacks_to_query", max_attempts=max_attempts, limit=limit)
-        return [row["id"] for row in rows]
-
     def unresolved_callbacks(self, received_before: datetime) -> list[int]:
         return [row["id"] for row in self._all("unresolved_callbacks", before=received_before)]
-
-
-# --- values from rows ------------------------------------------------------------------
-
-
-def _utc(moment: datetime | None) -> datetime | None:
-    return None if moment is None else moment.astimezone(UTC)
-
-
-def _at(moment: datetime) -> datetime:
-    return moment.astimezone(UTC)
-
-
-def _as_is(value: Any) -> Any:
-    return value
-
-
-# How PostgreSQL's columns arrive: timestamptz, JSON decoded by the driver, booleans.
-DECODE = Decode(time=_at, json=_as_is, flag=bool)
 
 
 def _minute_number(moment: datetime) -> int:

@@ -34,17 +34,13 @@ from ..domain.model import (
     PaymentStatus,
     ReserveAction,
     ReserveEvent,
-    Review,
     SlotHealth,
     SlotView,
     Ticket,
-    TicketStatus,
 )
 from ..domain.resolution import OpenAmbiguity
 from ..ports import (
     CallbackResolution,
-    NewCallback,
-    NewReview,
     NewTicket,
     PaymentChange,
     SlotRow,
@@ -54,6 +50,7 @@ from ..ports import (
 from . import rows as values
 from .queries import load_migrations, load_queries
 from .rows import Decode
+from .sql_tx import SqlTx
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MINUTE_US = 60_000_000
@@ -462,13 +459,15 @@ def _statements(script: str) -> Iterator[str]:
         raise MigrationError(f"incomplete statement at the end of a migration: {buffer[:80]!r}")
 
 
-class SqliteTx:
-    """One SQLite transaction, speaking the ``Tx`` port."""
+class SqliteTx(SqlTx):
+    """One SQLite transaction, speaking the ``Tx`` port (times as microseconds)."""
+
+    _decode = DECODE
 
     def __init__(self, conn: sqlite3.Connection, now: datetime) -> None:
         self._conn = conn
         self.now = now
-        self._now_us = to_us(now)
+        self._now_us = self._now_param = to_us(now)
 
     def _one(self, query: str, **params: Any) -> sqlite3.Row | None:
         row: sqlite3.Row | None = self._conn.execute(_Q[query], params).fetchone()
@@ -520,17 +519,8 @@ class SqliteTx:
     def free_slot_count(self) -> int:
         return self._count("free_slot_count")
 
-    def busy_slot_count(self) -> int:
-        return self._count("busy_slot_count")
-
     def set_reserve_standby(self, standby: bool) -> list[str]:
         return [row["path"] for row in self._all("set_reserve_standby", standby=int(standby))]
-
-    def _count(self, query: str, **params: Any) -> int:
-        row = self._one(query, **params)
-        assert row is not None
-        count: int = row[0]
-        return count
 
     def slot_by_path(self, path: str) -> SlotRow | None:
         row = self._one("slot_by_path", path=path)
@@ -586,20 +576,10 @@ class SqliteTx:
     def record_slot_return(self, slot_id: int, *, approved: bool) -> None:
         self._run("record_slot_return", slot_id=slot_id, approved=int(approved), now=self._now_us)
 
-    def record_late_return(self, slot_id: int) -> None:
-        self._run("record_late_return", slot_id=slot_id)
-
-    def record_slot_expiry(self, slot_id: int) -> int:
-        row = self._one("record_slot_expiry", slot_id=slot_id)
-        return 0 if row is None else int(row["expiry_streak"])
-
     def sideline_slot(self, slot_id: int, *, by: str, reason: str) -> bool:
         return (
             self._run("sideline_slot", slot_id=slot_id, by=by, reason=reason, now=self._now_us) == 1
         )
-
-    def restore_slot(self, slot_id: int) -> bool:
-        return self._run("restore_slot", slot_id=slot_id) == 1
 
     # --- leases --------------------------------------------------------------------------
 
@@ -682,20 +662,8 @@ class SqliteTx:
         rows = self._all("customer_claims", customer_key=customer_key, now=self._now_us)
         return [_at(row["expires_at"]) for row in rows]
 
-    def live_lease_of_payment(self, token: str) -> Lease | None:
-        row = self._one("live_lease_of_payment", token=token)
-        return None if row is None else values.lease(DECODE, row)
-
-    def live_lease_on_path(self, path: str) -> Lease | None:
-        row = self._one("live_lease_on_path", path=path)
-        return None if row is None else values.lease(DECODE, row)
-
     def live_leases(self) -> list[Lease]:
         return [values.lease(DECODE, row) for row in self._all("live_leases")]
-
-    def get_lease(self, lease_id: int) -> Lease | None:
-        row = self._one("get_lease", id=lease_id)
-        return None if row is None else values.lease(DECODE, row)
 
     def lease_spans(self, since: datetime, limit: int = 100_000) -> list[LeaseSpan]:
         return [
@@ -740,9 +708,6 @@ class SqliteTx:
         if row is not None:
             self._run("recompute_slot_taint", slot_id=row["slot_id"])
 
-    def drop_stale_taints(self) -> int:
-        return self._run("drop_stale_taints", now=self._now_us)
-
     def candidates(self, slot_id: int) -> list[Candidate]:
         return [
             Candidate(lease=values.lease(DECODE, row, "l_"), payment=values.payment(DECODE, row))
@@ -767,10 +732,6 @@ class SqliteTx:
             expires_at=None if payment.expires_at is None else to_us(payment.expires_at),
             now=to_us(payment.created_at),
         )
-
-    def get_payment(self, token: str) -> Payment | None:
-        row = self._one("get_payment", token=token)
-        return None if row is None else values.payment(DECODE, row)
 
     def update_payment(self, token: str, expected: PaymentStatus, change: PaymentChange) -> bool:
         updated = self._run(
@@ -827,30 +788,8 @@ class SqliteTx:
         assert row is not None
         return values.ticket(DECODE, row)
 
-    def get_ticket(self, ticket: str) -> Ticket | None:
-        row = self._one("get_ticket", ticket=ticket)
-        return None if row is None else values.ticket(DECODE, row)
-
-    def waiting_ahead(self, priority: int, ticket_id: int | None) -> int:
-        return self._count("waiting_ahead", now=self._now_us, priority=priority, id=ticket_id)
-
     def touch_ticket(self, ticket_id: int, expires_at: datetime) -> None:
         self._run("touch_ticket", id=ticket_id, expires_at=to_us(expires_at))
-
-    def end_ticket(
-        self, ticket_id: int, status: TicketStatus, payment_token: str | None = None
-    ) -> bool:
-        ended = self._run(
-            "end_ticket",
-            id=ticket_id,
-            status=status.value,
-            payment_token=payment_token,
-            now=self._now_us,
-        )
-        return ended == 1
-
-    def expire_stale_tickets(self) -> int:
-        return self._run("expire_stale_tickets", now=self._now_us)
 
     # --- capacity figures ----------------------------------------------------------------
 
@@ -884,18 +823,6 @@ class SqliteTx:
         assert row is not None
         return HoldingTimes(ended=row["ended"], total_seconds=row["held"] / 1_000_000)
 
-    def insert_reserve_event(
-        self, action: ReserveAction, paths: Sequence[str], reason: str
-    ) -> ReserveEvent:
-        self._run(
-            "insert_reserve_event",
-            now=self._now_us,
-            action=action.value,
-            paths=json.dumps(list(paths)),
-            reason=reason,
-        )
-        return ReserveEvent(at=self.now, action=action, paths=tuple(paths), reason=reason)
-
     def reserve_events(self, limit: int = 20) -> list[ReserveEvent]:
         return [
             ReserveEvent(
@@ -911,41 +838,11 @@ class SqliteTx:
         rows = self._all("turn_aways_since", minute=to_us(since) // _MINUTE_US)
         return [(_at(row["minute"] * _MINUTE_US), row["refused"]) for row in rows]
 
-    def payment_counts(self) -> dict[PaymentStatus, int]:
-        return {PaymentStatus(row["status"]): row["n"] for row in self._all("payment_counts")}
-
     # --- callbacks -----------------------------------------------------------------------
-
-    def insert_callback(self, callback: NewCallback) -> int:
-        row = self._one(
-            "insert_callback",
-            path=callback.path,
-            method=callback.method,
-            params=json.dumps([list(pair) for pair in callback.params]),
-            client_addr=callback.client_addr,
-            receipt=callback.receipt,
-            now=self._now_us,
-        )
-        assert row is not None
-        callback_id: int = row["id"]
-        return callback_id
 
     def get_callback(self, callback_id: int) -> CallbackRecord | None:
         row = self._one("get_callback", id=callback_id)
         return None if row is None else values.callback(DECODE, row)
-
-    def pn_ref_holder(self, pn_ref: str) -> tuple[int, str] | None:
-        row = self._one("pn_ref_holder", pn_ref=pn_ref)
-        return None if row is None else (row["callback_id"], row["fingerprint"])
-
-    def claim_pn_ref(
-        self, pn_ref: str, callback_id: int, fingerprint: str
-    ) -> tuple[int, str] | None:
-        if self._run(
-            "claim_pn_ref", pn_ref=pn_ref, callback_id=callback_id, fingerprint=fingerprint
-        ):
-            return None
-        return self.pn_ref_holder(pn_ref)
 
     def finish_callback(self, callback_id: int, resolution: CallbackResolution) -> None:
         self._run(
@@ -977,11 +874,6 @@ class SqliteTx:
             )
         ]
 
-    def settle_callback(self, callback_id: int, token: str | None, settled_by: str) -> None:
-        self._run(
-            "settle_callback", id=callback_id, token=token, now=self._now_us, settled_by=settled_by
-        )
-
     def callbacks(
         self,
         *,
@@ -996,46 +888,6 @@ class SqliteTx:
             before_id=before_id,
         )
         return [values.callback(DECODE, row) for row in rows]
-
-    def note_status_query(self, callback_id: int, answer: str, redirect: str | None) -> None:
-        self._run("note_status_query", id=callback_id, answer=answer, redirect=redirect)
-
-    def callbacks_to_query(self, max_attempts: int, limit: int) -> list[int]:
-        rows = self._all("callbacks_to_query", max_attempts=max_attempts, limit=limit)
-        return [row["id"] for row in rows]
-
-    def callback_counts(self) -> dict[CallbackOutcome, int]:
-        return {CallbackOutcome(row["outcome"]): row["n"] for row in self._all("callback_counts")}
-
-    def open_review_callbacks(self, limit: int = 100) -> list[CallbackRecord]:
-        return [
-            values.callback(DECODE, row) for row in self._all("open_review_callbacks", limit=limit)
-        ]
-
-    # --- reviews ---------------------------------------------------------------------------
-
-    def insert_review(self, review: NewReview) -> Review | None:
-        row = self._one(
-            "insert_review",
-            decision=review.decision.value,
-            callback_id=review.callback_id,
-            payment_token=review.payment_token,
-            others=None if review.others is None else review.others.value,
-            decided_by=review.decided_by,
-            reason=review.reason,
-            now=self._now_us,
-            changes=json.dumps(
-                [[c.token, c.previous.value, c.status.value] for c in review.changes]
-            ),
-        )
-        return None if row is None else values.review(DECODE, row)
-
-    def review_of_callback(self, callback_id: int) -> Review | None:
-        row = self._one("review_of_callback", callback_id=callback_id)
-        return None if row is None else values.review(DECODE, row)
-
-    def reviews(self, *, limit: int = 100) -> list[Review]:
-        return [values.review(DECODE, row) for row in self._all("reviews", limit=limit)]
 
     def unresolved_callbacks(self, received_before: datetime) -> list[int]:
         return [

@@ -37,11 +37,11 @@ SELECT id, path FROM slots
  LIMIT 1;
 
 -- name: free_slot_count
-SELECT count(*) FROM slots
+SELECT count(*) AS n FROM slots
  WHERE live_lease_id IS NULL AND active = 1 AND standby = 0 AND sidelined_at IS NULL;
 
 -- name: busy_slot_count
-SELECT count(*) FROM slots WHERE live_lease_id IS NOT NULL;
+SELECT count(*) AS n FROM slots WHERE live_lease_id IS NOT NULL;
 
 -- name: set_reserve_standby
 UPDATE slots SET standby = :standby
@@ -278,7 +278,7 @@ RETURNING *;
 SELECT * FROM tickets WHERE ticket = :ticket;
 
 -- name: waiting_ahead
-SELECT count(*) FROM tickets
+SELECT count(*) AS n FROM tickets
  WHERE status = 'waiting' AND expires_at > :now
    AND (priority > :priority OR (priority = :priority AND (:id IS NULL OR id < :id)));
 
