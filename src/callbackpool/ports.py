@@ -9,11 +9,11 @@ transaction decides time by: the database's where it has one (DESIGN.md §3, inv
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from .domain.model import (
     Admission,
@@ -444,4 +444,34 @@ class Store(Protocol):
 
     def read(self) -> AbstractContextManager[Tx]: ...
 
+    def after_commit(self, announce: Callable[[], None]) -> None:
+        """Call ``announce`` (status hooks, observers) once the caller's writes so far have
+        committed: at once, unless the caller is a call run on the event loop whose writes
+        wait for their group's commit (``loop_calls``)."""
+        ...
+
+    def loop_calls(self) -> LoopCalls | None:
+        """The runner of calls on the event loop, on a store whose calls need not wait on a
+        thread; None on the others."""
+        ...
+
     def close(self) -> None: ...
+
+
+T = TypeVar("T")
+
+
+class LoopCalls(Protocol):
+    """Calls of the pool run on the service's event loop (store/sqlite_loop.py)."""
+
+    async def run(
+        self, call: Callable[[], T], offload: Callable[[Callable[[], T]], Awaitable[T]]
+    ) -> T:
+        """``call()``, answered once what it wrote has committed; run by ``offload`` (on a
+        worker thread) instead when its writes would wait. ``call`` must only read before
+        its first write transaction (it may be run twice) and wait on nothing else."""
+        ...
+
+    async def drain(self) -> None:
+        """Wait for the writes in flight to commit."""
+        ...

@@ -199,17 +199,22 @@ class Checkouts:
         return Checkout(payment=payment, lease=lease, form=form)
 
     def _announce_lease(self, lease: Lease, amount: int, started: float) -> None:
-        """After the commit: observers hear of the lease (timed to the commit), the log says."""
-        self.core.emit([LeaseStarted(lease=lease, seconds=time.perf_counter() - started)])
-        log.info(
-            "lease %d started on %s for payment %s (amount %d, until %s)",
-            lease.id,
-            lease.path,
-            short(lease.token),
-            amount,
-            lease.expires_at.isoformat(),
-            extra=log_fields("lease_started", lease.path, lease.id, lease.token, amount=amount),
-        )
+        """Once the lease has committed: observers hear of it (timed to the commit), the log
+        says."""
+
+        def announce() -> None:
+            self.core.emit([LeaseStarted(lease=lease, seconds=time.perf_counter() - started)])
+            log.info(
+                "lease %d started on %s for payment %s (amount %d, until %s)",
+                lease.id,
+                lease.path,
+                short(lease.token),
+                amount,
+                lease.expires_at.isoformat(),
+                extra=log_fields("lease_started", lease.path, lease.id, lease.token, amount=amount),
+            )
+
+        self.core.store.after_commit(announce)
 
     def _count(self, tx: Tx, admission: Admission) -> None:
         # The peak of busy slots is only needed to decide when a reserve may drain.

@@ -69,15 +69,22 @@ class PoolCore:
         work = Work()
         with self.store.transaction() as tx:
             yield tx, work
+        self.store.after_commit(lambda: self._announce(work))
+
+    def _announce(self, work: Work) -> None:
         for change in work.changes:
             for hook in self.hooks:
                 try:
                     hook(change)
                 except Exception:
                     log.exception("status hook failed for payment %s", short(change.token))
-        self.emit(work.events)
+        self._observe(work.events)
 
     def emit(self, events: Sequence[PoolEvent]) -> None:
+        """Tell the observers, once what the caller wrote so far has committed."""
+        self.store.after_commit(lambda: self._observe(events))
+
+    def _observe(self, events: Sequence[PoolEvent]) -> None:
         for event in events:
             for observer in self.observers:
                 try:

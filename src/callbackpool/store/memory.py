@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import itertools
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -123,6 +123,12 @@ class MemoryStore:
 
     def read(self) -> AbstractContextManager[MemoryTx]:
         return _Transaction(self, writable=False)
+
+    def after_commit(self, announce: Callable[[], None]) -> None:
+        announce()  # a transaction has committed when it returns
+
+    def loop_calls(self) -> None:
+        return None  # every call runs on a worker thread
 
     def close(self) -> None:
         pass

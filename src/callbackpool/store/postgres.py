@@ -354,6 +354,12 @@ class PostgresStore:
     def read(self) -> AbstractContextManager[PostgresTx]:
         return self._begin("begin_read", writing=False)
 
+    def after_commit(self, announce: Callable[[], None]) -> None:
+        announce()  # a transaction has committed when it returns
+
+    def loop_calls(self) -> None:
+        return None  # every call runs on a worker thread
+
     def close(self) -> None:
         self._pool.close()
         self._watchdog.close()

@@ -11,8 +11,8 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -51,6 +51,7 @@ from . import rows as values
 from .queries import load_migrations, load_queries
 from .rows import Decode
 from .sql_tx import SqlTx
+from .sqlite_loop import LoopCalls
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MINUTE_US = 60_000_000
@@ -132,6 +133,8 @@ class SqliteStore:
         self._writer_conn: sqlite3.Connection | None = None
         self._writer_level = self.synchronous  # the writer connection's PRAGMA synchronous
         self._in_write = threading.local()
+        # The service's calls on its event loop (sqlite_loop.py); none on a memory database.
+        self._loop_calls = None if self._memory else LoopCalls(self)
 
     def __repr__(self) -> str:
         return f"SqliteStore({self.path!r})"
@@ -190,7 +193,7 @@ class SqliteStore:
                 yield SqliteTx(conn, self.clock.now())
             except sqlite3.OperationalError as exc:
                 conn.execute("ROLLBACK")
-                if _is_busy(exc):
+                if is_busy(exc):
                     raise StoreUnavailable(f"SQLite database is busy: {exc}") from exc
                 raise
             except BaseException:
@@ -225,6 +228,12 @@ class SqliteStore:
             raise RuntimeError("a write transaction is already open in this thread")
         self._in_write.active = True
         try:
+            if self._loop_calls is not None and self._loop_calls.running():
+                self._loop_calls.join()  # WouldBlock, before anything is written
+                with self._savepoint(self.writer_connection()) as tx:
+                    yield tx
+                self._loop_calls.wrote()
+                return
             if self._memory:  # one connection, which the reads share: no group commit
                 with self._turn_held(), self._begin("IMMEDIATE", durable=durable) as tx:
                     yield tx
@@ -246,7 +255,7 @@ class SqliteStore:
                         conn.execute("RELEASE member")
                     else:
                         self._abandon(batch)
-                    if isinstance(exc, sqlite3.OperationalError) and _is_busy(exc):
+                    if isinstance(exc, sqlite3.OperationalError) and is_busy(exc):
                         raise StoreUnavailable(f"SQLite database is busy: {exc}") from exc
                     raise
                 if joined:
@@ -257,6 +266,20 @@ class SqliteStore:
             self._await_commit(batch)
         finally:
             self._in_write.active = False
+
+    @contextmanager
+    def _savepoint(self, conn: sqlite3.Connection) -> Iterator[SqliteTx]:
+        """A writer's body joining others' writes: its failure undoes only its own."""
+        conn.execute("SAVEPOINT member")
+        try:
+            yield SqliteTx(conn, self.clock.now())
+        except BaseException as exc:
+            conn.execute("ROLLBACK TO member")
+            conn.execute("RELEASE member")
+            if isinstance(exc, sqlite3.OperationalError) and is_busy(exc):
+                raise StoreUnavailable(f"SQLite database is busy: {exc}") from exc
+            raise
+        conn.execute("RELEASE member")
 
     def _take_turn(self) -> None:
         with self._batches:
@@ -299,25 +322,72 @@ class SqliteStore:
         """``BEGIN IMMEDIATE`` on the writer connection, waiting for another process's
         writer if need be: retried at short intervals, for SQLite's own busy handler sleeps
         up to 100 ms between tries and would hardly ever find a busy process's lock free."""
+        # In WAL mode a NORMAL commit is appended to the log without an fsync; the next FULL
+        # commit's fsync of the log makes it durable along with its own.
+        conn = self._writer_at(self.synchronous if durable else "NORMAL")
+        deadline = time.monotonic() + self.busy_timeout
+        while True:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                if not is_busy(exc) or time.monotonic() > deadline:
+                    raise StoreUnavailable(f"SQLite database is busy: {exc}") from exc
+            time.sleep(BUSY_RETRY)
+
+    def _writer_at(self, level: str) -> sqlite3.Connection:
+        """The writer connection (the caller holds the turn), at sync level ``level``."""
         if self._writer_conn is None:
             self._writer_conn = self._open()
             self._writer_conn.execute("PRAGMA busy_timeout = 0")
             self._writer_level = self.synchronous
-        # In WAL mode a NORMAL commit is appended to the log without an fsync; the next FULL
-        # commit's fsync of the log makes it durable along with its own.
-        level = self.synchronous if durable else "NORMAL"
         if level != self._writer_level:
             self._writer_conn.execute(f"PRAGMA synchronous = {level}")
             self._writer_level = level
-        deadline = time.monotonic() + self.busy_timeout
-        while True:
-            try:
-                self._writer_conn.execute("BEGIN IMMEDIATE")
-                return
-            except sqlite3.OperationalError as exc:
-                if not _is_busy(exc) or time.monotonic() > deadline:
-                    raise StoreUnavailable(f"SQLite database is busy: {exc}") from exc
-            time.sleep(BUSY_RETRY)
+        return self._writer_conn
+
+    # --- the event loop's batches (sqlite_loop.py) -----------------------------------------
+
+    def loop_calls(self) -> LoopCalls | None:
+        return self._loop_calls
+
+    def after_commit(self, announce: Callable[[], None]) -> None:
+        if self._loop_calls is None or not self._loop_calls.after_commit(announce):
+            announce()
+
+    def begin_without_waiting(self) -> bool:
+        """Take the turn and begin a durable transaction on the writer connection, if
+        neither has to be waited for (nor does a writer of this process queue for the
+        turn, which would wait behind the loop's batches for ever): True if begun."""
+        if self._queued or not self._turn.acquire(blocking=False):
+            return False
+        try:
+            if self._batch is None:  # a thread's batch may be held open for those queued
+                self._writer_at(self.synchronous).execute("BEGIN IMMEDIATE")
+                return True
+        except sqlite3.OperationalError as exc:
+            if not is_busy(exc):
+                self._turn.release()
+                raise StoreUnavailable(f"SQLite database is unavailable: {exc}") from exc
+        self._turn.release()
+        return False
+
+    def writer_connection(self) -> sqlite3.Connection:
+        """The connection of the batch the loop holds open (``begin_without_waiting``)."""
+        assert self._writer_conn is not None
+        return self._writer_conn
+
+    def commit_loop_batch(self) -> StoreUnavailable | None:
+        """Commit the loop's batch and give up the turn: the error, if it failed."""
+        try:
+            self.writer_connection().execute("COMMIT")
+        except sqlite3.Error as exc:
+            with contextlib.suppress(sqlite3.Error):
+                self.writer_connection().execute("ROLLBACK")
+            return StoreUnavailable(f"SQLite commit failed: {exc}")
+        finally:
+            self._turn.release()
+        return None
 
     def _leave_turn(self, batch: _Batch) -> None:
         """Commit the batch unless another writer is about to join it; give up the turn."""
@@ -371,6 +441,8 @@ class SqliteStore:
             raise batch.error
 
     def read(self) -> AbstractContextManager[SqliteTx]:
+        if self._loop_calls is not None and self._loop_calls.has_written():
+            return nullcontext(SqliteTx(self.writer_connection(), self.clock.now()))
         return self._begin("DEFERRED")
 
     def close(self) -> None:
@@ -430,7 +502,7 @@ class SqliteStore:
                 conn.execute("COMMIT")
             except sqlite3.OperationalError as exc:
                 conn.execute("ROLLBACK")
-                if _is_busy(exc):
+                if is_busy(exc):
                     raise StoreUnavailable(f"SQLite database {self.path} is busy: {exc}") from exc
                 raise MigrationError(f"migration failed: {exc}") from exc
             except sqlite3.Error as exc:
@@ -439,7 +511,7 @@ class SqliteStore:
         return applied_now
 
 
-def _is_busy(exc: sqlite3.OperationalError) -> bool:
+def is_busy(exc: sqlite3.OperationalError) -> bool:
     return "locked" in str(exc) or "busy" in str(exc)
 
 

@@ -22,6 +22,7 @@ from ..compose import build_pool
 from ..config import Settings, networks
 from ..ports import Store
 from ..store import open_store
+from .blocking import Blocking
 from .clients import ClientAddresses
 from .deps import Services
 from .errors import install_error_handlers
@@ -76,7 +77,9 @@ def create_app(
         finally:
             await startup.stop()
             await sweeper.stop()
-            services.blocking.close()  # waits for calls in flight before the store closes
+            # The calls in flight end before the store closes.
+            await services.blocking.drain()
+            services.blocking.close()
             services.store.close()
 
     app = FastAPI(
@@ -143,6 +146,7 @@ def _build_services(settings: Settings, store: Store | None, clock: Clock | None
             if settings.create_token_rate_per_minute
             else None
         ),
+        blocking=Blocking(loop_calls=store.loop_calls()),
     )
 
 

@@ -1,5 +1,9 @@
 """Running the pool's blocking calls (database transactions) off the event loop.
 
+``serve`` runs the calls of the routes every payment makes on the event loop itself, where
+the store can (SQLite: store/sqlite_loop.py, only the commit waits on a thread); elsewhere,
+and for every other call, ``run`` hands the call to a worker thread.
+
 A fixed set of worker threads taking calls from one queue, each answering its caller's
 future on the event loop. The routes that serve every payment make such a call each, so the
 hand-over is kept to a queue put and one ``call_soon_threadsafe``: Starlette's
@@ -18,6 +22,8 @@ import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from ..ports import LoopCalls
+
 T = TypeVar("T")
 
 # As many as the clients that may wait on the database at once (a write waits for its
@@ -28,8 +34,9 @@ _Call = tuple[Callable[[], Any], asyncio.AbstractEventLoop, "asyncio.Future[Any]
 
 
 class Blocking:
-    def __init__(self, workers: int = WORKERS) -> None:
+    def __init__(self, workers: int = WORKERS, loop_calls: LoopCalls | None = None) -> None:
         self._workers = workers
+        self._loop_calls = loop_calls
         self._calls: queue.SimpleQueue[_Call | None] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
@@ -44,6 +51,19 @@ class Blocking:
         future: asyncio.Future[T] = loop.create_future()
         self._calls.put((call, loop, future))
         return await future
+
+    async def serve(self, call: Callable[[], T]) -> T:
+        """``call()`` on the event loop if the store runs calls there, else in a worker
+        thread. Only for a call that reads before its first write transaction and waits on
+        nothing but the database (``LoopCalls.run``)."""
+        if self._loop_calls is None:
+            return await self.run(call)
+        return await self._loop_calls.run(call, self.run)
+
+    async def drain(self) -> None:
+        """Wait for the writes of calls served on the event loop to commit."""
+        if self._loop_calls is not None:
+            await self._loop_calls.drain()
 
     def close(self) -> None:
         """Wait for the calls in flight and stop the threads; no call is taken after."""

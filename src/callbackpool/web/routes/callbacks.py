@@ -48,7 +48,9 @@ async def _hand_over(
 ) -> RedirectResponse:
     services = services_of(request)
     pool, client = services.pool, client_address(request)
-    result = await services.blocking.run(
+    # A gateway's status query is a network call: the event loop must not wait on it.
+    hand = services.blocking.run if pool.status_query else services.blocking.serve
+    result = await hand(
         lambda: pool.handle_callback(path, params, method=request.method, client_addr=client)
     )
     return RedirectResponse(result.redirect, status_code=303)

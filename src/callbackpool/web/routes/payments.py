@@ -64,7 +64,7 @@ async def create_token(request: Request) -> Response:
     services = services_of(request)
     await guard_create_token(request)
     order: CreateTokenIn = await read_json(request, CreateTokenIn)
-    result = await services.blocking.run(
+    result = await services.blocking.serve(
         lambda: services.pool.create_payment(**order.payment_arguments())
     )
     if isinstance(result, Waiting):
@@ -120,7 +120,7 @@ async def check_status(token: str, request: Request) -> Response:
     polling is the payment's heartbeat, and a payment whose page stopped polling releases
     its callback URL about a minute later (heartbeatTimeoutSeconds)."""
     services = services_of(request)
-    payment = await services.blocking.run(lambda: services.pool.poll_payment(token))
+    payment = await services.blocking.serve(lambda: services.pool.poll_payment(token))
     return json_answer(PaymentStatusOut.of(payment))
 
 
