@@ -106,6 +106,7 @@ def create_app(
     app.add_middleware(BodyLimit)
     app.add_middleware(ResponseHeaders, headers=security_headers(settings))
 
+    app.include_router(payments.direct)
     app.include_router(payments.router)
     callbacks.add_callback_routes(app, settings)
     app.include_router(pages.router)

@@ -18,7 +18,7 @@ from ...config import Settings
 from ..clients import client_address
 from ..deps import services_of
 from ..errors import keep_return, mark_answer
-from ..schemas import error_responses, form_pairs
+from ..schemas import DirectRoute, error_responses, form_pairs
 
 CALLBACK_PREFIX = "/api/v1/payments/callback"
 _METHODS = ["GET", "POST"]
@@ -102,7 +102,7 @@ def add_callback_routes(app: FastAPI, settings: Settings) -> None:
             app.add_api_route(path, _route_for(path), methods=_METHODS, include_in_schema=False)
     prefixed_return = _prefixed_return_for(frozenset(p for p in paths if _under_prefix(p)))
     for method in _METHODS:
-        app.add_api_route(
+        app.router.add_api_route(
             CALLBACK_PREFIX + "/{handler}",
             prefixed_return,
             methods=[method],
@@ -119,4 +119,5 @@ def add_callback_routes(app: FastAPI, settings: Settings) -> None:
             tags=["gateway"],
             summary=f"The hosted form's return by {method}",
             operation_id=f"gateway_return_{method.lower()}",
+            route_class_override=DirectRoute,
         )
