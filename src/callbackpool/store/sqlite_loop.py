@@ -32,7 +32,7 @@ import threading
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, TypeVar, cast
 
 from ..domain.errors import StoreUnavailable
 
@@ -85,24 +85,28 @@ class LoopCalls:
         """``call()`` on the loop, answered once what it wrote is durable; ``offload`` runs
         it on a worker thread instead when a write could not begin without waiting."""
         while True:
-            running = _Call()
-            self._local.call = running
-            try:
-                result = call()
-            except WouldBlock as blocked:
-                if blocked.until is None:
+            running, result, error = self._attempt(call)
+            if isinstance(error, WouldBlock):
+                if error.until is None:
                     return await offload(call)
-                await blocked.until
+                await error.until  # the batch being committed: then once more
                 continue
-            except BaseException as exc:  # raised to the caller once its writes are in
-                if running.batch is not None:
-                    await asyncio.shield(running.batch.committed)
-                raise exc
-            finally:
-                self._local.call = None
             if running.batch is not None:
                 await asyncio.shield(running.batch.committed)
-            return result
+            if error is not None:
+                raise error  # once the call's writes are in, as a thread's call would
+            return cast(T, result)
+
+    def _attempt(self, call: Callable[[], T]) -> tuple[_Call, T | None, BaseException | None]:
+        """Run ``call`` as the call running on this thread, and only while it runs."""
+        running = _Call()
+        self._local.call = running
+        try:
+            return running, call(), None
+        except BaseException as exc:
+            return running, None, exc
+        finally:
+            self._local.call = None
 
     def after_commit(self, announce: Callable[[], None]) -> bool:
         """Keep ``announce`` for after the commit, if a call running here has writes waiting
