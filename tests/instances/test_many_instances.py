@@ -7,8 +7,10 @@ from __future__ import annotations
 import random
 import threading
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
@@ -104,12 +106,8 @@ def customer(
             client.close()
 
 
-def test_instances_share_one_pool_over_http(database: str, start_instances: StartInstances) -> None:
-    servers = start_instances(database, INSTANCES, url_options={"pool_max_size": 6})
-    for server in servers:
-        with server.client() as client:
-            assert client.get("/readyz").json()["status"] == "ready"
-
+def serve_customers(servers: list[ServeProcess]) -> Tally:
+    """CUSTOMERS customers at once, until CREATE_REQUESTS create requests were made."""
     tally = Tally()
     requests = threading.Semaphore(CREATE_REQUESTS)
     with ThreadPoolExecutor(CUSTOMERS) as customers:
@@ -118,14 +116,20 @@ def test_instances_share_one_pool_over_http(database: str, start_instances: Star
         ]:
             future.result()
     assert tally.unexpected == []
+    return tally
 
+
+def check_the_run(
+    servers: list[ServeProcess], tally: Tally, rows: Callable[[str], list[tuple[Any, ...]]]
+) -> None:
+    """What the database holds after ``serve_customers`` (``rows`` runs a query on it)."""
     created = {c.token: c for c in tally.created}
     refused = tally.counts["refused"]
     # The run did real work on every instance, and met a full pool.
     assert len(created) > 2 * SLOTS
     assert refused > 0
-    assert {c.created_by for c in created.values()} == set(range(INSTANCES))
-    assert {at for c in created.values() for at, _ in c.returns} == set(range(INSTANCES))
+    assert {c.created_by for c in created.values()} == set(range(len(servers)))
+    assert {at for c in created.values() for at, _ in c.returns} == set(range(len(servers)))
 
     # Each return was answered as its outcome says, the repeated one as the first.
     for c in created.values():
@@ -137,15 +141,15 @@ def test_instances_share_one_pool_over_http(database: str, start_instances: Star
         assert all(location == first for _, location in c.returns)
 
     # Invariant 1 over the whole history; every lease ended by its return.
-    leases = rows(database, "SELECT id, slot_id, token, acquired_at, ended_at FROM leases")
+    leases = rows("SELECT id, slot_id, token, acquired_at, ended_at FROM leases")
     assert_lease_history(leases)  # type: ignore[arg-type]
     assert len(leases) == len(created)
     assert {token for _, _, token, _, _ in leases} == set(created)
-    assert rows(database, "SELECT count(*) FROM leases WHERE ended_at IS NULL") == [(0,)]
-    assert rows(database, "SELECT count(*) FROM slots WHERE live_lease_id IS NOT NULL") == [(0,)]
+    assert rows("SELECT count(*) FROM leases WHERE ended_at IS NULL") == [(0,)]
+    assert rows("SELECT count(*) FROM slots WHERE live_lease_id IS NOT NULL") == [(0,)]
 
     # Every request is accounted for: completed + failed + refused = create requests.
-    status = dict(rows(database, "SELECT token, status FROM payments"))
+    status = dict(rows("SELECT token, status FROM payments"))
     assert set(status) == set(created)
     completed = sum(1 for s in status.values() if s == "completed")
     failed = sum(1 for s in status.values() if s == "failed")
@@ -156,16 +160,23 @@ def test_instances_share_one_pool_over_http(database: str, start_instances: Star
     # Every return is stored with its outcome: the first applied to its payment, a repeat
     # a duplicate of it.
     stored = rows(
-        database,
-        "SELECT payment_token, outcome, duplicate_of IS NOT NULL FROM callbacks ORDER BY id",
+        "SELECT payment_token, outcome, duplicate_of IS NOT NULL FROM callbacks ORDER BY id"
     )
     assert len(stored) == sum(len(c.returns) for c in created.values())
     outcomes: dict[str, list[str]] = {}
     for token, outcome, is_repeat in stored:
-        assert is_repeat == (outcome == "duplicate")
+        assert bool(is_repeat) == (outcome == "duplicate")
         outcomes.setdefault(token, []).append(outcome)
     for token, c in created.items():
         assert outcomes[token] == ["applied"] + ["duplicate"] * (len(c.returns) - 1), token
 
     for server in servers:
         assert problems_logged(server) == [], server.output()
+
+
+def test_instances_share_one_pool_over_http(database: str, start_instances: StartInstances) -> None:
+    servers = start_instances(database, INSTANCES, url_options={"pool_max_size": 6})
+    for server in servers:
+        with server.client() as client:
+            assert client.get("/readyz").json()["status"] == "ready"
+    check_the_run(servers, serve_customers(servers), lambda query: rows(database, query))
