@@ -29,6 +29,8 @@ _CARD_PARAMETER = re.compile(
 
 def mask_card_data(text: str) -> str:
     """``…&ExpDate=0329&…`` → ``…&ExpDate=****&…`` (likewise card numbers and codes)."""
+    if "=" not in text and "%3" not in text:  # no parameter's value to mask (most lines)
+        return text
     return _CARD_PARAMETER.sub(lambda m: f"{m.group(1)}{m.group(2)}****", text)
 
 
