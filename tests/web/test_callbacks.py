@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
@@ -206,10 +207,13 @@ async def test_a_return_that_fails_inside_still_lands_on_the_error_page(
     def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("the disk caught fire")
 
-    monkeypatch.setattr(services_of(client).pool, "handle_callback", broken)
+    pool = services_of(client).pool
+    monkeypatch.setattr(pool, "resolve_callback", broken)
     response = await client.get(PATHS[0], params=gateway_return())
     assert response.status_code == 303
     assert query(response.headers["location"]) == {"message": "Processing error"}
+    # Stored before its resolution began: kept for the sweeper to resolve.
+    assert pool.callback_counts()[CallbackOutcome.RECEIVED] == 1
 
 
 async def test_an_oversized_return_lands_on_the_error_page(client: httpx.AsyncClient) -> None:
@@ -218,6 +222,28 @@ async def test_an_oversized_return_lands_on_the_error_page(client: httpx.AsyncCl
     )
     assert response.status_code == 303
     assert response.headers["location"].startswith("/payment-error?")
+
+
+async def test_a_return_has_committed_before_its_resolution_begins(
+    client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Invariant 4, where the calls of a turn of the event loop commit together: another
+    connection (another process) sees the stored return when its resolution starts."""
+    created = await create(client)
+    services = services_of(client)
+    pool, path = services.pool, services.store.path  # type: ignore[attr-defined]
+    resolve = pool.resolve_callback
+    seen: list[tuple[Any, ...]] = []
+
+    def resolve_once_stored(callback_id: int) -> Any:
+        with sqlite3.connect(path) as other:
+            seen.extend(other.execute("SELECT id, outcome FROM callbacks").fetchall())
+        return resolve(callback_id)
+
+    monkeypatch.setattr(pool, "resolve_callback", resolve_once_stored)
+    response = await client.get(created["formConfig"]["callbackPath"], params=gateway_return())
+    assert response.headers["location"].startswith("/payment-success?ref=CB-1&")
+    assert seen == [(1, "received")]
 
 
 @pytest.mark.parametrize("method", ["GET", "POST"])
@@ -232,12 +258,12 @@ async def test_a_return_the_database_cannot_take_now_is_sent_again_by_its_page(
     created = await create(client)
     path, params = created["formConfig"]["callbackPath"], gateway_return()
     pool = services_of(client).pool
-    handle = pool.handle_callback
+    record = pool.record_callback
 
     def away(*args: object, **kwargs: object) -> None:
         raise StoreUnavailable("PostgreSQL is unavailable (insert callback): server closed")
 
-    monkeypatch.setattr(pool, "handle_callback", away)
+    monkeypatch.setattr(pool, "record_callback", away)
     if method == "GET":
         response = await client.get(path, params=params)
     else:
@@ -262,7 +288,7 @@ async def test_a_return_the_database_cannot_take_now_is_sent_again_by_its_page(
         for r in caplog.records
     )
 
-    monkeypatch.setattr(pool, "handle_callback", handle)
+    monkeypatch.setattr(pool, "record_callback", record)
     again = await (
         client.get(path, params=params) if method == "GET" else client.post(path, data=dict(params))
     )

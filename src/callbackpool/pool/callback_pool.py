@@ -221,6 +221,22 @@ class CallbackPool:
         """
         return self._callbacks.handle(path, params, method=method, client_addr=client_addr)
 
+    def record_callback(
+        self,
+        path: str,
+        params: Params,
+        *,
+        method: str = "GET",
+        client_addr: str | None = None,
+    ) -> int:
+        """``handle_callback``'s first half: store the return (``received``); its id."""
+        return self._callbacks.record(path, params, method=method, client_addr=client_addr)
+
+    def resolve_callback(self, callback_id: int) -> CallbackResult:
+        """``handle_callback``'s second half: resolve a stored return (once: a return
+        resolved already is answered as it was)."""
+        return self._callbacks.resolve(callback_id)
+
     # --- housekeeping ----------------------------------------------------------------------
 
     def expire_due(self) -> int:

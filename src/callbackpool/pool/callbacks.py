@@ -42,10 +42,13 @@ class Callbacks:
     def handle(
         self, path: str, params: Params, *, method: str, client_addr: str | None
     ) -> CallbackResult:
+        return self.resolve(self.record(path, params, method=method, client_addr=client_addr))
+
+    def record(self, path: str, params: Params, *, method: str, client_addr: str | None) -> int:
         # Not waiting for the disk here is safe: the resolution's durable commit, right
         # after, makes this record durable too (see Store.transaction).
         with self.core.store.transaction(durable=False) as tx:
-            callback_id = tx.insert_callback(
+            return tx.insert_callback(
                 NewCallback(
                     path=path,
                     method=method.upper(),
@@ -54,7 +57,6 @@ class Callbacks:
                     receipt=secrets.token_urlsafe(RECEIPT_BYTES),
                 )
             )
-        return self.resolve(callback_id)
 
     def resolve(self, callback_id: int, answer: GatewayAnswer | None = None) -> CallbackResult:
         try:

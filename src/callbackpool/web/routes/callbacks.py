@@ -47,12 +47,18 @@ async def _hand_over(
     request: Request, path: str, params: Sequence[tuple[str, str]]
 ) -> RedirectResponse:
     services = services_of(request)
-    pool, client = services.pool, client_address(request)
-    # A gateway's status query is a network call: the event loop must not wait on it.
-    hand = services.blocking.run if pool.status_query else services.blocking.serve
-    result = await hand(
-        lambda: pool.handle_callback(path, params, method=request.method, client_addr=client)
-    )
+    pool, client, method = services.pool, client_address(request), request.method
+    if pool.status_query:  # a network call, which the event loop must not wait on
+        result = await services.blocking.run(
+            lambda: pool.handle_callback(path, params, method=method, client_addr=client)
+        )
+    else:
+        # Two calls, so that the return has committed before its resolution begins, also
+        # where the calls of one turn of the event loop commit together.
+        callback_id = await services.blocking.serve(
+            lambda: pool.record_callback(path, params, method=method, client_addr=client)
+        )
+        result = await services.blocking.serve(lambda: pool.resolve_callback(callback_id))
     return RedirectResponse(result.redirect, status_code=303)
 
 
