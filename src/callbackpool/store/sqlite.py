@@ -1,7 +1,8 @@
 """The embedded store: one SQLite file in WAL mode, writes under ``BEGIN IMMEDIATE``.
 
 Safe from many threads (a connection per thread) and several processes on one file (SQLite's
-own locking, with a busy timeout). Time comes from the injected clock.
+own locking, with a busy timeout). Time comes from the injected clock. The service runs its
+busiest calls on its event loop, against this store (``loop_calls``, sqlite_loop.py).
 """
 
 from __future__ import annotations
@@ -223,6 +224,9 @@ class SqliteStore:
         group returns only once that commit is done: one fsync for the group instead of one
         each. Nobody returns before its writes are durable (or, with ``durable=False``,
         written).
+
+        In a call run on the event loop (``loop_calls``), the transaction joins the loop's
+        batch instead, and the call answers once that batch has committed.
         """
         if getattr(self._in_write, "active", False):
             raise RuntimeError("a write transaction is already open in this thread")
