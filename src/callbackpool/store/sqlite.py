@@ -52,7 +52,7 @@ from . import rows as values
 from .queries import load_migrations, load_queries
 from .rows import Decode
 from .sql_tx import SqlTx
-from .sqlite_loop import LoopCalls
+from .sqlite_loop import SqliteLoopCalls
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MINUTE_US = 60_000_000
@@ -135,7 +135,7 @@ class SqliteStore:
         self._writer_level = self.synchronous  # the writer connection's PRAGMA synchronous
         self._in_write = threading.local()
         # The service's calls on its event loop (sqlite_loop.py); none on a memory database.
-        self._loop_calls = None if self._memory else LoopCalls(self)
+        self._loop_calls = None if self._memory else SqliteLoopCalls(self)
 
     def __repr__(self) -> str:
         return f"SqliteStore({self.path!r})"
@@ -352,7 +352,7 @@ class SqliteStore:
 
     # --- the event loop's batches (sqlite_loop.py) -----------------------------------------
 
-    def loop_calls(self) -> LoopCalls | None:
+    def loop_calls(self) -> SqliteLoopCalls | None:
         return self._loop_calls
 
     def after_commit(self, announce: Callable[[], None]) -> None:
@@ -365,16 +365,18 @@ class SqliteStore:
         turn, which would wait behind the loop's batches for ever): True if begun."""
         if self._queued or not self._turn.acquire(blocking=False):
             return False
+        begun = False
         try:
             if self._batch is None:  # a thread's batch may be held open for those queued
                 self._writer_at(self.synchronous).execute("BEGIN IMMEDIATE")
-                return True
+                begun = True
         except sqlite3.OperationalError as exc:
             if not is_busy(exc):
-                self._turn.release()
                 raise StoreUnavailable(f"SQLite database is unavailable: {exc}") from exc
-        self._turn.release()
-        return False
+        finally:
+            if not begun:
+                self._turn.release()
+        return begun
 
     def writer_connection(self) -> sqlite3.Connection:
         """The connection of the batch the loop holds open (``begin_without_waiting``)."""

@@ -70,7 +70,7 @@ class _Call:
     batch: _Batch | None = None
 
 
-class LoopCalls:
+class SqliteLoopCalls:
     """Runs calls of the pool on the event loop against one ``SqliteStore`` file."""
 
     def __init__(self, store: SqliteStore) -> None:
