@@ -5,8 +5,8 @@ the store can (SQLite: store/sqlite_loop.py, only the commit waits on a thread);
 and for every other call, ``run`` hands the call to a worker thread.
 
 A fixed set of worker threads taking calls from one queue, each answering its caller's
-future on the event loop. The routes that serve every payment make such a call each, so the
-hand-over is kept to a queue put and one ``call_soon_threadsafe``: Starlette's
+future on the event loop. On PostgreSQL the routes that serve every payment make such a call
+each, so the hand-over is kept to a queue put and one ``call_soon_threadsafe``: Starlette's
 ``run_in_threadpool`` (anyio's worker threads, cancel scope and capacity limiter) cost four
 times as much, and ``loop.run_in_executor`` takes more steps (a ``concurrent.futures``
 future with its condition, chained to an asyncio future). docs/performance.md says what
