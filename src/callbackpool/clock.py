@@ -1,5 +1,5 @@
 """Clocks. The pool reads time only through the store, which reads it from one of these
-(or, on PostgreSQL, from the database: DESIGN.md §3, invariant 6)."""
+(or, on PostgreSQL, from the database: docs/design.md, invariant 6)."""
 
 from __future__ import annotations
 

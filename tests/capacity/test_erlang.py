@@ -61,7 +61,7 @@ def test_slots_needed_is_the_smallest_count_meeting_the_target() -> None:
 
 
 def test_a_plan_turns_erlangs_into_payments_an_hour() -> None:
-    # DESIGN.md §7: about 27 an hour at 10 minutes, about 89 at 3.
+    # docs/design.md#capacity: about 27 an hour at 10 minutes, about 89 at 3.
     assert plan_for_slots(10, hold_seconds=600, target=0.01).max_arrivals_per_hour == (
         pytest.approx(26.77, abs=0.01)
     )

@@ -1,4 +1,5 @@
-"""The pure rules that attribute a verified return to a payment (DESIGN.md §6, step 5)."""
+"""The pure rules that attribute a verified return to a payment
+(docs/design.md#resolving-a-return)."""
 
 from __future__ import annotations
 

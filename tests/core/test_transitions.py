@@ -1,4 +1,4 @@
-"""The payment status table (DESIGN.md §5)."""
+"""The payment status table (docs/design.md#payment-states)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Two ``callbackpool serve`` processes whose clocks disagree by half an hour agree, over HTTP,
-on which leases have expired: expiry is decided on the database's clock (DESIGN.md §3,
+on which leases have expired: expiry is decided on the database's clock (docs/design.md,
 invariant 6). Each process runs with Debian's libfaketime preloaded, so everything in it
 that reads the time (Python, uvicorn, the sweeper, the driver) sees its own skewed clock."""
 

@@ -1,6 +1,6 @@
 """Several ``callbackpool serve`` processes share one pool on one PostgreSQL database, over
 real HTTP: customers spread over the instances, each return arriving at any of them
-(DESIGN.md §3, invariants 1, 2, 4 and 5)."""
+(docs/design.md, invariants 1, 2, 4 and 5)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
 """The sweeper runs on every instance: two instances' sweepers at once, over leases that
-keep expiring, never expire one twice, log no error and lose no taint (DESIGN.md §4)."""
+keep expiring, never expire one twice, log no error and lose no taint
+(docs/design.md#the-sweeper)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Several app processes, each with several threads, share one PostgreSQL database on the
-database's own clock (DESIGN.md §3, invariants 1, 2, 4 and 6)."""
+database's own clock (docs/design.md, invariants 1, 2, 4 and 6)."""
 
 from __future__ import annotations
 

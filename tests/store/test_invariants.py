@@ -1,5 +1,5 @@
 """Random sequences of payments, returns, cancels, time and sweeps keep the invariants of
-DESIGN.md §3 (1, 3, 4 and 5) — on every store."""
+docs/design.md (1, 3, 4 and 5) — on every store."""
 
 from __future__ import annotations
 
@@ -38,9 +38,9 @@ def signed(params: list[tuple[str, str]]) -> list[tuple[str, str]]:
 
 
 # The gateway's own session on its hosted form: a customer cannot pay later than this after
-# starting. The pool's late-callback window must be at least as long (DESIGN.md §2); past it
-# a return can only be matched against the slot's current lease, which is the documented
-# limit of the design, so the model keeps customers inside it.
+# starting. The pool's late-callback window must be at least as long; past it a return can
+# only be matched against the slot's current lease, which is the documented limit of the
+# design (docs/design.md#limits-accepted), so the model keeps customers inside it.
 GATEWAY_SESSION = timedelta(minutes=59)
 
 

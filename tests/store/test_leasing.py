@@ -1,4 +1,4 @@
-"""Leasing (DESIGN.md §4), through the pool, on every store."""
+"""Leasing (docs/design.md#leasing), through the pool, on every store."""
 
 from __future__ import annotations
 

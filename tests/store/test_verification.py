@@ -1,4 +1,4 @@
-"""Verifying gateway returns (DESIGN.md §6, step 4), through the pool, on every store:
+"""Verifying gateway returns (docs/design.md#resolving-a-return), through the pool, on every store:
 MerchantID, Amount, the hash recipe and the source-address allowlist."""
 
 from __future__ import annotations

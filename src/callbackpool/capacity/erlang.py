@@ -1,4 +1,4 @@
-"""Erlang B: the pool as a loss system (DESIGN.md §7). Pure functions, no I/O.
+"""Erlang B: the pool as a loss system (docs/design.md#capacity). Pure functions, no I/O.
 
 N slots, customers arriving at random (Poisson) and each holding a slot for a while: the
 share turned away depends only on N and the offered load A = arrivals × mean holding time

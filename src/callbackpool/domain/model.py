@@ -318,7 +318,7 @@ class HoldingTimes:
 
 
 class ReviewDecision(enum.StrEnum):
-    """What an operator decided about a payment in review (DESIGN.md §5)."""
+    """What an operator decided about a payment in review (docs/design.md#payment-states)."""
 
     ATTRIBUTED = "attributed"  # a stored return belongs to one of its candidates
     NONE = "none"  # a stored return belongs to none of its candidates

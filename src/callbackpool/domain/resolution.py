@@ -1,4 +1,5 @@
-"""Which payment a verified gateway return belongs to (DESIGN.md §6, step 5). Pure rules."""
+"""Which payment a verified gateway return belongs to (docs/design.md#resolving-a-return).
+Pure rules."""
 
 from __future__ import annotations
 

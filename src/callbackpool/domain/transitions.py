@@ -1,4 +1,4 @@
-"""Every legal payment status change, in one table (DESIGN.md §5)."""
+"""Every legal payment status change, in one table (docs/design.md#payment-states)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ TRANSITIONS: dict[PaymentStatus, frozenset[PaymentStatus]] = {
     P.PENDING: frozenset({P.COMPLETED, P.FAILED, P.CANCELLED, P.EXPIRED, P.NEEDS_REVIEW}),
     # The customer may still pay on the gateway's page after we stopped waiting: a late
     # return completes (flagged late) or fails the payment; one that cannot be told apart
-    # from another payment's return sends it to review (DESIGN.md §6).
+    # from another payment's return sends it to review (docs/design.md, invariant 3).
     P.CANCELLED: frozenset({P.COMPLETED, P.FAILED, P.NEEDS_REVIEW}),
     P.EXPIRED: frozenset({P.COMPLETED, P.FAILED, P.NEEDS_REVIEW}),
     P.NEEDS_REVIEW: frozenset({P.COMPLETED, P.FAILED, P.EXPIRED}),

@@ -1,5 +1,5 @@
 """The sweeper: the pool's cleanup job, run in the app's lifespan every
-``sweepIntervalSeconds`` (DESIGN.md §4). Safe to run on every instance at once."""
+``sweepIntervalSeconds`` (docs/design.md#the-sweeper). Safe to run on every instance at once."""
 
 from __future__ import annotations
 
