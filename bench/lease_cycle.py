@@ -3,10 +3,10 @@
 A cycle is what a payment that is cancelled costs the pool: ``create_payment`` (a write
 transaction that expires due leases, picks a slot, inserts the lease and the payment) then
 ``cancel_payment`` (a write transaction that ends the lease and updates the payment). The
-raw side issues the very same SQL statements (from ``store/sql/sqlite.sql`` and
-``store/sql/postgres.sql``) in the same transactions with the bare driver (``sqlite3``,
-``psycopg``), so the ratio is the cost of the library's own layers: validation, value
-objects, the port, logging, and on PostgreSQL the connection pool.
+raw side issues the very same named SQL statements (``store/sql/``) in the same
+transactions with the bare driver (``sqlite3``, ``psycopg``), so the ratio is the cost of
+the library's own layers: validation, value objects, the port, logging, and on PostgreSQL
+the connection pool.
 
 PostgreSQL runs at 1, 4 and 16 connections (as many threads, one cycle at a time each),
 in a database of its own made on the server ``--postgres`` names and dropped afterwards.
@@ -40,13 +40,13 @@ from psycopg import sql
 from callbackpool.domain.gateway import CatalogueItem
 from callbackpool.gateways.paygistix import PaygistixGateway
 from callbackpool.pool import CallbackPool, PoolPolicy
-from callbackpool.ports import Store
+from callbackpool.store.port import Store
 from callbackpool.store.postgres import PostgresStore
 from callbackpool.store.queries import load_queries
 from callbackpool.store.sqlite import SqliteStore, to_us
 
-Q = load_queries("sqlite.sql")
-PG = load_queries("postgres.sql")
+Q = load_queries("sqlite")
+PG = load_queries("postgres")
 LOCK = timedelta(minutes=10)
 # Taints would steer every later acquisition to a tainted tier; the benchmark measures the
 # common case, so they fade at once.
@@ -93,6 +93,82 @@ def library_cycles(db: Path, slots: int, cycles: int, synchronous: str) -> float
     return rate
 
 
+def raw_cycle(
+    run: Callable[[str, dict[str, Any]], list[Any]],
+    begin: Callable[[bool], Any],
+    commit: Callable[[], None],
+    time: Callable[[datetime], Any],
+) -> Callable[[], None]:
+    """The library's cycle as the bare driver runs it: the same named queries, in the same
+    transactions (``run`` executes one and fetches its rows; ``begin`` opens a write or a
+    read transaction and returns its clock; ``time`` is a moment as the driver takes it)."""
+    items = json.dumps([{"code": "AMT", "quantity": 1000, "unitPrice": 1}])
+    no_change = dict.fromkeys(
+        ["late", "pn_ref", "order_id", "auth_code", "card_type", "last4", "result_code",
+         "error_message", "callback_id"]
+    )  # fmt: skip
+
+    def cycle() -> None:
+        token = secrets.token_urlsafe(24)
+        now = begin(True)
+        run("silent_slots", {"now": now})
+        run("due_slots", {"now": now})
+        # The waiting room: is anyone queued ahead of this request? (docs/capacity.md)
+        run("waiting_ahead", {"now": now, "priority": 0, "id": None})
+        slot_id, path = run(
+            "pick_slot", {"now": now, "amount": 1000, "allow_same_amount_tainted": True}
+        )[0]
+        expires = time(datetime.now(UTC) + LOCK)
+        lease = run(
+            "insert_lease",
+            {"slot_id": slot_id, "path": path, "token": token, "amount": 1000, "now": now,
+             "expires_at": expires},
+        )[0]  # fmt: skip
+        run("occupy_slot", {"lease_id": lease[0], "expires_at": expires, "now": now,
+                            "slot_id": slot_id})  # fmt: skip
+        run(
+            "insert_payment",
+            {"token": token, "amount": 1000, "currency": "USD", "items": items,
+             "customer": "{}", "customer_key": None, "status": "pending", "late": False,
+             "lease_id": lease[0], "callback_path": path, "expires_at": expires,
+             "created_at": now, "now": now},
+        )  # fmt: skip
+        run(
+            "record_admission",
+            {"minute": int(datetime.now(UTC).timestamp() // 60), "leased": 1, "waited": 0,
+             "refused": 0, "granted": 0, "busy": 0},
+        )  # fmt: skip
+        commit()
+        # cancel_payment: a look-up before taking the write turn (an unknown token never
+        # takes it), then the lease on its slot, due to expire or be abandoned first.
+        now = begin(False)
+        run("get_payment", {"token": token})
+        commit()
+        now = begin(True)
+        run("live_lease_of_payment", {"token": token})
+        for end in ("abandon_lease", "expire_lease"):
+            run("lock_slot", {"slot_id": slot_id})
+            run("slot_by_id", {"slot_id": slot_id})
+            run(end, {"id": lease[0], "now": now, "window": WINDOW})
+        run("get_payment", {"token": token})
+        run("live_lease_of_payment", {"token": token})
+        run("lock_slot_of_lease", {"id": lease[0]})
+        ended = run(
+            "end_lease", {"id": lease[0], "now": now, "reason": "cancelled", "taint_until": now}
+        )[0]
+        run("free_slot", {"slot_id": slot_id, "lease_id": lease[0], "released_at": now,
+                          "taint_until": now})  # fmt: skip
+        assert ended is not None
+        run(
+            "update_payment",
+            {"token": token, "expected": "pending", "status": "cancelled", "now": now} | no_change,
+        )
+        run("get_payment", {"token": token})
+        commit()
+
+    return cycle
+
+
 def raw_cycles(db: Path, slots: int, cycles: int, synchronous: str) -> float:
     store = SqliteStore(db, synchronous=synchronous)
     store.migrate()
@@ -101,79 +177,23 @@ def raw_cycles(db: Path, slots: int, cycles: int, synchronous: str) -> float:
     conn.execute("PRAGMA journal_mode = WAL")
     conn.execute(f"PRAGMA synchronous = {synchronous}")
     conn.execute("PRAGMA foreign_keys = ON")
-    now_us = to_us(datetime.now(UTC))
     conn.executemany(
         "INSERT INTO slots (path, active, created_at) VALUES (?, 1, ?)",
-        [(path, now_us) for path in paths(slots)],
+        [(path, to_us(datetime.now(UTC))) for path in paths(slots)],
     )
-    window = WINDOW // timedelta(microseconds=1)
-    lock = LOCK // timedelta(microseconds=1)
 
-    def cycle() -> None:
-        token = secrets.token_urlsafe(24)
-        conn.execute("BEGIN IMMEDIATE")
-        now = to_us(datetime.now(UTC))
-        conn.execute(Q["abandon_silent_leases"], {"now": now, "window": window}).fetchall()
-        conn.execute(Q["expire_due_leases"], {"now": now, "window": window}).fetchall()
-        # The waiting room: is anyone queued ahead of this request? (docs/capacity.md)
-        conn.execute(Q["waiting_ahead"], {"now": now, "priority": 0, "id": None}).fetchone()
-        slot = conn.execute(Q["pick_clean_slot"], {"now": now}).fetchone()
-        lease_id = conn.execute(
-            Q["insert_lease"],
-            {"slot_id": slot[0], "path": slot[1], "token": token, "amount": 1000,
-             "now": now, "expires_at": now + lock},
-        ).fetchone()[0]  # fmt: skip
-        conn.execute(
-            Q["occupy_slot"],
-            {"lease_id": lease_id, "expires_at": now + lock, "now": now, "slot_id": slot[0]},
-        )
-        conn.execute(
-            Q["insert_payment"],
-            {"token": token, "amount": 1000, "currency": "USD",
-             "items": json.dumps([{"code": "AMT", "quantity": 1000, "unitPrice": 1}]),
-             "customer": "{}", "customer_key": None, "status": "pending", "late": 0,
-             "lease_id": lease_id, "callback_path": slot[1], "expires_at": now + lock,
-             "now": now},
-        )  # fmt: skip
-        conn.execute(
-            Q["record_admission"],
-            {"minute": now // 60_000_000, "leased": 1, "waited": 0, "refused": 0,
-             "granted": 0, "busy": None},
-        )  # fmt: skip
-        conn.execute("COMMIT")
-        # cancel_payment: a look-up before taking the write turn (an unknown token never
-        # takes it), then the lease on its slot, due to expire or be abandoned first.
-        conn.execute("BEGIN DEFERRED")
-        conn.execute(Q["get_payment"], {"token": token}).fetchone()
-        conn.execute("COMMIT")
-        conn.execute("BEGIN IMMEDIATE")
-        now = to_us(datetime.now(UTC))
-        on_slot = {"now": now, "window": window, "slot_id": slot[0]}
-        conn.execute(Q["live_lease_of_payment"], {"token": token}).fetchone()
-        conn.execute(Q["abandon_silent_lease_on_slot"], on_slot).fetchall()
-        conn.execute(Q["expire_due_lease_on_slot"], on_slot).fetchall()
-        conn.execute(Q["get_payment"], {"token": token}).fetchone()
-        conn.execute(Q["live_lease_of_payment"], {"token": token}).fetchone()
-        conn.execute(
-            Q["end_lease"],
-            {"id": lease_id, "now": now, "reason": "cancelled", "taint_until": now + window},
-        ).fetchone()
-        conn.execute(
-            Q["free_slot"],
-            {"slot_id": slot[0], "lease_id": lease_id, "released_at": now,
-             "taint_until": now + window},
-        )  # fmt: skip
-        conn.execute(
-            Q["update_payment"],
-            {"token": token, "expected": "pending", "status": "cancelled", "late": None,
-             "pn_ref": None, "order_id": None, "auth_code": None, "card_type": None,
-             "last4": None, "result_code": None, "error_message": None, "callback_id": None,
-             "now": now},
-        )  # fmt: skip
-        conn.execute(Q["get_payment"], {"token": token}).fetchone()
-        conn.execute("COMMIT")
+    def run(name: str, params: dict[str, Any]) -> list[Any]:
+        params = {
+            key: value // timedelta(microseconds=1) if isinstance(value, timedelta) else value
+            for key, value in params.items()
+        }
+        return conn.execute(Q[name], params).fetchall()
 
-    rate = timed(cycle, cycles)
+    def begin(write: bool) -> int:
+        conn.execute("BEGIN IMMEDIATE" if write else "BEGIN DEFERRED")
+        return to_us(datetime.now(UTC))
+
+    rate = timed(raw_cycle(run, begin, lambda: conn.execute("COMMIT") and None, to_us), cycles)
     conn.close()
     return rate
 
@@ -234,58 +254,19 @@ def pg_library_cycles(url: str, slots: int, connections: int, cycles: int) -> fl
 
 
 def pg_raw_cycle(conn: psycopg.Connection[Any]) -> Callable[[], None]:
-    window, lock = WINDOW, LOCK
-    items = json.dumps([{"code": "AMT", "quantity": 1000, "unitPrice": 1}])
+    def run(name: str, params: dict[str, Any]) -> list[Any]:
+        cursor = conn.execute(PG[name], params)
+        return cursor.fetchall() if cursor.description else []
 
-    def begin() -> datetime:
-        cursor = conn.execute(PG["begin_write"])
+    def begin(write: bool) -> datetime:
+        cursor = conn.execute(PG["begin_write" if write else "begin_read"])
         cursor.nextset()
         row = cursor.fetchone()
         assert row is not None
         now: datetime = row[0]
         return now
 
-    def cycle() -> None:
-        token = secrets.token_urlsafe(24)
-        now = begin()
-        conn.execute(PG["expire_due_leases"], {"now": now, "window": window}).fetchall()
-        lease = conn.execute(
-            PG["acquire_slot"],
-            {"token": token, "amount": 1000, "now": now, "expires_at": now + lock,
-             "allow_same_amount_tainted": True},
-        ).fetchone()  # fmt: skip
-        assert lease is not None
-        lease_id, slot_id, path = lease[0], lease[1], lease[2]
-        conn.execute(
-            PG["insert_payment"],
-            {"token": token, "amount": 1000, "currency": "USD", "items": items,
-             "customer": "{}", "customer_key": None, "status": "pending", "late": False,
-             "lease_id": lease_id, "callback_path": path, "expires_at": now + lock,
-             "created_at": now},
-        )  # fmt: skip
-        conn.execute(PG["commit"])
-        now = begin()
-        conn.execute(PG["live_lease_of_payment"], {"token": token}).fetchone()
-        conn.execute(
-            PG["expire_due_lease_on_slot"], {"now": now, "window": window, "slot_id": slot_id}
-        ).fetchall()
-        conn.execute(PG["get_payment"], {"token": token}).fetchone()
-        conn.execute(PG["live_lease_of_payment"], {"token": token}).fetchone()
-        conn.execute(
-            PG["end_lease"],
-            {"id": lease_id, "now": now, "reason": "cancelled", "taint_until": now + window},
-        ).fetchone()
-        conn.execute(
-            PG["update_payment"],
-            {"token": token, "expected": "pending", "status": "cancelled", "late": None,
-             "pn_ref": None, "order_id": None, "auth_code": None, "card_type": None,
-             "last4": None, "result_code": None, "error_message": None, "callback_id": None,
-             "now": now},
-        )  # fmt: skip
-        conn.execute(PG["get_payment"], {"token": token}).fetchone()
-        conn.execute(PG["commit"])
-
-    return cycle
+    return raw_cycle(run, begin, lambda: conn.execute(PG["commit"]) and None, lambda t: t)
 
 
 def pg_raw_cycles(url: str, slots: int, connections: int, cycles: int) -> float:

@@ -12,8 +12,7 @@ import pytest
 from callbackpool.clock import FakeClock
 from callbackpool.gateways.paygistix import PaygistixGateway
 from callbackpool.pool import CallbackPool
-from callbackpool.ports import Store
-from callbackpool.store.memory import MemoryStore
+from callbackpool.store.port import Store
 from callbackpool.store.postgres import PostgresStore
 from callbackpool.store.sqlite import SqliteStore
 
@@ -23,7 +22,6 @@ from .support import POLICY, make_gateway
 # Every store kind the behavioural suite runs against.
 STORE_KINDS: list[Any] = [
     "sqlite",
-    "memory",
     pytest.param("postgres", marks=pytest.mark.postgres),
 ]
 
@@ -36,8 +34,6 @@ _databases_by_folder: dict[Path, str] = {}
 def make_store(kind: str, tmp_path: Path, clock: FakeClock) -> Store:
     if kind == "sqlite":
         return SqliteStore(tmp_path / "pool.db", clock=clock, synchronous="NORMAL")
-    if kind == "memory":
-        return MemoryStore(clock=clock)
     if kind == "postgres":
         if tmp_path not in _databases_by_folder:
             _databases_by_folder[tmp_path] = DATABASES.create()

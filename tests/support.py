@@ -13,7 +13,7 @@ from typing import Any
 from callbackpool.domain.gateway import CatalogueItem
 from callbackpool.gateways.paygistix import PaygistixGateway
 from callbackpool.pool import PoolPolicy
-from callbackpool.ports import Store
+from callbackpool.store.port import Store
 
 MERCHANT = "demoMerchantWEB"
 PATHS = tuple(f"/api/v1/payments/callback/handler-{i}" for i in range(1, 11))
@@ -83,9 +83,9 @@ class CountingStore:
         return getattr(self._store, name)
 
     @contextmanager
-    def transaction(self, *, durable: bool = True) -> Iterator[Any]:
+    def transaction(self) -> Iterator[Any]:
         self.writes += 1
-        with self._store.transaction(durable=durable) as tx:
+        with self._store.transaction() as tx:
             take = tx.lock_admission
 
             def lock_admission() -> None:

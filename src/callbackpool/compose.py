@@ -5,8 +5,8 @@ from __future__ import annotations
 from .clock import Clock
 from .config import Settings
 from .pool import CallbackPool, StatusHook
-from .ports import Store
 from .store import open_store
+from .store.port import Store
 
 
 def build_pool(

@@ -25,7 +25,7 @@ from .domain.model import (
 )
 from .domain.model import callback_id_of as model_callback_id_of
 from .pool import CapacityReport, PoolStatus, ReserveStatus, ReviewQueue, SweepReport
-from .ports import SlotSync, UsageRow
+from .store.tx import SlotSync, UsageRow
 
 if TYPE_CHECKING:  # the simulator is not needed to show the pool's own reports
     from .capacity.simulate import PolicyReport, Workload

@@ -36,10 +36,10 @@ from callbackpool.domain.model import (
     StatusChange,
 )
 from callbackpool.pool import CallbackPool
-from callbackpool.ports import NewCallback, PaymentChange
 from callbackpool.store import open_store
 from callbackpool.store import postgres as postgres_module
 from callbackpool.store.postgres import PostgresStore
+from callbackpool.store.tx import NewCallback, PaymentChange
 
 from ..support import (
     PATHS,
@@ -206,18 +206,12 @@ def test_acquisition_among_ten_thousand_slots_walks_the_index(
     for _ in range(50):
         pool.create_payment(amount=1000)
     raw.execute("ANALYZE")
-    statement = postgres_module._Q["acquire_slot"]
+    statement = postgres_module._Q["pick_slot"]
     plan = "\n".join(
         row[0]
         for row in raw.execute(
             "EXPLAIN " + statement,
-            {
-                "token": "x",
-                "amount": 1000,
-                "now": datetime.now(UTC),
-                "expires_at": datetime.now(UTC),
-                "allow_same_amount_tainted": True,
-            },
+            {"amount": 1000, "now": datetime.now(UTC), "allow_same_amount_tainted": True},
         )
     )
     assert "Index Scan using slots_free_lru on slots" in plan, plan
@@ -470,25 +464,6 @@ def test_what_the_database_refuses_is_a_store_error(
     assert isinstance(refused.value.__cause__, psycopg.errors.UniqueViolation)
     with store.read() as tx:
         assert len(tx.payments()) == 1
-
-
-def test_a_transaction_that_need_not_be_durable_does_not_wait_for_the_wal_flush(
-    database: str, postgres_store: StoreOpener
-) -> None:
-    store = postgres_store(database, max_size=1)  # one connection: the setting must not linger
-
-    def synchronous_commit(tx: Any) -> str:
-        row = tx._cursor.execute("SHOW synchronous_commit").fetchone()
-        return str(row["synchronous_commit"])
-
-    with store.transaction(durable=False) as tx:
-        assert synchronous_commit(tx) == "off"
-        callback_id = tx.insert_callback(
-            NewCallback(path="/cb", method="GET", params=(), client_addr=None)
-        )
-    with store.transaction() as tx:
-        assert synchronous_commit(tx) == "on"
-        assert tx.get_callback(callback_id) is not None
 
 
 def test_a_transaction_whose_failure_was_caught_inside_it_does_not_commit(

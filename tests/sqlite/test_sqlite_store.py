@@ -135,22 +135,12 @@ def test_the_capacity_migration_keeps_leases_and_their_id_sequence(tmp_path: Pat
         raw.execute("UPDATE leases SET end_reason = 'lost' WHERE id = 4")
 
 
-def test_writers_of_one_process_queue_in_the_process_and_share_a_commit(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_writers_of_one_process_queue_in_the_process(tmp_path: Path) -> None:
     # SQLite's busy handler polls with sleeps of up to 100 ms: a writer waiting there is
     # let in long after the turn is free. A writer of the same process waits for the turn
-    # in the process (no longer than the busy timeout), then joins the open transaction.
+    # in the process (no longer than the busy timeout), then begins its own transaction.
     store = SqliteStore(tmp_path / "pool.db", busy_timeout=0.3)
     store.migrate()
-    began: list[str] = []
-    begin = store._begin_batch
-
-    def spying_begin(durable: bool) -> None:
-        began.append(threading.current_thread().name)
-        begin(durable)
-
-    monkeypatch.setattr(store, "_begin_batch", spying_begin)
     finished = threading.Event()
     refused: list[Exception] = []
 
@@ -170,7 +160,6 @@ def test_writers_of_one_process_queue_in_the_process_and_share_a_commit(
         assert not finished.is_set()
     waiting.join()
     assert finished.is_set()
-    assert began == ["MainThread"]  # the second writer joined the first one's transaction
     with store.read() as tx:
         assert [view.path for view in tx.slot_views()] == ["/cb/1", "/cb/2"]
     # A turn that does not come within the busy timeout: the store is unavailable.
@@ -179,27 +168,6 @@ def test_writers_of_one_process_queue_in_the_process_and_share_a_commit(
         late.start()
         late.join()
     assert [str(exc) for exc in refused] == ["SQLite database is busy: no write turn in 0.3 s"]
-
-
-def test_concurrent_writers_share_commits(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    store = SqliteStore(tmp_path / "pool.db")
-    store.migrate()
-    commits = []
-    commit = store._commit
-    monkeypatch.setattr(store, "_commit", lambda batch: (commits.append(batch), commit(batch)))
-
-    def writer(n: int) -> None:
-        for i in range(20):
-            with store.transaction() as tx:
-                tx.sync_slots([f"/cb/{n}-{j}" for j in range(i + 1)])
-
-    threads = [threading.Thread(target=writer, args=(n,)) for n in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert sum(batch.members for batch in commits) == 160
-    assert len(commits) < 160  # some transactions shared a commit (one fsync for several)
 
 
 def test_a_failing_writer_undoes_only_its_own_writes(tmp_path: Path) -> None:
@@ -233,37 +201,13 @@ def test_a_failing_writer_undoes_only_its_own_writes(tmp_path: Path) -> None:
 
     second = threading.Thread(target=run_failing_writer)
     second.start()
-    time.sleep(0.05)  # the failing writer queues, so the good one leaves the batch open
+    time.sleep(0.05)  # the failing writer queues behind the good one
     release.set()
     first.join()
     second.join()
     assert [str(exc) for exc in failures] == ["changed my mind"]
     with store.read() as tx:
         assert [(view.path, view.active) for view in tx.slot_views()] == [("/cb/good", True)]
-
-
-def test_a_durable_writer_does_not_join_a_non_durable_batch(tmp_path: Path) -> None:
-    store = SqliteStore(tmp_path / "pool.db")
-    store.migrate()
-    store._take_turn()
-    store._batch = None
-    try:
-        store._begin_batch(False)
-        from callbackpool.store.sqlite import _Batch
-
-        store._batch = _Batch(durable=False)
-    finally:
-        store._turn.release()
-    open_batch = store._batch
-    with store.transaction(durable=True) as tx:
-        # The non-durable batch was committed before this durable one began.
-        assert open_batch.done
-        assert store._batch is not open_batch
-        assert store._batch is not None
-        assert store._batch.durable
-        tx.sync_slots(["/cb/1"])
-    assert store._writer_conn is not None
-    assert store._writer_conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
 
 
 def test_another_process_gets_its_turn_while_this_one_keeps_writing(
@@ -309,15 +253,13 @@ print("wrote 20")
 """
 
 
-def test_a_non_durable_transaction_restores_the_durable_mode(tmp_path: Path) -> None:
-    store = SqliteStore(tmp_path / "pool.db", synchronous="FULL")
+def test_every_commit_waits_for_the_disk_by_default(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "pool.db")
     store.migrate()
-    with store.transaction(durable=False) as tx:
+    with store.transaction() as tx:
         tx.sync_slots(["/cb/1"])
-    with store.read() as tx:
-        assert [view.path for view in tx.slot_views()] == ["/cb/1"]
     conn = store._local.conn
-    assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL again
+    assert conn.execute("PRAGMA synchronous").fetchone() == (2,)  # FULL
 
 
 def test_returns_stored_before_receipts_get_a_random_one(tmp_path: Path) -> None:

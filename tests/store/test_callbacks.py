@@ -1,4 +1,5 @@
-"""Resolving gateway returns (DESIGN.md §6), through the pool, on every store."""
+"""Resolving gateway returns (docs/design.md#resolving-a-return), through the pool, on every
+store."""
 
 from __future__ import annotations
 
@@ -346,7 +347,7 @@ def test_every_return_is_stored_with_its_outcome(pool: CallbackPool) -> None:
 def test_a_return_stored_but_never_resolved_is_resolved_by_the_sweeper(
     pool: CallbackPool, clock: FakeClock
 ) -> None:
-    from callbackpool.ports import NewCallback
+    from callbackpool.store.tx import NewCallback
 
     checkout = pool.create_payment(amount=1000)
     # As if the process died between storing the return and resolving it.
@@ -424,7 +425,7 @@ def test_a_failing_hook_does_not_undo_the_payment(pool: CallbackPool) -> None:
 def test_one_unresolvable_leftover_does_not_hold_back_the_others(
     pool: CallbackPool, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from callbackpool.ports import NewCallback
+    from callbackpool.store.tx import NewCallback
 
     checkout = pool.create_payment(amount=1000)
     with pool.store.transaction() as tx:

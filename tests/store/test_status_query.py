@@ -15,7 +15,7 @@ from callbackpool.clock import FakeClock
 from callbackpool.domain.gateway import GatewayTransaction, StatusQueryFailed
 from callbackpool.domain.model import CallbackOutcome, CallbackRecord, PaymentStatus
 from callbackpool.pool import QUERY_ATTEMPTS, CallbackPool, Checkout
-from callbackpool.ports import Store
+from callbackpool.store.port import Store
 
 from ..support import POLICY, make_gateway, paygistix_return
 

@@ -14,7 +14,8 @@ from callbackpool.clock import FakeClock
 from callbackpool.domain.errors import InvalidPayment, PaymentChanged, PoolExhausted
 from callbackpool.domain.model import CallbackOutcome, LeaseEnd, Payment, PaymentStatus
 from callbackpool.pool import CallbackPool
-from callbackpool.ports import PaymentChange, Store
+from callbackpool.store.port import Store
+from callbackpool.store.tx import PaymentChange
 
 from ..support import paygistix_return
 
@@ -93,7 +94,7 @@ def test_a_transaction_that_raises_writes_nothing(pool: CallbackPool) -> None:
 
 
 def test_a_conditional_transition_does_nothing_when_repeated(pool: CallbackPool) -> None:
-    from callbackpool.ports import PaymentChange
+    from callbackpool.store.tx import PaymentChange
 
     token = pool.create_payment(amount=1000).payment.token
     change = PaymentChange(status=PaymentStatus.COMPLETED, pn_ref="1")

@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from pathlib import Path
 
 import pytest
 
-from callbackpool.store.memory import MemoryStore
-from callbackpool.store.sqlite import SqliteStore
 from callbackpool.web.blocking import Blocking
 
 
@@ -57,25 +54,3 @@ def test_a_cancelled_caller_leaves_its_call_to_finish_and_close_waits_for_it() -
 
     with pytest.raises(RuntimeError, match="shutting down"):
         asyncio.run(after_close())
-
-
-def test_serve_runs_a_call_on_the_loop_where_the_store_can_and_on_a_worker_elsewhere(
-    tmp_path: Path,
-) -> None:
-    store = SqliteStore(tmp_path / "pool.db")
-    store.migrate()
-    on_the_loop = Blocking(workers=1, loop_calls=store.loop_calls())
-    on_threads = Blocking(workers=1, loop_calls=MemoryStore().loop_calls())
-
-    async def calls() -> None:
-        loop_thread = threading.get_ident()
-        assert await on_the_loop.serve(threading.get_ident) == loop_thread
-        assert await on_threads.serve(threading.get_ident) != loop_thread
-        await on_the_loop.drain()
-
-    try:
-        asyncio.run(calls())
-    finally:
-        on_the_loop.close()
-        on_threads.close()
-        store.close()

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from callbackpool.domain.model import Payment, PaymentStatus
-from callbackpool.store.sqlite import SqliteTx
+from callbackpool.store.tx import Tx
 
 from .conftest import services_of
 
@@ -69,13 +69,13 @@ async def test_unknown_and_malformed_tokens_take_similar_work(
 ) -> None:
     """Both are answered after one look-up each (a malformed token as what no token is)."""
     asked: list[str] = []
-    original = SqliteTx.get_payment
+    original = Tx.get_payment
 
-    def get_payment(tx: SqliteTx, token: str) -> Payment | None:
+    def get_payment(tx: Tx, token: str) -> Payment | None:
         asked.append(token)
         return original(tx, token)
 
-    monkeypatch.setattr(SqliteTx, "get_payment", get_payment)
+    monkeypatch.setattr(Tx, "get_payment", get_payment)
     for token in ("well-formed-but-unknown", "x" * 10_000, "%00", "a/b"):
         asked.clear()
         await client.get(f"{API}/check-status/{token}")

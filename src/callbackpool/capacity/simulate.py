@@ -3,7 +3,7 @@
 Three policies side by side (issue 7):
 
 - ``seed``: the guide's pool (``guide.py``), as a shop built on it runs;
-- ``callbackpool``: the real ``CallbackPool`` over the memory store with the project's
+- ``callbackpool``: the real ``CallbackPool`` over an in-memory SQLite database with the project's
   defaults: heartbeat release, and a waiting room the customer gives ``patience`` to;
 - ``oracle``: the real pool told the instant each customer is done (a silent departure is
   released at that instant, as a cancel), with the same lock timeout and waiting room: the
@@ -41,7 +41,7 @@ from ..domain.model import CallbackOutcome, PaymentStatus, StatusChange
 from ..domain.money import format_amount
 from ..gateways.paygistix import PaygistixGateway
 from ..pool import CallbackPool, Checkout, PoolPolicy, Waiting
-from ..store.memory import MemoryStore
+from ..store.sqlite import SqliteStore
 from .erlang import offered_load
 from .guide import CLEANUP_EVERY, GuidePool
 from .workload import CATALOGUE_AMOUNTS, Behaviour, Customer, Mix, draw_customers
@@ -153,12 +153,13 @@ class Run(Protocol):
 
 
 class PoolRun:
-    """The real pool over the memory store."""
+    """The real pool over an in-memory SQLite database."""
 
     def __init__(self, clock: FakeClock, workload: Workload, *, oracle: bool) -> None:
         self.oracle = oracle
         self.polled = not oracle
-        self.store = MemoryStore(clock=clock)
+        self.store = SqliteStore(":memory:", clock=clock)
+        self.store.migrate()
         policy = PoolPolicy(
             base_url="https://shop.example",
             callback_paths=_paths(workload.slots),

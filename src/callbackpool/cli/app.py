@@ -36,8 +36,8 @@ from ..domain.errors import (
     UnknownSlot,
 )
 from ..pool import CallbackPool
-from ..ports import Store
 from ..store import DEFAULT_DATABASE_URL, open_store
+from ..store.port import Store
 
 log = logging.getLogger("callbackpool.cli")
 

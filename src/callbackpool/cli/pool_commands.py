@@ -19,7 +19,7 @@ from ..compose import build_pool
 from ..domain.errors import NothingToRelease
 from ..domain.model import Lease
 from ..pool import CallbackPool, CapacityReport, PoolStatus, ReserveStatus, SweepReport
-from ..ports import SlotSync
+from ..store.tx import SlotSync
 from .app import (
     USAGE,
     ByOption,

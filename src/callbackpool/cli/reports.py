@@ -22,7 +22,7 @@ from ..domain.model import (
 )
 from ..domain.money import format_amount
 from ..pool import CallbackPool, ReviewItem
-from ..ports import UsageRow
+from ..store.tx import UsageRow
 from .app import (
     USAGE,
     ByOption,

@@ -20,7 +20,8 @@ from ..domain.model import (
     PaymentStatus,
     Review,
 )
-from ..ports import SlotSync, Store, UsageRow
+from ..store.port import Store
+from ..store.tx import SlotSync, UsageRow
 from .callbacks import Callbacks
 from .checkout import Checkouts
 from .core import Observer, PoolCore, StatusHook, log

@@ -21,7 +21,7 @@ from ..domain.events import CallbackResolved
 from ..domain.gateway import GatewayReturn, MalformedReturn, Params
 from ..domain.model import CallbackOutcome, CallbackRecord, PaymentStatus, callback_ref
 from ..domain.resolution import Ambiguous, Apply, SettleAll, Unmatched, decide
-from ..ports import CallbackResolution, NewCallback, Tx
+from ..store.tx import CallbackResolution, NewCallback, Tx
 from .core import PoolCore, Work, log, log_fields, short
 from .gateway_query import AskGatewayFirst, GatewayAnswer, GatewayQueries
 from .policy import IPNetwork
@@ -45,9 +45,7 @@ class Callbacks:
         return self.resolve(self.record(path, params, method=method, client_addr=client_addr))
 
     def record(self, path: str, params: Params, *, method: str, client_addr: str | None) -> int:
-        # Not waiting for the disk here is safe: the resolution's durable commit, right
-        # after, makes this record durable too (see Store.transaction).
-        with self.core.store.transaction(durable=False) as tx:
+        with self.core.store.transaction() as tx:
             return tx.insert_callback(
                 NewCallback(
                     path=path,

@@ -34,7 +34,7 @@ from ..domain.model import (
     customer_key,
 )
 from ..domain.transitions import check_ticket_transition
-from ..ports import NewTicket, Tx
+from ..store.tx import NewTicket, Tx
 from .core import PoolCore, log, log_fields, lookup_key, short
 from .pricing import checked_priority, customer_data, price
 from .reserve import activate_reserve
@@ -201,20 +201,16 @@ class Checkouts:
     def _announce_lease(self, lease: Lease, amount: int, started: float) -> None:
         """Once the lease has committed: observers hear of it (timed to the commit), the log
         says."""
-
-        def announce() -> None:
-            self.core.emit([LeaseStarted(lease=lease, seconds=time.perf_counter() - started)])
-            log.info(
-                "lease %d started on %s for payment %s (amount %d, until %s)",
-                lease.id,
-                lease.path,
-                short(lease.token),
-                amount,
-                lease.expires_at.isoformat(),
-                extra=log_fields("lease_started", lease.path, lease.id, lease.token, amount=amount),
-            )
-
-        self.core.store.after_commit(announce)
+        self.core.emit([LeaseStarted(lease=lease, seconds=time.perf_counter() - started)])
+        log.info(
+            "lease %d started on %s for payment %s (amount %d, until %s)",
+            lease.id,
+            lease.path,
+            short(lease.token),
+            amount,
+            lease.expires_at.isoformat(),
+            extra=log_fields("lease_started", lease.path, lease.id, lease.token, amount=amount),
+        )
 
     def _count(self, tx: Tx, admission: Admission) -> None:
         # The peak of busy slots is only needed to decide when a reserve may drain.

@@ -22,7 +22,8 @@ from ..domain.events import LeaseEnded, PoolEvent, SlotSidelined
 from ..domain.gateway import Gateway, StatusQuery
 from ..domain.model import Lease, LeaseEnd, Payment, PaymentStatus, StatusChange
 from ..domain.transitions import check_transition
-from ..ports import PaymentChange, Store, Tx
+from ..store.port import Store
+from ..store.tx import PaymentChange, Tx
 from .policy import PoolPolicy
 
 log = logging.getLogger("callbackpool")
@@ -69,7 +70,7 @@ class PoolCore:
         work = Work()
         with self.store.transaction() as tx:
             yield tx, work
-        self.store.after_commit(lambda: self._announce(work))
+        self._announce(work)
 
     def _announce(self, work: Work) -> None:
         for change in work.changes:
@@ -81,8 +82,8 @@ class PoolCore:
         self._observe(work.events)
 
     def emit(self, events: Sequence[PoolEvent]) -> None:
-        """Tell the observers, once what the caller wrote so far has committed."""
-        self.store.after_commit(lambda: self._observe(events))
+        """Tell the observers (the caller's writes so far have committed)."""
+        self._observe(events)
 
     def _observe(self, events: Sequence[PoolEvent]) -> None:
         for event in events:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from ..domain.gateway import GatewayReturn, GatewayTransaction, StatusQueryFailed
 from ..domain.model import CallbackOutcome, CallbackRecord, Payment, PaymentStatus, callback_ref
-from ..ports import PaymentChange, Tx
+from ..store.tx import PaymentChange, Tx
 from .core import PoolCore, Work, log, lookup_key, short
 from .settlement import Settlement
 

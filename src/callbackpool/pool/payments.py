@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 
 from ..domain.errors import PaymentNotPending, UnknownPayment
 from ..domain.model import LeaseEnd, Payment, PaymentStatus, callback_id_of
-from ..ports import PaymentChange
+from ..store.tx import PaymentChange
 from .core import PoolCore, lookup_key
 
 

@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 
 from ..domain.errors import UnknownCallback, UnknownSlot
 from ..domain.model import CallbackOutcome, CallbackRecord, Lease, Payment, PaymentStatus
-from ..ports import UsageRow
+from ..store.tx import UsageRow
 from .core import MAX_ID, PoolCore
 from .results import CapacityReport, PoolHistory, PoolStatus, ReserveStatus
 

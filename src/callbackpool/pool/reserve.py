@@ -12,7 +12,7 @@ from dataclasses import replace
 from datetime import timedelta
 
 from ..domain.model import ReserveAction, ReserveEvent
-from ..ports import Tx
+from ..store.tx import Tx
 from .core import log
 from .policy import PoolPolicy
 

@@ -24,7 +24,7 @@ from ..domain.model import (
     ReviewChange,
     ReviewDecision,
 )
-from ..ports import NewReview, PaymentChange, Tx
+from ..store.tx import NewReview, PaymentChange, Tx
 from .core import MAX_ID, PoolCore, log, log_fields, short
 from .results import ReviewItem, ReviewQueue
 from .settlement import Settlement

@@ -22,7 +22,7 @@ from ..domain.model import (
 )
 from ..domain.resolution import OpenAmbiguity
 from ..domain.transitions import check_transition, is_late
-from ..ports import PaymentChange, Tx
+from ..store.tx import PaymentChange, Tx
 from .core import PoolCore, Work
 
 

@@ -14,7 +14,7 @@ from ..analytics import WINDOWS
 from ..domain.errors import NothingToRelease
 from ..domain.events import SweepRan
 from ..domain.model import Lease, LeaseEnd, callback_ref
-from ..ports import Tx
+from ..store.tx import Tx
 from .callbacks import Callbacks
 from .core import PoolCore, Work, log
 from .gateway_query import GatewayQueries

@@ -8,7 +8,7 @@ from urllib.parse import parse_qs, unquote, urlsplit, urlunsplit
 
 from ..clock import Clock
 from ..domain.errors import ConfigurationError
-from ..ports import Store
+from ..store.port import Store
 
 DEFAULT_DATABASE_URL = "sqlite:///callbackpool.db"
 

@@ -4,21 +4,20 @@ Several app instances on several machines share one pool of callback paths here.
 them apart is the database: acquisition is one statement that locks the slot it picks
 (``FOR UPDATE SKIP LOCKED``), partial unique indexes make "one live lease per slot and per
 payment" a rule of the database, and time is the database's ``now()`` unless a clock is
-injected (tests do), so app servers with skewed clocks agree (DESIGN.md §3, invariant 6).
+injected (tests do), so app servers with skewed clocks agree (docs/design.md, invariant 6).
 
-Write transactions run at READ COMMITTED and lock what they change, in the order described
-at the top of ``sql/postgres.sql``; reads run at REPEATABLE READ, READ ONLY. Driver errors
+Write transactions run at READ COMMITTED and lock what they change, in the order ``tx.py``
+gives; reads run at REPEATABLE READ, READ ONLY. Driver errors
 never leave this module: a lost or unreachable server, a timeout or a lock wait past the
 timeout become ``StoreUnavailable``; anything else the database refuses, ``StoreError``.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, suppress
 from datetime import UTC, datetime, timedelta
 from time import monotonic
@@ -27,49 +26,16 @@ from typing import Any, Self
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.pq import TransactionStatus
-from psycopg.rows import DictRow, dict_row
+from psycopg.rows import dict_row
+from psycopg.types.string import TextLoader
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from ..clock import Clock
-from ..domain.errors import (
-    CallbackPoolError,
-    MigrationError,
-    StoreError,
-    StoreUnavailable,
-)
-from ..domain.model import (
-    Admission,
-    AdmissionCounts,
-    CallbackOutcome,
-    CallbackRecord,
-    Candidate,
-    HoldingTimes,
-    Lease,
-    LeaseEnd,
-    LeaseSpan,
-    Payment,
-    PaymentStatus,
-    ReserveAction,
-    ReserveEvent,
-    SlotHealth,
-    SlotView,
-    Ticket,
-)
-from ..domain.resolution import OpenAmbiguity
-from ..ports import (
-    CallbackResolution,
-    NewTicket,
-    PaymentChange,
-    SlotRow,
-    SlotSync,
-    UsageRow,
-)
-from . import rows as values
+from ..domain.errors import CallbackPoolError, MigrationError, StoreError, StoreUnavailable
+from .port import Row, Store
 from .queries import load_migrations, load_queries
-from .rows import Decode
-from .sql_tx import SqlTx
 
-_Q = load_queries("postgres.sql")
+_Q = load_queries("postgres")
 
 # Abandoned transactions (a process frozen mid-request) must not hold slot locks for ever.
 IDLE_IN_TRANSACTION_TIMEOUT = timedelta(minutes=1)
@@ -193,7 +159,7 @@ def translate(exc: psycopg.Error, doing: str) -> CallbackPoolError:
     return StoreError(f"PostgreSQL refused to {doing}: {summary}")
 
 
-class PostgresStore:
+class PostgresStore(Store):
     """The pool's tables in a PostgreSQL database, shared by every app instance using it.
 
     ``timeout`` bounds each wait of a request on the database: for a pooled connection, for
@@ -273,6 +239,8 @@ class PostgresStore:
         return f"PostgresStore({self._where!r})"
 
     def _configure(self, conn: psycopg.Connection[Any]) -> None:
+        # JSON arrives as its text, as on SQLite: the storage operations decode it.
+        conn.adapters.register_loader("json", TextLoader)
         conn.execute(_Q["session_settings"], self._settings)
 
     # --- transactions ----------------------------------------------------------------------
@@ -322,12 +290,12 @@ class PostgresStore:
                 raise translate(exc, "begin a transaction") from exc
 
     @contextmanager
-    def _begin(self, begin: str, *, writing: bool) -> Iterator[PostgresTx]:
-        conn, database_now = self._start(begin)
+    def connect(self, *, write: bool) -> Iterator[PostgresConnection]:
+        conn, database_now = self._start("begin_write" if write else "begin_read")
         try:
             now = self.clock.now() if self.clock is not None else database_now.astimezone(UTC)
             try:
-                yield PostgresTx(conn, now, writing=writing, guard=self._guard(conn))
+                yield PostgresConnection(conn, now, guard=self._guard(conn))
             except BaseException:
                 self._rollback_quietly(conn)
                 raise
@@ -347,18 +315,6 @@ class PostgresStore:
                 raise
         finally:
             self._pool.putconn(conn)
-
-    def transaction(self, *, durable: bool = True) -> AbstractContextManager[PostgresTx]:
-        return self._begin("begin_write" if durable else "begin_write_not_durable", writing=True)
-
-    def read(self) -> AbstractContextManager[PostgresTx]:
-        return self._begin("begin_read", writing=False)
-
-    def after_commit(self, announce: Callable[[], None]) -> None:
-        announce()  # a transaction has committed when it returns
-
-    def loop_calls(self) -> None:
-        return None  # every call runs on a worker thread
 
     def close(self) -> None:
         self._pool.close()
@@ -381,456 +337,80 @@ class PostgresStore:
     # --- migrations ------------------------------------------------------------------------
 
     def pending_migrations(self) -> list[tuple[str, str]]:
-        with self.read() as tx:
-            applied = set(tx.applied_migrations())
+        with self.connect(write=False) as conn:
+            applied = set(_applied_migrations(conn))
         return [(name, sql) for name, sql in load_migrations("postgres") if name not in applied]
 
     def migrate(self) -> list[str]:
         """Apply pending migrations in one transaction, under an advisory lock so that
         instances starting together apply each one once."""
         applied_now: list[str] = []
-        with self.transaction() as tx:
-            tx.lock_migrations()
-            done = set(tx.applied_migrations())
+        with self.connect(write=True) as conn:
+            conn.answer_within = MIGRATION_WAIT.total_seconds() + 10
+            conn.run("migration_timeouts")
+            conn.run("migration_lock")
+            conn.run("create_migrations_table")
+            done = set(_applied_migrations(conn))
             for name, script in load_migrations("postgres"):
                 if name not in done:
-                    tx.apply_migration(name, script)
+                    conn.run_script(name, script)
+                    conn.run("record_migration", name=name)
                     applied_now.append(name)
         return applied_now
 
 
-# --- values from rows ------------------------------------------------------------------
+def _applied_migrations(conn: PostgresConnection) -> list[str]:
+    present = conn.one("migrations_table_exists")
+    if present is None or not present["present"]:
+        return []
+    return [row["name"] for row in conn.all("applied_migrations")]
 
 
-def _utc(moment: datetime | None) -> datetime | None:
-    return None if moment is None else moment.astimezone(UTC)
+def _row(cursor: psycopg.Cursor[Any]) -> Callable[[Any], Row]:
+    """Rows as dicts, their times in UTC (as SQLite's)."""
+    make = dict_row(cursor)
+
+    def row(values: Any) -> Row:
+        return {
+            name: value.astimezone(UTC) if isinstance(value, datetime) else value
+            for name, value in make(values).items()
+        }
+
+    return row
 
 
-def _at(moment: datetime) -> datetime:
-    return moment.astimezone(UTC)
+class PostgresConnection:
+    """One PostgreSQL transaction's connection."""
 
-
-def _as_is(value: Any) -> Any:
-    return value
-
-
-# How PostgreSQL's columns arrive: timestamptz, JSON decoded by the driver, booleans.
-DECODE = Decode(time=_at, json=_as_is, flag=bool)
-
-
-class PostgresTx(SqlTx):
-    """One PostgreSQL transaction, speaking the ``Tx`` port."""
-
-    _decode = DECODE
-
-    def __init__(
-        self, conn: psycopg.Connection[Any], now: datetime, *, writing: bool, guard: Guard
-    ) -> None:
-        self._cursor: psycopg.Cursor[DictRow] = conn.cursor(row_factory=dict_row)
-        self.now = self._now_param = now
-        self._writing = writing
+    def __init__(self, conn: psycopg.Connection[Any], now: datetime, *, guard: Guard) -> None:
+        self._cursor: psycopg.Cursor[Row] = conn.cursor(row_factory=_row)
+        self.now = now
         self._guard = guard
-        self._answer_within: float | None = None  # the store's, unless a migration waits
+        self.answer_within: float | None = None  # the store's, unless a migration waits
 
-    def _execute(self, query: str, params: dict[str, Any]) -> psycopg.Cursor[DictRow]:
+    def _execute(self, query: str, params: dict[str, Any]) -> psycopg.Cursor[Row]:
         doing = query.replace("_", " ")
         try:
-            with self._guard(doing, self._answer_within):
+            with self._guard(doing, self.answer_within):
                 return self._cursor.execute(_Q[query], params)
         except psycopg.Error as exc:
             raise translate(exc, doing) from exc
 
-    def _one(self, query: str, **params: Any) -> DictRow | None:
+    def one(self, query: str, **params: Any) -> Row | None:
         return self._execute(query, params).fetchone()
 
-    def _all(self, query: str, **params: Any) -> list[DictRow]:
+    def all(self, query: str, **params: Any) -> list[Row]:
         return self._execute(query, params).fetchall()
 
-    def _run(self, query: str, **params: Any) -> int:
+    def run(self, query: str, **params: Any) -> int:
         return self._execute(query, params).rowcount
 
-    # --- migrations (the store's own use) --------------------------------------------------
-
-    def lock_migrations(self) -> None:
-        self._answer_within = MIGRATION_WAIT.total_seconds() + 10
-        self._run("migration_timeouts")
-        self._run("migration_lock")
-        self._run("create_migrations_table")
-
-    def applied_migrations(self) -> list[str]:
-        present = self._one("migrations_table_exists")
-        if present is None or not present["present"]:
-            return []
-        return [row["name"] for row in self._all("applied_migrations")]
-
-    def apply_migration(self, name: str, script: str) -> None:
+    def run_script(self, name: str, script: str) -> None:
+        """A migration: several statements, without parameters, sent as one simple query."""
         try:
-            # A script of several statements, without parameters: sent as one simple query.
-            with self._guard(f"apply migration {name}", self._answer_within):
+            with self._guard(f"apply migration {name}", self.answer_within):
                 self._cursor.execute(script)
         except psycopg.OperationalError as exc:
             raise translate(exc, f"apply migration {name}") from exc
         except psycopg.Error as exc:
             raise MigrationError(f"migration {name} failed: {exc}") from exc
-        self._run("record_migration", name=name)
-
-    # --- slots ---------------------------------------------------------------------------
-
-    def sync_slots(self, paths: Sequence[str], reserve_paths: Sequence[str] = ()) -> SlotSync:
-        # Set-based and conditional, so that instances starting together with the same
-        # configuration agree on what changed (only one of them reports it).
-        kinds = dict.fromkeys(paths, False) | dict.fromkeys(reserve_paths, True)
-        wanted = list(kinds)
-        reserves = [kinds[path] for path in wanted]
-        row = self._one("reserve_in_rotation")
-        in_rotation = bool(row and row["in_rotation"])
-        added = {
-            row["path"]
-            for row in self._all(
-                "insert_slots",
-                paths=wanted,
-                reserves=reserves,
-                in_rotation=in_rotation,
-                now=self.now,
-            )
-        }
-        self._run("set_slot_kinds", paths=wanted, reserves=reserves, in_rotation=in_rotation)
-        reactivated = {row["path"] for row in self._all("reactivate_slots", paths=wanted)}
-        deactivated = sorted(
-            (row["id"], row["path"]) for row in self._all("deactivate_slots", paths=wanted)
-        )
-        return SlotSync(
-            added=tuple(p for p in wanted if p in added),
-            reactivated=tuple(p for p in wanted if p in reactivated),
-            deactivated=tuple(path for _, path in deactivated),
-        )
-
-    def slot_by_path(self, path: str) -> SlotRow | None:
-        row = self._one("slot_by_path_locked" if self._writing else "slot_by_path", path=path)
-        return (
-            None if row is None else SlotRow(id=row["id"], path=row["path"], active=row["active"])
-        )
-
-    def slot_views(self) -> list[SlotView]:
-        return [
-            SlotView(
-                id=row["id"],
-                path=row["path"],
-                active=row["active"],
-                usage_count=row["usage_count"],
-                last_acquired_at=_utc(row["last_acquired_at"]),
-                last_released_at=_utc(row["last_released_at"]),
-                lease=None if row["l_id"] is None else values.lease(DECODE, row, "l_"),
-                taints=row["taints"],
-                sidelined_at=_utc(row["sidelined_at"]),
-                sidelined_by=row["sidelined_by"],
-                sidelined_reason=row["sidelined_reason"],
-                health=SlotHealth(
-                    approvals=row["approvals"],
-                    declines=row["declines"],
-                    silent_expiries=row["silent_expiries"],
-                    expiry_streak=row["expiry_streak"],
-                    last_return_at=_utc(row["last_return_at"]),
-                ),
-                reserve=row["reserve"],
-                standby=row["standby"],
-            )
-            for row in self._all("slot_views", now=self.now)
-        ]
-
-    def usage(self) -> list[UsageRow]:
-        return [
-            UsageRow(
-                path=row["path"],
-                active=row["active"],
-                usage_count=row["usage_count"],
-                callbacks=row["callbacks"],
-                expiries=row["expiries"],
-                last_acquired_at=_utc(row["last_acquired_at"]),
-                last_released_at=_utc(row["last_released_at"]),
-            )
-            for row in self._all("usage")
-        ]
-
-    # --- slot health -----------------------------------------------------------------------
-
-    def record_slot_return(self, slot_id: int, *, approved: bool) -> None:
-        self._run("record_slot_return", slot_id=slot_id, approved=approved, now=self.now)
-
-    def sideline_slot(self, slot_id: int, *, by: str, reason: str) -> bool:
-        done = self._run("sideline_slot", slot_id=slot_id, by=by, reason=reason, now=self.now)
-        return done == 1
-
-    def free_slot_count(self) -> int:
-        return self._count("free_slot_count", now=self.now)
-
-    def set_reserve_standby(self, standby: bool) -> list[str]:
-        rows = self._all("set_reserve_standby", standby=standby)
-        return [row["path"] for row in sorted(rows, key=lambda row: row["id"])]
-
-    # --- leases --------------------------------------------------------------------------
-
-    def expire_due_leases(self, taint_window: timedelta, slot_id: int | None = None) -> list[Lease]:
-        if slot_id is None:
-            rows = self._all("expire_due_leases", now=self.now, window=taint_window)
-        else:
-            rows = self._all(
-                "expire_due_lease_on_slot", now=self.now, window=taint_window, slot_id=slot_id
-            )
-        return [values.lease(DECODE, row) for row in rows]
-
-    def abandon_silent_leases(
-        self, taint_window: timedelta, slot_id: int | None = None
-    ) -> list[Lease]:
-        if slot_id is None:
-            rows = self._all("abandon_silent_leases", now=self.now, window=taint_window)
-        else:
-            rows = self._all(
-                "abandon_silent_lease_on_slot", now=self.now, window=taint_window, slot_id=slot_id
-            )
-        return [values.lease(DECODE, row) for row in rows]
-
-    def record_heartbeat(self, lease_id: int, until: datetime) -> bool:
-        return self._run("record_heartbeat", id=lease_id, until=until, now=self.now) == 1
-
-    def acquire_slot(
-        self, *, token: str, amount: int, expires_at: datetime, allow_same_amount_tainted: bool
-    ) -> Lease | None:
-        row = self._one(
-            "acquire_slot",
-            token=token,
-            amount=amount,
-            now=self.now,
-            expires_at=expires_at,
-            allow_same_amount_tainted=allow_same_amount_tainted,
-        )
-        return None if row is None else values.lease(DECODE, row)
-
-    def earliest_lease_end(self) -> datetime | None:
-        row = self._one("earliest_lease_end")
-        return None if row is None else _utc(row["earliest"])
-
-    def customer_claims(self, customer_key: str) -> list[datetime]:
-        self._run("lock_customer", customer_key=customer_key)
-        rows = self._all("customer_claims", customer_key=customer_key, now=self.now)
-        return [_at(row["expires_at"]) for row in rows]
-
-    def live_leases(self) -> list[Lease]:
-        return [
-            values.lease(DECODE, row)
-            for row in self._all("live_leases_locked" if self._writing else "live_leases")
-        ]
-
-    def lease_spans(self, since: datetime, limit: int = 100_000) -> list[LeaseSpan]:
-        return [
-            LeaseSpan(
-                lease_id=row["id"],
-                path=row["path"],
-                acquired_at=_at(row["acquired_at"]),
-                ended_at=_utc(row["ended_at"]),
-                end_reason=None if row["end_reason"] is None else LeaseEnd(row["end_reason"]),
-            )
-            for row in self._all("lease_spans", since=since, limit=limit)
-        ]
-
-    def end_lease(
-        self, lease_id: int, reason: LeaseEnd, taint_until: datetime | None
-    ) -> Lease | None:
-        row = self._one(
-            "end_lease", id=lease_id, now=self.now, reason=reason.value, taint_until=taint_until
-        )
-        return None if row is None else values.lease(DECODE, row)
-
-    def drop_taint(self, lease_id: int) -> None:
-        self._run("drop_taint", id=lease_id)
-
-    def candidates(self, slot_id: int) -> list[Candidate]:
-        query = "candidates_locked" if self._writing else "candidates"
-        return [
-            Candidate(lease=values.lease(DECODE, row, "l_"), payment=values.payment(DECODE, row))
-            for row in self._all(query, slot_id=slot_id, now=self.now)
-        ]
-
-    # --- payments ------------------------------------------------------------------------
-
-    def insert_payment(self, payment: Payment) -> None:
-        self._run(
-            "insert_payment",
-            token=payment.token,
-            amount=payment.amount,
-            currency=payment.currency,
-            items=json.dumps([values.item_json(item) for item in payment.items]),
-            customer=json.dumps(dict(payment.customer)),
-            customer_key=payment.customer_key,
-            status=payment.status.value,
-            late=payment.late,
-            lease_id=payment.lease_id,
-            callback_path=payment.callback_path,
-            expires_at=payment.expires_at,
-            created_at=payment.created_at,
-        )
-
-    def update_payment(self, token: str, expected: PaymentStatus, change: PaymentChange) -> bool:
-        updated = self._run(
-            "update_payment",
-            token=token,
-            expected=expected.value,
-            status=change.status.value,
-            late=change.late,
-            pn_ref=change.pn_ref,
-            order_id=change.order_id,
-            auth_code=change.auth_code,
-            card_type=change.card_type,
-            last4=change.last4,
-            result_code=change.result_code,
-            error_message=change.error_message,
-            callback_id=change.callback_id,
-            now=self.now,
-        )
-        return updated == 1
-
-    def payments(
-        self,
-        *,
-        statuses: Sequence[PaymentStatus] = (),
-        created_before: datetime | None = None,
-        limit: int = 100,
-    ) -> list[Payment]:
-        rows = self._all(
-            "payments",
-            statuses=[s.value for s in statuses] if statuses else None,
-            created_before=created_before,
-            limit=limit,
-        )
-        return [values.payment(DECODE, row) for row in rows]
-
-    def turn_aways_since(self, since: datetime) -> list[tuple[datetime, int]]:
-        rows = self._all("turn_aways_since", minute=_minute_number(since))
-        return [(_minute_start(row["minute"]), row["refused"]) for row in rows]
-
-    # --- the waiting room ----------------------------------------------------------------
-
-    def lock_admission(self) -> None:
-        self._run("lock_admission")
-
-    def insert_ticket(self, ticket: NewTicket) -> Ticket:
-        row = self._one(
-            "insert_ticket",
-            ticket=ticket.ticket,
-            priority=ticket.priority,
-            amount=ticket.amount,
-            currency=ticket.currency,
-            items=json.dumps([values.item_json(item) for item in ticket.items]),
-            customer=json.dumps(dict(ticket.customer)),
-            customer_key=ticket.customer_key,
-            now=self.now,
-            expires_at=ticket.expires_at,
-        )
-        assert row is not None
-        return values.ticket(DECODE, row)
-
-    def touch_ticket(self, ticket_id: int, expires_at: datetime) -> None:
-        self._run("touch_ticket", id=ticket_id, expires_at=expires_at)
-
-    # --- capacity figures ----------------------------------------------------------------
-
-    def record_admission(self, admission: Admission, busy: int | None = None) -> None:
-        self._run(
-            "record_admission",
-            minute=_minute_number(self.now),
-            leased=int(admission is Admission.LEASED),
-            waited=int(admission is Admission.WAITED),
-            refused=int(admission is Admission.REFUSED),
-            granted=int(admission is Admission.GRANTED),
-            busy=busy,
-        )
-
-    def admissions_since(self, since: datetime) -> AdmissionCounts:
-        row = self._one("admissions_since", minute=_minute_number(since))
-        assert row is not None
-        return AdmissionCounts(
-            leased=row["leased"],
-            waited=row["waited"],
-            refused=row["refused"],
-            granted=row["granted"],
-            peak_busy=row["peak_busy"],
-        )
-
-    def drop_admissions_before(self, before: datetime) -> int:
-        return self._run("drop_admissions_before", minute=_minute_number(before))
-
-    def holding_times_since(self, since: datetime) -> HoldingTimes:
-        row = self._one("holding_times_since", since=since)
-        assert row is not None
-        return HoldingTimes(ended=row["ended"], total_seconds=row["held"])
-
-    def reserve_events(self, limit: int = 20) -> list[ReserveEvent]:
-        return [
-            ReserveEvent(
-                at=_at(row["at"]),
-                action=ReserveAction(row["action"]),
-                paths=tuple(row["paths"]),
-                reason=row["reason"],
-            )
-            for row in self._all("reserve_events", limit=limit)
-        ]
-
-    # --- callbacks -----------------------------------------------------------------------
-
-    def get_callback(self, callback_id: int) -> CallbackRecord | None:
-        query = "get_callback_locked" if self._writing else "get_callback"
-        row = self._one(query, id=callback_id)
-        return None if row is None else values.callback(DECODE, row)
-
-    def finish_callback(self, callback_id: int, resolution: CallbackResolution) -> None:
-        self._run(
-            "finish_callback",
-            id=callback_id,
-            outcome=resolution.outcome.value,
-            redirect=resolution.redirect,
-            pn_ref=resolution.pn_ref,
-            amount=resolution.amount,
-            approved=resolution.approved,
-            payment_token=resolution.payment_token,
-            detail=resolution.detail,
-            candidates=json.dumps(list(resolution.candidates)),
-            duplicate_of=resolution.duplicate_of,
-        )
-
-    def open_ambiguities(
-        self, path: str, amount: int, received_after: datetime
-    ) -> list[OpenAmbiguity]:
-        return [
-            OpenAmbiguity(callback_id=row["id"], candidates=frozenset(row["candidates"]))
-            for row in self._all(
-                "open_ambiguities", path=path, amount=amount, received_after=received_after
-            )
-        ]
-
-    def callbacks(
-        self,
-        *,
-        outcomes: Sequence[CallbackOutcome] = (),
-        limit: int = 100,
-        before_id: int | None = None,
-    ) -> list[CallbackRecord]:
-        rows = self._all(
-            "callbacks",
-            outcomes=[o.value for o in outcomes] if outcomes else None,
-            limit=limit,
-            before_id=before_id,
-        )
-        return [values.callback(DECODE, row) for row in rows]
-
-    def unresolved_callbacks(self, received_before: datetime) -> list[int]:
-        return [row["id"] for row in self._all("unresolved_callbacks", before=received_before)]
-
-
-def _minute_number(moment: datetime) -> int:
-    """Whole minutes since the Unix epoch: the admissions table's key, as SQLite's."""
-    return int(moment.timestamp() // 60)
-
-
-def _minute_start(number: int) -> datetime:
-    """The start of the minute ``number`` counts (the inverse of ``_minute_number``)."""
-    return datetime.fromtimestamp(number * 60, UTC)

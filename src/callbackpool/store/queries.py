@@ -1,4 +1,4 @@
-"""Named SQL sections, read from the package's ``.sql`` files."""
+"""Named SQL sections and migrations, read from the package's ``.sql`` files."""
 
 from __future__ import annotations
 
@@ -6,10 +6,11 @@ import re
 from importlib import resources
 
 _SECTION = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
+# A named parameter (:name), not a PostgreSQL cast (::type) nor a time literal's colon.
+_PARAMETER = re.compile(r"(?<![:\w]):([a-z_]\w*)")
 
 
-def load_queries(filename: str) -> dict[str, str]:
-    """``{name: statement}`` for every ``-- name: x`` section of ``sql/<filename>``."""
+def _sections(filename: str) -> dict[str, str]:
     text = resources.files(__package__).joinpath("sql", filename).read_text(encoding="utf-8")
     parts = _SECTION.split(text)
     return {
@@ -17,8 +18,27 @@ def load_queries(filename: str) -> dict[str, str]:
     }
 
 
+def load_queries(dialect: str) -> dict[str, str]:
+    """``{name: statement}``: the shared queries (``sql/queries.sql``), each replaced by the
+    dialect's own of the same name (``sql/<dialect>.sql``) where it has one. ``x_locked`` is
+    what a write transaction runs for ``x``: the dialect's locking variant, or ``x`` itself.
+    On PostgreSQL, parameters become psycopg's ``%(name)s``."""
+    queries = _sections("queries.sql") | _sections(f"{dialect}.sql")
+    for name in list(queries):
+        if not name.endswith("_locked"):
+            queries.setdefault(f"{name}_locked", queries[name])
+    if dialect == "postgres":
+        queries = {
+            name: _PARAMETER.sub(r"%(\1)s", sql.replace("%", "%%")) for name, sql in queries.items()
+        }
+    return queries
+
+
 def load_migrations(dialect: str) -> list[tuple[str, str]]:
-    """``[(name, sql)]`` of the dialect's migration files, in version order."""
-    folder = resources.files(__package__).joinpath("migrations", dialect)
-    files = sorted((f for f in folder.iterdir() if f.name.endswith(".sql")), key=lambda f: f.name)
+    """``[(name, sql)]`` of the dialect's migrations, in version order: its own folder's and
+    the shared ones (``migrations/*.sql``, written in SQL both databases take)."""
+    root = resources.files(__package__).joinpath("migrations")
+    files = [f for f in root.iterdir() if f.name.endswith(".sql")]
+    files += [f for f in root.joinpath(dialect).iterdir() if f.name.endswith(".sql")]
+    files.sort(key=lambda f: f.name)
     return [(f.name.removesuffix(".sql"), f.read_text(encoding="utf-8")) for f in files]

@@ -20,8 +20,8 @@ from fastapi.staticfiles import StaticFiles
 from ..clock import Clock
 from ..compose import build_pool
 from ..config import Settings, networks
-from ..ports import Store
 from ..store import open_store
+from ..store.port import Store
 from .blocking import Blocking
 from .clients import ClientAddresses
 from .deps import Services
@@ -147,7 +147,7 @@ def _build_services(settings: Settings, store: Store | None, clock: Clock | None
             if settings.create_token_rate_per_minute
             else None
         ),
-        blocking=Blocking(loop_calls=store.loop_calls()),
+        blocking=Blocking(),
     )
 
 

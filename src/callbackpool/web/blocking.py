@@ -22,8 +22,6 @@ import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from ..ports import LoopCalls
-
 T = TypeVar("T")
 
 # As many as the clients that may wait on the database at once (a write waits for its
@@ -34,9 +32,8 @@ _Call = tuple[Callable[[], Any], asyncio.AbstractEventLoop, "asyncio.Future[Any]
 
 
 class Blocking:
-    def __init__(self, workers: int = WORKERS, loop_calls: LoopCalls | None = None) -> None:
+    def __init__(self, workers: int = WORKERS) -> None:
         self._workers = workers
-        self._loop_calls = loop_calls
         self._calls: queue.SimpleQueue[_Call | None] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
@@ -56,14 +53,11 @@ class Blocking:
         """``call()`` on the event loop if the store runs calls there, else in a worker
         thread. Only for a call that reads before its first write transaction and waits on
         nothing but the database (``LoopCalls.run``)."""
-        if self._loop_calls is None:
-            return await self.run(call)
-        return await self._loop_calls.run(call, self.run)
+        return await self.run(call)
 
     async def drain(self) -> None:
         """Wait for the writes of calls served on the event loop to commit."""
-        if self._loop_calls is not None:
-            await self._loop_calls.drain()
+        return
 
     def close(self) -> None:
         """Wait for the calls in flight and stop the threads; no call is taken after."""

@@ -13,7 +13,7 @@ from ..config import Settings
 from ..domain.errors import StoreUnavailable
 from ..gateways.sandbox import SandboxGateway
 from ..pool import CallbackPool
-from ..ports import Store
+from ..store.port import Store
 from .auth import token_matches
 from .blocking import Blocking
 from .clients import ClientAddresses, client_address
