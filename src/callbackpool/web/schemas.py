@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Coroutine, Mapping, Sequence
-from typing import Any, Literal
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Annotated, Any, Literal, TypeVar
 from urllib.parse import parse_qsl
 
-from fastapi import Request, Response
+from fastapi import Depends, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, StrictBool, StrictInt, StrictStr, ValidationError
 from pydantic.alias_generators import to_camel
 
@@ -79,22 +78,32 @@ class CreateTokenIn(_In):
         }
 
 
-async def read_json(request: Request, model: type[_In]) -> Any:
-    """The body as ``model``, whatever the Content-Type says (the guide's own client posts
-    JSON as text/plain). BadBody or RequestValidationError naming the field otherwise."""
-    raw = await request.body()
-    if not raw.strip():
-        raise BadBody("body", "is required (a JSON object)")
-    try:
-        data = json.loads(raw)
-    except (ValueError, RecursionError):
-        raise BadBody("body", "malformed JSON") from None
-    if not isinstance(data, dict):
-        raise BadBody("body", "must be a JSON object")
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        raise RequestValidationError(exc.errors(include_url=False, include_context=False)) from None
+In = TypeVar("In", bound="_In")
+
+
+def json_body(model: type[In]) -> Callable[[Request], Awaitable[In]]:
+    """A dependency: the body as ``model``, whatever the Content-Type says (the guide's own
+    client posts JSON as text/plain); BadBody or RequestValidationError naming the field
+    otherwise. FastAPI does not document a body read so: the route says it in
+    ``openapi_extra``."""
+
+    async def body(request: Request) -> In:
+        raw = await request.body()
+        if not raw.strip():
+            raise BadBody("body", "is required (a JSON object)")
+        try:
+            data = json.loads(raw)
+        except (ValueError, RecursionError):
+            raise BadBody("body", "malformed JSON") from None
+        if not isinstance(data, dict):
+            raise BadBody("body", "must be a JSON object")
+        try:
+            return model.model_validate(data)
+        except ValidationError as exc:
+            errors = exc.errors(include_url=False, include_context=False)
+            raise RequestValidationError(errors) from None
+
+    return body
 
 
 # --- the operator's decisions ------------------------------------------------------------
@@ -126,41 +135,18 @@ class RestoreIn(_In):
     operator: StrictStr
 
 
+CreateTokenBody = Annotated[CreateTokenIn, Depends(json_body(CreateTokenIn))]
+ResolveReviewBody = Annotated[ResolveReviewIn, Depends(json_body(ResolveReviewIn))]
+ClosePaymentBody = Annotated[ClosePaymentIn, Depends(json_body(ClosePaymentIn))]
+SidelineBody = Annotated[SidelineIn, Depends(json_body(SidelineIn))]
+RestoreBody = Annotated[RestoreIn, Depends(json_body(RestoreIn))]
+
+
 # --- responses -----------------------------------------------------------------------------
 
 
 class _Out(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True)
-
-
-class DirectRoute(APIRoute):
-    """A route whose endpoint reads its request itself (``read_json``) and answers a
-    ``Response`` (``json_answer``): called with the request and its path parameters (as
-    text), without FastAPI's per-request resolution of parameters and dependencies, which
-    cost a route that serves every payment more than its own work. Its declaration still
-    documents it (OpenAPI), and errors it raises meet the app's handlers as any route's."""
-
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        endpoint = self.endpoint
-
-        async def answer(request: Request) -> Response:
-            response: Response = await endpoint(request=request, **request.path_params)
-            return response
-
-        return answer
-
-
-def json_answer(
-    body: _Out, status_code: int = 200, headers: Mapping[str, str] | None = None
-) -> Response:
-    """``body`` as the answer's JSON, as FastAPI would write it for a route whose
-    ``response_model`` it is, without validating it a second time."""
-    return Response(
-        body.model_dump_json(by_alias=True),
-        status_code,
-        headers=headers,
-        media_type="application/json",
-    )
 
 
 class ErrorOut(_Out):
@@ -401,8 +387,8 @@ class PoolStatsResponse(_Out):
     stats: PoolStatsOut
 
 
-# Bodies read by ``read_json`` (whatever the Content-Type) rather than by FastAPI: their
-# schemas are added to the document's components by ``add_request_schemas``.
+# Bodies read by ``json_body`` (whatever the Content-Type) rather than by FastAPI: their
+# schemas are added to the document's components by ``complete_document``.
 REQUEST_MODELS: tuple[type[BaseModel], ...] = (CreateTokenIn,)
 _COMPONENTS = "#/components/schemas/{model}"
 

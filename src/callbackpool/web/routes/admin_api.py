@@ -5,8 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query, Request
-from fastapi.concurrency import run_in_threadpool
+from fastapi import APIRouter, Query
 
 from ... import views
 from ...analytics import WINDOWS, PoolSeries, pool_series
@@ -15,12 +14,15 @@ from ...domain.model import CallbackOutcome, PaymentStatus
 from ...pool import CallbackPool
 from ..deps import OperatorDep, PoolDep
 from ..schemas import (
+    ClosePaymentBody,
     ClosePaymentIn,
+    ResolveReviewBody,
     ResolveReviewIn,
+    RestoreBody,
     RestoreIn,
+    SidelineBody,
     SidelineIn,
     error_responses,
-    read_json,
 )
 
 PREFIX = "/api/v1/admin"
@@ -31,7 +33,7 @@ Json = dict[str, Any]
 
 
 def _json_body(model: type[Any]) -> dict[str, Any]:
-    """The OpenAPI request body of an endpoint that reads its JSON itself (``read_json``)."""
+    """The OpenAPI request body of an endpoint that reads its JSON itself (``json_body``)."""
     schema = model.model_json_schema()
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
 
@@ -105,20 +107,16 @@ def reviews(_: OperatorDep, pool: PoolDep) -> Json:
     responses=error_responses(404, 409, 422),
     openapi_extra=_json_body(ResolveReviewIn),
 )
-async def resolve_review(ref: str, request: Request, _: OperatorDep, pool: PoolDep) -> Json:
+def resolve_review(ref: str, _: OperatorDep, pool: PoolDep, decision: ResolveReviewBody) -> Json:
     """Decide which payment an ambiguous return (``CB-12``) belongs to, or none
     (``paymentToken`` null), and what its other candidates become. 409 if it was decided
     already or a candidate moved on; 422 for a choice that is not allowed."""
-    decision: ResolveReviewIn = await read_json(request, ResolveReviewIn)
-    callback_id = _callback_id(ref)
-    review = await run_in_threadpool(
-        lambda: pool.resolve_review(
-            callback_id,
-            payment_token=decision.payment_token,
-            others=PaymentStatus(decision.others),
-            by=decision.operator,
-            reason=decision.reason,
-        )
+    review = pool.resolve_review(
+        _callback_id(ref),
+        payment_token=decision.payment_token,
+        others=PaymentStatus(decision.others),
+        by=decision.operator,
+        reason=decision.reason,
     )
     return {"success": True, "review": views.review_json(review)}
 
@@ -128,16 +126,10 @@ async def resolve_review(ref: str, request: Request, _: OperatorDep, pool: PoolD
     responses=error_responses(404, 409, 422),
     openapi_extra=_json_body(ClosePaymentIn),
 )
-async def close_payment(token: str, request: Request, _: OperatorDep, pool: PoolDep) -> Json:
+def close_payment(token: str, _: OperatorDep, pool: PoolDep, decision: ClosePaymentBody) -> Json:
     """End a payment left in review without a return (``expired`` or ``failed``)."""
-    decision: ClosePaymentIn = await read_json(request, ClosePaymentIn)
-    review = await run_in_threadpool(
-        lambda: pool.resolve_payment(
-            token,
-            status=PaymentStatus(decision.status),
-            by=decision.operator,
-            reason=decision.reason,
-        )
+    review = pool.resolve_payment(
+        token, status=PaymentStatus(decision.status), by=decision.operator, reason=decision.reason
     )
     return {"success": True, "review": views.review_json(review)}
 
@@ -147,16 +139,11 @@ async def close_payment(token: str, request: Request, _: OperatorDep, pool: Pool
     responses=error_responses(404, 422),
     openapi_extra=_json_body(SidelineIn),
 )
-async def sideline(request: Request, _: OperatorDep, pool: PoolDep) -> Json:
+def sideline(_: OperatorDep, pool: PoolDep, order: SidelineBody) -> Json:
     """Take a slot out of rotation (``path``: in full or its last segment)."""
-    order: SidelineIn = await read_json(request, SidelineIn)
-
-    def run() -> Json:
-        path = pool.slot_path(order.path)
-        changed = pool.sideline_slot(path, by=order.operator, reason=order.reason)
-        return {"success": True, "path": path, "changed": changed, "inRotation": False}
-
-    return await run_in_threadpool(run)
+    path = pool.slot_path(order.path)
+    changed = pool.sideline_slot(path, by=order.operator, reason=order.reason)
+    return {"success": True, "path": path, "changed": changed, "inRotation": False}
 
 
 @router.post(
@@ -164,16 +151,11 @@ async def sideline(request: Request, _: OperatorDep, pool: PoolDep) -> Json:
     responses=error_responses(404, 422),
     openapi_extra=_json_body(RestoreIn),
 )
-async def restore(request: Request, _: OperatorDep, pool: PoolDep) -> Json:
+def restore(_: OperatorDep, pool: PoolDep, order: RestoreBody) -> Json:
     """Put a slot back in rotation."""
-    order: RestoreIn = await read_json(request, RestoreIn)
-
-    def run() -> Json:
-        path = pool.slot_path(order.path)
-        changed = pool.restore_slot(path, by=order.operator)
-        return {"success": True, "path": path, "changed": changed, "inRotation": True}
-
-    return await run_in_threadpool(run)
+    path = pool.slot_path(order.path)
+    changed = pool.restore_slot(path, by=order.operator)
+    return {"success": True, "path": path, "changed": changed, "inRotation": True}
 
 
 @router.get("/analytics", responses=error_responses(422))
