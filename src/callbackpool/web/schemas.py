@@ -1,4 +1,6 @@
-"""The JSON the API takes and gives (paths and shapes follow the guide's API)."""
+"""The JSON the API takes (paths and shapes follow the guide's API), how FastAPI reads and
+documents it, and the error answers' documentation. What the API answers is in views.py,
+shared with the CLI."""
 
 from __future__ import annotations
 
@@ -12,13 +14,8 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, StrictBool, StrictInt, StrictStr, ValidationError
 from pydantic.alias_generators import to_camel
 
-from .. import views
-from ..config import Settings
 from ..domain.errors import InvalidPayment
-from ..domain.model import Payment
-from ..domain.money import format_amount
-from ..pool import Checkout, PoolStatus, Waiting
-from ..views import iso
+from ..views import Out
 from .errors import BadBody
 
 # --- requests ------------------------------------------------------------------------------
@@ -142,14 +139,10 @@ SidelineBody = Annotated[SidelineIn, Depends(json_body(SidelineIn))]
 RestoreBody = Annotated[RestoreIn, Depends(json_body(RestoreIn))]
 
 
-# --- responses -----------------------------------------------------------------------------
+# --- errors --------------------------------------------------------------------------------
 
 
-class _Out(BaseModel):
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True)
-
-
-class ErrorOut(_Out):
+class ErrorOut(Out):
     """Every error: ``errors`` names the fields of a bad request; ``retryAfter`` (seconds)
     comes with a 429 and an exhausted pool's 503, ``status`` with a 409, ``ref`` with a 500."""
 
@@ -159,232 +152,6 @@ class ErrorOut(_Out):
     retry_after: int | None = None
     status: str | None = None
     ref: str | None = None
-
-
-class FormConfigOut(_Out):
-    form_action_url: str
-    method: str
-    merchant_id: str
-    form_id: str
-    form_hash: str
-    callback_path: str
-    callback_url: str
-    fields: dict[str, str]
-
-
-class CreateTokenOut(_Out):
-    success: bool = True
-    token: str
-    status: str
-    expires_at: str | None
-    form_config: FormConfigOut
-
-    @classmethod
-    def of(cls, checkout: Checkout) -> CreateTokenOut:
-        form = checkout.form
-        return cls(
-            token=checkout.payment.token,
-            status=checkout.payment.status.value,
-            expires_at=iso(checkout.payment.expires_at),
-            form_config=FormConfigOut(
-                form_action_url=form.action_url,
-                method=form.method,
-                merchant_id=form.fields.get("merchantID", ""),
-                form_id=form.fields.get("formID", ""),
-                form_hash=form.fields.get("hash", ""),
-                callback_path=form.callback_path,
-                callback_url=form.callback_url,
-                fields=dict(form.fields),
-            ),
-        )
-
-
-class WaitingOut(_Out):
-    """A place in the waiting room (202): poll ``GET /ticket/{ticket}`` after ``retryAfter``
-    seconds; a ticket not polled in time is dropped."""
-
-    success: bool = True
-    ticket: str
-    position: int
-    retry_after: int
-
-    @classmethod
-    def of(cls, waiting: Waiting) -> WaitingOut:
-        return cls(
-            ticket=waiting.ticket,
-            position=waiting.position,
-            retry_after=waiting.retry_after_seconds,
-        )
-
-
-class TicketCancelledOut(_Out):
-    success: bool = True
-    status: str = "cancelled"
-
-
-class PaymentStatusOut(_Out):
-    success: bool = True
-    token: str
-    status: str
-    amount: int
-    currency: str
-    transaction_id: str | None
-    error_message: str | None
-    late: bool
-    expires_at: str | None
-
-    @classmethod
-    def of(cls, payment: Payment) -> PaymentStatusOut:
-        return cls(
-            token=payment.token,
-            status=payment.status.value,
-            amount=payment.amount,
-            currency=payment.currency,
-            transaction_id=payment.pn_ref,
-            error_message=payment.error_message,
-            late=payment.late,
-            expires_at=iso(payment.expires_at),
-        )
-
-
-class CancelledOut(_Out):
-    success: bool = True
-    status: str
-
-
-class CatalogueItemOut(_Out):
-    code: str
-    description: str
-    price: int
-    price_text: str
-
-
-class ConfigOut(_Out):
-    """The public form settings (everything here is posted by the browser anyway)."""
-
-    success: bool = True
-    form_action_url: str
-    method: str = "POST"
-    merchant_id: str | None
-    form_id: str
-    form_hash: str
-    currency: str
-    items: list[CatalogueItemOut]
-    lock_timeout_minutes: float
-    max_amount: int | None
-    sandbox: bool
-
-    @classmethod
-    def of(cls, settings: Settings) -> ConfigOut:
-        return cls(
-            form_action_url=settings.effective_form_action_url(),
-            merchant_id=settings.merchant_id,
-            form_id=settings.form.form_id,
-            form_hash=settings.form.form_hash,
-            currency=settings.currency,
-            items=[
-                CatalogueItemOut(
-                    code=item.code,
-                    description=item.description,
-                    price=item.price,
-                    price_text=format_amount(item.price, settings.currency),
-                )
-                for item in settings.catalogue()
-            ],
-            lock_timeout_minutes=settings.lock_timeout_minutes,
-            max_amount=settings.max_amount,
-            sandbox=settings.sandbox.enabled,
-        )
-
-
-class HandlerOut(_Out):
-    path: str
-    active: bool
-    state: str
-    is_locked: bool
-    lease_id: int | None
-    locked_by: str | None
-    locked_at: str | None
-    expires_at: str | None
-    usage_count: int
-    last_used_at: str | None
-    last_released_at: str | None
-    taints: int
-    reserve: bool
-    standby: bool
-    in_rotation: bool
-    sidelined_at: str | None
-    sidelined_by: str | None
-    sidelined_reason: str | None
-    approvals: int
-    declines: int
-    silent_expiries: int
-    expiry_streak: int
-    last_return_at: str | None
-    seconds_since_last_return: int | None
-
-
-class ReserveEventOut(_Out):
-    at: str | None
-    action: str
-    paths: list[str]
-    reason: str
-
-
-class ReserveOut(_Out):
-    """The reserve paths: ``none``, ``idle``, ``active`` or ``draining``, and why."""
-
-    state: str
-    paths: list[str]
-    in_rotation: int
-    draining: int
-    events: list[ReserveEventOut]
-
-
-class CapacityOut(_Out):
-    """The capacity window: requests seen, holding times, and Erlang B's reading."""
-
-    window_seconds: float
-    requests: int
-    leased: int
-    waited: int
-    refused: int
-    granted: int
-    not_served_at_once: float
-    arrivals_per_hour: float
-    mean_hold_seconds: float | None
-    offered_erlangs: float | None
-    slots: int
-    target: float
-    predicted_turned_away: float | None
-    slots_needed: int | None
-
-
-class PoolStatsOut(_Out):
-    """The guide's pool status, as ``callbackpool status --json`` shows it."""
-
-    at: str | None
-    total: int
-    available: int
-    locked: int
-    stuck: int
-    tainted: int
-    inactive: int
-    out_of_rotation: int
-    standby: int
-    waiting: int
-    reserve: ReserveOut | None
-    capacity: CapacityOut | None
-    handlers: list[HandlerOut]
-
-    @classmethod
-    def of(cls, status: PoolStatus) -> PoolStatsOut:
-        return cls.model_validate(views.status_json(status))
-
-
-class PoolStatsResponse(_Out):
-    success: bool = True
-    stats: PoolStatsOut
 
 
 # Bodies read by ``json_body`` (whatever the Content-Type) rather than by FastAPI: their

@@ -1,5 +1,5 @@
 """The operator API under ``/api/v1/admin`` (``Authorization: Bearer <adminToken>``): the
-documents of the CLI's reports (one source: views.py), and the operator's decisions."""
+documents of the CLI's reports (the same models: views.py), and the operator's decisions."""
 
 from __future__ import annotations
 
@@ -29,7 +29,6 @@ PREFIX = "/api/v1/admin"
 MAX_PAGE = 200
 
 router = APIRouter(prefix=PREFIX, tags=["operator"], responses=error_responses(401))
-Json = dict[str, Any]
 
 
 def _json_body(model: type[Any]) -> dict[str, Any]:
@@ -39,21 +38,21 @@ def _json_body(model: type[Any]) -> dict[str, Any]:
 
 
 @router.get("/status")
-def status(_: OperatorDep, pool: PoolDep) -> Json:
+def status(_: OperatorDep, pool: PoolDep) -> views.PoolStatsOut:
     """The pool: totals and a row per slot, with its health (``callbackpool status``)."""
-    return views.status_json(pool.status())
+    return views.PoolStatsOut.of(pool.status())
 
 
 @router.get("/slots/health")
-def slot_health(_: OperatorDep, pool: PoolDep) -> Json:
+def slot_health(_: OperatorDep, pool: PoolDep) -> views.HealthOut:
     """Per-slot health (``callbackpool reports health``)."""
-    return views.health_json(pool.status(), pool.policy.slot_health_expiries_to_sideline)
+    return views.HealthOut.of(pool.status(), pool.policy.slot_health_expiries_to_sideline)
 
 
 @router.get("/stuck-leases")
-def stuck_leases(_: OperatorDep, pool: PoolDep) -> Json:
+def stuck_leases(_: OperatorDep, pool: PoolDep) -> views.StuckOut:
     """Leases past their expiry that no sweep has ended (``reports stuck``)."""
-    return views.stuck_json(pool.now(), pool.stuck_leases())
+    return views.StuckOut.of(pool.now(), pool.stuck_leases())
 
 
 @router.get("/orphaned-payments", responses=error_responses(422))
@@ -61,7 +60,7 @@ def orphaned_payments(
     _: OperatorDep,
     pool: PoolDep,
     older_than: Annotated[str | None, Query(alias="olderThan", max_length=40)] = None,
-) -> Json:
+) -> views.OrphansOut:
     """Payments pending long after they should have ended (``reports orphans``);
     ``olderThan`` like 90s, 30m, 2h (default: three lock timeouts)."""
     age = 3 * pool.policy.lock_timeout
@@ -70,13 +69,13 @@ def orphaned_payments(
             age = views.parse_duration(older_than)
         except ValueError as exc:
             raise InvalidReview("olderThan", str(exc)) from None
-    return views.orphans_json(pool.now(), age, pool.orphaned_payments(age))
+    return views.OrphansOut.of(pool.now(), age, pool.orphaned_payments(age))
 
 
 @router.get("/usage")
-def usage(_: OperatorDep, pool: PoolDep) -> Json:
+def usage(_: OperatorDep, pool: PoolDep) -> views.UsageOut:
     """Leases per slot and how they ended (``reports usage``)."""
-    return views.usage_json(pool.usage())
+    return views.UsageOut.of(pool.usage())
 
 
 @router.get("/callbacks", responses=error_responses(422))
@@ -86,20 +85,20 @@ def callbacks(
     outcome: Annotated[list[CallbackOutcome] | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
     before: Annotated[int | None, Query(ge=1)] = None,
-) -> Json:
+) -> views.CallbacksOut:
     """Stored returns, newest first, with their raw parameters (``ExpDate`` masked) and
     the totals by outcome; ``nextBefore`` asks for the next page."""
     outcomes = tuple(outcome or ())
     records = pool.callbacks(outcomes=outcomes, limit=limit, before_id=before)
-    return views.callbacks_json(
+    return views.CallbacksOut.of(
         records, limit=limit, outcomes=outcomes, counts=pool.callback_counts()
     )
 
 
 @router.get("/reviews")
-def reviews(_: OperatorDep, pool: PoolDep) -> Json:
+def reviews(_: OperatorDep, pool: PoolDep) -> views.ReviewQueueOut:
     """What waits for a decision, and the latest decisions (``review list``)."""
-    return views.review_queue_json(pool.review_queue(), pool.reviews(limit=20))
+    return views.ReviewQueueOut.of(pool.review_queue(), pool.reviews(limit=20))
 
 
 @router.post(
@@ -107,7 +106,9 @@ def reviews(_: OperatorDep, pool: PoolDep) -> Json:
     responses=error_responses(404, 409, 422),
     openapi_extra=_json_body(ResolveReviewIn),
 )
-def resolve_review(ref: str, _: OperatorDep, pool: PoolDep, decision: ResolveReviewBody) -> Json:
+def resolve_review(
+    ref: str, _: OperatorDep, pool: PoolDep, decision: ResolveReviewBody
+) -> views.ReviewDecidedOut:
     """Decide which payment an ambiguous return (``CB-12``) belongs to, or none
     (``paymentToken`` null), and what its other candidates become. 409 if it was decided
     already or a candidate moved on; 422 for a choice that is not allowed."""
@@ -118,7 +119,7 @@ def resolve_review(ref: str, _: OperatorDep, pool: PoolDep, decision: ResolveRev
         by=decision.operator,
         reason=decision.reason,
     )
-    return {"success": True, "review": views.review_json(review)}
+    return views.ReviewDecidedOut.of(review)
 
 
 @router.post(
@@ -126,12 +127,14 @@ def resolve_review(ref: str, _: OperatorDep, pool: PoolDep, decision: ResolveRev
     responses=error_responses(404, 409, 422),
     openapi_extra=_json_body(ClosePaymentIn),
 )
-def close_payment(token: str, _: OperatorDep, pool: PoolDep, decision: ClosePaymentBody) -> Json:
+def close_payment(
+    token: str, _: OperatorDep, pool: PoolDep, decision: ClosePaymentBody
+) -> views.ReviewDecidedOut:
     """End a payment left in review without a return (``expired`` or ``failed``)."""
     review = pool.resolve_payment(
         token, status=PaymentStatus(decision.status), by=decision.operator, reason=decision.reason
     )
-    return {"success": True, "review": views.review_json(review)}
+    return views.ReviewDecidedOut.of(review)
 
 
 @router.post(
@@ -139,11 +142,11 @@ def close_payment(token: str, _: OperatorDep, pool: PoolDep, decision: ClosePaym
     responses=error_responses(404, 422),
     openapi_extra=_json_body(SidelineIn),
 )
-def sideline(_: OperatorDep, pool: PoolDep, order: SidelineBody) -> Json:
+def sideline(_: OperatorDep, pool: PoolDep, order: SidelineBody) -> views.SlotRotationOut:
     """Take a slot out of rotation (``path``: in full or its last segment)."""
     path = pool.slot_path(order.path)
     changed = pool.sideline_slot(path, by=order.operator, reason=order.reason)
-    return {"success": True, "path": path, "changed": changed, "inRotation": False}
+    return views.SlotRotationOut(path=path, changed=changed, in_rotation=False)
 
 
 @router.post(
@@ -151,11 +154,11 @@ def sideline(_: OperatorDep, pool: PoolDep, order: SidelineBody) -> Json:
     responses=error_responses(404, 422),
     openapi_extra=_json_body(RestoreIn),
 )
-def restore(_: OperatorDep, pool: PoolDep, order: RestoreBody) -> Json:
+def restore(_: OperatorDep, pool: PoolDep, order: RestoreBody) -> views.SlotRotationOut:
     """Put a slot back in rotation."""
     path = pool.slot_path(order.path)
     changed = pool.restore_slot(path, by=order.operator)
-    return {"success": True, "path": path, "changed": changed, "inRotation": True}
+    return views.SlotRotationOut(path=path, changed=changed, in_rotation=True)
 
 
 @router.get("/analytics", responses=error_responses(422))
@@ -163,10 +166,10 @@ def analytics(
     _: OperatorDep,
     pool: PoolDep,
     window: Annotated[Literal["1h", "6h", "24h", "7d"], Query()] = "1h",
-) -> Json:
+) -> views.SeriesOut:
     """The dashboard's charts as data: utilisation, turn-aways, how leases ended and how
     long they held their slots, per bucket of the window."""
-    return views.series_json(series_of(pool, window), window)
+    return views.SeriesOut.of(series_of(pool, window), window)
 
 
 def series_of(pool: CallbackPool, window: str) -> PoolSeries:

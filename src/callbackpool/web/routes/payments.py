@@ -7,21 +7,18 @@ from typing import Any
 from fastapi import APIRouter, Response
 
 from ...pool import Checkout, Waiting
-from ..deps import CreateTokenGuardDep, OperatorDep, PoolDep, SameOriginDep, SettingsDep
-from ..schemas import (
+from ...views import (
     CancelledOut,
     ConfigOut,
-    CreateTokenBody,
-    CreateTokenIn,
     CreateTokenOut,
     PaymentStatusOut,
     PoolStatsOut,
     PoolStatsResponse,
     TicketCancelledOut,
     WaitingOut,
-    error_responses,
-    request_body,
 )
+from ..deps import CreateTokenGuardDep, OperatorDep, PoolDep, SameOriginDep, SettingsDep
+from ..schemas import CreateTokenBody, CreateTokenIn, error_responses, request_body
 
 PREFIX = "/api/v1/payments"
 
