@@ -1,7 +1,9 @@
-"""JSON shapes of the pool's reports: camelCase keys, times in ISO 8601 UTC.
+"""The JSON of every answer, as models built from the core's value objects
+(``PoolStatsOut.of(status)``): camelCase keys, times in ISO 8601 UTC.
 
-One module, so that the CLI's ``--json`` and the HTTP API show the same document for the
-same report. Pure functions over the core's value objects; no I/O.
+One module, so that the CLI's ``--json`` and the HTTP API give the same document for the
+same thing: the API answers these models, the CLI prints their ``model_dump``. Pydantic and
+the core only; no I/O, no web framework.
 """
 
 from __future__ import annotations
@@ -11,26 +13,38 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
+from pydantic.alias_generators import to_camel
+
 from .analytics import PoolSeries
 from .capacity.erlang import Plan
+from .config import Settings
 from .domain.model import (
     CallbackOutcome,
     CallbackRecord,
     Lease,
     Payment,
-    PaymentStatus,
     ReserveEvent,
     Review,
+    ReviewChange,
     SlotView,
 )
 from .domain.model import callback_id_of as model_callback_id_of
-from .pool import CapacityReport, PoolStatus, ReserveStatus, ReviewQueue, SweepReport
+from .domain.money import format_amount
+from .pool import (
+    CapacityReport,
+    Checkout,
+    PoolStatus,
+    ReserveStatus,
+    ReviewItem,
+    ReviewQueue,
+    SweepReport,
+    Waiting,
+)
 from .store.tx import SlotSync, UsageRow
 
 if TYPE_CHECKING:  # the simulator is not needed to show the pool's own reports
     from .capacity.simulate import PolicyReport, Workload
-
-JsonObject = dict[str, Any]
 
 
 def iso(moment: datetime | None) -> str | None:
@@ -54,228 +68,706 @@ def slot_state(slot: SlotView, at: datetime) -> str:
     return "standby" if slot.standby else "available"
 
 
-def status_json(status: PoolStatus) -> JsonObject:
-    """The seed's ``getPoolStatus()`` document, with the figures it lacked."""
-    return {
-        "at": iso(status.at),
-        "total": status.total,
-        "available": status.available,
-        "locked": status.locked,
-        "stuck": status.stuck,
-        "tainted": status.tainted,
-        "inactive": status.inactive,
-        "outOfRotation": status.out_of_rotation,
-        "standby": status.standby,
-        "waiting": status.waiting,
-        "reserve": reserve_json(status.reserve) if status.reserve else None,
-        "capacity": capacity_json(status.capacity) if status.capacity else None,
-        "handlers": [slot_json(slot, status.at) for slot in status.slots],
-    }
+class Out(BaseModel):
+    """An answer: its fields in snake_case, its JSON (``by_alias``) in camelCase."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True)
 
 
-def reserve_json(reserve: ReserveStatus) -> JsonObject:
-    """The reserve paths: their state and their latest changes, newest first."""
-    return {
-        "state": reserve.state,
-        "paths": list(reserve.paths),
-        "inRotation": reserve.in_rotation,
-        "draining": reserve.draining,
-        "events": [reserve_event_json(event) for event in reserve.events],
-    }
+# --- payments (the guide's API) --------------------------------------------------------------
 
 
-def reserve_event_json(event: ReserveEvent) -> JsonObject:
-    return {
-        "at": iso(event.at),
-        "action": event.action.value,
-        "paths": list(event.paths),
-        "reason": event.reason,
-    }
+class FormConfigOut(Out):
+    form_action_url: str
+    method: str
+    merchant_id: str
+    form_id: str
+    form_hash: str
+    callback_path: str
+    callback_url: str
+    fields: dict[str, str]
 
 
-def capacity_json(report: CapacityReport) -> JsonObject:
+class CreateTokenOut(Out):
+    success: bool = True
+    token: str
+    status: str
+    expires_at: str | None
+    form_config: FormConfigOut
+
+    @classmethod
+    def of(cls, checkout: Checkout) -> CreateTokenOut:
+        form = checkout.form
+        return cls(
+            token=checkout.payment.token,
+            status=checkout.payment.status.value,
+            expires_at=iso(checkout.payment.expires_at),
+            form_config=FormConfigOut(
+                form_action_url=form.action_url,
+                method=form.method,
+                merchant_id=form.fields.get("merchantID", ""),
+                form_id=form.fields.get("formID", ""),
+                form_hash=form.fields.get("hash", ""),
+                callback_path=form.callback_path,
+                callback_url=form.callback_url,
+                fields=dict(form.fields),
+            ),
+        )
+
+
+class WaitingOut(Out):
+    """A place in the waiting room (202): poll ``GET /ticket/{ticket}`` after ``retryAfter``
+    seconds; a ticket not polled in time is dropped."""
+
+    success: bool = True
+    ticket: str
+    position: int
+    retry_after: int
+
+    @classmethod
+    def of(cls, waiting: Waiting) -> WaitingOut:
+        return cls(
+            ticket=waiting.ticket,
+            position=waiting.position,
+            retry_after=waiting.retry_after_seconds,
+        )
+
+
+class TicketCancelledOut(Out):
+    success: bool = True
+    status: str = "cancelled"
+
+
+class PaymentStatusOut(Out):
+    success: bool = True
+    token: str
+    status: str
+    amount: int
+    currency: str
+    transaction_id: str | None
+    error_message: str | None
+    late: bool
+    expires_at: str | None
+
+    @classmethod
+    def of(cls, payment: Payment) -> PaymentStatusOut:
+        return cls(
+            token=payment.token,
+            status=payment.status.value,
+            amount=payment.amount,
+            currency=payment.currency,
+            transaction_id=payment.pn_ref,
+            error_message=payment.error_message,
+            late=payment.late,
+            expires_at=iso(payment.expires_at),
+        )
+
+
+class CancelledOut(Out):
+    success: bool = True
+    status: str
+
+
+class CatalogueItemOut(Out):
+    code: str
+    description: str
+    price: int
+    price_text: str
+
+
+class ConfigOut(Out):
+    """The public form settings (everything here is posted by the browser anyway)."""
+
+    success: bool = True
+    form_action_url: str
+    method: str = "POST"
+    merchant_id: str | None
+    form_id: str
+    form_hash: str
+    currency: str
+    items: list[CatalogueItemOut]
+    lock_timeout_minutes: float
+    max_amount: int | None
+    sandbox: bool
+
+    @classmethod
+    def of(cls, settings: Settings) -> ConfigOut:
+        return cls(
+            form_action_url=settings.effective_form_action_url(),
+            merchant_id=settings.merchant_id,
+            form_id=settings.form.form_id,
+            form_hash=settings.form.form_hash,
+            currency=settings.currency,
+            items=[
+                CatalogueItemOut(
+                    code=item.code,
+                    description=item.description,
+                    price=item.price,
+                    price_text=format_amount(item.price, settings.currency),
+                )
+                for item in settings.catalogue()
+            ],
+            lock_timeout_minutes=settings.lock_timeout_minutes,
+            max_amount=settings.max_amount,
+            sandbox=settings.sandbox.enabled,
+        )
+
+
+# --- the pool's status -----------------------------------------------------------------------
+
+
+class ReserveEventOut(Out):
+    at: str | None
+    action: str
+    paths: list[str]
+    reason: str
+
+    @classmethod
+    def of(cls, event: ReserveEvent) -> ReserveEventOut:
+        return cls(
+            at=iso(event.at),
+            action=event.action.value,
+            paths=list(event.paths),
+            reason=event.reason,
+        )
+
+
+class ReserveOut(Out):
+    """The reserve paths: ``none``, ``idle``, ``active`` or ``draining``, and why (their
+    latest changes, newest first)."""
+
+    state: str
+    paths: list[str]
+    in_rotation: int
+    draining: int
+    events: list[ReserveEventOut]
+
+    @classmethod
+    def of(cls, reserve: ReserveStatus) -> ReserveOut:
+        return cls(
+            state=reserve.state,
+            paths=list(reserve.paths),
+            in_rotation=reserve.in_rotation,
+            draining=reserve.draining,
+            events=[ReserveEventOut.of(event) for event in reserve.events],
+        )
+
+
+class CapacityOut(Out):
     """The capacity window: requests and holding times seen, and Erlang B's reading of
     them (None until a lease has ended in the window)."""
-    counts = report.counts
-    turned_away = report.predicted_turned_away
-    erlangs = report.offered_erlangs
-    mean = report.holding.mean_seconds
-    return {
-        "windowSeconds": report.window.total_seconds(),
-        "requests": counts.requests,
-        "leased": counts.leased,
-        "waited": counts.waited,
-        "refused": counts.refused,
-        "granted": counts.granted,
-        "notServedAtOnce": round(counts.not_served_at_once, 6),
-        "arrivalsPerHour": round(report.arrivals_per_hour, 2),
-        "meanHoldSeconds": None if mean is None else round(mean, 1),
-        "offeredErlangs": None if erlangs is None else round(erlangs, 4),
-        "slots": report.slots,
-        "target": report.target,
-        "predictedTurnedAway": None if turned_away is None else round(turned_away, 6),
-        "slotsNeeded": report.slots_needed,
-    }
+
+    window_seconds: float
+    requests: int
+    leased: int
+    waited: int
+    refused: int
+    granted: int
+    not_served_at_once: float
+    arrivals_per_hour: float
+    mean_hold_seconds: float | None
+    offered_erlangs: float | None
+    slots: int
+    target: float
+    predicted_turned_away: float | None
+    slots_needed: int | None
+
+    @classmethod
+    def of(cls, report: CapacityReport) -> CapacityOut:
+        counts = report.counts
+        mean = report.holding.mean_seconds
+        erlangs = report.offered_erlangs
+        turned_away = report.predicted_turned_away
+        return cls(
+            window_seconds=report.window.total_seconds(),
+            requests=counts.requests,
+            leased=counts.leased,
+            waited=counts.waited,
+            refused=counts.refused,
+            granted=counts.granted,
+            not_served_at_once=round(counts.not_served_at_once, 6),
+            arrivals_per_hour=round(report.arrivals_per_hour, 2),
+            mean_hold_seconds=None if mean is None else round(mean, 1),
+            offered_erlangs=None if erlangs is None else round(erlangs, 4),
+            slots=report.slots,
+            target=report.target,
+            predicted_turned_away=None if turned_away is None else round(turned_away, 6),
+            slots_needed=report.slots_needed,
+        )
 
 
-def slot_json(slot: SlotView, at: datetime) -> JsonObject:
-    lease = slot.lease
-    return {
-        "path": slot.path,
-        "active": slot.active,
-        "state": slot_state(slot, at),
-        "isLocked": lease is not None,
-        "leaseId": lease.id if lease else None,
-        "lockedBy": lease.token if lease else None,
-        "lockedAt": iso(lease.acquired_at) if lease else None,
-        "expiresAt": iso(lease.expires_at) if lease else None,
-        "usageCount": slot.usage_count,
-        "lastUsedAt": iso(slot.last_acquired_at),
-        "lastReleasedAt": iso(slot.last_released_at),
-        "taints": slot.taints,
-        "reserve": slot.reserve,
-        "standby": slot.standby,
-        **slot_health_json(slot, at),
-    }
-
-
-def slot_health_json(slot: SlotView, at: datetime) -> JsonObject:
-    """The slot's health figures and whether it is in rotation (the slot-health rule)."""
+def _health(slot: SlotView, at: datetime) -> dict[str, Any]:
+    """The fields of a slot's health, shared by ``HandlerOut`` and ``SlotHealthOut``."""
     health = slot.health
     last = health.last_return_at
     return {
-        "inRotation": slot.in_rotation,
-        "sidelinedAt": iso(slot.sidelined_at),
-        "sidelinedBy": slot.sidelined_by,
-        "sidelinedReason": slot.sidelined_reason,
+        "in_rotation": slot.in_rotation,
+        "sidelined_at": iso(slot.sidelined_at),
+        "sidelined_by": slot.sidelined_by,
+        "sidelined_reason": slot.sidelined_reason,
         "approvals": health.approvals,
         "declines": health.declines,
-        "silentExpiries": health.silent_expiries,
-        "expiryStreak": health.expiry_streak,
-        "lastReturnAt": iso(last),
-        "secondsSinceLastReturn": None if last is None else round((at - last).total_seconds()),
+        "silent_expiries": health.silent_expiries,
+        "expiry_streak": health.expiry_streak,
+        "last_return_at": iso(last),
+        "seconds_since_last_return": None if last is None else round((at - last).total_seconds()),
     }
 
 
-def lease_json(lease: Lease) -> JsonObject:
-    return {
-        "leaseId": lease.id,
-        "path": lease.path,
-        "lockedBy": lease.token,
-        "amount": lease.amount,
-        "lockedAt": iso(lease.acquired_at),
-        "expiresAt": iso(lease.expires_at),
-    }
+class HandlerOut(Out):
+    """A slot: its state, its lease, its use, and its health (``SlotHealthOut``)."""
+
+    path: str
+    active: bool
+    state: str
+    is_locked: bool
+    lease_id: int | None
+    locked_by: str | None
+    locked_at: str | None
+    expires_at: str | None
+    usage_count: int
+    last_used_at: str | None
+    last_released_at: str | None
+    taints: int
+    reserve: bool
+    standby: bool
+    in_rotation: bool
+    sidelined_at: str | None
+    sidelined_by: str | None
+    sidelined_reason: str | None
+    approvals: int
+    declines: int
+    silent_expiries: int
+    expiry_streak: int
+    last_return_at: str | None
+    seconds_since_last_return: int | None
+
+    @classmethod
+    def of(cls, slot: SlotView, at: datetime) -> HandlerOut:
+        lease = slot.lease
+        return cls(
+            path=slot.path,
+            active=slot.active,
+            state=slot_state(slot, at),
+            is_locked=lease is not None,
+            lease_id=lease.id if lease else None,
+            locked_by=lease.token if lease else None,
+            locked_at=iso(lease.acquired_at) if lease else None,
+            expires_at=iso(lease.expires_at) if lease else None,
+            usage_count=slot.usage_count,
+            last_used_at=iso(slot.last_acquired_at),
+            last_released_at=iso(slot.last_released_at),
+            taints=slot.taints,
+            reserve=slot.reserve,
+            standby=slot.standby,
+            **_health(slot, at),
+        )
 
 
-def payment_json(payment: Payment) -> JsonObject:
-    return {
-        "token": payment.token,
-        "status": payment.status.value,
-        "amount": payment.amount,
-        "currency": payment.currency,
-        "callbackPath": payment.callback_path,
-        "leaseId": payment.lease_id,
-        "createdAt": iso(payment.created_at),
-        "expiresAt": iso(payment.expires_at),
-        "updatedAt": iso(payment.updated_at),
-    }
+class PoolStatsOut(Out):
+    """The guide's ``getPoolStatus()`` document, with the figures it lacked
+    (``callbackpool status --json``)."""
+
+    at: str | None
+    total: int
+    available: int
+    locked: int
+    stuck: int
+    tainted: int
+    inactive: int
+    out_of_rotation: int
+    standby: int
+    waiting: int
+    reserve: ReserveOut | None
+    capacity: CapacityOut | None
+    handlers: list[HandlerOut]
+
+    @classmethod
+    def of(cls, status: PoolStatus) -> PoolStatsOut:
+        return cls(
+            at=iso(status.at),
+            total=status.total,
+            available=status.available,
+            locked=status.locked,
+            stuck=status.stuck,
+            tainted=status.tainted,
+            inactive=status.inactive,
+            out_of_rotation=status.out_of_rotation,
+            standby=status.standby,
+            waiting=status.waiting,
+            reserve=ReserveOut.of(status.reserve) if status.reserve else None,
+            capacity=CapacityOut.of(status.capacity) if status.capacity else None,
+            handlers=[HandlerOut.of(slot, status.at) for slot in status.slots],
+        )
 
 
-def usage_json(rows: list[UsageRow]) -> JsonObject:
-    """Usage per slot, and the seed's ``avgUsage`` (over the active slots)."""
-    active = [row.usage_count for row in rows if row.active]
-    return {
-        "averageUsage": sum(active) / len(active) if active else 0.0,
-        "handlers": [
-            {
-                "path": row.path,
-                "active": row.active,
-                "usageCount": row.usage_count,
-                "callbacks": row.callbacks,
-                "expiries": row.expiries,
-                "lastUsedAt": iso(row.last_acquired_at),
-                "lastReleasedAt": iso(row.last_released_at),
-            }
-            for row in rows
-        ],
-    }
+class PoolStatsResponse(Out):
+    success: bool = True
+    stats: PoolStatsOut
 
 
-def sweep_json(report: SweepReport) -> JsonObject:
-    return {
-        "expired": report.expired,
-        "taintsDropped": report.taints_dropped,
-        "callbacksResolved": report.callbacks_resolved,
-        "ticketsExpired": report.tickets_expired,
-        "reserve": None if report.reserve is None else reserve_event_json(report.reserve),
-    }
+class SlotHealthOut(Out):
+    """A slot's health figures and whether it is in rotation (the slot-health rule)."""
+
+    path: str
+    in_rotation: bool
+    sidelined_at: str | None
+    sidelined_by: str | None
+    sidelined_reason: str | None
+    approvals: int
+    declines: int
+    silent_expiries: int
+    expiry_streak: int
+    last_return_at: str | None
+    seconds_since_last_return: int | None
 
 
-def sync_json(sync: SlotSync) -> JsonObject:
-    return {
-        "added": list(sync.added),
-        "reactivated": list(sync.reactivated),
-        "deactivated": list(sync.deactivated),
-    }
+class HealthOut(Out):
+    """Per-slot health, and the rule's threshold (0: the rule is off)."""
+
+    at: str | None
+    out_of_rotation: int
+    expiries_to_sideline: int
+    handlers: list[SlotHealthOut]
+
+    @classmethod
+    def of(cls, status: PoolStatus, expiries_to_sideline: int) -> HealthOut:
+        return cls(
+            at=iso(status.at),
+            out_of_rotation=status.out_of_rotation,
+            expiries_to_sideline=expiries_to_sideline,
+            handlers=[
+                SlotHealthOut(path=slot.path, **_health(slot, status.at)) for slot in status.slots
+            ],
+        )
 
 
-def plan_json(plan: Plan) -> JsonObject:
+class SlotRotationOut(Out):
+    """A slot taken out of rotation or put back; ``changed`` is false if it was already."""
+
+    success: bool = True
+    path: str
+    changed: bool
+    in_rotation: bool
+
+
+# --- leases and payments ---------------------------------------------------------------------
+
+
+class LeaseOut(Out):
+    lease_id: int
+    path: str
+    locked_by: str
+    amount: int
+    locked_at: str | None
+    expires_at: str | None
+
+    @classmethod
+    def of(cls, lease: Lease) -> LeaseOut:
+        return cls(
+            lease_id=lease.id,
+            path=lease.path,
+            locked_by=lease.token,
+            amount=lease.amount,
+            locked_at=iso(lease.acquired_at),
+            expires_at=iso(lease.expires_at),
+        )
+
+
+class PaymentOut(Out):
+    token: str
+    status: str
+    amount: int
+    currency: str
+    callback_path: str | None
+    lease_id: int | None
+    created_at: str | None
+    expires_at: str | None
+    updated_at: str | None
+
+    @classmethod
+    def of(cls, payment: Payment) -> PaymentOut:
+        return cls(
+            token=payment.token,
+            status=payment.status.value,
+            amount=payment.amount,
+            currency=payment.currency,
+            callback_path=payment.callback_path,
+            lease_id=payment.lease_id,
+            created_at=iso(payment.created_at),
+            expires_at=iso(payment.expires_at),
+            updated_at=iso(payment.updated_at),
+        )
+
+
+class StuckOut(Out):
+    """Leases past their expiry that no sweep has ended."""
+
+    at: str | None
+    leases: list[LeaseOut]
+
+    @classmethod
+    def of(cls, now: datetime, leases: Sequence[Lease]) -> StuckOut:
+        return cls(at=iso(now), leases=[LeaseOut.of(lease) for lease in leases])
+
+
+class OrphansOut(Out):
+    """Payments pending longer than ``olderThanSeconds``."""
+
+    at: str | None
+    older_than_seconds: float
+    payments: list[PaymentOut]
+
+    @classmethod
+    def of(cls, now: datetime, age: timedelta, payments: Sequence[Payment]) -> OrphansOut:
+        return cls(
+            at=iso(now),
+            older_than_seconds=age.total_seconds(),
+            payments=[PaymentOut.of(payment) for payment in payments],
+        )
+
+
+class UsageRowOut(Out):
+    path: str
+    active: bool
+    usage_count: int
+    callbacks: int
+    expiries: int
+    last_used_at: str | None
+    last_released_at: str | None
+
+
+class UsageOut(Out):
+    """Usage per slot, and the guide's ``avgUsage`` (over the active slots)."""
+
+    average_usage: float
+    handlers: list[UsageRowOut]
+
+    @classmethod
+    def of(cls, rows: Sequence[UsageRow]) -> UsageOut:
+        active = [row.usage_count for row in rows if row.active]
+        return cls(
+            average_usage=sum(active) / len(active) if active else 0.0,
+            handlers=[
+                UsageRowOut(
+                    path=row.path,
+                    active=row.active,
+                    usage_count=row.usage_count,
+                    callbacks=row.callbacks,
+                    expiries=row.expiries,
+                    last_used_at=iso(row.last_acquired_at),
+                    last_released_at=iso(row.last_released_at),
+                )
+                for row in rows
+            ],
+        )
+
+
+# --- the CLI's set-up and housekeeping -------------------------------------------------------
+
+
+class InitOut(Out):
+    """``callbackpool init``: the migrations applied, what loading the paths changed, and
+    how many are active."""
+
+    migrations: list[str]
+    added: list[str]
+    reactivated: list[str]
+    deactivated: list[str]
+    active: int
+
+    @classmethod
+    def of(cls, applied: Sequence[str], sync: SlotSync, active: int) -> InitOut:
+        return cls(
+            migrations=list(applied),
+            added=list(sync.added),
+            reactivated=list(sync.reactivated),
+            deactivated=list(sync.deactivated),
+            active=active,
+        )
+
+
+class MigrationOut(Out):
+    name: str
+    sql: str
+
+
+class MigrateOut(Out):
+    """``callbackpool migrate``: what it applied, or (``--dry-run``) what it would."""
+
+    dry_run: bool
+    applied: list[str]
+    pending: list[MigrationOut]
+
+    @classmethod
+    def of(
+        cls, dry_run: bool, applied: Sequence[str], pending: Sequence[tuple[str, str]]
+    ) -> MigrateOut:
+        return cls(
+            dry_run=dry_run,
+            applied=list(applied),
+            pending=[MigrationOut(name=name, sql=sql) for name, sql in pending],
+        )
+
+
+class CleanupOut(Out):
+    """``callbackpool cleanup``: what the sweep did, and the leases released by hand."""
+
+    expired: int
+    taints_dropped: int
+    callbacks_resolved: int
+    tickets_expired: int
+    reserve: ReserveEventOut | None
+    released: list[LeaseOut]
+
+    @classmethod
+    def of(cls, report: SweepReport, released: Sequence[Lease]) -> CleanupOut:
+        return cls(
+            expired=report.expired,
+            taints_dropped=report.taints_dropped,
+            callbacks_resolved=report.callbacks_resolved,
+            tickets_expired=report.tickets_expired,
+            reserve=None if report.reserve is None else ReserveEventOut.of(report.reserve),
+            released=[LeaseOut.of(lease) for lease in released],
+        )
+
+
+class ReleasedOut(Out):
+    released: LeaseOut
+
+    @classmethod
+    def of(cls, lease: Lease) -> ReleasedOut:
+        return cls(released=LeaseOut.of(lease))
+
+
+# --- capacity ----------------------------------------------------------------------------------
+
+
+class PlanRowOut(Out):
     """One line of ``callbackpool plan``: what N slots carry at the target."""
-    return {
-        "slots": plan.slots,
-        "offeredErlangs": round(plan.offered_erlangs, 4),
-        "maxArrivalsPerHour": round(plan.max_arrivals_per_hour, 2),
-    }
+
+    slots: int
+    offered_erlangs: float
+    max_arrivals_per_hour: float
+
+    @classmethod
+    def of(cls, plan: Plan) -> PlanRowOut:
+        return cls(
+            slots=plan.slots,
+            offered_erlangs=round(plan.offered_erlangs, 4),
+            max_arrivals_per_hour=round(plan.max_arrivals_per_hour, 2),
+        )
 
 
-def simulation_json(
-    workload: Workload, target: float, reports: Mapping[str, PolicyReport]
-) -> JsonObject:
-    """``callbackpool simulate --json``: the workload, each policy's figures, and how the
-    project's pool compares with the guide's and with the oracle."""
-    policies = {name: policy_json(report) for name, report in reports.items()}
-    comparison: JsonObject = {}
-    ours = policies.get("callbackpool", {}).get("maxArrivalsPerHour")
-    for other, key in (("seed", "callbackpoolOverSeed"), ("oracle", "callbackpoolOverOracle")):
-        theirs = policies.get(other, {}).get("maxArrivalsPerHour")
-        if ours and theirs:
-            comparison[key] = round(ours / theirs, 3)
-    return {
-        "workload": {
-            "arrivalsPerHour": workload.arrivals_per_hour,
-            "customers": workload.customers,
-            "seed": workload.seed,
-            "slots": workload.slots,
-            "uniformAmount": workload.uniform_amount,
-            "patienceSeconds": workload.patience,
-            "pollSeconds": workload.poll_seconds,
-        },
-        "target": target,
-        "policies": policies,
-        "comparison": comparison,
-    }
+class PlanTableOut(Out):
+    hold_seconds: float
+    target: float
+    rows: list[PlanRowOut]
 
 
-def policy_json(report: PolicyReport) -> JsonObject:
-    result = report.result
-    best = report.max_arrivals_per_hour
-    return {
-        "arrivals": result.arrivals,
-        "admitted": result.admitted,
-        "turnedAway": result.turned_away,
-        "turnedAwayShare": round(result.turned_away_share, 6),
-        "waited": result.waited,
-        "meanWaitSeconds": round(result.mean_wait, 3),
-        "p95WaitSeconds": round(result.p95_wait, 3),
-        "meanHoldSeconds": round(result.mean_hold, 1),
-        "approved": result.approved,
-        "misattributed": result.misattributed,
-        "lost": result.lost,
-        "needsReview": result.needs_review,
-        "unmatchedReturns": result.unmatched,
-        "maxArrivalsPerHour": None if best is None else round(best, 1),
-    }
+class PlanOut(Out):
+    """``callbackpool plan --slots N`` and/or ``--arrivals R``: only the figures asked for
+    (a figure left None is not in the document)."""
+
+    hold_seconds: float
+    target: float
+    slots: int | None = None
+    arrivals_per_hour: float | None = None
+    offered_erlangs: float
+    slots_needed: int | None = None
+    max_arrivals_per_hour: float | None = None
+    turned_away: float | None = None
+
+    @model_serializer(mode="wrap")
+    def _figures_asked_for(self, serialize: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        return {key: value for key, value in serialize(self).items() if value is not None}
+
+
+class WorkloadOut(Out):
+    arrivals_per_hour: float
+    customers: int
+    seed: int
+    slots: int
+    uniform_amount: bool
+    patience_seconds: float
+    poll_seconds: float
+
+
+class PolicyOut(Out):
+    """One policy's figures on the workload, and the most it carries at the target."""
+
+    arrivals: int
+    admitted: int
+    turned_away: int
+    turned_away_share: float
+    waited: int
+    mean_wait_seconds: float
+    p95_wait_seconds: float
+    mean_hold_seconds: float
+    approved: int
+    misattributed: int
+    lost: int
+    needs_review: int
+    unmatched_returns: int
+    max_arrivals_per_hour: float | None
+
+    @classmethod
+    def of(cls, report: PolicyReport) -> PolicyOut:
+        result = report.result
+        best = report.max_arrivals_per_hour
+        return cls(
+            arrivals=result.arrivals,
+            admitted=result.admitted,
+            turned_away=result.turned_away,
+            turned_away_share=round(result.turned_away_share, 6),
+            waited=result.waited,
+            mean_wait_seconds=round(result.mean_wait, 3),
+            p95_wait_seconds=round(result.p95_wait, 3),
+            mean_hold_seconds=round(result.mean_hold, 1),
+            approved=result.approved,
+            misattributed=result.misattributed,
+            lost=result.lost,
+            needs_review=result.needs_review,
+            unmatched_returns=result.unmatched,
+            max_arrivals_per_hour=None if best is None else round(best, 1),
+        )
+
+
+class SimulationOut(Out):
+    """``callbackpool simulate``: the workload, each policy's figures, and how the project's
+    pool compares with the guide's and with the oracle."""
+
+    workload: WorkloadOut
+    target: float
+    policies: dict[str, PolicyOut]
+    comparison: dict[str, float]
+
+    @classmethod
+    def of(
+        cls, workload: Workload, target: float, reports: Mapping[str, PolicyReport]
+    ) -> SimulationOut:
+        policies = {name: PolicyOut.of(report) for name, report in reports.items()}
+        best = {name: policy.max_arrivals_per_hour for name, policy in policies.items()}
+        comparison: dict[str, float] = {}
+        ours = best.get("callbackpool")
+        for other, key in (("seed", "callbackpoolOverSeed"), ("oracle", "callbackpoolOverOracle")):
+            theirs = best.get(other)
+            if ours and theirs:
+                comparison[key] = round(ours / theirs, 3)
+        return cls(
+            workload=WorkloadOut(
+                arrivals_per_hour=workload.arrivals_per_hour,
+                customers=workload.customers,
+                seed=workload.seed,
+                slots=workload.slots,
+                uniform_amount=workload.uniform_amount,
+                patience_seconds=workload.patience,
+                poll_seconds=workload.poll_seconds,
+            ),
+            target=target,
+            policies=policies,
+            comparison=comparison,
+        )
 
 
 # --- stored returns ----------------------------------------------------------------------------
@@ -309,121 +801,214 @@ def _looks_like_card_number(value: str) -> bool:
     return 13 <= len(digits) <= 19
 
 
-def callback_json(record: CallbackRecord) -> JsonObject:
-    return {
-        "id": record.id,
-        "ref": record.ref,
-        "path": record.path,
-        "method": record.method,
-        "receivedAt": iso(record.received_at),
-        "clientAddr": record.client_addr,
-        "outcome": record.outcome.value,
-        "pnRef": record.pn_ref,
-        "amount": record.amount,
-        "approved": record.approved,
-        "paymentToken": record.payment_token,
-        "detail": record.detail,
-        "candidates": list(record.candidates),
-        "duplicateOf": record.duplicate_of,
-        "settledAt": iso(record.settled_at),
-        "settledBy": record.settled_by,
-        "queryAttempts": record.query_attempts,
-        "queryAnswer": record.query_answer,
-        "params": masked_params(record.params),
-    }
+class CallbackOut(Out):
+    """A stored return, its raw parameters masked (``masked_params``)."""
+
+    id: int
+    ref: str
+    path: str
+    method: str
+    received_at: str | None
+    client_addr: str | None
+    outcome: str
+    pn_ref: str | None
+    amount: int | None
+    approved: bool | None
+    payment_token: str | None
+    detail: str | None
+    candidates: list[str]
+    duplicate_of: int | None
+    settled_at: str | None
+    settled_by: str | None
+    query_attempts: int
+    query_answer: str | None
+    params: list[list[str]]
+
+    @classmethod
+    def of(cls, record: CallbackRecord) -> CallbackOut:
+        return cls(
+            id=record.id,
+            ref=record.ref,
+            path=record.path,
+            method=record.method,
+            received_at=iso(record.received_at),
+            client_addr=record.client_addr,
+            outcome=record.outcome.value,
+            pn_ref=record.pn_ref,
+            amount=record.amount,
+            approved=record.approved,
+            payment_token=record.payment_token,
+            detail=record.detail,
+            candidates=list(record.candidates),
+            duplicate_of=record.duplicate_of,
+            settled_at=iso(record.settled_at),
+            settled_by=record.settled_by,
+            query_attempts=record.query_attempts,
+            query_answer=record.query_answer,
+            params=masked_params(record.params),
+        )
 
 
-def callbacks_json(
-    records: Sequence[CallbackRecord],
-    *,
-    limit: int,
-    outcomes: Sequence[CallbackOutcome],
-    counts: Mapping[CallbackOutcome, int],
-) -> JsonObject:
+class CallbacksOut(Out):
     """A page of stored returns, newest first, and the totals by outcome. ``nextBefore``
     asks for the next page (None on the last)."""
-    return {
-        "counts": {outcome.value: counts.get(outcome, 0) for outcome in CallbackOutcome},
-        "outcomes": [outcome.value for outcome in outcomes],
-        "callbacks": [callback_json(record) for record in records],
-        "nextBefore": records[-1].id if len(records) == limit and records else None,
-    }
+
+    counts: dict[str, int]
+    outcomes: list[str]
+    callbacks: list[CallbackOut]
+    next_before: int | None
+
+    @classmethod
+    def of(
+        cls,
+        records: Sequence[CallbackRecord],
+        *,
+        limit: int,
+        outcomes: Sequence[CallbackOutcome],
+        counts: Mapping[CallbackOutcome, int],
+    ) -> CallbacksOut:
+        return cls(
+            counts={outcome.value: counts.get(outcome, 0) for outcome in CallbackOutcome},
+            outcomes=[outcome.value for outcome in outcomes],
+            callbacks=[CallbackOut.of(record) for record in records],
+            next_before=records[-1].id if len(records) == limit and records else None,
+        )
 
 
 # --- review ------------------------------------------------------------------------------------
 
 
-def review_json(review: Review) -> JsonObject:
-    return {
-        "id": review.id,
-        "ref": review.ref,
-        "decision": review.decision.value,
-        "callbackRef": None if review.callback_id is None else f"CB-{review.callback_id}",
-        "paymentToken": review.payment_token,
-        "others": None if review.others is None else review.others.value,
-        "decidedBy": review.decided_by,
-        "decidedAt": iso(review.decided_at),
-        "reason": review.reason,
-        "changes": [
-            {"token": c.token, "from": c.previous.value, "to": c.status.value}
-            for c in review.changes
-        ],
-    }
+class ChangeOut(Out):
+    token: str
+    from_: str = Field(alias="from")
+    to: str
+
+    @classmethod
+    def of(cls, change: ReviewChange) -> ChangeOut:
+        return cls(token=change.token, from_=change.previous.value, to=change.status.value)
 
 
-def review_queue_json(queue: ReviewQueue, decided: Sequence[Review]) -> JsonObject:
-    """What waits for an operator, and the latest decisions."""
-    return {
-        "waiting": len(queue),
-        "returns": [
-            {
-                **callback_json(item.record),
-                "candidatePayments": [review_payment_json(p) for p in item.candidates],
-            }
-            for item in queue.returns
-        ],
-        "payments": [review_payment_json(p) for p in queue.payments],
-        "decided": [review_json(review) for review in decided],
-    }
+class ReviewOut(Out):
+    """An operator's decision: who, when, why, and the payments it changed."""
+
+    id: int
+    ref: str
+    decision: str
+    callback_ref: str | None
+    payment_token: str | None
+    others: str | None
+    decided_by: str
+    decided_at: str | None
+    reason: str
+    changes: list[ChangeOut]
+
+    @classmethod
+    def of(cls, review: Review) -> ReviewOut:
+        return cls(
+            id=review.id,
+            ref=review.ref,
+            decision=review.decision.value,
+            callback_ref=None if review.callback_id is None else f"CB-{review.callback_id}",
+            payment_token=review.payment_token,
+            others=None if review.others is None else review.others.value,
+            decided_by=review.decided_by,
+            decided_at=iso(review.decided_at),
+            reason=review.reason,
+            changes=[ChangeOut.of(change) for change in review.changes],
+        )
 
 
-def review_payment_json(payment: Payment) -> JsonObject:
+class ReviewDecidedOut(Out):
+    success: bool = True
+    review: ReviewOut
+
+    @classmethod
+    def of(cls, review: Review) -> ReviewDecidedOut:
+        return cls(review=ReviewOut.of(review))
+
+
+class ReviewPaymentOut(PaymentOut):
     """A payment as an operator deciding about it needs to see it."""
-    return {
-        **payment_json(payment),
-        "late": payment.late,
-        "errorMessage": payment.error_message,
-        "customer": dict(payment.customer),
-    }
+
+    late: bool
+    error_message: str | None
+    customer: dict[str, Any]
+
+    @classmethod
+    def of(cls, payment: Payment) -> ReviewPaymentOut:
+        return cls(
+            **PaymentOut.of(payment).model_dump(),
+            late=payment.late,
+            error_message=payment.error_message,
+            customer=dict(payment.customer),
+        )
 
 
-def counts_json(counts: Mapping[PaymentStatus, int]) -> JsonObject:
-    return {status.value: counts.get(status, 0) for status in PaymentStatus}
+class ReviewReturnOut(CallbackOut):
+    """An ambiguous return, and the payments it could belong to."""
+
+    candidate_payments: list[ReviewPaymentOut]
+
+    @classmethod
+    def of_item(cls, item: ReviewItem) -> ReviewReturnOut:
+        return cls(
+            **CallbackOut.of(item.record).model_dump(),
+            candidate_payments=[ReviewPaymentOut.of(payment) for payment in item.candidates],
+        )
 
 
-def health_json(status: PoolStatus, expiries_to_sideline: int) -> JsonObject:
-    """Per-slot health, and the rule's threshold (0: the rule is off)."""
-    return {
-        "at": iso(status.at),
-        "outOfRotation": status.out_of_rotation,
-        "expiriesToSideline": expiries_to_sideline,
-        "handlers": [
-            {"path": slot.path, **slot_health_json(slot, status.at)} for slot in status.slots
-        ],
-    }
+class ReviewQueueOut(Out):
+    """What waits for an operator, and the latest decisions."""
+
+    waiting: int
+    returns: list[ReviewReturnOut]
+    payments: list[ReviewPaymentOut]
+    decided: list[ReviewOut]
+
+    @classmethod
+    def of(cls, queue: ReviewQueue, decided: Sequence[Review]) -> ReviewQueueOut:
+        return cls(
+            waiting=len(queue),
+            returns=[ReviewReturnOut.of_item(item) for item in queue.returns],
+            payments=[ReviewPaymentOut.of(payment) for payment in queue.payments],
+            decided=[ReviewOut.of(review) for review in decided],
+        )
 
 
-def stuck_json(now: datetime, leases: Sequence[Lease]) -> JsonObject:
-    return {"at": iso(now), "leases": [lease_json(lease) for lease in leases]}
+# --- the dashboard's series ----------------------------------------------------------------
 
 
-def orphans_json(now: datetime, age: timedelta, payments: Sequence[Payment]) -> JsonObject:
-    return {
-        "at": iso(now),
-        "olderThanSeconds": age.total_seconds(),
-        "payments": [payment_json(p) for p in payments],
-    }
+class SeriesOut(Out):
+    """The dashboard's charts as data: a value per bucket, oldest first."""
 
+    window: str
+    since: str | None
+    bucket_seconds: float
+    slots: int
+    starts: list[str | None]
+    utilisation: list[float]
+    turned_away: list[int] | None
+    leases_ended: dict[str, list[int]]
+    duration_p50_seconds: list[float | None]
+    duration_p95_seconds: list[float | None]
+
+    @classmethod
+    def of(cls, series: PoolSeries, window: str) -> SeriesOut:
+        return cls(
+            window=window,
+            since=iso(series.since),
+            bucket_seconds=series.bucket.total_seconds(),
+            slots=series.slots,
+            starts=[iso(start) for start in series.starts],
+            utilisation=[round(value, 4) for value in series.utilisation],
+            turned_away=None if series.turned_away is None else list(series.turned_away),
+            leases_ended={reason.value: list(counts) for reason, counts in series.ended.items()},
+            duration_p50_seconds=list(series.duration_p50),
+            duration_p95_seconds=list(series.duration_p95),
+        )
+
+
+# --- what the options and arguments say ------------------------------------------------------
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -436,22 +1021,6 @@ def parse_duration(text: str) -> timedelta:
     if not parts or "".join(n + u for n, u in parts) != text.strip():
         raise ValueError(f"{text!r} is not a duration such as 90s, 30m, 2h or 1h30m")
     return sum((timedelta(seconds=float(n) * _UNIT_SECONDS[u]) for n, u in parts), timedelta())
-
-
-def series_json(series: PoolSeries, window: str) -> JsonObject:
-    """The dashboard's charts as data: a value per bucket, oldest first."""
-    return {
-        "window": window,
-        "since": iso(series.since),
-        "bucketSeconds": series.bucket.total_seconds(),
-        "slots": series.slots,
-        "starts": [iso(start) for start in series.starts],
-        "utilisation": [round(value, 4) for value in series.utilisation],
-        "turnedAway": None if series.turned_away is None else list(series.turned_away),
-        "leasesEnded": {reason.value: list(counts) for reason, counts in series.ended.items()},
-        "durationP50Seconds": list(series.duration_p50),
-        "durationP95Seconds": list(series.duration_p95),
-    }
 
 
 def callback_id_of(ref: str) -> int | None:

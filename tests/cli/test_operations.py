@@ -131,7 +131,8 @@ def test_slots_sideline_restore_and_the_health_report(ready: Cli) -> None:
     out = ready("slots", "sideline", "handler-3", "--reason", "gateway: unknown URL", "--by", "dan")
     assert out.stdout == f"{PATHS[2]} taken out of rotation\n"
     again = ready.json("slots", "sideline", "handler-3", "--reason", "x")
-    assert again == {"path": PATHS[2], "changed": False, "inRotation": False}
+    # The API's answer for the same thing (POST /api/v1/admin/slots/sideline).
+    assert again == {"success": True, "path": PATHS[2], "changed": False, "inRotation": False}
 
     health = ready.json("reports", "health")
     assert (health["outOfRotation"], health["expiriesToSideline"]) == (1, 5)

@@ -205,10 +205,11 @@ async def test_a_return_that_fails_inside_still_lands_on_the_error_page(
     client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     def broken(*args: object, **kwargs: object) -> None:
-        raise RuntimeError("the disk caught fire")
+        raise RuntimeError("the parser caught fire")
 
     pool = services_of(client).pool
-    monkeypatch.setattr(pool, "resolve_callback", broken)
+    # The return is stored, then its resolution fails (it reads the return first).
+    monkeypatch.setattr(pool.gateway, "parse_return", broken)
     response = await client.get(PATHS[0], params=gateway_return())
     assert response.status_code == 303
     assert query(response.headers["location"]) == {"message": "Processing error"}
@@ -227,20 +228,20 @@ async def test_an_oversized_return_lands_on_the_error_page(client: httpx.AsyncCl
 async def test_a_return_has_committed_before_its_resolution_begins(
     client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Invariant 4, where the calls of a turn of the event loop commit together: another
-    connection (another process) sees the stored return when its resolution starts."""
+    """Invariant 4: another connection (another process) sees the stored return when its
+    resolution starts (the resolution reads the return's parameters first)."""
     created = await create(client)
     services = services_of(client)
-    pool, path = services.pool, services.store.path  # type: ignore[attr-defined]
-    resolve = pool.resolve_callback
+    gateway, path = services.pool.gateway, services.store.path  # type: ignore[attr-defined]
+    parse = gateway.parse_return
     seen: list[tuple[Any, ...]] = []
 
-    def resolve_once_stored(callback_id: int) -> Any:
+    def parse_once_stored(params: Any) -> Any:
         with sqlite3.connect(path) as other:
             seen.extend(other.execute("SELECT id, outcome FROM callbacks").fetchall())
-        return resolve(callback_id)
+        return parse(params)
 
-    monkeypatch.setattr(pool, "resolve_callback", resolve_once_stored)
+    monkeypatch.setattr(gateway, "parse_return", parse_once_stored)
     response = await client.get(created["formConfig"]["callbackPath"], params=gateway_return())
     assert response.headers["location"].startswith("/payment-success?ref=CB-1&")
     assert seen == [(1, "received")]
@@ -258,12 +259,12 @@ async def test_a_return_the_database_cannot_take_now_is_sent_again_by_its_page(
     created = await create(client)
     path, params = created["formConfig"]["callbackPath"], gateway_return()
     pool = services_of(client).pool
-    record = pool.record_callback
+    handle = pool.handle_callback
 
     def away(*args: object, **kwargs: object) -> None:
         raise StoreUnavailable("PostgreSQL is unavailable (insert callback): server closed")
 
-    monkeypatch.setattr(pool, "record_callback", away)
+    monkeypatch.setattr(pool, "handle_callback", away)
     if method == "GET":
         response = await client.get(path, params=params)
     else:
@@ -288,7 +289,7 @@ async def test_a_return_the_database_cannot_take_now_is_sent_again_by_its_page(
         for r in caplog.records
     )
 
-    monkeypatch.setattr(pool, "record_callback", record)
+    monkeypatch.setattr(pool, "handle_callback", handle)
     again = await (
         client.get(path, params=params) if method == "GET" else client.post(path, data=dict(params))
     )

@@ -362,10 +362,11 @@ def command_group(help: str) -> typer.Typer:
     return typer.Typer(help=help, no_args_is_help=True, rich_markup_mode=None)
 
 
-def emit(as_json: bool, document: views.JsonObject, lines: Iterable[str]) -> None:
-    """The JSON document, or the text lines (a generator, so only what is shown is built)."""
+def emit(as_json: bool, document: views.Out, lines: Iterable[str]) -> None:
+    """The JSON document (the API's, for the same thing), or the text lines (a generator,
+    so only what is shown is built)."""
     if as_json:
-        typer.echo(json.dumps(document, indent=2))
+        typer.echo(json.dumps(document.model_dump(mode="json", by_alias=True), indent=2))
     else:
         for line in lines:
             typer.echo(line)

@@ -9,7 +9,7 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 from datetime import timedelta
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -117,32 +117,34 @@ def plan(
             erlang.plan_for_slots(n, hold_seconds=hold_seconds, target=target)
             for n in range(1, max_slots + 1)
         ]
-        document: views.JsonObject = {
-            "holdSeconds": hold_seconds,
-            "target": target,
-            "rows": [views.plan_json(row) for row in rows],
-        }
-        emit(as_json, document, _plan_table_lines(rows, hold, target))
-        return
-    document = {"holdSeconds": hold_seconds, "target": target}
-    if slots is not None:
-        document.update(
-            views.plan_json(erlang.plan_for_slots(slots, hold_seconds=hold_seconds, target=target))
+        table_document = views.PlanTableOut(
+            hold_seconds=hold_seconds, target=target, rows=[views.PlanRowOut.of(r) for r in rows]
         )
+        emit(as_json, table_document, _plan_table_lines(rows, hold, target))
+        return
+    figures: dict[str, Any] = {}
+    if slots is not None:
+        carried = views.PlanRowOut.of(
+            erlang.plan_for_slots(slots, hold_seconds=hold_seconds, target=target)
+        )
+        figures.update(carried.model_dump())
     if arrivals is not None:
         offered = erlang.erlangs_of(arrivals, hold_seconds)
         try:
             needed = erlang.slots_needed(offered, target)
         except ValueError as exc:
             raise CliError(str(exc), USAGE) from None
-        document["arrivalsPerHour"] = arrivals
-        document["offeredErlangs"] = round(offered, 4)
-        document["slotsNeeded"] = needed
+        figures.update(
+            arrivals_per_hour=arrivals, offered_erlangs=round(offered, 4), slots_needed=needed
+        )
         if slots is None:
-            carried = erlang.plan_for_slots(needed, hold_seconds=hold_seconds, target=target)
-            document["maxArrivalsPerHour"] = round(carried.max_arrivals_per_hour, 2)
+            carried = views.PlanRowOut.of(
+                erlang.plan_for_slots(needed, hold_seconds=hold_seconds, target=target)
+            )
+            figures["max_arrivals_per_hour"] = carried.max_arrivals_per_hour
         else:
-            document["turnedAway"] = round(erlang.erlang_b(slots, offered), 6)
+            figures["turned_away"] = round(erlang.erlang_b(slots, offered), 6)
+    document = views.PlanOut(hold_seconds=hold_seconds, target=target, **figures)
     emit(as_json, document, _plan_lines(document, hold))
 
 
@@ -241,7 +243,7 @@ def simulate(
     finally:
         bar.close()
         pool_log.setLevel(level)
-    document = views.simulation_json(workload, target, reports)
+    document = views.SimulationOut.of(workload, target, reports)
     emit(as_json, document, _simulation_lines(document))
 
 
@@ -283,54 +285,53 @@ def _plan_table_lines(rows: list[erlang.Plan], hold: timedelta, target: float) -
     yield from table(["SLOTS", "ERLANGS", "PAYMENTS/HOUR"], cells, right={0, 1, 2})
 
 
-def _plan_lines(document: views.JsonObject, hold: timedelta) -> Iterator[str]:
-    target = percent(document["target"])
+def _plan_lines(document: views.PlanOut, hold: timedelta) -> Iterator[str]:
+    target = percent(document.target)
     held = f"holding a slot {span(hold)} on average"
-    if "arrivalsPerHour" not in document:
-        yield f"{document['slots']} slots, at most {target} turned away, payments {held}:"
-        yield f"  offered load      {document['offeredErlangs']:.3f} erlangs"
-        yield f"  payments an hour  {document['maxArrivalsPerHour']:.1f}"
+    if document.arrivals_per_hour is None:
+        yield f"{document.slots} slots, at most {target} turned away, payments {held}:"
+        yield f"  offered load      {document.offered_erlangs:.3f} erlangs"
+        yield f"  payments an hour  {document.max_arrivals_per_hour:.1f}"
         return
-    yield f"{document['arrivalsPerHour']:g} payments an hour {held}:"
-    yield f"  offered load      {document['offeredErlangs']:.3f} erlangs"
-    yield f"  slots needed      {document['slotsNeeded']} (for at most {target} turned away)"
-    if "turnedAway" in document:
+    yield f"{document.arrivals_per_hour:g} payments an hour {held}:"
+    yield f"  offered load      {document.offered_erlangs:.3f} erlangs"
+    yield f"  slots needed      {document.slots_needed} (for at most {target} turned away)"
+    if document.turned_away is not None:
         yield (
-            f"  with {document['slots']} slots   {percent(document['turnedAway'])} turned away; "
-            f"{document['slots']} slots carry {document['maxArrivalsPerHour']:.1f} "
+            f"  with {document.slots} slots   {percent(document.turned_away)} turned away; "
+            f"{document.slots} slots carry {document.max_arrivals_per_hour:.1f} "
             f"payments an hour at {target}"
         )
 
 
-def _simulation_lines(document: views.JsonObject) -> Iterator[str]:
-    workload = document["workload"]
-    policies: dict[str, views.JsonObject] = document["policies"]
-    amounts = "one amount" if workload["uniformAmount"] else "8 amounts"
+def _simulation_lines(document: views.SimulationOut) -> Iterator[str]:
+    workload = document.workload
+    policies = document.policies
+    amounts = "one amount" if workload.uniform_amount else "8 amounts"
     yield (
-        f"{workload['slots']} slots, {workload['arrivalsPerHour']:g} payments an hour, "
-        f"{workload['customers']} customers a run (seed {workload['seed']}), {amounts}, "
-        f"patience {workload['patienceSeconds']:g}s"
+        f"{workload.slots} slots, {workload.arrivals_per_hour:g} payments an hour, "
+        f"{workload.customers} customers a run (seed {workload.seed}), {amounts}, "
+        f"patience {workload.patience_seconds:g}s"
     )
-    rows: list[tuple[str, str, Callable[[views.JsonObject], str]]] = [
-        ("arrivals", "arrivals", lambda p: str(p["arrivals"])),
-        ("admitted", "admitted", lambda p: str(p["admitted"])),
-        ("turned away", "turnedAway",
-         lambda p: f"{p['turnedAway']} ({percent(p['turnedAwayShare'])})"),
-        ("waited", "waited", lambda p: str(p["waited"])),
-        ("mean wait", "meanWaitSeconds", lambda p: f"{p['meanWaitSeconds']:.1f}s"),
-        ("p95 wait", "p95WaitSeconds", lambda p: f"{p['p95WaitSeconds']:.1f}s"),
-        ("mean hold", "meanHoldSeconds", lambda p: f"{p['meanHoldSeconds']:.0f}s"),
-        ("approved payments", "approved", lambda p: str(p["approved"])),
-        ("misattributed", "misattributed", lambda p: str(p["misattributed"])),
-        ("lost", "lost", lambda p: str(p["lost"])),
-        ("sent to review", "needsReview", lambda p: str(p["needsReview"])),
-        (f"max/hour at {percent(document['target'])}", "maxArrivalsPerHour",
-         lambda p: "-" if p["maxArrivalsPerHour"] is None else f"{p['maxArrivalsPerHour']:.1f}"),
+    rows: list[tuple[str, Callable[[views.PolicyOut], str]]] = [
+        ("arrivals", lambda p: str(p.arrivals)),
+        ("admitted", lambda p: str(p.admitted)),
+        ("turned away", lambda p: f"{p.turned_away} ({percent(p.turned_away_share)})"),
+        ("waited", lambda p: str(p.waited)),
+        ("mean wait", lambda p: f"{p.mean_wait_seconds:.1f}s"),
+        ("p95 wait", lambda p: f"{p.p95_wait_seconds:.1f}s"),
+        ("mean hold", lambda p: f"{p.mean_hold_seconds:.0f}s"),
+        ("approved payments", lambda p: str(p.approved)),
+        ("misattributed", lambda p: str(p.misattributed)),
+        ("lost", lambda p: str(p.lost)),
+        ("sent to review", lambda p: str(p.needs_review)),
+        (f"max/hour at {percent(document.target)}",
+         lambda p: "-" if p.max_arrivals_per_hour is None else f"{p.max_arrivals_per_hour:.1f}"),
     ]  # fmt: skip
     names = list(policies)
-    cells = [[label, *(show(policies[name]) for name in names)] for label, _, show in rows]
+    cells = [[label, *(show(policies[name]) for name in names)] for label, show in rows]
     yield from table(["", *names], cells, right=set(range(1, len(names) + 1)))
-    comparison = document.get("comparison") or {}
+    comparison = document.comparison
     if "callbackpoolOverSeed" in comparison:
         yield f"callbackpool carries {comparison['callbackpoolOverSeed']:.2f}× seed (target ≥ 1.5×)"
     if "callbackpoolOverOracle" in comparison:

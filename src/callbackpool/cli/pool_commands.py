@@ -46,8 +46,7 @@ def init(ctx: typer.Context, as_json: JsonFlag = False) -> None:
     pool = build_pool(settings, store=store, migrate=False, sync_slots=False)
     sync = pool.sync_slots()
     active = pool.status().total
-    document = {"migrations": applied, **views.sync_json(sync), "active": active}
-    emit(as_json, document, _init_lines(applied, sync, active))
+    emit(as_json, views.InitOut.of(applied, sync, active), _init_lines(applied, sync, active))
 
 
 def migrate(
@@ -63,11 +62,7 @@ def migrate(
     store = state.open_store(state.database_url())
     pending = store.pending_migrations() if dry_run else []
     applied = [] if dry_run else store.migrate()
-    document = {
-        "dryRun": dry_run,
-        "applied": applied,
-        "pending": [{"name": name, "sql": sql} for name, sql in pending],
-    }
+    document = views.MigrateOut.of(dry_run, applied, pending)
     emit(as_json, document, _migrate_lines(dry_run, applied, pending))
 
 
@@ -77,7 +72,7 @@ def status(ctx: typer.Context, as_json: JsonFlag = False) -> None:
     Each row: the slot's state, the lease and payment token holding it, since and until
     when, how often it was used and released, and its taints."""
     pool_status = cli_state(ctx).pool().status()
-    emit(as_json, views.status_json(pool_status), _status_lines(pool_status))
+    emit(as_json, views.PoolStatsOut.of(pool_status), _status_lines(pool_status))
 
 
 def cleanup(
@@ -109,7 +104,7 @@ def cleanup(
         _confirm_release_all(pool)
     report = pool.sweep()
     released = pool.release_all() if release_all else []
-    document = {**views.sweep_json(report), "released": [views.lease_json(x) for x in released]}
+    document = views.CleanupOut.of(report, released)
     emit(as_json, document, _cleanup_lines(report, released, pool.policy.late_callback_window))
 
 
@@ -157,7 +152,7 @@ def release(
         # The token is a secret: the message does not repeat it.
         where = f"on {path}" if path is not None else "for that payment token"
         raise NothingToRelease(f"no live lease {where}") from None
-    document = {"released": views.lease_json(lease)}
+    document = views.ReleasedOut.of(lease)
     emit(as_json, document, _released_lines([lease], pool.policy.late_callback_window))
 
 
@@ -188,7 +183,7 @@ def slots_sideline(
     changed = pool.sideline_slot(full, by=operator_name(by), reason=reason)
     emit(
         as_json,
-        {"path": full, "changed": changed, "inRotation": False},
+        views.SlotRotationOut(path=full, changed=changed, in_rotation=False),
         [f"{full} {'taken out of rotation' if changed else 'was out of rotation already'}"],
     )
 
@@ -203,7 +198,7 @@ def slots_restore(
     changed = pool.restore_slot(full, by=operator_name(by))
     emit(
         as_json,
-        {"path": full, "changed": changed, "inRotation": True},
+        views.SlotRotationOut(path=full, changed=changed, in_rotation=True),
         [f"{full} {'back in rotation' if changed else 'was in rotation already'}"],
     )
 

@@ -52,7 +52,7 @@ def stuck_report(ctx: typer.Context, as_json: JsonFlag = False) -> None:
     pool = cli_state(ctx).pool()
     leases = pool.stuck_leases()
     now = _now(pool)
-    emit(as_json, views.stuck_json(now, leases), _stuck_lines(leases, now))
+    emit(as_json, views.StuckOut.of(now, leases), _stuck_lines(leases, now))
 
 
 @reports_app.command("orphans")
@@ -77,7 +77,7 @@ def orphans_report(
     age = older_than if older_than is not None else 3 * pool.policy.lock_timeout
     payments = pool.orphaned_payments(age)
     now = _now(pool)
-    emit(as_json, views.orphans_json(now, age, payments), _orphan_lines(payments, age, now))
+    emit(as_json, views.OrphansOut.of(now, age, payments), _orphan_lines(payments, age, now))
 
 
 @reports_app.command("usage")
@@ -88,8 +88,8 @@ def usage_report(ctx: typer.Context, as_json: JsonFlag = False) -> None:
     expired: a slot whose leases keep expiring is a path the gateway may not know."""
     pool = cli_state(ctx).pool()
     rows = pool.usage()
-    document = views.usage_json(rows)
-    emit(as_json, document, _usage_lines(rows, document["averageUsage"], _now(pool)))
+    document = views.UsageOut.of(rows)
+    emit(as_json, document, _usage_lines(rows, document.average_usage, _now(pool)))
 
 
 @reports_app.command("health")
@@ -98,7 +98,7 @@ def health_report(ctx: typer.Context, as_json: JsonFlag = False) -> None:
     return, and which slots are out of rotation (and why)."""
     pool = cli_state(ctx).pool()
     pool_status = pool.status()
-    document = views.health_json(pool_status, pool.policy.slot_health_expiries_to_sideline)
+    document = views.HealthOut.of(pool_status, pool.policy.slot_health_expiries_to_sideline)
     emit(as_json, document, _health_lines(pool_status.slots, pool_status.at))
 
 
@@ -132,8 +132,8 @@ def callbacks_report(
         outcomes=outcomes, limit=limit, before_id=None if before is None else _callback_id(before)
     )
     counts = pool.callback_counts()
-    document = views.callbacks_json(records, limit=limit, outcomes=outcomes, counts=counts)
-    emit(as_json, document, _callback_lines(records, counts, document["nextBefore"]))
+    document = views.CallbacksOut.of(records, limit=limit, outcomes=outcomes, counts=counts)
+    emit(as_json, document, _callback_lines(records, counts, document.next_before))
 
 
 def _callback_id(ref: str) -> int:
@@ -152,7 +152,7 @@ def review_list(ctx: typer.Context, as_json: JsonFlag = False) -> None:
     decided = pool.reviews(limit=10)
     emit(
         as_json,
-        views.review_queue_json(queue, decided),
+        views.ReviewQueueOut.of(queue, decided),
         _review_lines(queue.returns, queue.payments, decided, _now(pool), pool.gateway.currency),
     )
 
@@ -194,7 +194,7 @@ def review_resolve(
         by=operator_name(by),
         reason=reason,
     )
-    emit(as_json, {"review": views.review_json(review)}, _decided_lines(review))
+    emit(as_json, views.ReviewDecidedOut.of(review), _decided_lines(review))
 
 
 @review_app.command("close")
@@ -218,7 +218,7 @@ def review_close(
             token, status=_review_status(status, "--status"), by=operator_name(by), reason=reason
         )
     )
-    emit(as_json, {"review": views.review_json(review)}, _decided_lines(review))
+    emit(as_json, views.ReviewDecidedOut.of(review), _decided_lines(review))
 
 
 def _review_status(value: str, option: str) -> PaymentStatus:

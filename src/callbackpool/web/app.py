@@ -22,7 +22,6 @@ from ..compose import build_pool
 from ..config import Settings, networks
 from ..store import open_store
 from ..store.port import Store
-from .blocking import Blocking
 from .clients import ClientAddresses
 from .deps import Services
 from .errors import install_error_handlers
@@ -77,9 +76,6 @@ def create_app(
         finally:
             await startup.stop()
             await sweeper.stop()
-            # The calls in flight end before the store closes.
-            await services.blocking.drain()
-            services.blocking.close()
             services.store.close()
 
     app = FastAPI(
@@ -106,7 +102,6 @@ def create_app(
     app.add_middleware(BodyLimit)
     app.add_middleware(ResponseHeaders, headers=security_headers(settings))
 
-    app.include_router(payments.direct)
     app.include_router(payments.router)
     callbacks.add_callback_routes(app, settings)
     app.include_router(pages.router)
@@ -147,7 +142,6 @@ def _build_services(settings: Settings, store: Store | None, clock: Clock | None
             if settings.create_token_rate_per_minute
             else None
         ),
-        blocking=Blocking(),
     )
 
 

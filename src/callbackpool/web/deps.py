@@ -15,7 +15,6 @@ from ..gateways.sandbox import SandboxGateway
 from ..pool import CallbackPool
 from ..store.port import Store
 from .auth import token_matches
-from .blocking import Blocking
 from .clients import ClientAddresses, client_address
 from .errors import Forbidden, NotAuthenticated, RateLimited, WebError
 from .limits import RateLimiter, rate_key
@@ -33,7 +32,6 @@ class Services:
     sandbox: SandboxGateway | None
     clients: ClientAddresses = field(default_factory=ClientAddresses)
     create_token_limit: RateLimiter | None = None
-    blocking: Blocking = field(default_factory=Blocking)
 
 
 # The getters are coroutines although they wait for nothing: FastAPI runs a plain function
@@ -156,4 +154,5 @@ PoolDep = Annotated[CallbackPool, Depends(get_pool)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 SandboxDep = Annotated[SandboxGateway, Depends(get_sandbox)]
 OperatorDep = Annotated[None, Depends(require_operator)]
+CreateTokenGuardDep = Annotated[None, Depends(guard_create_token)]
 SameOriginDep = Annotated[None, Depends(require_same_origin)]

@@ -1,25 +1,21 @@
-"""The JSON the API takes and gives (paths and shapes follow the guide's API)."""
+"""The JSON the API takes (paths and shapes follow the guide's API), how FastAPI reads and
+documents it, and the error answers' documentation. What the API answers is in views.py,
+shared with the CLI."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Coroutine, Mapping, Sequence
-from typing import Any, Literal
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Annotated, Any, Literal, TypeVar
 from urllib.parse import parse_qsl
 
-from fastapi import Request, Response
+from fastapi import Depends, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, StrictBool, StrictInt, StrictStr, ValidationError
 from pydantic.alias_generators import to_camel
 
-from .. import views
-from ..config import Settings
 from ..domain.errors import InvalidPayment
-from ..domain.model import Payment
-from ..domain.money import format_amount
-from ..pool import Checkout, PoolStatus, Waiting
-from ..views import iso
+from ..views import Out
 from .errors import BadBody
 
 # --- requests ------------------------------------------------------------------------------
@@ -79,22 +75,32 @@ class CreateTokenIn(_In):
         }
 
 
-async def read_json(request: Request, model: type[_In]) -> Any:
-    """The body as ``model``, whatever the Content-Type says (the guide's own client posts
-    JSON as text/plain). BadBody or RequestValidationError naming the field otherwise."""
-    raw = await request.body()
-    if not raw.strip():
-        raise BadBody("body", "is required (a JSON object)")
-    try:
-        data = json.loads(raw)
-    except (ValueError, RecursionError):
-        raise BadBody("body", "malformed JSON") from None
-    if not isinstance(data, dict):
-        raise BadBody("body", "must be a JSON object")
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        raise RequestValidationError(exc.errors(include_url=False, include_context=False)) from None
+In = TypeVar("In", bound="_In")
+
+
+def json_body(model: type[In]) -> Callable[[Request], Awaitable[In]]:
+    """A dependency: the body as ``model``, whatever the Content-Type says (the guide's own
+    client posts JSON as text/plain); BadBody or RequestValidationError naming the field
+    otherwise. FastAPI does not document a body read so: the route says it in
+    ``openapi_extra``."""
+
+    async def body(request: Request) -> In:
+        raw = await request.body()
+        if not raw.strip():
+            raise BadBody("body", "is required (a JSON object)")
+        try:
+            data = json.loads(raw)
+        except (ValueError, RecursionError):
+            raise BadBody("body", "malformed JSON") from None
+        if not isinstance(data, dict):
+            raise BadBody("body", "must be a JSON object")
+        try:
+            return model.model_validate(data)
+        except ValidationError as exc:
+            errors = exc.errors(include_url=False, include_context=False)
+            raise RequestValidationError(errors) from None
+
+    return body
 
 
 # --- the operator's decisions ------------------------------------------------------------
@@ -126,44 +132,17 @@ class RestoreIn(_In):
     operator: StrictStr
 
 
-# --- responses -----------------------------------------------------------------------------
+CreateTokenBody = Annotated[CreateTokenIn, Depends(json_body(CreateTokenIn))]
+ResolveReviewBody = Annotated[ResolveReviewIn, Depends(json_body(ResolveReviewIn))]
+ClosePaymentBody = Annotated[ClosePaymentIn, Depends(json_body(ClosePaymentIn))]
+SidelineBody = Annotated[SidelineIn, Depends(json_body(SidelineIn))]
+RestoreBody = Annotated[RestoreIn, Depends(json_body(RestoreIn))]
 
 
-class _Out(BaseModel):
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True)
+# --- errors --------------------------------------------------------------------------------
 
 
-class DirectRoute(APIRoute):
-    """A route whose endpoint reads its request itself (``read_json``) and answers a
-    ``Response`` (``json_answer``): called with the request and its path parameters (as
-    text), without FastAPI's per-request resolution of parameters and dependencies, which
-    cost a route that serves every payment more than its own work. Its declaration still
-    documents it (OpenAPI), and errors it raises meet the app's handlers as any route's."""
-
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        endpoint = self.endpoint
-
-        async def answer(request: Request) -> Response:
-            response: Response = await endpoint(request=request, **request.path_params)
-            return response
-
-        return answer
-
-
-def json_answer(
-    body: _Out, status_code: int = 200, headers: Mapping[str, str] | None = None
-) -> Response:
-    """``body`` as the answer's JSON, as FastAPI would write it for a route whose
-    ``response_model`` it is, without validating it a second time."""
-    return Response(
-        body.model_dump_json(by_alias=True),
-        status_code,
-        headers=headers,
-        media_type="application/json",
-    )
-
-
-class ErrorOut(_Out):
+class ErrorOut(Out):
     """Every error: ``errors`` names the fields of a bad request; ``retryAfter`` (seconds)
     comes with a 429 and an exhausted pool's 503, ``status`` with a 409, ``ref`` with a 500."""
 
@@ -175,234 +154,8 @@ class ErrorOut(_Out):
     ref: str | None = None
 
 
-class FormConfigOut(_Out):
-    form_action_url: str
-    method: str
-    merchant_id: str
-    form_id: str
-    form_hash: str
-    callback_path: str
-    callback_url: str
-    fields: dict[str, str]
-
-
-class CreateTokenOut(_Out):
-    success: bool = True
-    token: str
-    status: str
-    expires_at: str | None
-    form_config: FormConfigOut
-
-    @classmethod
-    def of(cls, checkout: Checkout) -> CreateTokenOut:
-        form = checkout.form
-        return cls(
-            token=checkout.payment.token,
-            status=checkout.payment.status.value,
-            expires_at=iso(checkout.payment.expires_at),
-            form_config=FormConfigOut(
-                form_action_url=form.action_url,
-                method=form.method,
-                merchant_id=form.fields.get("merchantID", ""),
-                form_id=form.fields.get("formID", ""),
-                form_hash=form.fields.get("hash", ""),
-                callback_path=form.callback_path,
-                callback_url=form.callback_url,
-                fields=dict(form.fields),
-            ),
-        )
-
-
-class WaitingOut(_Out):
-    """A place in the waiting room (202): poll ``GET /ticket/{ticket}`` after ``retryAfter``
-    seconds; a ticket not polled in time is dropped."""
-
-    success: bool = True
-    ticket: str
-    position: int
-    retry_after: int
-
-    @classmethod
-    def of(cls, waiting: Waiting) -> WaitingOut:
-        return cls(
-            ticket=waiting.ticket,
-            position=waiting.position,
-            retry_after=waiting.retry_after_seconds,
-        )
-
-
-class TicketCancelledOut(_Out):
-    success: bool = True
-    status: str = "cancelled"
-
-
-class PaymentStatusOut(_Out):
-    success: bool = True
-    token: str
-    status: str
-    amount: int
-    currency: str
-    transaction_id: str | None
-    error_message: str | None
-    late: bool
-    expires_at: str | None
-
-    @classmethod
-    def of(cls, payment: Payment) -> PaymentStatusOut:
-        return cls(
-            token=payment.token,
-            status=payment.status.value,
-            amount=payment.amount,
-            currency=payment.currency,
-            transaction_id=payment.pn_ref,
-            error_message=payment.error_message,
-            late=payment.late,
-            expires_at=iso(payment.expires_at),
-        )
-
-
-class CancelledOut(_Out):
-    success: bool = True
-    status: str
-
-
-class CatalogueItemOut(_Out):
-    code: str
-    description: str
-    price: int
-    price_text: str
-
-
-class ConfigOut(_Out):
-    """The public form settings (everything here is posted by the browser anyway)."""
-
-    success: bool = True
-    form_action_url: str
-    method: str = "POST"
-    merchant_id: str | None
-    form_id: str
-    form_hash: str
-    currency: str
-    items: list[CatalogueItemOut]
-    lock_timeout_minutes: float
-    max_amount: int | None
-    sandbox: bool
-
-    @classmethod
-    def of(cls, settings: Settings) -> ConfigOut:
-        return cls(
-            form_action_url=settings.effective_form_action_url(),
-            merchant_id=settings.merchant_id,
-            form_id=settings.form.form_id,
-            form_hash=settings.form.form_hash,
-            currency=settings.currency,
-            items=[
-                CatalogueItemOut(
-                    code=item.code,
-                    description=item.description,
-                    price=item.price,
-                    price_text=format_amount(item.price, settings.currency),
-                )
-                for item in settings.catalogue()
-            ],
-            lock_timeout_minutes=settings.lock_timeout_minutes,
-            max_amount=settings.max_amount,
-            sandbox=settings.sandbox.enabled,
-        )
-
-
-class HandlerOut(_Out):
-    path: str
-    active: bool
-    state: str
-    is_locked: bool
-    lease_id: int | None
-    locked_by: str | None
-    locked_at: str | None
-    expires_at: str | None
-    usage_count: int
-    last_used_at: str | None
-    last_released_at: str | None
-    taints: int
-    reserve: bool
-    standby: bool
-    in_rotation: bool
-    sidelined_at: str | None
-    sidelined_by: str | None
-    sidelined_reason: str | None
-    approvals: int
-    declines: int
-    silent_expiries: int
-    expiry_streak: int
-    last_return_at: str | None
-    seconds_since_last_return: int | None
-
-
-class ReserveEventOut(_Out):
-    at: str | None
-    action: str
-    paths: list[str]
-    reason: str
-
-
-class ReserveOut(_Out):
-    """The reserve paths: ``none``, ``idle``, ``active`` or ``draining``, and why."""
-
-    state: str
-    paths: list[str]
-    in_rotation: int
-    draining: int
-    events: list[ReserveEventOut]
-
-
-class CapacityOut(_Out):
-    """The capacity window: requests seen, holding times, and Erlang B's reading."""
-
-    window_seconds: float
-    requests: int
-    leased: int
-    waited: int
-    refused: int
-    granted: int
-    not_served_at_once: float
-    arrivals_per_hour: float
-    mean_hold_seconds: float | None
-    offered_erlangs: float | None
-    slots: int
-    target: float
-    predicted_turned_away: float | None
-    slots_needed: int | None
-
-
-class PoolStatsOut(_Out):
-    """The guide's pool status, as ``callbackpool status --json`` shows it."""
-
-    at: str | None
-    total: int
-    available: int
-    locked: int
-    stuck: int
-    tainted: int
-    inactive: int
-    out_of_rotation: int
-    standby: int
-    waiting: int
-    reserve: ReserveOut | None
-    capacity: CapacityOut | None
-    handlers: list[HandlerOut]
-
-    @classmethod
-    def of(cls, status: PoolStatus) -> PoolStatsOut:
-        return cls.model_validate(views.status_json(status))
-
-
-class PoolStatsResponse(_Out):
-    success: bool = True
-    stats: PoolStatsOut
-
-
-# Bodies read by ``read_json`` (whatever the Content-Type) rather than by FastAPI: their
-# schemas are added to the document's components by ``add_request_schemas``.
+# Bodies read by ``json_body`` (whatever the Content-Type) rather than by FastAPI: their
+# schemas are added to the document's components by ``complete_document``.
 REQUEST_MODELS: tuple[type[BaseModel], ...] = (CreateTokenIn,)
 _COMPONENTS = "#/components/schemas/{model}"
 

@@ -1,12 +1,11 @@
 """The operator API under ``/api/v1/admin`` (``Authorization: Bearer <adminToken>``): the
-documents of the CLI's reports (one source: views.py), and the operator's decisions."""
+documents of the CLI's reports (the same models: views.py), and the operator's decisions."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query, Request
-from fastapi.concurrency import run_in_threadpool
+from fastapi import APIRouter, Query
 
 from ... import views
 from ...analytics import WINDOWS, PoolSeries, pool_series
@@ -15,43 +14,45 @@ from ...domain.model import CallbackOutcome, PaymentStatus
 from ...pool import CallbackPool
 from ..deps import OperatorDep, PoolDep
 from ..schemas import (
+    ClosePaymentBody,
     ClosePaymentIn,
+    ResolveReviewBody,
     ResolveReviewIn,
+    RestoreBody,
     RestoreIn,
+    SidelineBody,
     SidelineIn,
     error_responses,
-    read_json,
 )
 
 PREFIX = "/api/v1/admin"
 MAX_PAGE = 200
 
 router = APIRouter(prefix=PREFIX, tags=["operator"], responses=error_responses(401))
-Json = dict[str, Any]
 
 
 def _json_body(model: type[Any]) -> dict[str, Any]:
-    """The OpenAPI request body of an endpoint that reads its JSON itself (``read_json``)."""
+    """The OpenAPI request body of an endpoint that reads its JSON itself (``json_body``)."""
     schema = model.model_json_schema()
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
 
 
 @router.get("/status")
-def status(_: OperatorDep, pool: PoolDep) -> Json:
+def status(_: OperatorDep, pool: PoolDep) -> views.PoolStatsOut:
     """The pool: totals and a row per slot, with its health (``callbackpool status``)."""
-    return views.status_json(pool.status())
+    return views.PoolStatsOut.of(pool.status())
 
 
 @router.get("/slots/health")
-def slot_health(_: OperatorDep, pool: PoolDep) -> Json:
+def slot_health(_: OperatorDep, pool: PoolDep) -> views.HealthOut:
     """Per-slot health (``callbackpool reports health``)."""
-    return views.health_json(pool.status(), pool.policy.slot_health_expiries_to_sideline)
+    return views.HealthOut.of(pool.status(), pool.policy.slot_health_expiries_to_sideline)
 
 
 @router.get("/stuck-leases")
-def stuck_leases(_: OperatorDep, pool: PoolDep) -> Json:
+def stuck_leases(_: OperatorDep, pool: PoolDep) -> views.StuckOut:
     """Leases past their expiry that no sweep has ended (``reports stuck``)."""
-    return views.stuck_json(pool.now(), pool.stuck_leases())
+    return views.StuckOut.of(pool.now(), pool.stuck_leases())
 
 
 @router.get("/orphaned-payments", responses=error_responses(422))
@@ -59,7 +60,7 @@ def orphaned_payments(
     _: OperatorDep,
     pool: PoolDep,
     older_than: Annotated[str | None, Query(alias="olderThan", max_length=40)] = None,
-) -> Json:
+) -> views.OrphansOut:
     """Payments pending long after they should have ended (``reports orphans``);
     ``olderThan`` like 90s, 30m, 2h (default: three lock timeouts)."""
     age = 3 * pool.policy.lock_timeout
@@ -68,13 +69,13 @@ def orphaned_payments(
             age = views.parse_duration(older_than)
         except ValueError as exc:
             raise InvalidReview("olderThan", str(exc)) from None
-    return views.orphans_json(pool.now(), age, pool.orphaned_payments(age))
+    return views.OrphansOut.of(pool.now(), age, pool.orphaned_payments(age))
 
 
 @router.get("/usage")
-def usage(_: OperatorDep, pool: PoolDep) -> Json:
+def usage(_: OperatorDep, pool: PoolDep) -> views.UsageOut:
     """Leases per slot and how they ended (``reports usage``)."""
-    return views.usage_json(pool.usage())
+    return views.UsageOut.of(pool.usage())
 
 
 @router.get("/callbacks", responses=error_responses(422))
@@ -84,20 +85,20 @@ def callbacks(
     outcome: Annotated[list[CallbackOutcome] | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
     before: Annotated[int | None, Query(ge=1)] = None,
-) -> Json:
+) -> views.CallbacksOut:
     """Stored returns, newest first, with their raw parameters (``ExpDate`` masked) and
     the totals by outcome; ``nextBefore`` asks for the next page."""
     outcomes = tuple(outcome or ())
     records = pool.callbacks(outcomes=outcomes, limit=limit, before_id=before)
-    return views.callbacks_json(
+    return views.CallbacksOut.of(
         records, limit=limit, outcomes=outcomes, counts=pool.callback_counts()
     )
 
 
 @router.get("/reviews")
-def reviews(_: OperatorDep, pool: PoolDep) -> Json:
+def reviews(_: OperatorDep, pool: PoolDep) -> views.ReviewQueueOut:
     """What waits for a decision, and the latest decisions (``review list``)."""
-    return views.review_queue_json(pool.review_queue(), pool.reviews(limit=20))
+    return views.ReviewQueueOut.of(pool.review_queue(), pool.reviews(limit=20))
 
 
 @router.post(
@@ -105,22 +106,20 @@ def reviews(_: OperatorDep, pool: PoolDep) -> Json:
     responses=error_responses(404, 409, 422),
     openapi_extra=_json_body(ResolveReviewIn),
 )
-async def resolve_review(ref: str, request: Request, _: OperatorDep, pool: PoolDep) -> Json:
+def resolve_review(
+    ref: str, _: OperatorDep, pool: PoolDep, decision: ResolveReviewBody
+) -> views.ReviewDecidedOut:
     """Decide which payment an ambiguous return (``CB-12``) belongs to, or none
     (``paymentToken`` null), and what its other candidates become. 409 if it was decided
     already or a candidate moved on; 422 for a choice that is not allowed."""
-    decision: ResolveReviewIn = await read_json(request, ResolveReviewIn)
-    callback_id = _callback_id(ref)
-    review = await run_in_threadpool(
-        lambda: pool.resolve_review(
-            callback_id,
-            payment_token=decision.payment_token,
-            others=PaymentStatus(decision.others),
-            by=decision.operator,
-            reason=decision.reason,
-        )
+    review = pool.resolve_review(
+        _callback_id(ref),
+        payment_token=decision.payment_token,
+        others=PaymentStatus(decision.others),
+        by=decision.operator,
+        reason=decision.reason,
     )
-    return {"success": True, "review": views.review_json(review)}
+    return views.ReviewDecidedOut.of(review)
 
 
 @router.post(
@@ -128,18 +127,14 @@ async def resolve_review(ref: str, request: Request, _: OperatorDep, pool: PoolD
     responses=error_responses(404, 409, 422),
     openapi_extra=_json_body(ClosePaymentIn),
 )
-async def close_payment(token: str, request: Request, _: OperatorDep, pool: PoolDep) -> Json:
+def close_payment(
+    token: str, _: OperatorDep, pool: PoolDep, decision: ClosePaymentBody
+) -> views.ReviewDecidedOut:
     """End a payment left in review without a return (``expired`` or ``failed``)."""
-    decision: ClosePaymentIn = await read_json(request, ClosePaymentIn)
-    review = await run_in_threadpool(
-        lambda: pool.resolve_payment(
-            token,
-            status=PaymentStatus(decision.status),
-            by=decision.operator,
-            reason=decision.reason,
-        )
+    review = pool.resolve_payment(
+        token, status=PaymentStatus(decision.status), by=decision.operator, reason=decision.reason
     )
-    return {"success": True, "review": views.review_json(review)}
+    return views.ReviewDecidedOut.of(review)
 
 
 @router.post(
@@ -147,16 +142,11 @@ async def close_payment(token: str, request: Request, _: OperatorDep, pool: Pool
     responses=error_responses(404, 422),
     openapi_extra=_json_body(SidelineIn),
 )
-async def sideline(request: Request, _: OperatorDep, pool: PoolDep) -> Json:
+def sideline(_: OperatorDep, pool: PoolDep, order: SidelineBody) -> views.SlotRotationOut:
     """Take a slot out of rotation (``path``: in full or its last segment)."""
-    order: SidelineIn = await read_json(request, SidelineIn)
-
-    def run() -> Json:
-        path = pool.slot_path(order.path)
-        changed = pool.sideline_slot(path, by=order.operator, reason=order.reason)
-        return {"success": True, "path": path, "changed": changed, "inRotation": False}
-
-    return await run_in_threadpool(run)
+    path = pool.slot_path(order.path)
+    changed = pool.sideline_slot(path, by=order.operator, reason=order.reason)
+    return views.SlotRotationOut(path=path, changed=changed, in_rotation=False)
 
 
 @router.post(
@@ -164,16 +154,11 @@ async def sideline(request: Request, _: OperatorDep, pool: PoolDep) -> Json:
     responses=error_responses(404, 422),
     openapi_extra=_json_body(RestoreIn),
 )
-async def restore(request: Request, _: OperatorDep, pool: PoolDep) -> Json:
+def restore(_: OperatorDep, pool: PoolDep, order: RestoreBody) -> views.SlotRotationOut:
     """Put a slot back in rotation."""
-    order: RestoreIn = await read_json(request, RestoreIn)
-
-    def run() -> Json:
-        path = pool.slot_path(order.path)
-        changed = pool.restore_slot(path, by=order.operator)
-        return {"success": True, "path": path, "changed": changed, "inRotation": True}
-
-    return await run_in_threadpool(run)
+    path = pool.slot_path(order.path)
+    changed = pool.restore_slot(path, by=order.operator)
+    return views.SlotRotationOut(path=path, changed=changed, in_rotation=True)
 
 
 @router.get("/analytics", responses=error_responses(422))
@@ -181,10 +166,10 @@ def analytics(
     _: OperatorDep,
     pool: PoolDep,
     window: Annotated[Literal["1h", "6h", "24h", "7d"], Query()] = "1h",
-) -> Json:
+) -> views.SeriesOut:
     """The dashboard's charts as data: utilisation, turn-aways, how leases ended and how
     long they held their slots, per bucket of the window."""
-    return views.series_json(series_of(pool, window), window)
+    return views.SeriesOut.of(series_of(pool, window), window)
 
 
 def series_of(pool: CallbackPool, window: str) -> PoolSeries:

@@ -7,10 +7,10 @@ browser is sent on (303) to the success or the error page; when the return canno
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Annotated
 
-from fastapi import FastAPI, Request
-from fastapi.concurrency import run_in_threadpool
+from fastapi import Depends, FastAPI, Request
 from fastapi.responses import RedirectResponse
 from starlette.exceptions import HTTPException
 
@@ -18,13 +18,17 @@ from ...config import Settings
 from ..clients import client_address
 from ..deps import services_of
 from ..errors import keep_return, mark_answer
-from ..schemas import DirectRoute, error_responses, form_pairs
+from ..schemas import error_responses, form_pairs
 
 CALLBACK_PREFIX = "/api/v1/payments/callback"
 _METHODS = ["GET", "POST"]
 
 
-async def _return_params(request: Request) -> Sequence[tuple[str, str]]:
+async def return_params(request: Request) -> Sequence[tuple[str, str]]:
+    """The return's parameters (query string, then the form body of a POST), kept with the
+    request for the page that sends them again; from here on, errors are answered as a
+    return's (``mark_answer``)."""
+    mark_answer(request, "callback")
     params = list(request.query_params.multi_items())
     if request.method == "POST":
         content_type = request.headers.get("content-type", "")
@@ -33,61 +37,41 @@ async def _return_params(request: Request) -> Sequence[tuple[str, str]]:
                 params += [(k, v) for k, v in form.multi_items() if isinstance(v, str)]
         else:
             params += form_pairs(await request.body())
+    keep_return(request, params)
     return params
 
 
-async def _resolve(request: Request, path: str) -> RedirectResponse:
-    mark_answer(request, "callback")
-    params = await _return_params(request)
-    keep_return(request, params)
-    return await _hand_over(request, path, params)
+ReturnParams = Annotated[Sequence[tuple[str, str]], Depends(return_params)]
 
 
-async def _hand_over(
-    request: Request, path: str, params: Sequence[tuple[str, str]]
-) -> RedirectResponse:
-    services = services_of(request)
-    pool, client, method = services.pool, client_address(request), request.method
-    if pool.status_query:  # a network call, which the event loop must not wait on
-        result = await services.blocking.run(
-            lambda: pool.handle_callback(path, params, method=method, client_addr=client)
-        )
-    else:
-        # Two calls, so that the return has committed before its resolution begins, also
-        # where the calls of one turn of the event loop commit together.
-        callback_id = await services.blocking.serve(
-            lambda: pool.record_callback(path, params, method=method, client_addr=client)
-        )
-        result = await services.blocking.serve(lambda: pool.resolve_callback(callback_id))
+def _hand_over(request: Request, path: str, params: Sequence[tuple[str, str]]) -> RedirectResponse:
+    result = services_of(request).pool.handle_callback(
+        path, params, method=request.method, client_addr=client_address(request)
+    )
     return RedirectResponse(result.redirect, status_code=303)
 
 
-def _route_for(path: str) -> Callable[[Request], Awaitable[RedirectResponse]]:
-    async def gateway_return(request: Request) -> RedirectResponse:
-        return await _resolve(request, path)
+def _route_for(path: str) -> Callable[[Request, Sequence[tuple[str, str]]], RedirectResponse]:
+    def gateway_return(request: Request, params: ReturnParams) -> RedirectResponse:
+        return _hand_over(request, path, params)
 
     return gateway_return
 
 
 def _prefixed_return_for(
     configured: frozenset[str],
-) -> Callable[[str, Request], Awaitable[RedirectResponse]]:
-    async def prefixed_return(handler: str, request: Request) -> RedirectResponse:
+) -> Callable[[str, Request, Sequence[tuple[str, str]]], RedirectResponse]:
+    def prefixed_return(handler: str, request: Request, params: ReturnParams) -> RedirectResponse:
         """The hosted form's return: the gateway sends the customer's browser here with its
         11 parameters (query string or form body). Answers 303 to the success or error
         page."""
         path = f"{CALLBACK_PREFIX}/{handler}"
-        mark_answer(request, "callback")
-        params = await _return_params(request)
-        keep_return(request, params)
         # A configured path is known without asking the database; another one may be a
         # path removed from the configuration that still takes its leases' late returns.
-        if path not in configured and not await run_in_threadpool(
-            services_of(request).pool.has_path, path
-        ):
+        if path not in configured and not services_of(request).pool.has_path(path):
             mark_answer(request, "api")
             raise HTTPException(404)
-        return await _hand_over(request, path, params)
+        return _hand_over(request, path, params)
 
     return prefixed_return
 
@@ -125,5 +109,4 @@ def add_callback_routes(app: FastAPI, settings: Settings) -> None:
             tags=["gateway"],
             summary=f"The hosted form's return by {method}",
             operation_id=f"gateway_return_{method.lower()}",
-            route_class_override=DirectRoute,
         )

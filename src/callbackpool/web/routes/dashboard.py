@@ -9,11 +9,11 @@ refreshes the live sections every ``dashboardRefreshSeconds``.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Form, Query, Request
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from ... import views
@@ -130,10 +130,10 @@ def _back(request: Request, **note: str) -> RedirectResponse:
     return RedirectResponse(target, status_code=303)
 
 
-async def _decide(request: Request, action: Any, done: str) -> Response:
+def _decide(request: Request, action: Callable[[], object], done: str) -> Response:
     """Run an operator's decision in the core; back to the page with the outcome."""
     try:
-        await run_in_threadpool(action)
+        action()
     except CallbackPoolError as exc:
         return _back(request, error=exc.message)
     return _back(request, done=done)
@@ -215,7 +215,7 @@ def _local(target: str) -> str:
 
 
 @router.post("/reviews/{callback_id}")
-async def resolve_review(
+def resolve_review(
     request: Request,
     callback_id: int,
     pool: PoolDep,
@@ -234,7 +234,7 @@ async def resolve_review(
     if status is None:
         return _back(request, error=f"{others[:40]!r} is not a status the others may take")
     review_ref = f"CB-{callback_id}"
-    return await _decide(
+    return _decide(
         request,
         lambda: pool.resolve_review(
             callback_id, payment_token=token, others=status, by=operator.name, reason=reason
@@ -245,7 +245,7 @@ async def resolve_review(
 
 
 @router.post("/payments/{token}/close")
-async def close_payment(
+def close_payment(
     request: Request,
     token: str,
     pool: PoolDep,
@@ -259,7 +259,7 @@ async def close_payment(
     ending = _status(status)
     if ending is None:
         return _back(request, error=f"{status[:40]!r} is not a payment status")
-    return await _decide(
+    return _decide(
         request,
         lambda: pool.resolve_payment(token, status=ending, by=operator.name, reason=reason),
         f"the payment is {ending.value}",
@@ -267,7 +267,7 @@ async def close_payment(
 
 
 @router.post("/slots/sideline")
-async def sideline(
+def sideline(
     request: Request,
     pool: PoolDep,
     settings: SettingsDep,
@@ -277,7 +277,7 @@ async def sideline(
 ) -> Response:
     operator = page_operator(request, settings)
     check_form_post(request, settings, operator, csrf)
-    return await _decide(
+    return _decide(
         request,
         lambda: pool.sideline_slot(pool.slot_path(path), by=operator.name, reason=reason),
         f"{path} is out of rotation",
@@ -285,7 +285,7 @@ async def sideline(
 
 
 @router.post("/slots/restore")
-async def restore(
+def restore(
     request: Request,
     pool: PoolDep,
     settings: SettingsDep,
@@ -294,7 +294,7 @@ async def restore(
 ) -> Response:
     operator = page_operator(request, settings)
     check_form_post(request, settings, operator, csrf)
-    return await _decide(
+    return _decide(
         request,
         lambda: pool.restore_slot(pool.slot_path(path), by=operator.name),
         f"{path} is back in rotation",

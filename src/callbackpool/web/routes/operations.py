@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 
 from fastapi import APIRouter, Request
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
@@ -30,7 +29,7 @@ async def healthz() -> dict[str, str]:
     "/readyz",
     responses={503: {"description": "Not ready: `reasons` says why"}},
 )
-async def readyz(request: Request) -> JSONResponse:
+def readyz(request: Request) -> JSONResponse:
     """Whether this instance can serve: the database answers, its schema has every
     migration this version knows, and the sweeper runs. 503 with the reasons otherwise."""
     services: Services | None = getattr(request.app.state, "services", None)
@@ -39,7 +38,7 @@ async def readyz(request: Request) -> JSONResponse:
     startup = getattr(request.app.state, "startup", None)
     if startup is not None and not startup.ready:
         return _not_ready(["starting", startup.problem])
-    reasons = await run_in_threadpool(_database_problems, services)
+    reasons = _database_problems(services)
     sweeper = getattr(request.app.state, "sweeper", None)
     if sweeper is None or not sweeper.running:
         reasons.append("the sweeper is not running")

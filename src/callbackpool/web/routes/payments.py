@@ -4,43 +4,25 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Response
 
 from ...pool import Checkout, Waiting
-from ..deps import (
-    OperatorDep,
-    PoolDep,
-    SameOriginDep,
-    SettingsDep,
-    guard_create_token,
-    services_of,
-)
-from ..schemas import (
+from ...views import (
     CancelledOut,
     ConfigOut,
-    CreateTokenIn,
     CreateTokenOut,
-    DirectRoute,
     PaymentStatusOut,
     PoolStatsOut,
     PoolStatsResponse,
     TicketCancelledOut,
     WaitingOut,
-    error_responses,
-    json_answer,
-    read_json,
-    request_body,
 )
+from ..deps import CreateTokenGuardDep, OperatorDep, PoolDep, SameOriginDep, SettingsDep
+from ..schemas import CreateTokenBody, CreateTokenIn, error_responses, request_body
 
 PREFIX = "/api/v1/payments"
 
 router = APIRouter(prefix=PREFIX, tags=["payments"])
-
-# The routes every payment calls (create-token, check-status) take their services from the
-# request and answer with the JSON already made (DirectRoute): FastAPI's dependency
-# resolution and its second validation of the answer against ``response_model`` (which
-# documents it) cost as much as the rest of the route.
-direct = APIRouter(prefix=PREFIX, tags=["payments"], route_class=DirectRoute)
 
 
 _WAITING: dict[int | str, dict[str, Any]] = {
@@ -52,26 +34,36 @@ _WAITING: dict[int | str, dict[str, Any]] = {
 }
 
 
-@direct.post(
+@router.post(
     "/create-token",
     status_code=201,
     response_model=CreateTokenOut | WaitingOut,
     responses={**_WAITING, **error_responses(403, 413, 422, 429, 503)},
     openapi_extra=request_body(CreateTokenIn),
 )
-async def create_token(request: Request) -> Response:
+def create_token(
+    _: CreateTokenGuardDep,
+    order: CreateTokenBody,
+    pool: PoolDep,
+    response: Response,
+) -> CreateTokenOut | WaitingOut:
     """Create a pending payment and lease it a callback URL: the fields to post to the
     hosted form come back in ``formConfig.fields``. With ``"wait": true`` and no slot free
     for this request (``priority`` ranks it), 202 with a ``ticket`` to poll instead of 503."""
-    services = services_of(request)
-    await guard_create_token(request)
-    order: CreateTokenIn = await read_json(request, CreateTokenIn)
-    result = await services.blocking.serve(
-        lambda: services.pool.create_payment(**order.payment_arguments())
-    )
-    if isinstance(result, Waiting):
-        return json_answer(WaitingOut.of(result), 202, _retry_after(result))
-    return json_answer(CreateTokenOut.of(result), 201)
+    return _granted_or_waiting(pool.create_payment(**order.payment_arguments()), response)
+
+
+# ``{token:path}``: a "token" with a slash in it is answered like every unknown token.
+@router.get(
+    "/check-status/{token:path}",
+    response_model=PaymentStatusOut,
+    responses=error_responses(404, 503),
+)
+def check_status(token: str, pool: PoolDep) -> PaymentStatusOut:
+    """The payment as it stands. Poll it while the customer is on the gateway's page: the
+    polling is the payment's heartbeat, and a payment whose page stopped polling releases
+    its callback URL about a minute later (heartbeatTimeoutSeconds)."""
+    return PaymentStatusOut.of(pool.poll_payment(token))
 
 
 @router.get(
@@ -109,21 +101,6 @@ def _granted_or_waiting(
 
 def _retry_after(waiting: Waiting) -> dict[str, str]:
     return {"Retry-After": str(waiting.retry_after_seconds)}
-
-
-# ``{token:path}``: a "token" with a slash in it is answered like every unknown token.
-@direct.get(
-    "/check-status/{token:path}",
-    response_model=PaymentStatusOut,
-    responses=error_responses(404, 503),
-)
-async def check_status(token: str, request: Request) -> Response:
-    """The payment as it stands. Poll it while the customer is on the gateway's page: the
-    polling is the payment's heartbeat, and a payment whose page stopped polling releases
-    its callback URL about a minute later (heartbeatTimeoutSeconds)."""
-    services = services_of(request)
-    payment = await services.blocking.serve(lambda: services.pool.poll_payment(token))
-    return json_answer(PaymentStatusOut.of(payment))
 
 
 @router.post(
