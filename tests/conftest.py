@@ -9,12 +9,12 @@ from typing import Any
 
 import pytest
 
-from callbackpool.clock import FakeClock
 from callbackpool.gateways.paygistix import PaygistixGateway
 from callbackpool.pool import CallbackPool
 from callbackpool.store.port import Store
 from callbackpool.store.postgres import PostgresStore
 from callbackpool.store.sqlite import SqliteStore
+from callbackpool.testing import FakeClock
 
 from .databases import TestDatabases
 from .support import POLICY, make_gateway

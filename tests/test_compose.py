@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from callbackpool import FakeClock, build_pool, load_settings
+from callbackpool import build_pool, load_settings
+from callbackpool.testing import FakeClock
 
 EXAMPLE_CONFIG = Path(__file__).resolve().parents[1] / "examples" / "paygistix-forms.json"
 TWO_PATHS = "/api/v1/payments/callback/handler-1,/api/v1/payments/callback/handler-2"

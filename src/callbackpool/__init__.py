@@ -13,75 +13,45 @@ The whole API::
     pool.create_payment(amount=1000, wait=True)     # Checkout, or Waiting (a ticket)
     pool.poll_ticket(ticket); pool.cancel_ticket(ticket)
     pool.sweep(); pool.status(); pool.release(path=...); pool.usage()
+
+Every error a call raises is a ``CallbackPoolError``; the kinds worth telling apart are
+exported here (domain/errors.py).
 """
 
-from .clock import Clock, FakeClock, SystemClock
 from .compose import build_pool
 from .config import Settings, load_settings
 from .domain.errors import (
     CallbackPoolError,
     ConfigurationError,
-    IllegalTransition,
-    InvalidPayment,
-    NothingToRelease,
-    PaymentNotPending,
+    Conflict,
+    InvalidRequest,
+    NotFound,
     PoolExhausted,
     StoreUnavailable,
-    TicketEnded,
-    UnknownPayment,
-    UnknownTicket,
+    TooManyLeases,
 )
-from .domain.model import (
-    CallbackOutcome,
-    CallbackRecord,
-    Lease,
-    LeaseEnd,
-    Payment,
-    PaymentStatus,
-    StatusChange,
-)
-from .pool import (
-    CallbackPool,
-    CallbackResult,
-    Checkout,
-    FormConfig,
-    PoolPolicy,
-    PoolStatus,
-    Waiting,
-)
-from .store import open_store
+from .domain.model import CallbackOutcome, Payment, PaymentStatus, StatusChange
+from .pool import CallbackPool, CallbackResult, Checkout, Waiting
 
+# Test helpers are in callbackpool.testing; everything else is the package's own business.
 __all__ = [
     "CallbackOutcome",
     "CallbackPool",
     "CallbackPoolError",
-    "CallbackRecord",
     "CallbackResult",
     "Checkout",
-    "Clock",
     "ConfigurationError",
-    "FakeClock",
-    "FormConfig",
-    "IllegalTransition",
-    "InvalidPayment",
-    "Lease",
-    "LeaseEnd",
-    "NothingToRelease",
+    "Conflict",
+    "InvalidRequest",
+    "NotFound",
     "Payment",
-    "PaymentNotPending",
     "PaymentStatus",
     "PoolExhausted",
-    "PoolPolicy",
-    "PoolStatus",
     "Settings",
     "StatusChange",
     "StoreUnavailable",
-    "SystemClock",
-    "TicketEnded",
-    "UnknownPayment",
-    "UnknownTicket",
+    "TooManyLeases",
     "Waiting",
     "build_pool",
     "load_settings",
-    "open_store",
 ]

@@ -13,8 +13,9 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner, Result
 
-from callbackpool import CallbackPool, FakeClock, build_pool, load_settings
+from callbackpool import CallbackPool, build_pool, load_settings
 from callbackpool.cli import CliState, app
+from callbackpool.testing import FakeClock
 
 EXAMPLE_CONFIG = Path(__file__).resolve().parents[2] / "examples" / "paygistix-forms.json"
 

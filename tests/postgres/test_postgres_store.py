@@ -19,7 +19,6 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from callbackpool.clock import FakeClock
 from callbackpool.domain.errors import (
     CallbackPoolError,
     ConfigurationError,
@@ -40,6 +39,7 @@ from callbackpool.store import open_store
 from callbackpool.store import postgres as postgres_module
 from callbackpool.store.postgres import PostgresStore
 from callbackpool.store.tx import NewCallback, PaymentChange
+from callbackpool.testing import FakeClock
 
 from ..support import (
     PATHS,

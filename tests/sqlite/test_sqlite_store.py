@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from callbackpool.clock import FakeClock
 from callbackpool.domain.errors import PoolExhausted, StoreUnavailable
 from callbackpool.pool import CallbackPool, Checkout, Waiting
 from callbackpool.store import open_store
 from callbackpool.store.queries import load_migrations
 from callbackpool.store.sqlite import SqliteStore, to_us
+from callbackpool.testing import FakeClock
 
 from ..support import (
     POLICY,

@@ -8,10 +8,10 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from callbackpool.clock import FakeClock
 from callbackpool.domain.model import CallbackOutcome, PaymentStatus, StatusChange
 from callbackpool.gateways.paygistix import HashRecipe
 from callbackpool.pool import CallbackPool
+from callbackpool.testing import FakeClock
 
 from ..conftest import PoolFactory
 from ..support import PATHS, make_gateway, paygistix_return

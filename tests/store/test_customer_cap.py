@@ -8,9 +8,9 @@ from datetime import timedelta
 
 import pytest
 
-from callbackpool.clock import FakeClock
 from callbackpool.domain.errors import TooManyLeases
 from callbackpool.pool import CallbackPool, Checkout, Waiting
+from callbackpool.testing import FakeClock
 
 from ..conftest import PoolFactory
 from ..support import paygistix_return

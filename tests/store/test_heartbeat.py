@@ -7,10 +7,10 @@ from datetime import timedelta
 
 import pytest
 
-from callbackpool.clock import FakeClock
 from callbackpool.domain.errors import PoolExhausted, UnknownPayment
 from callbackpool.domain.model import CallbackOutcome, Lease, LeaseEnd, PaymentStatus
 from callbackpool.pool import CallbackPool
+from callbackpool.testing import FakeClock
 
 from ..conftest import PoolFactory
 from ..support import paygistix_return

@@ -19,11 +19,11 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from callbackpool.clock import FakeClock
 from callbackpool.domain.errors import PaymentNotPending, PoolExhausted
 from callbackpool.domain.model import CallbackOutcome, PaymentStatus, StatusChange
 from callbackpool.gateways.paygistix import HashRecipe
 from callbackpool.pool import CallbackPool
+from callbackpool.testing import FakeClock
 
 from ..conftest import StoreFactory
 from ..support import PATHS, POLICY, make_gateway, paygistix_return

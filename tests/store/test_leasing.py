@@ -6,7 +6,6 @@ from datetime import timedelta
 
 import pytest
 
-from callbackpool.clock import FakeClock
 from callbackpool.domain.errors import (
     InvalidPayment,
     NothingToRelease,
@@ -16,6 +15,7 @@ from callbackpool.domain.errors import (
 )
 from callbackpool.domain.model import LeaseEnd, PaymentStatus, StatusChange
 from callbackpool.pool import CallbackPool
+from callbackpool.testing import FakeClock
 
 from ..conftest import PoolFactory
 from ..support import PATHS, paygistix_return

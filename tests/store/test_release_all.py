@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from callbackpool.clock import FakeClock
 from callbackpool.domain.model import LeaseEnd, PaymentStatus
 from callbackpool.pool import CallbackPool
+from callbackpool.testing import FakeClock
 
 
 def test_release_all_ends_stuck_leases_as_expired_and_releases_the_others(

@@ -8,7 +8,6 @@ from datetime import timedelta
 import pytest
 
 from callbackpool.analytics import WINDOWS
-from callbackpool.clock import FakeClock
 from callbackpool.domain.errors import InvalidPayment, PoolExhausted
 from callbackpool.domain.events import (
     CallbackResolved,
@@ -20,6 +19,7 @@ from callbackpool.domain.events import (
 )
 from callbackpool.domain.model import CallbackOutcome, LeaseEnd, PaymentStatus
 from callbackpool.pool import CallbackPool
+from callbackpool.testing import FakeClock
 
 from ..support import CountingStore, paygistix_return
 

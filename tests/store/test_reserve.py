@@ -7,10 +7,10 @@ from datetime import timedelta
 
 import pytest
 
-from callbackpool.clock import FakeClock
 from callbackpool.domain.errors import PoolExhausted
 from callbackpool.domain.model import PaymentStatus, ReserveAction
 from callbackpool.pool import CallbackPool, Checkout, Waiting
+from callbackpool.testing import FakeClock
 
 from ..conftest import PoolFactory
 from ..support import PATHS, paygistix_return

@@ -8,7 +8,6 @@ from dataclasses import dataclass
 
 import pytest
 
-from callbackpool.clock import FakeClock
 from callbackpool.domain.errors import (
     IllegalTransition,
     InvalidReview,
@@ -24,6 +23,7 @@ from callbackpool.domain.model import (
     StatusChange,
 )
 from callbackpool.pool import CallbackPool, CallbackResult, Checkout
+from callbackpool.testing import FakeClock
 
 from ..support import paygistix_return
 

@@ -7,11 +7,11 @@ from datetime import timedelta
 
 import pytest
 
-from callbackpool.clock import FakeClock
 from callbackpool.domain.errors import UnknownSlot
 from callbackpool.domain.events import PoolEvent, SlotRestored, SlotSidelined
 from callbackpool.domain.model import CallbackOutcome, PaymentStatus
 from callbackpool.pool import SLOT_HEALTH, CallbackPool
+from callbackpool.testing import FakeClock
 
 from ..conftest import PoolFactory
 from ..support import PATHS, paygistix_return

@@ -11,11 +11,11 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from callbackpool.clock import FakeClock
 from callbackpool.domain.gateway import GatewayTransaction, StatusQueryFailed
 from callbackpool.domain.model import CallbackOutcome, CallbackRecord, PaymentStatus
 from callbackpool.pool import QUERY_ATTEMPTS, CallbackPool, Checkout
 from callbackpool.store.port import Store
+from callbackpool.testing import FakeClock
 
 from ..support import POLICY, make_gateway, paygistix_return
 

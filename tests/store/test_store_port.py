@@ -10,12 +10,12 @@ from typing import Any
 
 import pytest
 
-from callbackpool.clock import FakeClock
 from callbackpool.domain.errors import InvalidPayment, PaymentChanged, PoolExhausted
 from callbackpool.domain.model import CallbackOutcome, LeaseEnd, Payment, PaymentStatus
 from callbackpool.pool import CallbackPool
 from callbackpool.store.port import Store
 from callbackpool.store.tx import PaymentChange
+from callbackpool.testing import FakeClock
 
 from ..support import paygistix_return
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import pytest
 
-from callbackpool.clock import FakeClock
 from callbackpool.domain.errors import InvalidPayment, PoolExhausted, TicketEnded, UnknownTicket
 from callbackpool.domain.model import PaymentStatus
 from callbackpool.pool import CallbackPool, Checkout, Waiting
+from callbackpool.testing import FakeClock
 
 from ..conftest import PoolFactory
 from ..support import PATHS, CountingStore, paygistix_return

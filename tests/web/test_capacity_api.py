@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from callbackpool.clock import FakeClock
+from callbackpool.testing import FakeClock
 from callbackpool.web import create_app
 
 from .conftest import ADMIN_TOKEN, PATHS, SettingsFactory, gateway_return, services_of, serving

@@ -14,8 +14,8 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from callbackpool.clock import FakeClock
 from callbackpool.domain.errors import StoreUnavailable
+from callbackpool.testing import FakeClock
 from callbackpool.web import create_app
 
 from .conftest import ADMIN_TOKEN, BASE_URL, PATHS, SettingsFactory, gateway_return, serving

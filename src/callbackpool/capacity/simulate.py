@@ -34,7 +34,6 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
-from ..clock import FakeClock
 from ..domain.errors import PaymentNotPending, PoolExhausted, TicketEnded
 from ..domain.gateway import CatalogueItem
 from ..domain.model import CallbackOutcome, PaymentStatus, StatusChange
@@ -42,6 +41,7 @@ from ..domain.money import format_amount
 from ..gateways.paygistix import PaygistixGateway
 from ..pool import CallbackPool, Checkout, PoolPolicy, Waiting
 from ..store.sqlite import SqliteStore
+from ..testing import FakeClock
 from .erlang import offered_load
 from .guide import CLEANUP_EVERY, GuidePool
 from .workload import CATALOGUE_AMOUNTS, Behaviour, Customer, Mix, draw_customers

@@ -1,6 +1,11 @@
 """Errors of the callback pool. Each docstring doubles as the default message.
 
-The web layer maps them to HTTP answers in one place; the CLI prints them as one line.
+A caller needs to tell apart only a few kinds, the classes exported by the package:
+``InvalidRequest`` (bad input, naming its field), ``NotFound``, ``Conflict`` (the request
+does not fit the state it met), ``PoolExhausted``, ``TooManyLeases``, ``StoreUnavailable``
+(try again) and ``ConfigurationError``. The subclasses say which thing was not found or
+which conflict it was. The web layer maps the kinds to HTTP answers in one place; the CLI
+prints them as one line.
 """
 
 from __future__ import annotations
@@ -28,13 +33,25 @@ class ConfigurationError(CallbackPoolError):
         super().__init__(f"configuration key {key!r}: {problem}")
 
 
-class InvalidPayment(CallbackPoolError):
-    """The payment request is invalid."""
+class InvalidRequest(CallbackPoolError):
+    """The request is invalid."""
 
     def __init__(self, field: str, problem: str) -> None:
         self.field = field
         self.problem = problem
         super().__init__(f"{field}: {problem}")
+
+
+class NotFound(CallbackPoolError):
+    """Not found."""
+
+
+class Conflict(CallbackPoolError):
+    """The request does not fit the state it found; nothing was changed."""
+
+
+class InvalidPayment(InvalidRequest):
+    """The payment request is invalid."""
 
 
 class PoolExhausted(CallbackPoolError):
@@ -68,15 +85,15 @@ class TooManyLeases(CallbackPoolError):
         return max(1, int((self.retry_at - self.now).total_seconds() + 0.999))
 
 
-class UnknownPayment(CallbackPoolError):
+class UnknownPayment(NotFound):
     """Payment not found."""
 
 
-class UnknownTicket(CallbackPoolError):
+class UnknownTicket(NotFound):
     """Ticket not found."""
 
 
-class TicketEnded(CallbackPoolError):
+class TicketEnded(Conflict):
     """The ticket is no longer in the waiting room."""
 
     def __init__(self, status: str) -> None:
@@ -89,28 +106,23 @@ class TicketEnded(CallbackPoolError):
         super().__init__(f"the ticket is no longer waiting: {reason}")
 
 
-class UnknownSlot(CallbackPoolError):
+class UnknownSlot(NotFound):
     """No callback path of that name is in the pool."""
 
 
-class UnknownCallback(CallbackPoolError):
+class UnknownCallback(NotFound):
     """No stored return has that reference."""
 
 
-class NotUnderReview(CallbackPoolError):
+class NotUnderReview(Conflict):
     """There is nothing to review there: it was resolved already, or never needed it."""
 
 
-class InvalidReview(CallbackPoolError):
+class InvalidReview(InvalidRequest):
     """The review decision is invalid."""
 
-    def __init__(self, field: str, problem: str) -> None:
-        self.field = field
-        self.problem = problem
-        super().__init__(f"{field}: {problem}")
 
-
-class PaymentNotPending(CallbackPoolError):
+class PaymentNotPending(Conflict):
     """The payment is no longer pending."""
 
     def __init__(self, status: str) -> None:
@@ -118,7 +130,7 @@ class PaymentNotPending(CallbackPoolError):
         super().__init__(f"the payment is {status}, not pending")
 
 
-class IllegalTransition(CallbackPoolError):
+class IllegalTransition(Conflict):
     """That payment status change is not allowed."""
 
     def __init__(self, current: str, requested: str, *, subject: str = "payment") -> None:
@@ -127,7 +139,7 @@ class IllegalTransition(CallbackPoolError):
         super().__init__(f"a {subject} cannot go from {current} to {requested}")
 
 
-class PaymentChanged(CallbackPoolError):
+class PaymentChanged(Conflict):
     """The payment changed while this was being decided; nothing was applied. Try again."""
 
     def __init__(self, token: str) -> None:
@@ -135,7 +147,7 @@ class PaymentChanged(CallbackPoolError):
         super().__init__()
 
 
-class NothingToRelease(CallbackPoolError):
+class NothingToRelease(Conflict):
     """There is no live lease to release."""
 
 

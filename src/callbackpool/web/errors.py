@@ -23,21 +23,16 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..domain.errors import (
     CallbackPoolError,
-    IllegalTransition,
-    InvalidPayment,
-    InvalidReview,
-    NothingToRelease,
-    NotUnderReview,
-    PaymentChanged,
+    Conflict,
+    InvalidRequest,
+    NotFound,
     PaymentNotPending,
     PoolExhausted,
     StoreError,
     StoreUnavailable,
     TicketEnded,
     TooManyLeases,
-    UnknownCallback,
     UnknownPayment,
-    UnknownSlot,
     UnknownTicket,
 )
 from .templating import templates
@@ -132,7 +127,7 @@ class Problem:
 def problem_for(exc: Exception) -> Problem:
     """The answer to an exception: the whole mapping of errors to HTTP."""
     match exc:
-        case InvalidPayment():
+        case InvalidRequest():
             name = _API_FIELD_NAMES.get(exc.field, exc.field)
             return Problem(status=422, message=f"{name}: {exc.problem}", errors={name: exc.problem})
         case PoolExhausted():
@@ -153,19 +148,15 @@ def problem_for(exc: Exception) -> Problem:
             )
         case UnknownPayment():
             return Problem(status=404, message="Payment not found")
-        case UnknownCallback() | UnknownSlot():
-            return Problem(status=404, message=exc.message)
-        case InvalidReview():
-            return Problem(status=422, message=exc.message, errors={exc.field: exc.problem})
-        case NotUnderReview():
-            return Problem(status=409, message=exc.message)
-        case PaymentNotPending():
-            return Problem(status=409, message=exc.message, extra={"status": exc.status})
         case UnknownTicket():
             return Problem(status=404, message="Ticket not found")
+        case NotFound():
+            return Problem(status=404, message=exc.message)
         case TicketEnded():
             return Problem(status=410, message=exc.message, extra={"status": exc.status})
-        case IllegalTransition() | NothingToRelease() | PaymentChanged():
+        case PaymentNotPending():
+            return Problem(status=409, message=exc.message, extra={"status": exc.status})
+        case Conflict():
             return Problem(status=409, message=exc.message)
         case StoreUnavailable():
             log.error("store unavailable: %s", exc.message)
