@@ -13,7 +13,8 @@ import pytest
 
 from callbackpool.domain.gateway import GatewayTransaction, StatusQueryFailed
 from callbackpool.domain.model import CallbackOutcome, CallbackRecord, PaymentStatus
-from callbackpool.pool import QUERY_ATTEMPTS, CallbackPool, Checkout
+from callbackpool.pool import CallbackPool, Checkout
+from callbackpool.pool.returns import QUERY_ATTEMPTS
 from callbackpool.store.port import Store
 from callbackpool.testing import FakeClock
 
