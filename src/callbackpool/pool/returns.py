@@ -5,9 +5,10 @@ resolves it in one write transaction that holds the return and locks its slot: r
 (unknown path, malformed, failed verification), a duplicate, or settled onto the one payment
 it can belong to; several candidates make it ambiguous, none unmatched.
 
-Where the gateway has a status query, a return the path alone cannot attribute is rolled
-back and put to it first, with no transaction open (docs/design.md#the-status-query). The
-sweeper asks again about returns still open (``_ask_again``).
+Where the gateway has a status query, what the path alone cannot attribute is put to it
+first, with no transaction open (docs/design.md#the-status-query): a read decides whether
+the query is needed, the gateway is asked, and the write resolves the return knowing the
+answer. The sweeper asks again about returns still open (``_ask_again``).
 """
 
 from __future__ import annotations
@@ -43,13 +44,14 @@ from ..domain.model import (
 from ..domain.resolution import (
     Ambiguous,
     Apply,
+    Decision,
     OpenAmbiguity,
     SettleAll,
     Unmatched,
     decide,
 )
 from ..domain.transitions import check_transition, is_late
-from ..store.tx import CallbackResolution, NewCallback, PaymentChange, Tx
+from ..store.tx import CallbackResolution, NewCallback, PaymentChange, SlotRow, Tx
 from .core import PoolCore, Work, log, log_fields, lookup_key, short
 from .policy import IPNetwork
 from .results import CallbackResult
@@ -69,14 +71,6 @@ class GatewayAnswer:
 
     found: GatewayTransaction | None = None
     failure: str | None = None
-
-
-class AskGatewayFirst(Exception):
-    """Rolls a resolution back, so that the gateway's status query is asked first."""
-
-    def __init__(self, pn_ref: str) -> None:
-        super().__init__(pn_ref)
-        self.pn_ref = pn_ref
 
 
 class Returns(PoolCore):
@@ -109,26 +103,47 @@ class Returns(PoolCore):
             )
         return self._resolve(callback_id)
 
-    def _resolve(self, callback_id: int, answer: GatewayAnswer | None = None) -> CallbackResult:
+    def _resolve(self, callback_id: int) -> CallbackResult:
         """Resolve a stored return (once: a return resolved already is answered as it was)."""
-        try:
-            with self._writing() as (tx, work):
-                record = tx.get_callback(callback_id)
-                assert record is not None, f"callback {callback_id} vanished"
-                if record.outcome is not CallbackOutcome.RECEIVED:
-                    resolution = None
-                else:
-                    resolution = self._decide(tx, work, record, answer)
-                    tx.finish_callback(callback_id, resolution)
-                    work.events.append(
-                        CallbackResolved(
-                            callback_id=callback_id, path=record.path, outcome=resolution.outcome
-                        )
+        answer = None
+        if self._status_query is not None:
+            pn_ref = self._pn_ref_to_ask(callback_id)
+            if pn_ref is not None:
+                answer = self._ask(pn_ref)  # no transaction open meanwhile
+        return self._resolve_knowing(callback_id, answer)
+
+    def _pn_ref_to_ask(self, callback_id: int) -> str | None:
+        """The status query's first step, in a read: the PNRef to ask the gateway about if
+        the path alone cannot attribute the return (it would be ambiguous or unmatched),
+        else None. The write decides again on what stands by then (``_decide``)."""
+        with self._store.read() as tx:
+            record = tx.get_callback(callback_id)
+            if record is None or record.outcome is not CallbackOutcome.RECEIVED:
+                return None
+            screened = self._screen(tx, record)
+            if isinstance(screened, CallbackResolution):
+                return None
+            slot, parsed = screened
+            if tx.pn_ref_holder(parsed.pn_ref) is not None:
+                return None  # a repeat: it is answered as the first one was
+            # A lease past its end is still live here; the write ends it, then decides again.
+            decision = self._decision(tx, slot, parsed)
+        return parsed.pn_ref if isinstance(decision, Ambiguous | Unmatched) else None
+
+    def _resolve_knowing(self, callback_id: int, answer: GatewayAnswer | None) -> CallbackResult:
+        with self._writing() as (tx, work):
+            record = tx.get_callback(callback_id)
+            assert record is not None, f"callback {callback_id} vanished"
+            if record.outcome is not CallbackOutcome.RECEIVED:
+                resolution = None
+            else:
+                resolution = self._decide(tx, work, record, answer)
+                tx.finish_callback(callback_id, resolution)
+                work.events.append(
+                    CallbackResolved(
+                        callback_id=callback_id, path=record.path, outcome=resolution.outcome
                     )
-        except AskGatewayFirst as ask:
-            # Rolled back: the gateway is asked with no transaction open, then the return is
-            # resolved anew, knowing its answer (the pool may have moved on meanwhile).
-            return self._resolve(callback_id, self._ask(ask.pn_ref))
+                )
         if resolution is None:  # resolved meanwhile by another worker
             return CallbackResult(
                 callback_id=callback_id,
@@ -165,22 +180,49 @@ class Returns(PoolCore):
             detail=resolution.detail,
         )
 
+    def _screen(
+        self, tx: Tx, record: CallbackRecord
+    ) -> CallbackResolution | tuple[SlotRow, GatewayReturn]:
+        """The return's slot and what it says, or why it is rejected (unknown path,
+        malformed, failed verification). Reads only."""
+        slot = tx.slot_by_path(record.path)
+        if slot is None:
+            return self._rejected(record.id, "unknown callback path")
+        try:
+            parsed = self._gateway.parse_return(record.params)
+        except MalformedReturn as exc:
+            return self._rejected(record.id, exc.message)
+        refusal = self._verify(record.params, parsed, record.client_addr)
+        if refusal is not None:
+            return self._rejected(record.id, refusal, parsed)
+        return slot, parsed
+
+    def _decision(self, tx: Tx, slot: SlotRow, parsed: GatewayReturn) -> Decision:
+        """What the path and the slot's candidates say about a verified return."""
+        candidates = tx.candidates(slot.id)
+        # Earlier unattributed returns matter only where several payments compete.
+        open_ambiguities = (
+            self._open_ambiguities(tx, slot.path, parsed.amount)
+            if parsed.approved and parsed.amount is not None and len(candidates) > 1
+            else []
+        )
+        return decide(
+            approved=parsed.approved,
+            amount=parsed.amount,
+            candidates=candidates,
+            open_ambiguities=open_ambiguities,
+        )
+
     def _decide(
         self, tx: Tx, work: Work, record: CallbackRecord, answer: GatewayAnswer | None
     ) -> CallbackResolution:
-        callback_id, path, params = record.id, record.path, record.params
-        slot = tx.slot_by_path(path)
-        if slot is None:
-            return self._rejected(callback_id, "unknown callback path")
-        try:
-            parsed = self._gateway.parse_return(params)
-        except MalformedReturn as exc:
-            return self._rejected(callback_id, exc.message)
-        # Every check runs before the PNRef is claimed, repeats included: a forgery cannot
+        callback_id = record.id
+        screened = self._screen(tx, record)
+        if isinstance(screened, CallbackResolution):
+            return screened
+        slot, parsed = screened
+        # The PNRef is claimed only after every check, repeats included: a forgery cannot
         # block the genuine return, and a replay from outside the allowlist is rejected.
-        refusal = self._verify(params, parsed, record.client_addr)
-        if refusal is not None:
-            return self._rejected(callback_id, refusal, parsed)
         fingerprint = _fingerprint(parsed)
         holder = tx.claim_pn_ref(parsed.pn_ref, callback_id, fingerprint)
         if holder is not None:
@@ -190,26 +232,15 @@ class Returns(PoolCore):
         tx.record_slot_return(slot.id, approved=parsed.approved)
         # A lease past its expiry has ended: its payment is a taint now, not the live lease.
         self._expire_due(tx, work, slot.id)
-        candidates = tx.candidates(slot.id)
-        # Earlier unattributed returns matter only where several payments compete.
-        open_ambiguities = (
-            self._open_ambiguities(tx, path, parsed.amount)
-            if parsed.approved and parsed.amount is not None and len(candidates) > 1
-            else []
-        )
-        decision = decide(
-            approved=parsed.approved,
-            amount=parsed.amount,
-            candidates=candidates,
-            open_ambiguities=open_ambiguities,
-        )
+        decision = self._decision(tx, slot, parsed)
         seen = _seen(parsed)
         applied = replace(
             seen, outcome=CallbackOutcome.APPLIED, redirect=self._answer(parsed, record)
         )
-        if isinstance(decision, Ambiguous | Unmatched) and self._status_query is not None:
-            if answer is None:
-                raise AskGatewayFirst(parsed.pn_ref)
+        # Without an answer here although a status query is configured, the pool moved on
+        # since the read that found none was needed: the return resolves as its path says,
+        # and the sweeper puts it to the gateway (``_ask_again``).
+        if isinstance(decision, Ambiguous | Unmatched) and answer is not None:
             payment = self._apply_answer(tx, work, record, parsed, answer)
             if payment is not None:
                 return replace(
@@ -247,7 +278,7 @@ class Returns(PoolCore):
                 return replace(
                     applied,
                     payment_token=own_token,
-                    detail=f"settled {len(assignments)} same-amount payments on {path}",
+                    detail=f"settled {len(assignments)} same-amount payments on {slot.path}",
                     candidates=tuple(c.payment.token for _, c in assignments),
                     lease_id=own_lease,
                 )
@@ -497,7 +528,8 @@ class Returns(PoolCore):
 
     def _ask_again(self) -> None:
         """The sweeper's part: an ambiguous or unmatched return whose query failed (or found
-        nothing yet) is asked about again, a few times at most, and settled if it can be."""
+        nothing yet, or was never asked) is put to the gateway again, a few times at most,
+        and settled if it can be."""
         with self._store.read() as tx:
             waiting = tx.callbacks_to_query(QUERY_ATTEMPTS, QUERIES_PER_SWEEP)
         for callback_id in waiting:
@@ -507,11 +539,13 @@ class Returns(PoolCore):
                 log.exception("status query for %s failed", callback_ref(callback_id))
 
     def _settle_by_query(self, callback_id: int) -> None:
+        # The same two steps as a fresh return's: a read decides, the gateway is asked with
+        # no transaction open, one write applies the answer to what stands by then.
         with self._store.read() as tx:
             record = tx.get_callback(callback_id)
         if record is None or record.pn_ref is None or not _open_to_query(record):
             return
-        answer = self._ask(record.pn_ref)  # no transaction open meanwhile
+        answer = self._ask(record.pn_ref)
         with self._writing() as (tx, work):
             record = tx.get_callback(callback_id)
             slot = tx.slot_by_path(record.path) if record is not None else None
