@@ -31,15 +31,14 @@ from .domain.model import (
 )
 from .domain.model import callback_id_of as model_callback_id_of
 from .domain.money import format_amount
-from .pool import (
+from .pool import Checkout, Waiting
+from .pool.results import (
     CapacityReport,
-    Checkout,
     PoolStatus,
     ReserveStatus,
     ReviewItem,
     ReviewQueue,
     SweepReport,
-    Waiting,
 )
 from .store.tx import SlotSync, UsageRow
 

@@ -366,6 +366,29 @@ def test_a_return_stored_but_never_resolved_is_resolved_by_the_sweeper(
     assert pool.get_payment(checkout.payment.token).status is PaymentStatus.COMPLETED
 
 
+def test_a_return_whose_resolution_failed_stays_stored_for_the_sweeper(
+    pool: CallbackPool, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Invariant 4: the return commits before its resolution begins, so a resolution that
+    fails (here the parser) leaves it ``received``, and a later sweep resolves it."""
+    checkout = pool.create_payment(amount=1000)
+    parse = pool.gateway.parse_return
+
+    def broken(params: object) -> object:
+        raise RuntimeError("the parser caught fire")
+
+    monkeypatch.setattr(pool.gateway, "parse_return", broken)
+    with pytest.raises(RuntimeError, match="caught fire"):
+        pool.handle_callback(checkout.lease.path, paygistix_return())
+    assert pool.callback_counts()[CallbackOutcome.RECEIVED] == 1
+    assert pool.get_payment(checkout.payment.token).status is PaymentStatus.PENDING
+    monkeypatch.setattr(pool.gateway, "parse_return", parse)
+    clock.advance(31)
+    assert pool.sweep().callbacks_resolved == 1
+    assert pool.get_payment(checkout.payment.token).status is PaymentStatus.COMPLETED
+    assert pool.callback_counts()[CallbackOutcome.RECEIVED] == 0
+
+
 def test_a_return_after_the_late_window_is_unmatched(pool: CallbackPool, clock: FakeClock) -> None:
     checkout = pool.create_payment(amount=1000)
     pool.cancel_payment(checkout.payment.token)

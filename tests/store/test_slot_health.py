@@ -10,7 +10,8 @@ import pytest
 from callbackpool.domain.errors import UnknownSlot
 from callbackpool.domain.events import PoolEvent, SlotRestored, SlotSidelined
 from callbackpool.domain.model import CallbackOutcome, PaymentStatus
-from callbackpool.pool import SLOT_HEALTH, CallbackPool
+from callbackpool.pool import CallbackPool
+from callbackpool.pool.core import SLOT_HEALTH
 from callbackpool.testing import FakeClock
 
 from ..conftest import PoolFactory

@@ -4,6 +4,8 @@ rule; when it fails, nothing changes but the note of the attempt."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from datetime import timedelta
 from typing import Any
@@ -13,7 +15,8 @@ import pytest
 
 from callbackpool.domain.gateway import GatewayTransaction, StatusQueryFailed
 from callbackpool.domain.model import CallbackOutcome, CallbackRecord, PaymentStatus
-from callbackpool.pool import QUERY_ATTEMPTS, CallbackPool, Checkout
+from callbackpool.pool import CallbackPool, Checkout
+from callbackpool.pool.returns import QUERY_ATTEMPTS
 from callbackpool.store.port import Store
 from callbackpool.testing import FakeClock
 
@@ -130,6 +133,84 @@ def test_the_gateway_is_asked_with_no_transaction_open(
         CallbackOutcome.APPLIED
     )
     assert query.asked == ["804322218"]
+
+
+def test_nothing_is_written_before_the_gateway_is_asked(
+    pool: CallbackPool, query: FakeQuery
+) -> None:
+    """The first step is a read: when the gateway is asked, the return is stored and
+    nothing else (its PNRef unclaimed, the candidates untouched)."""
+    first, second = same_amount_pair(pool)
+    query.paid("804322218", second)
+    seen: list[object] = []
+    ask = query.transaction
+
+    def look_then_ask(pn_ref: str) -> GatewayTransaction | None:
+        with pool.store.read() as tx:
+            stored = tx.callbacks(limit=1)[0]
+            seen.append((stored.outcome, tx.pn_ref_holder(pn_ref)))
+        seen.append(statuses(pool, first, second))
+        return ask(pn_ref)
+
+    query.transaction = look_then_ask  # type: ignore[method-assign]
+    result = pool.handle_callback(first.lease.path, paygistix_return())
+    assert result.payment_token == second.payment.token
+    assert seen == [
+        (CallbackOutcome.RECEIVED, None),
+        [PaymentStatus.CANCELLED, PaymentStatus.PENDING],
+    ]
+
+
+class MovingOn:
+    """Wraps a store to run ``then`` once, right after the next read transaction ends."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self.then: Callable[[], object] | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    @contextmanager
+    def read(self) -> Iterator[Any]:
+        with self._store.read() as tx:
+            yield tx
+        then, self.then = self.then, None
+        if then is not None:
+            then()
+
+
+def test_a_pool_that_moved_on_since_the_read_is_asked_about_by_the_sweeper(
+    store: Store, query: FakeQuery
+) -> None:
+    """The read finds one candidate, so nobody asks the gateway; before the write, that
+    payment is cancelled and its slot leased to another of the same amount. The write
+    decides on what stands (ambiguous), and the sweeper then puts the return to the
+    gateway."""
+    moving = MovingOn(store)
+    pool = CallbackPool(moving, make_gateway(token_field="custom1"), POLICY, status_query=query)  # type: ignore[arg-type]
+    pool.sync_slots()
+    first = pool.create_payment(amount=1000)
+    for i in range(9):
+        pool.create_payment(amount=5000 + i)
+    later: list[Checkout] = []
+
+    def cancel_and_lease_again() -> None:
+        pool.cancel_payment(first.payment.token)
+        later.append(pool.create_payment(amount=1000))
+
+    moving.then = cancel_and_lease_again
+    query.paid("804322218", first)
+    result = pool.handle_callback(first.lease.path, paygistix_return())
+    (second,) = later
+    assert second.lease.path == first.lease.path
+    assert result.outcome is CallbackOutcome.AMBIGUOUS
+    assert query.asked == []
+    assert statuses(pool, first, second) == [PaymentStatus.NEEDS_REVIEW] * 2
+    pool.sweep()
+    assert query.asked == ["804322218"]
+    assert statuses(pool, first, second) == [PaymentStatus.COMPLETED, PaymentStatus.EXPIRED]
+    assert record_of(pool, result.callback_id).settled_by == "status query"
 
 
 def test_an_unmatched_return_past_the_taint_window_goes_to_its_payment(

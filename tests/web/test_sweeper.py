@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from callbackpool.domain.errors import StoreUnavailable
-from callbackpool.pool import SweepReport
+from callbackpool.pool.results import SweepReport
 from callbackpool.web.sweeper import Sweeper
 
 pytestmark = pytest.mark.anyio

@@ -18,7 +18,8 @@ from .. import views
 from ..compose import build_pool
 from ..domain.errors import NothingToRelease
 from ..domain.model import Lease
-from ..pool import CallbackPool, CapacityReport, PoolStatus, ReserveStatus, SweepReport
+from ..pool import CallbackPool
+from ..pool.results import CapacityReport, PoolStatus, ReserveStatus, SweepReport
 from ..store.tx import SlotSync
 from .app import (
     USAGE,

@@ -21,7 +21,8 @@ from ..domain.model import (
     SlotView,
 )
 from ..domain.money import format_amount
-from ..pool import CallbackPool, ReviewItem
+from ..pool import CallbackPool
+from ..pool.results import ReviewItem
 from ..store.tx import UsageRow
 from .app import (
     USAGE,

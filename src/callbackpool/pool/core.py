@@ -1,10 +1,10 @@
-"""What every part of the pool shares.
+"""What every concern of the pool shares.
 
-``PoolCore`` holds the store, gateway, policy and status query the pool runs by, and the
-steps each concern takes inside a write transaction: changing a payment's status
-(``transition``), ending a lease, and ending the leases that ran out (``expire_due``, which
-also applies the slot-health rule). ``writing`` opens the transaction and, once it has
-committed, tells the status hooks and observers what it did.
+``PoolCore`` holds the state the pool runs by (store, gateway, policy, status query and
+listeners; ``CallbackPool.__init__`` sets it) and the steps each concern takes inside a
+write transaction: changing a payment's status, ending a lease, and ending the leases that
+ran out (which also applies the slot-health rule). ``_writing`` opens the transaction and,
+once it has committed, tells the status hooks and observers what it did.
 """
 
 from __future__ import annotations
@@ -46,54 +46,65 @@ class Work:
 
 
 class PoolCore:
-    """The store, gateway and policy the pool runs by, its listeners, and the steps its
-    parts share."""
+    """The pool's state, and the steps its concerns share."""
 
-    def __init__(
-        self,
-        store: Store,
-        gateway: Gateway,
-        policy: PoolPolicy,
-        *,
-        status_query: StatusQuery | None,
-    ) -> None:
-        self.store = store
-        self.gateway = gateway
-        self.policy = policy
-        self.status_query = status_query
-        self.hooks: list[StatusHook] = []
-        self.observers: list[Observer] = []
+    _store: Store
+    _gateway: Gateway
+    _policy: PoolPolicy
+    _status_query: StatusQuery | None
+    _hooks: list[StatusHook]
+    _observers: list[Observer]
+
+    @property
+    def store(self) -> Store:
+        return self._store
+
+    @property
+    def gateway(self) -> Gateway:
+        return self._gateway
+
+    @property
+    def policy(self) -> PoolPolicy:
+        return self._policy
+
+    @property
+    def status_query(self) -> StatusQuery | None:
+        return self._status_query
+
+    def add_status_hook(self, hook: StatusHook) -> None:
+        """Call ``hook`` after every committed payment status change; an exception it raises
+        is logged, not raised."""
+        self._hooks.append(hook)
+
+    def add_observer(self, observer: Observer) -> None:
+        """Call ``observer`` with every event (domain/events.py) once it has committed; an
+        exception it raises is logged, not raised."""
+        self._observers.append(observer)
 
     @contextmanager
-    def writing(self) -> Iterator[tuple[Tx, Work]]:
+    def _writing(self) -> Iterator[tuple[Tx, Work]]:
         """A write transaction; status hooks and observers run once it has committed."""
         work = Work()
-        with self.store.transaction() as tx:
+        with self._store.transaction() as tx:
             yield tx, work
-        self._announce(work)
-
-    def _announce(self, work: Work) -> None:
         for change in work.changes:
-            for hook in self.hooks:
+            for hook in self._hooks:
                 try:
                     hook(change)
                 except Exception:
                     log.exception("status hook failed for payment %s", short(change.token))
-        self._observe(work.events)
+        self._emit(work.events)
 
-    def emit(self, events: Sequence[PoolEvent]) -> None:
-        """Tell the observers (the caller's writes so far have committed)."""
-        self._observe(events)
-
-    def _observe(self, events: Sequence[PoolEvent]) -> None:
+    def _emit(self, events: Sequence[PoolEvent]) -> None:
+        """Tell the observers (the caller's writes have committed)."""
         for event in events:
-            for observer in self.observers:
+            for observer in self._observers:
                 try:
                     observer(event)
                 except Exception:
                     log.exception("observer failed on %s", type(event).__name__)
 
-    def transition(
+    def _transition(
         self, tx: Tx, work: Work, payment: Payment, change: PaymentChange, reason: str
     ) -> None:
         check_transition(payment.status, change.status)
@@ -131,54 +142,51 @@ class PoolCore:
             ),
         )
 
-    def expire_payment(
+    def _expire_payment(
         self, tx: Tx, work: Work, token: str, reason: str, *, error_message: str | None = None
     ) -> None:
         """The payment of a lease that has ended becomes ``expired``, if it was pending."""
         payment = tx.get_payment(token)
         if payment is not None and payment.status is PaymentStatus.PENDING:
             change = PaymentChange(status=PaymentStatus.EXPIRED, error_message=error_message)
-            self.transition(tx, work, payment, change, reason)
+            self._transition(tx, work, payment, change, reason)
 
-    def expire_due(self, tx: Tx, work: Work, slot_id: int | None = None) -> int:
+    def _expire_due(self, tx: Tx, work: Work, slot_id: int | None = None) -> int:
         """End leases whose heartbeat lapsed, then leases past their expiry (only the
         slot's, if ``slot_id`` is given); their pending payments become ``expired``.
         Returns how many leases ended."""
-        window = self.policy.late_callback_window
+        window = self._policy.late_callback_window
         abandoned = (
             tx.abandon_silent_leases(window, slot_id)
-            if self.policy.heartbeat_timeout > timedelta(0)
+            if self._policy.heartbeat_timeout > timedelta(0)
             else []
         )
         stopped = "the checkout page stopped polling"
         for lease in abandoned:
             _lease_ended(work, lease, f"released: {stopped}", "abandoned")
-            self.expire_payment(
+            self._expire_payment(
                 tx, work, lease.token, "checkout page stopped polling", error_message=stopped
             )
         ended = tx.expire_due_leases(window, slot_id)
         for lease in ended:
             _lease_ended(work, lease, "expired", "expired")
-            self.expire_payment(tx, work, lease.token, "lease expired")
+            self._expire_payment(tx, work, lease.token, "lease expired")
             self._check_slot_health(tx, work, lease)
         return len(abandoned) + len(ended)
 
-    def end_lease(self, tx: Tx, work: Work, lease: Lease, reason: LeaseEnd, *, taint: bool) -> None:
-        taint_until = tx.now + self.policy.late_callback_window if taint else None
+    def _end_lease(
+        self, tx: Tx, work: Work, lease: Lease, reason: LeaseEnd, *, taint: bool
+    ) -> None:
+        taint_until = tx.now + self._policy.late_callback_window if taint else None
         ended = tx.end_lease(lease.id, reason, taint_until)
         if ended is not None:
             tainted = " (tainted)" if taint else ""
             _lease_ended(work, ended, f"ended: {reason.value}{tainted}", reason.value)
 
-    def end_live_lease(self, tx: Tx, work: Work, token: str, reason: LeaseEnd) -> None:
-        lease = tx.live_lease_of_payment(token)
-        if lease is not None:
-            self.end_lease(tx, work, lease, reason, taint=True)
-
     def _check_slot_health(self, tx: Tx, work: Work, lease: Lease) -> None:
         """The slot-health rule, after one of the slot's leases expired with no return."""
         streak = tx.record_slot_expiry(lease.slot_id)
-        limit = self.policy.slot_health_expiries_to_sideline
+        limit = self._policy.slot_health_expiries_to_sideline
         if limit <= 0 or streak < limit:
             return
         views = tx.slot_views()

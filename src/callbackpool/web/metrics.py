@@ -28,7 +28,9 @@ from ..domain.events import (
     SweepRan,
 )
 from ..domain.model import CallbackOutcome, LeaseEnd
-from ..pool import SLOT_HEALTH, CallbackPool, PoolStatus
+from ..pool import CallbackPool
+from ..pool.core import SLOT_HEALTH
+from ..pool.results import PoolStatus
 
 log = logging.getLogger("callbackpool.metrics")
 

@@ -20,7 +20,8 @@ from ... import views
 from ...analytics import DEFAULT_WINDOW, WINDOWS
 from ...domain.errors import CallbackPoolError
 from ...domain.model import CallbackOutcome, PaymentStatus
-from ...pool import REVIEW_OTHERS, CallbackPool
+from ...pool import CallbackPool
+from ...pool.operations import REVIEW_OTHERS
 from ..auth import (
     SESSION_COOKIE,
     check_form_post,
