@@ -36,11 +36,9 @@ from pydantic_settings import (
 )
 
 from .domain.errors import ConfigurationError
-from .domain.gateway import CatalogueItem
-from .domain.money import is_known_currency, to_minor
-from .gateways.paygistix import HASH_ALGORITHMS, HashRecipe, PaygistixGateway
-from .gateways.sandbox import DEFAULT_HASH_FIELDS, SANDBOX_FORM_PATH, SandboxGateway
-from .gateways.status_query import HttpStatusQuery
+from .domain.money import is_known_currency
+from .gateways.paygistix import HASH_ALGORITHMS
+from .gateways.sandbox import DEFAULT_HASH_FIELDS, SANDBOX_FORM_PATH
 from .pool import IPNetwork, PoolPolicy
 
 log = logging.getLogger("callbackpool.config")
@@ -327,17 +325,6 @@ class Settings(BaseSettings):
 
     # --- what the rest of the program is built from ---------------------------------------
 
-    def catalogue(self) -> tuple[CatalogueItem, ...]:
-        items = []
-        for index, item in enumerate(self.form.items):
-            price = to_minor(item.price, self.currency)
-            if price is None:
-                raise ConfigurationError(
-                    f"form.items[{index}].price", f"{item.price} is not a {self.currency} amount"
-                )
-            items.append(CatalogueItem(code=item.code, description=item.description, price=price))
-        return tuple(items)
-
     def policy(self) -> PoolPolicy:
         return PoolPolicy(
             base_url=self.base_url,
@@ -369,54 +356,6 @@ class Settings(BaseSettings):
         if self.sandbox.enabled:
             return self.base_url.rstrip("/") + SANDBOX_FORM_PATH
         return self.form_action_url
-
-    def sandbox_gateway(self) -> SandboxGateway:
-        """The sandbox standing in for this configuration's hosted form."""
-        return SandboxGateway(
-            merchant_id=self.merchant_id or "",
-            form_id=self.form.form_id,
-            form_hash=self.form.form_hash,
-            currency=self.currency,
-            catalogue=self.catalogue(),
-            signer=HashRecipe(
-                secret=self.sandbox.secret.get_secret_value(),
-                fields=tuple(self.sandbox.hash_fields),
-                algorithm=self.sandbox.hash_algorithm,
-                separator=self.sandbox.hash_separator,
-            ),
-        )
-
-    def gateway(self) -> PaygistixGateway:
-        recipe = None
-        if self.callback_hash is not None:
-            recipe = HashRecipe(
-                secret=self.callback_hash.secret.get_secret_value(),
-                fields=tuple(self.callback_hash.fields),
-                algorithm=self.callback_hash.algorithm,
-                separator=self.callback_hash.separator,
-            )
-        return PaygistixGateway(
-            merchant_id=self.merchant_id,
-            form_id=self.form.form_id,
-            form_hash=self.form.form_hash,
-            currency=self.currency,
-            catalogue=self.catalogue(),
-            return_hash=recipe,
-            token_field=self.status_query.token_field if self.status_query else None,
-        )
-
-    def status_query_client(self) -> HttpStatusQuery | None:
-        """The gateway's status query, where one is configured."""
-        if self.status_query is None:
-            return None
-        key = self.status_query.api_key
-        return HttpStatusQuery(
-            url=self.status_query.url,
-            api_key=key.get_secret_value() if key else None,
-            token_field=self.status_query.token_field,
-            currency=self.currency,
-            timeout=self.status_query.timeout_seconds,
-        )
 
 
 def networks(texts: list[str]) -> tuple[IPNetwork, ...]:

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from callbackpool.compose import catalogue, gateway, sandbox_gateway, status_query_client
 from callbackpool.config import load_settings
 from callbackpool.domain.errors import ConfigurationError
 
@@ -63,12 +64,12 @@ def test_the_guides_file_is_read_as_it_is(tmp_path: Path) -> None:
 def test_the_as_built_file_is_read_as_it_is(tmp_path: Path) -> None:
     settings = load_settings(write(tmp_path, AS_BUILT))
     assert settings.merchant_id == "wavemaxLaundry"
-    assert settings.gateway().merchant_id == "wavemaxLaundry"
+    assert gateway(settings).merchant_id == "wavemaxLaundry"
 
 
 def test_the_shipped_example_loads() -> None:
     settings = load_settings(EXAMPLE)
-    assert [item.price for item in settings.catalogue()] == [125, 1000, 500, 1]
+    assert [item.price for item in catalogue(settings)] == [125, 1000, 500, 1]
 
 
 def test_lock_timeout_accepts_fractions(tmp_path: Path) -> None:
@@ -108,7 +109,7 @@ def test_everything_can_come_from_the_environment(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv("CALLBACKPOOL_CALLBACK_HASH__FIELDS", '["PNRef"]')
     settings = load_settings()
     assert settings.callback_paths == ["/cb/1"]
-    assert settings.gateway().return_hash is not None
+    assert gateway(settings).return_hash is not None
 
 
 @pytest.mark.parametrize(
@@ -159,7 +160,7 @@ def test_an_item_price_the_currency_cannot_hold_is_named(tmp_path: Path) -> None
         write(tmp_path, {**GUIDE_SHAPE, "form": {**GUIDE_SHAPE["form"], "items": items}})
     )
     with pytest.raises(ConfigurationError, match=r"form.items\[0\].price"):
-        settings.gateway()
+        gateway(settings)
 
 
 def test_unknown_keys_are_named_in_a_warning_but_do_not_stop_start_up(
@@ -190,7 +191,7 @@ def test_prices_are_decimals_not_floats(tmp_path: Path) -> None:
     settings = load_settings(
         write(tmp_path, {**GUIDE_SHAPE, "form": {**GUIDE_SHAPE["form"], "items": items}})
     )
-    assert settings.catalogue()[0].price == 29
+    assert catalogue(settings)[0].price == 29
 
 
 def test_capacity_keys_default_and_reach_the_policy(tmp_path: Path) -> None:
@@ -283,7 +284,7 @@ def test_the_sandbox_takes_the_form_action_when_on(
     monkeypatch.setenv("CALLBACKPOOL_SANDBOX__SECRET", "from-the-environment")
     settings = load_settings(write(tmp_path, AS_BUILT))
     assert settings.policy().form_action_url == "https://wavemax.promo/sandbox/transaction.asp"
-    sandbox = settings.sandbox_gateway()
+    sandbox = sandbox_gateway(settings)
     assert (sandbox.merchant_id, sandbox.form_id) == ("wavemaxLaundry", "55015901455")
     assert sandbox.signer.secret == "from-the-environment"
     assert sandbox.signer.algorithm == "hmac-md5"
@@ -316,11 +317,11 @@ def test_the_return_allowlist_and_proxies_come_from_the_file_or_the_environment(
 
 def test_the_status_query_is_off_unless_configured(tmp_path: Path) -> None:
     settings = load_settings(write(tmp_path, AS_BUILT))
-    assert settings.status_query_client() is None
-    assert settings.gateway().token_field is None
+    assert status_query_client(settings) is None
+    assert gateway(settings).token_field is None
     query = {"url": "https://gateway.example/query", "apiKey": "k", "timeoutSeconds": 2}
     settings = load_settings(write(tmp_path, {**AS_BUILT, "statusQuery": query}))
-    client = settings.status_query_client()
+    client = status_query_client(settings)
     assert client is not None
     assert (client.url, client.api_key, client.timeout, client.token_field) == (
         "https://gateway.example/query",
@@ -328,4 +329,4 @@ def test_the_status_query_is_off_unless_configured(tmp_path: Path) -> None:
         2,
         "custom1",
     )
-    assert settings.gateway().token_field == "custom1"
+    assert gateway(settings).token_field == "custom1"

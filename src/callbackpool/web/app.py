@@ -18,7 +18,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.staticfiles import StaticFiles
 
 from ..clock import Clock
-from ..compose import build_pool
+from ..compose import build_pool, sandbox_gateway
 from ..config import Settings, networks
 from ..ports import Store
 from ..store import open_store
@@ -140,7 +140,7 @@ def _build_services(settings: Settings, store: Store | None, clock: Clock | None
         settings=settings,
         store=store,
         pool=pool,
-        sandbox=settings.sandbox_gateway() if settings.sandbox.enabled else None,
+        sandbox=sandbox_gateway(settings) if settings.sandbox.enabled else None,
         clients=ClientAddresses(networks(settings.trusted_proxies), settings.forwarded_header),
         create_token_limit=(
             RateLimiter(settings.create_token_rate_per_minute)

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, StrictBool, StrictInt, StrictStr, Va
 from pydantic.alias_generators import to_camel
 
 from .. import views
+from ..compose import catalogue
 from ..config import Settings
 from ..domain.errors import InvalidPayment
 from ..domain.model import Payment
@@ -303,7 +304,7 @@ class ConfigOut(_Out):
                     price=item.price,
                     price_text=format_amount(item.price, settings.currency),
                 )
-                for item in settings.catalogue()
+                for item in catalogue(settings)
             ],
             lock_timeout_minutes=settings.lock_timeout_minutes,
             max_amount=settings.max_amount,
