@@ -25,7 +25,6 @@ CATALOGUE = (
 POLICY = PoolPolicy(
     base_url="https://shop.example",
     callback_paths=PATHS,
-    form_action_url="https://safepay.paymentlogistics.net/transaction.asp",
     lock_timeout=timedelta(minutes=10),
     late_callback_window=timedelta(minutes=60),
 )

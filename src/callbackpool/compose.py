@@ -75,6 +75,7 @@ def gateway(settings: Settings) -> PaygistixGateway:
         catalogue=catalogue(settings),
         return_hash=recipe,
         token_field=settings.status_query.token_field if settings.status_query else None,
+        action_url=settings.effective_form_action_url(),
     )
 
 

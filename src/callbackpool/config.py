@@ -37,14 +37,13 @@ from pydantic_settings import (
 
 from .domain.errors import ConfigurationError
 from .domain.money import is_known_currency
-from .gateways.paygistix import HASH_ALGORITHMS
+from .gateways.paygistix import FORM_ACTION_URL, HASH_ALGORITHMS
 from .gateways.sandbox import DEFAULT_HASH_FIELDS, SANDBOX_FORM_PATH
 from .pool import IPNetwork, PoolPolicy
 
 log = logging.getLogger("callbackpool.config")
 
 ENV_PREFIX = "CALLBACKPOOL_"
-PAYGISTIX_FORM_ACTION = "https://safepay.paymentlogistics.net/transaction.asp"
 MIN_ADMIN_TOKEN_CHARS = 16
 # Variables with the prefix that are not configuration keys.
 _NOT_SETTINGS = (
@@ -152,7 +151,7 @@ class Settings(BaseSettings):
     base_url: str
     # The as-built extras.
     merchant_id: str | None = None
-    form_action_url: str = PAYGISTIX_FORM_ACTION
+    form_action_url: str = FORM_ACTION_URL
     # New keys.
     late_callback_window_minutes: float = Field(default=60, gt=0)
     reuse_same_amount_tainted: bool = True
@@ -329,7 +328,6 @@ class Settings(BaseSettings):
         return PoolPolicy(
             base_url=self.base_url,
             callback_paths=tuple(self.callback_paths),
-            form_action_url=self.effective_form_action_url(),
             lock_timeout=timedelta(minutes=self.lock_timeout_minutes),
             late_callback_window=timedelta(minutes=self.late_callback_window_minutes),
             reuse_same_amount_tainted=self.reuse_same_amount_tainted,

@@ -279,11 +279,13 @@ def test_no_priorities_needs_no_threshold(tmp_path: Path) -> None:
 def test_the_sandbox_takes_the_form_action_when_on(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    assert not load_settings(write(tmp_path, AS_BUILT)).sandbox.enabled
+    settings = load_settings(write(tmp_path, AS_BUILT))
+    assert not settings.sandbox.enabled
+    assert gateway(settings).action_url == AS_BUILT["formActionUrl"]
     monkeypatch.setenv("CALLBACKPOOL_SANDBOX__ENABLED", "true")
     monkeypatch.setenv("CALLBACKPOOL_SANDBOX__SECRET", "from-the-environment")
     settings = load_settings(write(tmp_path, AS_BUILT))
-    assert settings.policy().form_action_url == "https://wavemax.promo/sandbox/transaction.asp"
+    assert gateway(settings).action_url == "https://wavemax.promo/sandbox/transaction.asp"
     sandbox = sandbox_gateway(settings)
     assert (sandbox.merchant_id, sandbox.form_id) == ("wavemaxLaundry", "55015901455")
     assert sandbox.signer.secret == "from-the-environment"

@@ -30,7 +30,7 @@ def test_demo_settings_turn_the_sandbox_on_and_verify_its_returns() -> None:
     settings = demo_settings(host="0.0.0.0", port=8123, database_url="sqlite:///demo.db")
     assert settings.base_url == "http://127.0.0.1:8123"
     assert settings.sandbox.enabled
-    assert settings.policy().form_action_url == "http://127.0.0.1:8123/sandbox/transaction.asp"
+    assert gateway(settings).action_url == "http://127.0.0.1:8123/sandbox/transaction.asp"
     assert settings.callback_hash is not None
     secret = settings.sandbox.secret.get_secret_value()
     assert settings.callback_hash.secret.get_secret_value() == secret

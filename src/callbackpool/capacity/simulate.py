@@ -162,7 +162,6 @@ class PoolRun:
         policy = PoolPolicy(
             base_url="https://shop.example",
             callback_paths=_paths(workload.slots),
-            form_action_url="https://gateway.example/transaction.asp",
             # The oracle learns of every departure at once: it needs no heartbeat.
             heartbeat_timeout=timedelta(0) if oracle else timedelta(seconds=60),
             ticket_poll=timedelta(seconds=2),
@@ -332,6 +331,7 @@ def _gateway() -> PaygistixGateway:
             CatalogueItem(code=_code(amount), description=f"item at {amount}", price=amount)
             for amount in CATALOGUE_AMOUNTS
         ),
+        action_url="https://gateway.example/transaction.asp",
     )
 
 

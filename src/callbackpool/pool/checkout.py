@@ -189,7 +189,7 @@ class Checkouts:
     def _checkout(self, payment: Payment, lease: Lease) -> Checkout:
         url = self.core.policy.callback_url(lease.path)
         form = FormConfig(
-            action_url=self.core.policy.form_action_url,
+            action_url=self.core.gateway.action_url,
             callback_path=lease.path,
             callback_url=url,
             fields=self.core.gateway.form_fields(

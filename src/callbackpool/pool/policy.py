@@ -19,7 +19,6 @@ class PoolPolicy:
 
     base_url: str
     callback_paths: tuple[str, ...]
-    form_action_url: str
     lock_timeout: timedelta = timedelta(minutes=10)
     late_callback_window: timedelta = timedelta(minutes=60)
     reuse_same_amount_tainted: bool = True
