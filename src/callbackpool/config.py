@@ -403,11 +403,12 @@ def load_settings(
         raw = read_config_file(Path(path))
     for key in unknown_keys(raw):
         log.warning("unknown configuration key %r ignored (a typo?)", key)
-    token = _file_data.set(_snake_keys(raw))
+    file_data = _snake_keys(raw)
+    token = _file_data.set(file_data)
     try:
         return Settings(**{k: v for k, v in (overrides or {}).items() if v is not None})
     except ValidationError as exc:
-        error = exc.errors()[0]
+        error = min(exc.errors(), key=lambda e: _reading_order(str(e["loc"][0]), list(file_data)))
         key = ".".join(
             _camel(str(part)) if isinstance(part, str) else f"[{part}]" for part in error["loc"]
         )
@@ -417,6 +418,11 @@ def load_settings(
         raise ConfigurationError(key.replace(".[", "["), message) from None
     finally:
         _file_data.reset(token)
+
+
+def _reading_order(key: str, in_file: list[str]) -> int:
+    """The first problem as the file is read comes first; then the keys the file leaves out."""
+    return in_file.index(key) if key in in_file else len(in_file)
 
 
 def read_config_file(path: Path) -> dict[str, Any]:

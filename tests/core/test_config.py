@@ -148,6 +148,22 @@ def test_invalid_configuration_names_the_key(
     assert error.value.key == key
 
 
+@pytest.mark.parametrize(
+    ("data", "key"),
+    [
+        ({"baseUrl": "shop.example", "form": {}}, "baseUrl"),
+        ({"form": {}, "baseUrl": "shop.example"}, "form.formId"),
+        ({}, "form"),  # then the keys it leaves out
+    ],
+)
+def test_the_problem_named_is_the_first_as_the_file_is_read(
+    tmp_path: Path, data: dict[str, Any], key: str
+) -> None:
+    with pytest.raises(ConfigurationError) as error:
+        load_settings(write(tmp_path, data))
+    assert error.value.key == key
+
+
 def test_a_missing_key_is_named(tmp_path: Path) -> None:
     data = {k: v for k, v in GUIDE_SHAPE.items() if k != "baseUrl"}
     with pytest.raises(ConfigurationError, match="'baseUrl': is required"):
