@@ -69,8 +69,8 @@ def library_pool(store: Store, slots: int) -> CallbackPool:
     policy = PoolPolicy(
         base_url="https://shop.example",
         callback_paths=paths(slots),
-        lock_timeout=LOCK,
-        late_callback_window=WINDOW,
+        lock_timeout_minutes=LOCK / timedelta(minutes=1),
+        late_callback_window_minutes=WINDOW / timedelta(minutes=1),
     )
     pool = CallbackPool(store, gateway, policy)
     pool.sync_slots()

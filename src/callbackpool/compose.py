@@ -8,7 +8,7 @@ from .domain.errors import ConfigurationError
 from .domain.gateway import CatalogueItem
 from .domain.money import to_minor
 from .gateways.paygistix import HashRecipe, PaygistixGateway
-from .gateways.sandbox import SandboxGateway
+from .gateways.sandbox import SANDBOX_FORM_PATH, SandboxGateway
 from .gateways.status_query import HttpStatusQuery
 from .pool import CallbackPool, StatusHook
 from .ports import Store
@@ -36,7 +36,7 @@ def build_pool(
     pool = CallbackPool(
         store,
         gateway(settings),
-        settings.policy(),
+        settings,
         on_status_change=on_status_change,
         status_query=status_query_client(settings),
     )
@@ -58,6 +58,13 @@ def catalogue(settings: Settings) -> tuple[CatalogueItem, ...]:
     return tuple(items)
 
 
+def form_action_url(settings: Settings) -> str:
+    """Where the browser posts the hosted form: the sandbox's page when it is on."""
+    if settings.sandbox.enabled:
+        return settings.base_url.rstrip("/") + SANDBOX_FORM_PATH
+    return settings.form_action_url
+
+
 def gateway(settings: Settings) -> PaygistixGateway:
     recipe = None
     if settings.callback_hash is not None:
@@ -75,7 +82,7 @@ def gateway(settings: Settings) -> PaygistixGateway:
         catalogue=catalogue(settings),
         return_hash=recipe,
         token_field=settings.status_query.token_field if settings.status_query else None,
-        action_url=settings.effective_form_action_url(),
+        action_url=form_action_url(settings),
     )
 
 

@@ -9,10 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from callbackpool.compose import catalogue, gateway, sandbox_gateway, status_query_client
 from callbackpool.config import load_settings
 from callbackpool.domain.errors import ConfigurationError
+from callbackpool.pool import PoolPolicy
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "paygistix-forms.json"
 
@@ -49,7 +51,7 @@ def test_the_guides_file_is_read_as_it_is(tmp_path: Path) -> None:
     settings = load_settings(write(tmp_path, GUIDE_SHAPE))
     assert settings.form.form_id == "55015901455"
     assert len(settings.callback_paths) == 10
-    assert settings.policy().lock_timeout == timedelta(minutes=10)
+    assert settings.lock_timeout == timedelta(minutes=10)
     assert settings.merchant_id is None
     assert settings.form_action_url == "https://safepay.paymentlogistics.net/transaction.asp"
     # Defaults of the new keys.
@@ -57,8 +59,8 @@ def test_the_guides_file_is_read_as_it_is(tmp_path: Path) -> None:
     assert settings.reuse_same_amount_tainted is True
     assert settings.currency == "USD"
     assert settings.create_token_rate_per_minute == 30
-    assert settings.policy().max_live_leases_per_customer == 3
-    assert settings.policy().return_sources == ()
+    assert settings.max_live_leases_per_customer == 3
+    assert settings.return_networks == ()
 
 
 def test_the_as_built_file_is_read_as_it_is(tmp_path: Path) -> None:
@@ -74,7 +76,7 @@ def test_the_shipped_example_loads() -> None:
 
 def test_lock_timeout_accepts_fractions(tmp_path: Path) -> None:
     settings = load_settings(write(tmp_path, {**GUIDE_SHAPE, "lockTimeoutMinutes": 2.5}))
-    assert settings.policy().lock_timeout == timedelta(minutes=2, seconds=30)
+    assert settings.lock_timeout == timedelta(minutes=2, seconds=30)
 
 
 def test_the_environment_overrides_the_file(
@@ -88,7 +90,7 @@ def test_the_environment_overrides_the_file(
     assert settings.lock_timeout_minutes == 3
     assert settings.form.form_hash == "from-the-environment"
     assert settings.form.form_id == "55015901455"  # the rest of the section stays
-    assert settings.callback_paths == ["/cb/a", "/cb/b"]
+    assert settings.callback_paths == ("/cb/a", "/cb/b")
     assert settings.reuse_same_amount_tainted is False
 
 
@@ -108,7 +110,7 @@ def test_everything_can_come_from_the_environment(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv("CALLBACKPOOL_CALLBACK_HASH__SECRET", "s")
     monkeypatch.setenv("CALLBACKPOOL_CALLBACK_HASH__FIELDS", '["PNRef"]')
     settings = load_settings()
-    assert settings.callback_paths == ["/cb/1"]
+    assert settings.callback_paths == ("/cb/1",)
     assert gateway(settings).return_hash is not None
 
 
@@ -211,7 +213,7 @@ def test_prices_are_decimals_not_floats(tmp_path: Path) -> None:
 
 
 def test_capacity_keys_default_and_reach_the_policy(tmp_path: Path) -> None:
-    policy = load_settings(write(tmp_path, GUIDE_SHAPE)).policy()
+    policy = load_settings(write(tmp_path, GUIDE_SHAPE))
     assert policy.heartbeat_timeout == timedelta(seconds=60)
     assert policy.heartbeat_slack == timedelta(seconds=15)
     assert (policy.ticket_timeout, policy.ticket_poll) == (
@@ -236,7 +238,7 @@ def test_capacity_keys_default_and_reach_the_policy(tmp_path: Path) -> None:
         "capacityWindowMinutes": 30,
         "capacityTarget": 0.02,
     }
-    policy = load_settings(write(tmp_path, data)).policy()
+    policy = load_settings(write(tmp_path, data))
     assert policy.heartbeat_timeout == timedelta(0)
     assert (policy.ticket_timeout, policy.ticket_poll) == (
         timedelta(seconds=20),
@@ -255,8 +257,8 @@ def test_capacity_keys_from_the_environment(
     monkeypatch.setenv("CALLBACKPOOL_RESERVE_PATHS", "/cb/r1, /cb/r2")
     monkeypatch.setenv("CALLBACKPOOL_RESERVED_SLOTS_FOR_PRIORITY", "1")
     settings = load_settings(write(tmp_path, GUIDE_SHAPE))
-    assert settings.policy().heartbeat_timeout == timedelta(seconds=45)
-    assert settings.reserve_paths == ["/cb/r1", "/cb/r2"]
+    assert settings.heartbeat_timeout == timedelta(seconds=45)
+    assert settings.reserve_paths == ("/cb/r1", "/cb/r2")
     assert settings.reserved_slots_for_priority == 1
 
 
@@ -287,9 +289,16 @@ def test_invalid_capacity_keys_are_named(
     assert message in error.value.problem
 
 
+def test_the_policy_built_in_code_refuses_a_name_the_file_would_only_warn_about() -> None:
+    with pytest.raises(ValidationError, match="lock_timout_minutes"):
+        PoolPolicy(
+            base_url="https://shop.example", callback_paths=("/cb/1",), lock_timout_minutes=5
+        )
+
+
 def test_no_priorities_needs_no_threshold(tmp_path: Path) -> None:
     settings = load_settings(write(tmp_path, {**GUIDE_SHAPE, "maxPriority": 0}))
-    assert settings.policy().max_priority == 0
+    assert settings.max_priority == 0
 
 
 def test_the_sandbox_takes_the_form_action_when_on(
@@ -321,15 +330,15 @@ def test_the_return_allowlist_and_proxies_come_from_the_file_or_the_environment(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     settings = load_settings(write(tmp_path, {**AS_BUILT, "returnSources": ["198.51.100.7"]}))
-    assert [str(n) for n in settings.policy().return_sources] == ["198.51.100.7/32"]
+    assert [str(n) for n in settings.return_networks] == ["198.51.100.7/32"]
     monkeypatch.setenv("CALLBACKPOOL_RETURN_SOURCES", "198.51.100.0/24, 2001:db8::/32")
     monkeypatch.setenv("CALLBACKPOOL_TRUSTED_PROXIES", '["10.0.0.1"]')
     settings = load_settings(write(tmp_path, AS_BUILT))
-    assert [str(n) for n in settings.policy().return_sources] == [
+    assert [str(n) for n in settings.return_networks] == [
         "198.51.100.0/24",
         "2001:db8::/32",
     ]
-    assert settings.trusted_proxies == ["10.0.0.1"]
+    assert settings.trusted_proxies == ("10.0.0.1",)
     assert settings.forwarded_header == "X-Forwarded-For"
 
 

@@ -163,8 +163,8 @@ class PoolRun:
             base_url="https://shop.example",
             callback_paths=_paths(workload.slots),
             # The oracle learns of every departure at once: it needs no heartbeat.
-            heartbeat_timeout=timedelta(0) if oracle else timedelta(seconds=60),
-            ticket_poll=timedelta(seconds=2),
+            heartbeat_timeout_seconds=0 if oracle else 60,
+            ticket_poll_seconds=2,
         )
         self.pool = CallbackPool(self.store, _gateway(), policy, on_status_change=self._heard)
         self.pool.sync_slots()

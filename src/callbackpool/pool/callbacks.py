@@ -240,7 +240,7 @@ class Callbacks:
         refusal = self.core.gateway.verify(params, parsed)
         if refusal is not None:
             return refusal
-        sources = self.core.policy.return_sources
+        sources = self.core.policy.return_networks
         if sources and not _admitted(client_addr, sources):
             return f"source address {client_addr or '(unknown)'} is not in the allowlist"
         return None

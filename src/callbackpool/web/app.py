@@ -19,7 +19,7 @@ from fastapi.staticfiles import StaticFiles
 
 from ..clock import Clock
 from ..compose import build_pool, sandbox_gateway
-from ..config import Settings, networks
+from ..config import Settings
 from ..ports import Store
 from ..store import open_store
 from .blocking import Blocking
@@ -141,7 +141,7 @@ def _build_services(settings: Settings, store: Store | None, clock: Clock | None
         store=store,
         pool=pool,
         sandbox=sandbox_gateway(settings) if settings.sandbox.enabled else None,
-        clients=ClientAddresses(networks(settings.trusted_proxies), settings.forwarded_header),
+        clients=ClientAddresses(settings.trusted_proxy_networks, settings.forwarded_header),
         create_token_limit=(
             RateLimiter(settings.create_token_rate_per_minute)
             if settings.create_token_rate_per_minute

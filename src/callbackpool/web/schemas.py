@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, StrictBool, StrictInt, StrictStr, Va
 from pydantic.alias_generators import to_camel
 
 from .. import views
-from ..compose import catalogue
+from ..compose import catalogue, form_action_url
 from ..config import Settings
 from ..domain.errors import InvalidPayment
 from ..domain.model import Payment
@@ -292,7 +292,7 @@ class ConfigOut(_Out):
     @classmethod
     def of(cls, settings: Settings) -> ConfigOut:
         return cls(
-            form_action_url=settings.effective_form_action_url(),
+            form_action_url=form_action_url(settings),
             merchant_id=settings.merchant_id,
             form_id=settings.form.form_id,
             form_hash=settings.form.form_hash,
