@@ -64,13 +64,13 @@ def library_pool(store: Store, slots: int) -> CallbackPool:
         form_hash="h",
         currency="USD",
         catalogue=(CatalogueItem(code="AMT", description="amount", price=1),),
+        action_url="https://gateway.example/form",
     )
     policy = PoolPolicy(
         base_url="https://shop.example",
         callback_paths=paths(slots),
-        form_action_url="https://gateway.example/form",
-        lock_timeout=LOCK,
-        late_callback_window=WINDOW,
+        lock_timeout_minutes=LOCK / timedelta(minutes=1),
+        late_callback_window_minutes=WINDOW / timedelta(minutes=1),
     )
     pool = CallbackPool(store, gateway, policy)
     pool.sync_slots()

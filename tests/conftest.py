@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,7 @@ from callbackpool.store.sqlite import SqliteStore
 from callbackpool.testing import FakeClock
 
 from .databases import TestDatabases
-from .support import POLICY, make_gateway
+from .support import make_gateway, policy_with
 
 # Every store kind the behavioural suite runs against.
 STORE_KINDS: list[Any] = [
@@ -113,7 +112,7 @@ def make_pool(store: Store) -> PoolFactory:
     """A pool over the test's store; keyword arguments override the policy."""
 
     def build(*, gateway: PaygistixGateway | None = None, **policy: Any) -> CallbackPool:
-        pool = CallbackPool(store, gateway or make_gateway(), replace(POLICY, **policy))
+        pool = CallbackPool(store, gateway or make_gateway(), policy_with(**policy))
         pool.sync_slots()
         return pool
 

@@ -25,10 +25,15 @@ CATALOGUE = (
 POLICY = PoolPolicy(
     base_url="https://shop.example",
     callback_paths=PATHS,
-    form_action_url="https://safepay.paymentlogistics.net/transaction.asp",
-    lock_timeout=timedelta(minutes=10),
-    late_callback_window=timedelta(minutes=60),
+    lock_timeout_minutes=10,
+    late_callback_window_minutes=60,
 )
+
+
+def policy_with(**changes: Any) -> PoolPolicy:
+    """POLICY with ``changes`` (the configuration's names and units), validated as a
+    configuration file is: a misspelt name or an invalid value fails the test."""
+    return PoolPolicy.model_validate({**POLICY.model_dump(), **changes})
 
 
 def make_gateway(**overrides: Any) -> PaygistixGateway:

@@ -6,17 +6,14 @@ environment, then the file, then the defaults.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import logging
 import os
 import re
 from contextvars import ContextVar
-from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
+from typing import Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -30,23 +27,20 @@ from pydantic import (
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
-    NoDecode,
+    EnvSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
 )
 
 from .domain.errors import ConfigurationError
-from .domain.gateway import CatalogueItem
-from .domain.money import is_known_currency, to_minor
-from .gateways.paygistix import HASH_ALGORITHMS, HashRecipe, PaygistixGateway
-from .gateways.sandbox import DEFAULT_HASH_FIELDS, SANDBOX_FORM_PATH, SandboxGateway
-from .gateways.status_query import HttpStatusQuery
-from .pool import IPNetwork, PoolPolicy
+from .domain.money import is_known_currency
+from .gateways.paygistix import FORM_ACTION_URL, HASH_ALGORITHMS
+from .gateways.sandbox import DEFAULT_HASH_FIELDS
+from .pool.policy import IPNetwork, PoolPolicy, absolute_url, networks
 
 log = logging.getLogger("callbackpool.config")
 
 ENV_PREFIX = "CALLBACKPOOL_"
-PAYGISTIX_FORM_ACTION = "https://safepay.paymentlogistics.net/transaction.asp"
 MIN_ADMIN_TOKEN_CHARS = 16
 # Variables with the prefix that are not configuration keys.
 _NOT_SETTINGS = (
@@ -57,6 +51,8 @@ _NOT_SETTINGS = (
     "CALLBACKPOOL_LOG_FORMAT",
     "CALLBACKPOOL_OPERATOR",
 )
+# The keys that hold a list of text, which may be written "a, b" (in the environment, say).
+_TEXT_LISTS = ("callback_paths", "reserve_paths", "return_sources", "trusted_proxies")
 
 _file_data: ContextVar[dict[str, Any] | None] = ContextVar("callbackpool_file_data", default=None)
 
@@ -117,7 +113,7 @@ class StatusQuerySettings(_Section):
     @field_validator("url")
     @classmethod
     def _absolute_url(cls, url: str) -> str:
-        return _absolute(url)
+        return absolute_url(url)
 
 
 class SandboxSettings(_Section):
@@ -140,70 +136,44 @@ class SandboxSettings(_Section):
         return value
 
 
-class Settings(BaseSettings):
-    """Every setting of callbackpool. Build it with ``load_settings``."""
+class Settings(BaseSettings, PoolPolicy):
+    """Every setting of callbackpool: the pool's (``PoolPolicy``, handed to the pool as they
+    are) and the service's. Build it with ``load_settings``."""
 
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="ignore", frozen=True
     )
 
-    # The seed's keys.
+    # The seed's keys (its callbackPaths, lockTimeoutMinutes and baseUrl are the pool's).
     form: FormSettings
-    callback_paths: Annotated[list[str], NoDecode]
-    lock_timeout_minutes: float = Field(default=10, gt=0)
-    base_url: str
     # The as-built extras.
     merchant_id: str | None = None
-    form_action_url: str = PAYGISTIX_FORM_ACTION
+    form_action_url: str = FORM_ACTION_URL
     # New keys.
-    late_callback_window_minutes: float = Field(default=60, gt=0)
-    reuse_same_amount_tainted: bool = True
     sweep_interval_seconds: float = Field(default=60, gt=0)
     currency: str = "USD"
-    max_amount: int | None = Field(default=None, gt=0)
     callback_hash: CallbackHashSettings | None = None
-    success_url: str = "/payment-success"
-    error_url: str = "/payment-error"
     database_url: str = "sqlite:///callbackpool.db"
     admin_token: SecretStr | None = None
     env: Literal["development", "production"] = "development"
-    # Capacity (docs/capacity.md).
-    heartbeat_timeout_seconds: float = Field(default=60, ge=0)
-    ticket_timeout_seconds: float = Field(default=10, gt=0)
-    ticket_poll_seconds: int = Field(default=2, ge=1)
-    max_waiting_tickets: int = Field(default=1000, ge=0)
-    max_priority: int = Field(default=9, ge=0)
-    reserved_slots_for_priority: int = Field(default=0, ge=0)
-    priority_threshold: int = Field(default=1, ge=1)
-    reserve_paths: Annotated[list[str], NoDecode] = []
-    capacity_window_minutes: float = Field(default=15, gt=0)
-    capacity_target: float = Field(default=0.01, gt=0, lt=1)
     sandbox: SandboxSettings = SandboxSettings()
     status_query: StatusQuerySettings | None = None
-    # Where gateway returns may come from (addresses or networks; empty: anywhere). A return
-    # from elsewhere is stored and rejected. See docs/security.md.
-    return_sources: Annotated[list[str], NoDecode] = []
     # The reverse proxies in front of the service (addresses or networks): only a request
     # from one of them has its client address taken from ``forwardedHeader``.
-    trusted_proxies: Annotated[list[str], NoDecode] = []
+    trusted_proxies: tuple[str, ...] = ()
     forwarded_header: str = Field(default="X-Forwarded-For", pattern=r"^[A-Za-z0-9-]+$")
-    # Pool-exhaustion defence (0 turns each off): create-token requests a client address may
-    # make a minute (counted by each instance of the service), and live leases (and places
-    # in the waiting room) a customer (``customerData.email``) may hold at once (counted in
-    # the database, across instances).
+    # Pool-exhaustion defence (0 turns it off; ``maxLiveLeasesPerCustomer`` is the other):
+    # create-token requests a client address may make a minute, counted by each instance of
+    # the service.
     create_token_rate_per_minute: int = Field(default=30, ge=0)
-    max_live_leases_per_customer: int = Field(default=3, ge=0)
     # Swagger UI at /api/docs (None: in development only). See docs/security.md.
     api_docs: bool | None = None
     # Operations (docs/operations.md).
-    slot_health_expiries_to_sideline: int = Field(default=5, ge=0)
     metrics_require_token: bool = True
     dashboard_refresh_seconds: int = Field(default=10, ge=2, le=3600)
     admin_session_hours: float = Field(default=12, gt=0, le=24 * 30)
 
-    @field_validator(
-        "callback_paths", "reserve_paths", "return_sources", "trusted_proxies", mode="before"
-    )
+    @field_validator(*_TEXT_LISTS, mode="before")
     @classmethod
     def _list_from_text(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -213,53 +183,16 @@ class Settings(BaseSettings):
             return [part.strip() for part in text.split(",") if part.strip()]
         return value
 
-    @field_validator("return_sources", "trusted_proxies")
+    @field_validator("trusted_proxies")
     @classmethod
-    def _valid_networks(cls, networks: list[str]) -> list[str]:
-        for network in networks:
-            try:
-                ipaddress.ip_network(network, strict=False)
-            except ValueError:
-                raise ValueError(f"{network!r} is not an IP address or network") from None
-        return networks
+    def _valid_proxies(cls, proxies: tuple[str, ...]) -> tuple[str, ...]:
+        networks(proxies)
+        return proxies
 
-    @field_validator("callback_paths")
-    @classmethod
-    def _valid_paths(cls, paths: list[str]) -> list[str]:
-        if not paths:
-            raise ValueError("at least one callback path is needed")
-        return _checked_paths(paths)
-
-    @field_validator("reserve_paths")
-    @classmethod
-    def _valid_reserve_paths(cls, paths: list[str], info: ValidationInfo) -> list[str]:
-        _checked_paths(paths)
-        both = sorted(set(paths) & set(info.data.get("callback_paths") or ()))
-        if both:
-            raise ValueError(f"also in callbackPaths: {', '.join(both)}")
-        return paths
-
-    @field_validator("priority_threshold")
-    @classmethod
-    def _threshold_within_priorities(cls, threshold: int, info: ValidationInfo) -> int:
-        highest = info.data.get("max_priority")
-        kept = info.data.get("reserved_slots_for_priority")
-        if kept and highest is not None and threshold > highest:
-            raise ValueError(f"must not exceed maxPriority ({highest})")
-        return threshold
-
-    @field_validator("reserved_slots_for_priority")
-    @classmethod
-    def _some_slots_left_for_everyone(cls, reserved: int, info: ValidationInfo) -> int:
-        paths = info.data.get("callback_paths")
-        if paths is not None and reserved >= len(paths):
-            raise ValueError(f"must leave some of the {len(paths)} callback paths to everyone")
-        return reserved
-
-    @field_validator("base_url", "form_action_url")
+    @field_validator("form_action_url")
     @classmethod
     def _absolute_url(cls, url: str) -> str:
-        return _absolute(url)
+        return absolute_url(url)
 
     @field_validator("currency")
     @classmethod
@@ -287,7 +220,7 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings, env_settings, _FileSource(settings_cls))
+        return (init_settings, _EnvSource(settings_cls), _FileSource(settings_cls))
 
     # --- what a running service must have --------------------------------------------------
 
@@ -325,122 +258,19 @@ class Settings(BaseSettings):
     def api_docs_enabled(self) -> bool:
         return self.api_docs if self.api_docs is not None else self.env == "development"
 
-    # --- what the rest of the program is built from ---------------------------------------
-
-    def catalogue(self) -> tuple[CatalogueItem, ...]:
-        items = []
-        for index, item in enumerate(self.form.items):
-            price = to_minor(item.price, self.currency)
-            if price is None:
-                raise ConfigurationError(
-                    f"form.items[{index}].price", f"{item.price} is not a {self.currency} amount"
-                )
-            items.append(CatalogueItem(code=item.code, description=item.description, price=price))
-        return tuple(items)
-
-    def policy(self) -> PoolPolicy:
-        return PoolPolicy(
-            base_url=self.base_url,
-            callback_paths=tuple(self.callback_paths),
-            form_action_url=self.effective_form_action_url(),
-            lock_timeout=timedelta(minutes=self.lock_timeout_minutes),
-            late_callback_window=timedelta(minutes=self.late_callback_window_minutes),
-            reuse_same_amount_tainted=self.reuse_same_amount_tainted,
-            max_amount=self.max_amount,
-            success_url=self.success_url,
-            error_url=self.error_url,
-            return_sources=networks(self.return_sources),
-            max_live_leases_per_customer=self.max_live_leases_per_customer,
-            heartbeat_timeout=timedelta(seconds=self.heartbeat_timeout_seconds),
-            ticket_timeout=timedelta(seconds=self.ticket_timeout_seconds),
-            ticket_poll=timedelta(seconds=self.ticket_poll_seconds),
-            max_waiting=self.max_waiting_tickets,
-            max_priority=self.max_priority,
-            reserved_slots_for_priority=self.reserved_slots_for_priority,
-            priority_threshold=self.priority_threshold,
-            reserve_paths=tuple(self.reserve_paths),
-            capacity_window=timedelta(minutes=self.capacity_window_minutes),
-            capacity_target=self.capacity_target,
-            slot_health_expiries_to_sideline=self.slot_health_expiries_to_sideline,
-        )
-
-    def effective_form_action_url(self) -> str:
-        """Where the browser posts the hosted form: the sandbox's page when it is on."""
-        if self.sandbox.enabled:
-            return self.base_url.rstrip("/") + SANDBOX_FORM_PATH
-        return self.form_action_url
-
-    def sandbox_gateway(self) -> SandboxGateway:
-        """The sandbox standing in for this configuration's hosted form."""
-        return SandboxGateway(
-            merchant_id=self.merchant_id or "",
-            form_id=self.form.form_id,
-            form_hash=self.form.form_hash,
-            currency=self.currency,
-            catalogue=self.catalogue(),
-            signer=HashRecipe(
-                secret=self.sandbox.secret.get_secret_value(),
-                fields=tuple(self.sandbox.hash_fields),
-                algorithm=self.sandbox.hash_algorithm,
-                separator=self.sandbox.hash_separator,
-            ),
-        )
-
-    def gateway(self) -> PaygistixGateway:
-        recipe = None
-        if self.callback_hash is not None:
-            recipe = HashRecipe(
-                secret=self.callback_hash.secret.get_secret_value(),
-                fields=tuple(self.callback_hash.fields),
-                algorithm=self.callback_hash.algorithm,
-                separator=self.callback_hash.separator,
-            )
-        return PaygistixGateway(
-            merchant_id=self.merchant_id,
-            form_id=self.form.form_id,
-            form_hash=self.form.form_hash,
-            currency=self.currency,
-            catalogue=self.catalogue(),
-            return_hash=recipe,
-            token_field=self.status_query.token_field if self.status_query else None,
-        )
-
-    def status_query_client(self) -> HttpStatusQuery | None:
-        """The gateway's status query, where one is configured."""
-        if self.status_query is None:
-            return None
-        key = self.status_query.api_key
-        return HttpStatusQuery(
-            url=self.status_query.url,
-            api_key=key.get_secret_value() if key else None,
-            token_field=self.status_query.token_field,
-            currency=self.currency,
-            timeout=self.status_query.timeout_seconds,
-        )
+    @property
+    def trusted_proxy_networks(self) -> tuple[IPNetwork, ...]:
+        return networks(self.trusted_proxies)
 
 
-def networks(texts: list[str]) -> tuple[IPNetwork, ...]:
-    """``["203.0.113.7", "10.0.0.0/8"]`` as networks (an address is a network of one)."""
-    return tuple(ipaddress.ip_network(text, strict=False) for text in texts)
+class _EnvSource(EnvSettingsSource):
+    """The environment, where a list of text may be JSON or comma-separated (as
+    ``CALLBACKPOOL_CALLBACK_PATHS="/cb/a, /cb/b"``): ``_list_from_text`` reads both."""
 
-
-def _absolute(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ValueError(f"{url!r} is not an absolute http(s) URL")
-    return url
-
-
-def _checked_paths(paths: list[str]) -> list[str]:
-    for path in paths:
-        if not path.startswith("/"):
-            raise ValueError(f"{path!r} does not start with '/'")
-        if any(c.isspace() or c in "?#" for c in path):
-            raise ValueError(f"{path!r} must not contain spaces, '?' or '#'")
-    duplicates = sorted({p for p in paths if paths.count(p) > 1})
-    if duplicates:
-        raise ValueError(f"duplicate paths: {', '.join(duplicates)}")
-    return paths
+    def decode_complex_value(self, field_name: str, field: FieldInfo, value: Any) -> Any:
+        if field_name in _TEXT_LISTS:
+            return value
+        return super().decode_complex_value(field_name, field, value)
 
 
 class _FileSource(PydanticBaseSettingsSource):
@@ -466,11 +296,12 @@ def load_settings(
         raw = read_config_file(Path(path))
     for key in unknown_keys(raw):
         log.warning("unknown configuration key %r ignored (a typo?)", key)
-    token = _file_data.set(_snake_keys(raw))
+    file_data = _snake_keys(raw)
+    token = _file_data.set(file_data)
     try:
         return Settings(**{k: v for k, v in (overrides or {}).items() if v is not None})
     except ValidationError as exc:
-        error = exc.errors()[0]
+        error = min(exc.errors(), key=lambda e: _reading_order(str(e["loc"][0]), list(file_data)))
         key = ".".join(
             _camel(str(part)) if isinstance(part, str) else f"[{part}]" for part in error["loc"]
         )
@@ -480,6 +311,12 @@ def load_settings(
         raise ConfigurationError(key.replace(".[", "["), message) from None
     finally:
         _file_data.reset(token)
+
+
+def _reading_order(key: str, in_file: list[str]) -> tuple[int, bool]:
+    """The first problem as the file is read comes first; then the keys the file leaves out,
+    the seed's ``form`` before the pool's keys (as they are documented)."""
+    return (in_file.index(key) if key in in_file else len(in_file), key in PoolPolicy.model_fields)
 
 
 def read_config_file(path: Path) -> dict[str, Any]:

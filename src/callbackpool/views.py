@@ -18,6 +18,7 @@ from pydantic.alias_generators import to_camel
 
 from .analytics import PoolSeries
 from .capacity.erlang import Plan
+from .compose import catalogue, form_action_url
 from .config import Settings
 from .domain.model import (
     CallbackOutcome,
@@ -192,7 +193,7 @@ class ConfigOut(Out):
     @classmethod
     def of(cls, settings: Settings) -> ConfigOut:
         return cls(
-            form_action_url=settings.effective_form_action_url(),
+            form_action_url=form_action_url(settings),
             merchant_id=settings.merchant_id,
             form_id=settings.form.form_id,
             form_hash=settings.form.form_hash,
@@ -204,7 +205,7 @@ class ConfigOut(Out):
                     price=item.price,
                     price_text=format_amount(item.price, settings.currency),
                 )
-                for item in settings.catalogue()
+                for item in catalogue(settings)
             ],
             lock_timeout_minutes=settings.lock_timeout_minutes,
             max_amount=settings.max_amount,

@@ -9,9 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
+from callbackpool.compose import catalogue, gateway, sandbox_gateway, status_query_client
 from callbackpool.config import load_settings
 from callbackpool.domain.errors import ConfigurationError
+from callbackpool.pool import PoolPolicy
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "paygistix-forms.json"
 
@@ -48,7 +51,7 @@ def test_the_guides_file_is_read_as_it_is(tmp_path: Path) -> None:
     settings = load_settings(write(tmp_path, GUIDE_SHAPE))
     assert settings.form.form_id == "55015901455"
     assert len(settings.callback_paths) == 10
-    assert settings.policy().lock_timeout == timedelta(minutes=10)
+    assert settings.lock_timeout == timedelta(minutes=10)
     assert settings.merchant_id is None
     assert settings.form_action_url == "https://safepay.paymentlogistics.net/transaction.asp"
     # Defaults of the new keys.
@@ -56,24 +59,24 @@ def test_the_guides_file_is_read_as_it_is(tmp_path: Path) -> None:
     assert settings.reuse_same_amount_tainted is True
     assert settings.currency == "USD"
     assert settings.create_token_rate_per_minute == 30
-    assert settings.policy().max_live_leases_per_customer == 3
-    assert settings.policy().return_sources == ()
+    assert settings.max_live_leases_per_customer == 3
+    assert settings.return_networks == ()
 
 
 def test_the_as_built_file_is_read_as_it_is(tmp_path: Path) -> None:
     settings = load_settings(write(tmp_path, AS_BUILT))
     assert settings.merchant_id == "wavemaxLaundry"
-    assert settings.gateway().merchant_id == "wavemaxLaundry"
+    assert gateway(settings).merchant_id == "wavemaxLaundry"
 
 
 def test_the_shipped_example_loads() -> None:
     settings = load_settings(EXAMPLE)
-    assert [item.price for item in settings.catalogue()] == [125, 1000, 500, 1]
+    assert [item.price for item in catalogue(settings)] == [125, 1000, 500, 1]
 
 
 def test_lock_timeout_accepts_fractions(tmp_path: Path) -> None:
     settings = load_settings(write(tmp_path, {**GUIDE_SHAPE, "lockTimeoutMinutes": 2.5}))
-    assert settings.policy().lock_timeout == timedelta(minutes=2, seconds=30)
+    assert settings.lock_timeout == timedelta(minutes=2, seconds=30)
 
 
 def test_the_environment_overrides_the_file(
@@ -87,7 +90,7 @@ def test_the_environment_overrides_the_file(
     assert settings.lock_timeout_minutes == 3
     assert settings.form.form_hash == "from-the-environment"
     assert settings.form.form_id == "55015901455"  # the rest of the section stays
-    assert settings.callback_paths == ["/cb/a", "/cb/b"]
+    assert settings.callback_paths == ("/cb/a", "/cb/b")
     assert settings.reuse_same_amount_tainted is False
 
 
@@ -107,8 +110,8 @@ def test_everything_can_come_from_the_environment(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv("CALLBACKPOOL_CALLBACK_HASH__SECRET", "s")
     monkeypatch.setenv("CALLBACKPOOL_CALLBACK_HASH__FIELDS", '["PNRef"]')
     settings = load_settings()
-    assert settings.callback_paths == ["/cb/1"]
-    assert settings.gateway().return_hash is not None
+    assert settings.callback_paths == ("/cb/1",)
+    assert gateway(settings).return_hash is not None
 
 
 @pytest.mark.parametrize(
@@ -147,6 +150,22 @@ def test_invalid_configuration_names_the_key(
     assert error.value.key == key
 
 
+@pytest.mark.parametrize(
+    ("data", "key"),
+    [
+        ({"baseUrl": "shop.example", "form": {}}, "baseUrl"),
+        ({"form": {}, "baseUrl": "shop.example"}, "form.formId"),
+        ({}, "form"),  # then the keys it leaves out
+    ],
+)
+def test_the_problem_named_is_the_first_as_the_file_is_read(
+    tmp_path: Path, data: dict[str, Any], key: str
+) -> None:
+    with pytest.raises(ConfigurationError) as error:
+        load_settings(write(tmp_path, data))
+    assert error.value.key == key
+
+
 def test_a_missing_key_is_named(tmp_path: Path) -> None:
     data = {k: v for k, v in GUIDE_SHAPE.items() if k != "baseUrl"}
     with pytest.raises(ConfigurationError, match="'baseUrl': is required"):
@@ -159,7 +178,7 @@ def test_an_item_price_the_currency_cannot_hold_is_named(tmp_path: Path) -> None
         write(tmp_path, {**GUIDE_SHAPE, "form": {**GUIDE_SHAPE["form"], "items": items}})
     )
     with pytest.raises(ConfigurationError, match=r"form.items\[0\].price"):
-        settings.gateway()
+        gateway(settings)
 
 
 def test_unknown_keys_are_named_in_a_warning_but_do_not_stop_start_up(
@@ -190,11 +209,11 @@ def test_prices_are_decimals_not_floats(tmp_path: Path) -> None:
     settings = load_settings(
         write(tmp_path, {**GUIDE_SHAPE, "form": {**GUIDE_SHAPE["form"], "items": items}})
     )
-    assert settings.catalogue()[0].price == 29
+    assert catalogue(settings)[0].price == 29
 
 
 def test_capacity_keys_default_and_reach_the_policy(tmp_path: Path) -> None:
-    policy = load_settings(write(tmp_path, GUIDE_SHAPE)).policy()
+    policy = load_settings(write(tmp_path, GUIDE_SHAPE))
     assert policy.heartbeat_timeout == timedelta(seconds=60)
     assert policy.heartbeat_slack == timedelta(seconds=15)
     assert (policy.ticket_timeout, policy.ticket_poll) == (
@@ -219,7 +238,7 @@ def test_capacity_keys_default_and_reach_the_policy(tmp_path: Path) -> None:
         "capacityWindowMinutes": 30,
         "capacityTarget": 0.02,
     }
-    policy = load_settings(write(tmp_path, data)).policy()
+    policy = load_settings(write(tmp_path, data))
     assert policy.heartbeat_timeout == timedelta(0)
     assert (policy.ticket_timeout, policy.ticket_poll) == (
         timedelta(seconds=20),
@@ -238,8 +257,8 @@ def test_capacity_keys_from_the_environment(
     monkeypatch.setenv("CALLBACKPOOL_RESERVE_PATHS", "/cb/r1, /cb/r2")
     monkeypatch.setenv("CALLBACKPOOL_RESERVED_SLOTS_FOR_PRIORITY", "1")
     settings = load_settings(write(tmp_path, GUIDE_SHAPE))
-    assert settings.policy().heartbeat_timeout == timedelta(seconds=45)
-    assert settings.reserve_paths == ["/cb/r1", "/cb/r2"]
+    assert settings.heartbeat_timeout == timedelta(seconds=45)
+    assert settings.reserve_paths == ("/cb/r1", "/cb/r2")
     assert settings.reserved_slots_for_priority == 1
 
 
@@ -270,20 +289,29 @@ def test_invalid_capacity_keys_are_named(
     assert message in error.value.problem
 
 
+def test_the_policy_built_in_code_refuses_a_name_the_file_would_only_warn_about() -> None:
+    with pytest.raises(ValidationError, match="lock_timout_minutes"):
+        PoolPolicy(
+            base_url="https://shop.example", callback_paths=("/cb/1",), lock_timout_minutes=5
+        )
+
+
 def test_no_priorities_needs_no_threshold(tmp_path: Path) -> None:
     settings = load_settings(write(tmp_path, {**GUIDE_SHAPE, "maxPriority": 0}))
-    assert settings.policy().max_priority == 0
+    assert settings.max_priority == 0
 
 
 def test_the_sandbox_takes_the_form_action_when_on(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    assert not load_settings(write(tmp_path, AS_BUILT)).sandbox.enabled
+    settings = load_settings(write(tmp_path, AS_BUILT))
+    assert not settings.sandbox.enabled
+    assert gateway(settings).action_url == AS_BUILT["formActionUrl"]
     monkeypatch.setenv("CALLBACKPOOL_SANDBOX__ENABLED", "true")
     monkeypatch.setenv("CALLBACKPOOL_SANDBOX__SECRET", "from-the-environment")
     settings = load_settings(write(tmp_path, AS_BUILT))
-    assert settings.policy().form_action_url == "https://wavemax.promo/sandbox/transaction.asp"
-    sandbox = settings.sandbox_gateway()
+    assert gateway(settings).action_url == "https://wavemax.promo/sandbox/transaction.asp"
+    sandbox = sandbox_gateway(settings)
     assert (sandbox.merchant_id, sandbox.form_id) == ("wavemaxLaundry", "55015901455")
     assert sandbox.signer.secret == "from-the-environment"
     assert sandbox.signer.algorithm == "hmac-md5"
@@ -302,25 +330,25 @@ def test_the_return_allowlist_and_proxies_come_from_the_file_or_the_environment(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     settings = load_settings(write(tmp_path, {**AS_BUILT, "returnSources": ["198.51.100.7"]}))
-    assert [str(n) for n in settings.policy().return_sources] == ["198.51.100.7/32"]
+    assert [str(n) for n in settings.return_networks] == ["198.51.100.7/32"]
     monkeypatch.setenv("CALLBACKPOOL_RETURN_SOURCES", "198.51.100.0/24, 2001:db8::/32")
     monkeypatch.setenv("CALLBACKPOOL_TRUSTED_PROXIES", '["10.0.0.1"]')
     settings = load_settings(write(tmp_path, AS_BUILT))
-    assert [str(n) for n in settings.policy().return_sources] == [
+    assert [str(n) for n in settings.return_networks] == [
         "198.51.100.0/24",
         "2001:db8::/32",
     ]
-    assert settings.trusted_proxies == ["10.0.0.1"]
+    assert settings.trusted_proxies == ("10.0.0.1",)
     assert settings.forwarded_header == "X-Forwarded-For"
 
 
 def test_the_status_query_is_off_unless_configured(tmp_path: Path) -> None:
     settings = load_settings(write(tmp_path, AS_BUILT))
-    assert settings.status_query_client() is None
-    assert settings.gateway().token_field is None
+    assert status_query_client(settings) is None
+    assert gateway(settings).token_field is None
     query = {"url": "https://gateway.example/query", "apiKey": "k", "timeoutSeconds": 2}
     settings = load_settings(write(tmp_path, {**AS_BUILT, "statusQuery": query}))
-    client = settings.status_query_client()
+    client = status_query_client(settings)
     assert client is not None
     assert (client.url, client.api_key, client.timeout, client.token_field) == (
         "https://gateway.example/query",
@@ -328,4 +356,4 @@ def test_the_status_query_is_off_unless_configured(tmp_path: Path) -> None:
         2,
         "custom1",
     )
-    assert settings.gateway().token_field == "custom1"
+    assert gateway(settings).token_field == "custom1"

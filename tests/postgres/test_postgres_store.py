@@ -11,7 +11,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -43,12 +42,12 @@ from callbackpool.testing import FakeClock
 
 from ..support import (
     PATHS,
-    POLICY,
     TURNED_AWAY,
     TURNED_AWAY_LAST,
     assert_turn_aways_carried_over,
     make_gateway,
     paygistix_return,
+    policy_with,
 )
 from .conftest import StoreOpener
 
@@ -58,7 +57,7 @@ MIGRATIONS = [name for name, _ in postgres_module.load_migrations("postgres")]
 
 
 def pool_over(store: PostgresStore, **policy: Any) -> CallbackPool:
-    pool = CallbackPool(store, make_gateway(), replace(POLICY, **policy))
+    pool = CallbackPool(store, make_gateway(), policy_with(**policy))
     pool.sync_slots()
     return pool
 
@@ -661,8 +660,8 @@ def test_every_operation_at_once_from_two_instances_never_deadlocks(
         pool_over(
             postgres_store(database, max_size=6, timeout=20),
             callback_paths=PATHS[:4],
-            lock_timeout=timedelta(seconds=0.3),
-            late_callback_window=timedelta(seconds=5),
+            lock_timeout_minutes=0.3 / 60,
+            late_callback_window_minutes=5 / 60,
         )
         for _ in range(2)
     ]

@@ -8,7 +8,6 @@ import random
 import threading
 import time
 from collections import Counter
-from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -21,7 +20,7 @@ from callbackpool.domain.model import CallbackOutcome
 from callbackpool.pool import CallbackPool
 from callbackpool.store.postgres import PostgresStore
 
-from ..support import POLICY, assert_lease_history, make_gateway, paygistix_return
+from ..support import assert_lease_history, make_gateway, paygistix_return, policy_with
 
 pytestmark = pytest.mark.postgres
 
@@ -36,8 +35,12 @@ PATHS = tuple(f"/api/v1/payments/callback/handler-{i}" for i in range(1, SLOTS +
 def pool_on(url: str, threads: int = THREADS, **policy: Any) -> CallbackPool:
     # No clock injected: every instance decides time by the database's now().
     store = PostgresStore(url, max_size=threads, timeout=30)
-    options: dict[str, Any] = {"callback_paths": PATHS, "lock_timeout": LOCK_TIMEOUT, **policy}
-    return CallbackPool(store, make_gateway(), replace(POLICY, **options))
+    options: dict[str, Any] = {
+        "callback_paths": PATHS,
+        "lock_timeout_minutes": LOCK_TIMEOUT / timedelta(minutes=1),
+        **policy,
+    }
+    return CallbackPool(store, make_gateway(), policy_with(**options))
 
 
 def customers(pool: CallbackPool, worker: str, seed: int, tally: Counter[str]) -> None:

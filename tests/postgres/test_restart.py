@@ -13,7 +13,6 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import replace
 
 import psycopg
 import pytest
@@ -24,7 +23,7 @@ from callbackpool.pool import CallbackPool
 from callbackpool.store.postgres import PostgresStore
 
 from ..private_postgres import PrivateServer, private_server
-from ..support import PATHS, POLICY, make_gateway, paygistix_return, wait_for
+from ..support import PATHS, make_gateway, paygistix_return, policy_with, wait_for
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -106,7 +105,7 @@ def test_a_database_restart_mid_load_loses_nothing(server: PrivateServer) -> Non
     with psycopg.connect(server.url(), autocommit=True) as admin:
         admin.execute("CREATE DATABASE pool")
     store = PostgresStore(server.url("pool"), timeout=TIMEOUT, connect_timeout=2, max_size=4)
-    pool = CallbackPool(store, make_gateway(), replace(POLICY, callback_paths=PATHS))
+    pool = CallbackPool(store, make_gateway(), policy_with(callback_paths=PATHS))
     try:
         store.migrate()
         pool.sync_slots()

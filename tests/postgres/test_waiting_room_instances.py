@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import replace
 
 import pytest
 
 from callbackpool.pool import CallbackPool, Checkout, Waiting
 
-from ..support import PATHS, POLICY, make_gateway
+from ..support import PATHS, make_gateway, policy_with
 from .conftest import StoreOpener
 
 pytestmark = pytest.mark.postgres
@@ -23,7 +22,7 @@ TICKETS = 8
 
 def instance(postgres_store: StoreOpener, database: str) -> CallbackPool:
     store = postgres_store(database, timeout=5)
-    pool = CallbackPool(store, make_gateway(), replace(POLICY, callback_paths=PATHS[:SLOTS]))
+    pool = CallbackPool(store, make_gateway(), policy_with(callback_paths=PATHS[:SLOTS]))
     pool.sync_slots()
     return pool
 

@@ -11,8 +11,6 @@ import sqlite3
 import sys
 import threading
 import time
-from dataclasses import replace
-from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -21,7 +19,7 @@ from callbackpool.domain.errors import PaymentNotPending, PoolExhausted
 from callbackpool.pool import CallbackPool
 from callbackpool.store.sqlite import SqliteStore
 
-from ..support import PATHS, POLICY, make_gateway, paygistix_return
+from ..support import PATHS, make_gateway, paygistix_return, policy_with
 
 PROCESSES = 3
 THREADS = 4
@@ -31,7 +29,7 @@ SLOTS = 5
 
 def pool_on(path: str) -> CallbackPool:
     store = SqliteStore(path, synchronous="NORMAL", busy_timeout=30)
-    policy = replace(POLICY, callback_paths=PATHS[:SLOTS], lock_timeout=timedelta(seconds=0.3))
+    policy = policy_with(callback_paths=PATHS[:SLOTS], lock_timeout_minutes=0.3 / 60)
     return CallbackPool(store, make_gateway(), policy)
 
 

@@ -144,7 +144,7 @@ def test_a_late_return_after_an_early_release_still_completes_its_payment(
 
 
 def test_a_zero_timeout_turns_early_release_off(make_pool: PoolFactory, clock: FakeClock) -> None:
-    pool = make_pool(heartbeat_timeout=timedelta(0))
+    pool = make_pool(heartbeat_timeout_seconds=0)
     checkout = pool.create_payment(amount=1000)
     pool.poll_payment(checkout.payment.token)
     clock.advance(timedelta(minutes=9))

@@ -26,7 +26,7 @@ from callbackpool.pool import CallbackPool
 from callbackpool.testing import FakeClock
 
 from ..conftest import StoreFactory
-from ..support import PATHS, POLICY, make_gateway, paygistix_return
+from ..support import PATHS, make_gateway, paygistix_return, policy_with
 
 RECIPE = HashRecipe(secret="gateway-secret", fields=("MerchantID", "Amount", "PNRef", "Result"))
 AMOUNTS = (1000, 2000)  # few amounts, so that same-amount taints and ambiguity happen
@@ -60,7 +60,7 @@ class PoolInvariants(RuleBasedStateMachine):
         self.pool = CallbackPool(
             make_store(),
             make_gateway(return_hash=RECIPE),
-            POLICY.__class__(**{**POLICY.__dict__, "callback_paths": PATHS[:3]}),
+            policy_with(callback_paths=PATHS[:3]),
         )
         self.pool.sync_slots()
         self.finals: Counter[str] = Counter()

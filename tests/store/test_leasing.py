@@ -176,7 +176,7 @@ def test_a_lease_is_live_until_the_instant_it_expires(pool: CallbackPool, clock:
 
 
 def test_fractional_lock_timeouts(make_pool: PoolFactory, clock: FakeClock) -> None:
-    pool = make_pool(lock_timeout=timedelta(minutes=0.5))
+    pool = make_pool(lock_timeout_minutes=0.5)
     token = pool.create_payment(amount=100).payment.token
     clock.advance(29)
     assert pool.get_payment(token).status is PaymentStatus.PENDING

@@ -22,7 +22,7 @@ WINDOW = timedelta(minutes=15)
 @pytest.fixture
 def reserve_pool(make_pool: PoolFactory) -> CallbackPool:
     # Leases outlast the window here, so that what is busy stays busy across it.
-    return make_pool(reserve_paths=RESERVE, lock_timeout=timedelta(minutes=30))
+    return make_pool(reserve_paths=RESERVE, lock_timeout_minutes=30)
 
 
 def fill(pool: CallbackPool, count: int) -> list[Checkout]:

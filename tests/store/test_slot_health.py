@@ -20,7 +20,8 @@ from ..support import PATHS, paygistix_return
 BROKEN = PATHS[2]  # handler-3: the gateway no longer knows it
 # A short late-callback window, so that the broken slot's taints pass and LRU brings it back
 # about every tenth payment (a tainted slot waits behind clean ones).
-WINDOW = timedelta(minutes=1)
+WINDOW_MINUTES = 1
+WINDOW = timedelta(minutes=WINDOW_MINUTES)
 
 
 def slot(pool: CallbackPool, path: str):  # type: ignore[no-untyped-def]
@@ -49,7 +50,9 @@ def run_traffic(pool: CallbackPool, clock: FakeClock, payments: int, start: int 
 def test_a_broken_path_is_taken_out_of_rotation_after_k_expiries_and_the_rest_keeps_serving(
     make_pool: PoolFactory, clock: FakeClock
 ) -> None:
-    pool = make_pool(late_callback_window=WINDOW, slot_health_expiries_to_sideline=3)
+    pool = make_pool(
+        late_callback_window_minutes=WINDOW_MINUTES, slot_health_expiries_to_sideline=3
+    )
     events: list[PoolEvent] = []
     pool.add_observer(events.append)
 
@@ -83,7 +86,9 @@ def test_a_broken_path_is_taken_out_of_rotation_after_k_expiries_and_the_rest_ke
 def test_an_operator_puts_a_sidelined_slot_back_and_it_serves_again(
     make_pool: PoolFactory, clock: FakeClock
 ) -> None:
-    pool = make_pool(late_callback_window=WINDOW, slot_health_expiries_to_sideline=2)
+    pool = make_pool(
+        late_callback_window_minutes=WINDOW_MINUTES, slot_health_expiries_to_sideline=2
+    )
     run_traffic(pool, clock, 20)
     assert slot(pool, BROKEN).sidelined
     events: list[PoolEvent] = []
@@ -104,7 +109,9 @@ def test_an_operator_puts_a_sidelined_slot_back_and_it_serves_again(
 
 
 def test_a_return_on_the_path_resets_the_streak(make_pool: PoolFactory, clock: FakeClock) -> None:
-    pool = make_pool(late_callback_window=WINDOW, slot_health_expiries_to_sideline=4)
+    pool = make_pool(
+        late_callback_window_minutes=WINDOW_MINUTES, slot_health_expiries_to_sideline=4
+    )
     run_traffic(pool, clock, 20)  # two expiries on the broken path
     assert slot(pool, BROKEN).health.expiry_streak == 2
     # The next visit to it expires too (three in a row)...
@@ -131,7 +138,9 @@ def test_a_return_on_the_path_resets_the_streak(make_pool: PoolFactory, clock: F
 
 
 def test_the_rule_can_be_turned_off(make_pool: PoolFactory, clock: FakeClock) -> None:
-    pool = make_pool(late_callback_window=WINDOW, slot_health_expiries_to_sideline=0)
+    pool = make_pool(
+        late_callback_window_minutes=WINDOW_MINUTES, slot_health_expiries_to_sideline=0
+    )
     leased = run_traffic(pool, clock, 60)
     assert leased.count(BROKEN) == 6
     assert not slot(pool, BROKEN).sidelined
@@ -143,7 +152,9 @@ def test_no_slot_is_sidelined_when_no_path_gets_returns(
 ) -> None:
     """A gateway that sends no return at all is an outage, not a broken path: sidelining
     every slot would turn every customer away once it is back."""
-    pool = make_pool(late_callback_window=WINDOW, slot_health_expiries_to_sideline=2)
+    pool = make_pool(
+        late_callback_window_minutes=WINDOW_MINUTES, slot_health_expiries_to_sideline=2
+    )
     for _ in range(3):
         for _ in range(10):
             pool.create_payment(amount=1000)
@@ -157,7 +168,9 @@ def test_no_slot_is_sidelined_when_no_path_gets_returns(
 def test_a_sidelined_slot_still_resolves_its_live_lease_and_taints(
     make_pool: PoolFactory, clock: FakeClock
 ) -> None:
-    pool = make_pool(late_callback_window=WINDOW, slot_health_expiries_to_sideline=5)
+    pool = make_pool(
+        late_callback_window_minutes=WINDOW_MINUTES, slot_health_expiries_to_sideline=5
+    )
     # A return on another path, so that sidelining by hand is as the rule would do it.
     holder = pool.create_payment(amount=1000)  # leases handler-1
     tainted = pool.create_payment(amount=2500)  # handler-2

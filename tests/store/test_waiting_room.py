@@ -163,13 +163,13 @@ def test_unknown_tickets(pool: CallbackPool) -> None:
 
 
 def test_the_queue_is_bounded(make_pool: PoolFactory) -> None:
-    pool = make_pool(max_waiting=2)
+    pool = make_pool(max_waiting_tickets=2)
     fill(pool)
     waiting(pool.create_payment(amount=1000, wait=True))
     waiting(pool.create_payment(amount=1000, wait=True))
     with pytest.raises(PoolExhausted):
         pool.create_payment(amount=1000, wait=True)
-    closed = make_pool(max_waiting=0)  # no waiting room at all
+    closed = make_pool(max_waiting_tickets=0)  # no waiting room at all
     with pytest.raises(PoolExhausted):
         closed.create_payment(amount=1000, wait=True)
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from callbackpool.compose import gateway
 from callbackpool.web import create_app
 from callbackpool.web.server import DEMO_CONFIG, demo_banner, demo_settings
 
@@ -29,7 +30,7 @@ def test_demo_settings_turn_the_sandbox_on_and_verify_its_returns() -> None:
     settings = demo_settings(host="0.0.0.0", port=8123, database_url="sqlite:///demo.db")
     assert settings.base_url == "http://127.0.0.1:8123"
     assert settings.sandbox.enabled
-    assert settings.policy().form_action_url == "http://127.0.0.1:8123/sandbox/transaction.asp"
+    assert gateway(settings).action_url == "http://127.0.0.1:8123/sandbox/transaction.asp"
     assert settings.callback_hash is not None
     secret = settings.sandbox.secret.get_secret_value()
     assert settings.callback_hash.secret.get_secret_value() == secret
@@ -39,7 +40,7 @@ def test_demo_settings_turn_the_sandbox_on_and_verify_its_returns() -> None:
     assert settings.status_query.url == "http://127.0.0.1:8123/sandbox/query"
     assert settings.status_query.api_key is not None
     assert settings.status_query.api_key.get_secret_value() == secret
-    assert settings.gateway().token_field == "custom1"
+    assert gateway(settings).token_field == "custom1"
     assert settings.admin_token is not None
     assert len(settings.admin_token.get_secret_value()) >= 32
     again = demo_settings(host="127.0.0.1", port=8123)

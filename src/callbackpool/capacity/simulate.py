@@ -163,10 +163,9 @@ class PoolRun:
         policy = PoolPolicy(
             base_url="https://shop.example",
             callback_paths=_paths(workload.slots),
-            form_action_url="https://gateway.example/transaction.asp",
             # The oracle learns of every departure at once: it needs no heartbeat.
-            heartbeat_timeout=timedelta(0) if oracle else timedelta(seconds=60),
-            ticket_poll=timedelta(seconds=2),
+            heartbeat_timeout_seconds=0 if oracle else 60,
+            ticket_poll_seconds=2,
         )
         self.pool = CallbackPool(self.store, _gateway(), policy, on_status_change=self._heard)
         self.pool.sync_slots()
@@ -333,6 +332,7 @@ def _gateway() -> PaygistixGateway:
             CatalogueItem(code=_code(amount), description=f"item at {amount}", price=amount)
             for amount in CATALOGUE_AMOUNTS
         ),
+        action_url="https://gateway.example/transaction.asp",
     )
 
 

@@ -43,6 +43,7 @@ class Gateway(Protocol):
     """A hosted payment form: the fields the browser posts, and the return it sends back."""
 
     currency: str
+    action_url: str  # where the browser posts the form
 
     def price_items(self, quantities: Mapping[str, int]) -> tuple[LineItem, ...]:
         """Line items for catalogue codes and quantities; InvalidPayment for unknown codes."""

@@ -13,6 +13,8 @@ from ..domain.gateway import CatalogueItem, GatewayReturn, MalformedReturn, Para
 from ..domain.model import LineItem
 from ..domain.money import format_amount, parse_decimal, to_minor
 
+# Where the browser posts Paygistix's hosted form.
+FORM_ACTION_URL = "https://safepay.paymentlogistics.net/transaction.asp"
 HASH_ALGORITHMS = ("md5", "sha1", "sha256", "hmac-md5", "hmac-sha1", "hmac-sha256")
 
 # What each return parameter may look like. A value outside its pattern makes the whole
@@ -74,7 +76,9 @@ class PaygistixGateway:
         catalogue: Sequence[CatalogueItem] = (),
         return_hash: HashRecipe | None = None,
         token_field: str | None = None,
+        action_url: str = FORM_ACTION_URL,
     ) -> None:
+        self.action_url = action_url
         self.merchant_id = merchant_id
         self.form_id = form_id
         self.form_hash = form_hash

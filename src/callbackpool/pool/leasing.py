@@ -235,7 +235,7 @@ class Leasing(PoolCore):
     def _checkout(self, payment: Payment, lease: Lease) -> Checkout:
         url = self._policy.callback_url(lease.path)
         form = FormConfig(
-            action_url=self._policy.form_action_url,
+            action_url=self._gateway.action_url,
             callback_path=lease.path,
             callback_url=url,
             fields=self._gateway.form_fields(

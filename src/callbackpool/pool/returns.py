@@ -315,7 +315,7 @@ class Returns(PoolCore):
         refusal = self._gateway.verify(params, parsed)
         if refusal is not None:
             return refusal
-        sources = self._policy.return_sources
+        sources = self._policy.return_networks
         if sources and not _admitted(client_addr, sources):
             return f"source address {client_addr or '(unknown)'} is not in the allowlist"
         return None

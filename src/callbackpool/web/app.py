@@ -18,8 +18,8 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.staticfiles import StaticFiles
 
 from ..clock import Clock
-from ..compose import build_pool
-from ..config import Settings, networks
+from ..compose import build_pool, sandbox_gateway
+from ..config import Settings
 from ..store import open_store
 from ..store.port import Store
 from .clients import ClientAddresses
@@ -135,8 +135,8 @@ def _build_services(settings: Settings, store: Store | None, clock: Clock | None
         settings=settings,
         store=store,
         pool=pool,
-        sandbox=settings.sandbox_gateway() if settings.sandbox.enabled else None,
-        clients=ClientAddresses(networks(settings.trusted_proxies), settings.forwarded_header),
+        sandbox=sandbox_gateway(settings) if settings.sandbox.enabled else None,
+        clients=ClientAddresses(settings.trusted_proxy_networks, settings.forwarded_header),
         create_token_limit=(
             RateLimiter(settings.create_token_rate_per_minute)
             if settings.create_token_rate_per_minute

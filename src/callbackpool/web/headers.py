@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ..compose import form_action_url
 from ..config import Settings
 
 # Responses under these paths may be cached (static files); all others are not stored.
@@ -52,7 +53,7 @@ def security_headers(settings: Settings) -> dict[str, str]:
     policy = content_security_policy(
         # The checkout posts the hosted form to the gateway; the gateway (or the sandbox's
         # return page) sends the browser back to the callback URLs under baseUrl.
-        form_targets=(origin(settings.effective_form_action_url()), origin(settings.base_url)),
+        form_targets=(origin(form_action_url(settings)), origin(settings.base_url)),
     )
     headers = {
         "Content-Security-Policy": policy,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
+from ...compose import catalogue
 from ...domain.errors import UnknownPayment
 from ...domain.money import CURRENCY_EXPONENTS, format_amount
 from ..deps import PoolDep, SettingsDep
@@ -31,7 +32,7 @@ async def checkout(request: Request, settings: SettingsDep) -> Response:
             "description": item.description,
             "price": format_amount(item.price, settings.currency),
         }
-        for item in settings.catalogue()
+        for item in catalogue(settings)
         if item.price != 1  # the open-amount item is what the amount field uses
     ]
     return templates.TemplateResponse(
@@ -41,7 +42,7 @@ async def checkout(request: Request, settings: SettingsDep) -> Response:
             "items": items,
             "currency": settings.currency,
             "exponent": CURRENCY_EXPONENTS[settings.currency],
-            "open_amount": any(item.price == 1 for item in settings.catalogue()),
+            "open_amount": any(item.price == 1 for item in catalogue(settings)),
             "poll_ms": POLL_SECONDS * 1000,
             "sandbox": settings.sandbox.enabled,
         },
