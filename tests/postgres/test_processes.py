@@ -229,7 +229,7 @@ def skewed_server(url: str, skew_minutes: float, commands: Any) -> None:
         return system_now(self) + skew
 
     SystemClock.now = skewed_now  # type: ignore[method-assign]
-    pool = pool_on(url, threads=1, lock_timeout=LEASE)
+    pool = pool_on(url, threads=1, lock_timeout_minutes=LEASE / timedelta(minutes=1))
     try:
         while (command := commands.recv()) is not None:
             name, *args = command
