@@ -53,7 +53,7 @@ def stuck_report(ctx: typer.Context, as_json: JsonFlag = False) -> None:
     pool = cli_state(ctx).pool()
     leases = pool.stuck_leases()
     now = _now(pool)
-    emit(as_json, views.StuckOut.of(now, leases), _stuck_lines(leases, now))
+    emit(as_json, views.StuckOut(at=now, leases=leases), _stuck_lines(leases, now))
 
 
 @reports_app.command("orphans")
@@ -195,7 +195,7 @@ def review_resolve(
         by=operator_name(by),
         reason=reason,
     )
-    emit(as_json, views.ReviewDecidedOut.of(review), _decided_lines(review))
+    emit(as_json, views.ReviewDecidedOut(review=review), _decided_lines(review))
 
 
 @review_app.command("close")
@@ -219,7 +219,7 @@ def review_close(
             token, status=_review_status(status, "--status"), by=operator_name(by), reason=reason
         )
     )
-    emit(as_json, views.ReviewDecidedOut.of(review), _decided_lines(review))
+    emit(as_json, views.ReviewDecidedOut(review=review), _decided_lines(review))
 
 
 def _review_status(value: str, option: str) -> PaymentStatus:

@@ -63,7 +63,7 @@ def check_status(token: str, pool: PoolDep) -> PaymentStatusOut:
     """The payment as it stands. Poll it while the customer is on the gateway's page: the
     polling is the payment's heartbeat, and a payment whose page stopped polling releases
     its callback URL about a minute later (heartbeatTimeoutSeconds)."""
-    return PaymentStatusOut.of(pool.poll_payment(token))
+    return PaymentStatusOut.model_validate(pool.poll_payment(token))
 
 
 @router.get(
@@ -95,7 +95,7 @@ def _granted_or_waiting(
     if isinstance(result, Waiting):
         response.status_code = 202
         response.headers.update(_retry_after(result))
-        return WaitingOut.of(result)
+        return WaitingOut.model_validate(result)
     return CreateTokenOut.of(result)
 
 
