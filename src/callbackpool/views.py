@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -86,6 +87,12 @@ class Out(BaseModel):
     )
 
 
+class SuccessOut(Out):
+    """An answer that starts, as the guide's API did, with ``success: true``."""
+
+    success: bool = True
+
+
 # --- payments (the guide's API) --------------------------------------------------------------
 
 
@@ -100,8 +107,7 @@ class FormConfigOut(Out):
     fields: dict[str, str]
 
 
-class CreateTokenOut(Out):
-    success: bool = True
+class CreateTokenOut(SuccessOut):
     token: str
     status: str
     expires_at: Time
@@ -127,23 +133,16 @@ class CreateTokenOut(Out):
         )
 
 
-class WaitingOut(Out):
+class WaitingOut(SuccessOut):
     """A place in the waiting room (202): poll ``GET /ticket/{ticket}`` after ``retryAfter``
     seconds; a ticket not polled in time is dropped."""
 
-    success: bool = True
     ticket: str
     position: int
     retry_after: int = Field(validation_alias="retry_after_seconds")
 
 
-class TicketCancelledOut(Out):
-    success: bool = True
-    status: str = "cancelled"
-
-
-class PaymentStatusOut(Out):
-    success: bool = True
+class PaymentStatusOut(SuccessOut):
     token: str
     status: str
     amount: int
@@ -154,9 +153,12 @@ class PaymentStatusOut(Out):
     expires_at: Time
 
 
-class CancelledOut(Out):
-    success: bool = True
+class CancelledOut(SuccessOut):
     status: str
+
+
+class TicketCancelledOut(CancelledOut):
+    status: str = "cancelled"
 
 
 class CatalogueItemOut(Out):
@@ -166,10 +168,9 @@ class CatalogueItemOut(Out):
     price_text: str
 
 
-class ConfigOut(Out):
+class ConfigOut(SuccessOut):
     """The public form settings (everything here is posted by the browser anyway)."""
 
-    success: bool = True
     form_action_url: str
     method: str = "POST"
     merchant_id: str | None
@@ -373,8 +374,7 @@ class PoolStatsOut(Out):
         )
 
 
-class PoolStatsResponse(Out):
-    success: bool = True
+class PoolStatsResponse(SuccessOut):
     stats: PoolStatsOut
 
 
@@ -414,10 +414,9 @@ class HealthOut(Out):
         )
 
 
-class SlotRotationOut(Out):
+class SlotRotationOut(SuccessOut):
     """A slot taken out of rotation or put back; ``changed`` is false if it was already."""
 
-    success: bool = True
     path: str
     changed: bool
     in_rotation: bool
@@ -503,13 +502,7 @@ class InitOut(Out):
 
     @classmethod
     def of(cls, applied: Sequence[str], sync: SlotSync, active: int) -> InitOut:
-        return cls(
-            migrations=list(applied),
-            added=list(sync.added),
-            reactivated=list(sync.reactivated),
-            deactivated=list(sync.deactivated),
-            active=active,
-        )
+        return cls(migrations=applied, **asdict(sync), active=active)
 
 
 class MigrationOut(Out):
@@ -547,14 +540,7 @@ class CleanupOut(Out):
 
     @classmethod
     def of(cls, report: SweepReport, released: Sequence[Lease]) -> CleanupOut:
-        return cls(
-            expired=report.expired,
-            taints_dropped=report.taints_dropped,
-            callbacks_resolved=report.callbacks_resolved,
-            tickets_expired=report.tickets_expired,
-            reserve=report.reserve,
-            released=released,
-        )
+        return cls(**asdict(report), released=released)
 
 
 class ReleasedOut(Out):
@@ -788,8 +774,7 @@ class ReviewOut(Out):
         return callback_ref(callback) if isinstance(callback, int) else callback
 
 
-class ReviewDecidedOut(Out):
-    success: bool = True
+class ReviewDecidedOut(SuccessOut):
     review: ReviewOut
 
 
