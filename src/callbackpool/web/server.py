@@ -19,18 +19,6 @@ DEMO_DATABASE_URL = "sqlite:///callbackpool-demo.db"
 
 
 def serve(
-    settings: Settings,
-    *,
-    host: str,
-    port: int,
-    access_log: bool = False,
-    log_format: LogFormat = "text",
-) -> None:
-    """Serve ``settings`` with uvicorn until interrupted."""
-    run(create_app(settings), host=host, port=port, access_log=access_log, log_format=log_format)
-
-
-def run(
     app: FastAPI,
     *,
     host: str,
@@ -38,8 +26,9 @@ def run(
     access_log: bool = False,
     log_format: LogFormat = "text",
 ) -> None:
-    """One uvicorn process (the sandbox keeps its transactions in memory). Its own lines
-    (and the access log) come in ``log_format``, with card data masked."""
+    """Serve ``app`` with uvicorn until interrupted: one process (the sandbox keeps its
+    transactions in memory). Its own lines (and the access log) come in ``log_format``,
+    with card data masked."""
     record_only_what_is_printed()
     uvicorn.run(
         app,
@@ -125,4 +114,4 @@ def demo(
     app = create_app(settings)
     for line in demo_banner(settings, app.state.links):
         echo(line)
-    run(app, host=host, port=port, log_format=log_format)
+    serve(app, host=host, port=port, log_format=log_format)
