@@ -129,12 +129,15 @@ def page_operator(request: Request, settings: Settings) -> Operator:
     return found
 
 
-def check_form_post(request: Request, settings: Settings, operator: Operator, csrf: str) -> None:
-    """A dashboard form: from this site, and (for a session) carrying the session's token."""
+def form_operator(request: Request, settings: Settings, csrf: str) -> Operator:
+    """The operator posting a dashboard form (``page_operator``), if the form comes from
+    this site and, for a session, carries the session's token."""
+    operator = page_operator(request, settings)
     check_same_origin(request, settings)
     if operator.via == "session" and not hmac.compare_digest(csrf.encode(), operator.csrf.encode()):
         log.warning("operator page: a form without its CSRF token from %s", _client(request))
         raise CsrfRefused("The form has expired: reload the page and try again")
+    return operator
 
 
 def check_same_origin(request: Request, settings: Settings) -> None:

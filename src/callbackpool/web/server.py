@@ -44,9 +44,7 @@ def serve(
     )
 
 
-def demo_settings(
-    *, host: str, port: int, database_url: str = DEMO_DATABASE_URL, admin_token: str = ""
-) -> Settings:
+def demo_settings(*, host: str, port: int, database_url: str = DEMO_DATABASE_URL) -> Settings:
     """The example configuration with the sandbox on: its returns are signed with a fresh
     secret that ``callbackHash`` verifies, so the whole check runs end to end, and its status
     query settles the returns that their path alone cannot attribute."""
@@ -57,7 +55,7 @@ def demo_settings(
         overrides={
             "base_url": f"http://{public_host}:{port}",
             "database_url": database_url,
-            "admin_token": admin_token or secrets.token_urlsafe(24),
+            "admin_token": secrets.token_urlsafe(24),
             "sandbox": {"enabled": True, "secret": secret},
             "callback_hash": {
                 "secret": secret,

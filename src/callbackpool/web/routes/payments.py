@@ -94,13 +94,9 @@ def _granted_or_waiting(
 ) -> CreateTokenOut | WaitingOut:
     if isinstance(result, Waiting):
         response.status_code = 202
-        response.headers.update(_retry_after(result))
+        response.headers["Retry-After"] = str(result.retry_after_seconds)
         return WaitingOut.model_validate(result)
     return CreateTokenOut.of(result)
-
-
-def _retry_after(waiting: Waiting) -> dict[str, str]:
-    return {"Retry-After": str(waiting.retry_after_seconds)}
 
 
 @router.post(
