@@ -56,9 +56,7 @@ def _positive_rate(text: str) -> float:
 def _duration_or_zero(text: str | timedelta) -> timedelta:
     if isinstance(text, timedelta):  # the option's default
         return text
-    if text.strip() in ("0", "0s"):
-        return timedelta(0)
-    return parse_duration(text)
+    return timedelta(0) if text.strip() == "0" else parse_duration(text)
 
 
 HoldOption = Annotated[
