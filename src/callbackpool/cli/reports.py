@@ -211,13 +211,9 @@ def review_close(
 ) -> None:
     """End a payment left in review without a return: expired (the customer did not pay)
     or failed. Only a return completes a payment: resolve the return instead."""
-    review = (
-        cli_state(ctx)
-        .pool()
-        .resolve_payment(
-            token, status=_review_status(status, "--status"), by=operator_name(by), reason=reason
-        )
-    )
+    pool = cli_state(ctx).pool()
+    ending = _review_status(status, "--status")
+    review = pool.resolve_payment(token, status=ending, by=operator_name(by), reason=reason)
     emit(as_json, views.ReviewDecidedOut(review=review), _decided_lines(review))
 
 

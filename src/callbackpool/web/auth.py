@@ -73,9 +73,10 @@ def bearer_of(request: Request) -> str | None:
     return supplied.strip() if scheme.lower() == "bearer" else None
 
 
-def _key(settings: Settings) -> bytes:
+def _signature(settings: Settings, payload: str) -> str:
     token = settings.admin_token.get_secret_value() if settings.admin_token else ""
-    return hmac.new(token.encode(), b"callbackpool admin session v1", hashlib.sha256).digest()
+    key = hmac.new(token.encode(), b"callbackpool admin session v1", hashlib.sha256).digest()
+    return _b64(hmac.new(key, payload.encode(), hashlib.sha256).digest())
 
 
 def _b64(data: bytes) -> str:
@@ -91,8 +92,7 @@ def new_session(settings: Settings, name: str) -> tuple[str, Operator]:
     operator = Operator(name=name, via="session", csrf=secrets.token_urlsafe(24))
     expires = int(time.time() + settings.admin_session_hours * 3600)
     payload = _b64(json.dumps({"op": name, "exp": expires, "csrf": operator.csrf}).encode())
-    signature = _b64(hmac.new(_key(settings), payload.encode(), hashlib.sha256).digest())
-    return f"{payload}.{signature}", operator
+    return f"{payload}.{_signature(settings, payload)}", operator
 
 
 def session_operator(settings: Settings, cookie: str | None) -> Operator | None:
@@ -100,8 +100,7 @@ def session_operator(settings: Settings, cookie: str | None) -> Operator | None:
     if not cookie or settings.admin_token is None or cookie.count(".") != 1:
         return None
     payload, signature = cookie.split(".")
-    expected = _b64(hmac.new(_key(settings), payload.encode(), hashlib.sha256).digest())
-    if not hmac.compare_digest(signature.encode(), expected.encode()):
+    if not hmac.compare_digest(signature.encode(), _signature(settings, payload).encode()):
         return None
     try:
         data = json.loads(_unb64(payload))
