@@ -184,19 +184,15 @@ class ConfigOut(SuccessOut):
 
     @classmethod
     def of(cls, settings: Settings) -> ConfigOut:
+        currency = settings.currency
         return cls(
             form_action_url=settings.effective_form_action_url(),
             merchant_id=settings.merchant_id,
             form_id=settings.form.form_id,
             form_hash=settings.form.form_hash,
-            currency=settings.currency,
+            currency=currency,
             items=[
-                CatalogueItemOut(
-                    code=item.code,
-                    description=item.description,
-                    price=item.price,
-                    price_text=format_amount(item.price, settings.currency),
-                )
+                CatalogueItemOut(**asdict(item), price_text=format_amount(item.price, currency))
                 for item in settings.catalogue()
             ],
             lock_timeout_minutes=settings.lock_timeout_minutes,

@@ -1,4 +1,4 @@
-"""The guide's callback pool (shared/seed), re-implemented for the simulator only.
+"""The guide's callback pool, re-implemented for the simulator only.
 
 This is the ``seed`` policy of ``callbackpool simulate``: what a shop built on the guide
 does, so that the project's pool can be measured against it. It is not an option of the

@@ -3,8 +3,6 @@
 translation of every error into one line on stderr and an exit code (``_Group.main``):
 0 done, 1 an operational failure (nothing to release, the database is unavailable or not
 initialised), 2 bad usage or configuration. Never a traceback.
-
-The commands themselves live in a module per family; the package wires them to ``app``.
 """
 
 from __future__ import annotations
