@@ -21,7 +21,7 @@ import secrets
 import time
 from dataclasses import dataclass
 from typing import Literal
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 from fastapi import Request
 
@@ -35,16 +35,12 @@ SESSION_COOKIE = "callbackpool_admin"
 MAX_NAME_CHARS = 100
 
 
-class LoginRequired(WebError):
+class LoginRequired(NotAuthenticated):
     """A page that needs a signed-in operator: pages send the browser to the login form."""
 
-    status = 401
-
     def __init__(self, next_path: str) -> None:
-        super().__init__(
-            "Authentication required", headers={"WWW-Authenticate": 'Bearer realm="callbackpool"'}
-        )
-        self.next_path = next_path
+        super().__init__()
+        self.redirect = f"/admin/login?{urlencode({'next': next_path})}"
 
 
 class CsrfRefused(WebError):

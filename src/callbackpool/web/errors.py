@@ -52,6 +52,8 @@ class WebError(Exception):
     """An error of the HTTP layer itself (not of the pool)."""
 
     status = 400
+    # Where a page request is sent instead of the error page (API requests get the status).
+    redirect: str | None = None
 
     def __init__(self, message: str, *, headers: Mapping[str, str] | None = None) -> None:
         super().__init__(message)
@@ -153,14 +155,8 @@ def problem_for(exc: Exception) -> Problem:
         case BadBody():
             return Problem(status=422, message=exc.message, errors={exc.field: exc.problem})
         case WebError():
-            next_path = getattr(exc, "next_path", None)  # the dashboard's LoginRequired
             return Problem(
-                status=exc.status,
-                message=exc.message,
-                headers=exc.headers,
-                redirect=None
-                if next_path is None
-                else f"/admin/login?{urlencode({'next': next_path})}",
+                status=exc.status, message=exc.message, headers=exc.headers, redirect=exc.redirect
             )
         case RequestValidationError():
             errors = _field_errors(exc.errors())
