@@ -1,5 +1,6 @@
-"""The JSON of every answer, as models built from the core's value objects
-(``PoolStatsOut.of(status)``): camelCase keys, times in ISO 8601 UTC.
+"""The JSON of every answer, as models built from the core's value objects: by their
+attributes (``PaymentOut.model_validate(payment)``), or by ``of`` where the answer adds
+figures (``PoolStatsOut.of(status)``). camelCase keys, times in ISO 8601 UTC.
 
 One module, so that the CLI's ``--json`` and the HTTP API give the same document for the
 same thing: the API answers these models, the CLI prints their ``model_dump``. Pydantic and
@@ -10,10 +11,19 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    field_validator,
+    model_serializer,
+)
 from pydantic.alias_generators import to_camel
 
 from .analytics import PoolSeries
@@ -25,22 +35,14 @@ from .domain.model import (
     CallbackRecord,
     Lease,
     Payment,
-    ReserveEvent,
     Review,
-    ReviewChange,
     SlotView,
+    callback_ref,
 )
 from .domain.model import callback_id_of as model_callback_id_of
 from .domain.money import format_amount
-from .pool import Checkout, Waiting
-from .pool.results import (
-    CapacityReport,
-    PoolStatus,
-    ReserveStatus,
-    ReviewItem,
-    ReviewQueue,
-    SweepReport,
-)
+from .pool import Checkout
+from .pool.results import CapacityReport, PoolStatus, ReviewItem, ReviewQueue, SweepReport
 from .store.tx import SlotSync, UsageRow
 
 if TYPE_CHECKING:  # the simulator is not needed to show the pool's own reports
@@ -68,10 +70,28 @@ def slot_state(slot: SlotView, at: datetime) -> str:
     return "standby" if slot.standby else "available"
 
 
-class Out(BaseModel):
-    """An answer: its fields in snake_case, its JSON (``by_alias``) in camelCase."""
+def _iso_if_moment(value: object) -> object:
+    return iso(value) if isinstance(value, datetime) else value
 
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True)
+
+# A moment of an answer, given as a ``datetime``: ISO 8601 UTC (``iso``).
+Time = Annotated[str | None, BeforeValidator(_iso_if_moment)]
+
+
+class Out(BaseModel):
+    """An answer: its fields in snake_case, its JSON (``by_alias``) in camelCase. Built from
+    a value object (``model_validate``) by the attributes of the fields' names or
+    ``validation_alias``; enums become their values."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, frozen=True, from_attributes=True
+    )
+
+
+class SuccessOut(Out):
+    """An answer that starts, as the guide's API did, with ``success: true``."""
+
+    success: bool = True
 
 
 # --- payments (the guide's API) --------------------------------------------------------------
@@ -88,11 +108,10 @@ class FormConfigOut(Out):
     fields: dict[str, str]
 
 
-class CreateTokenOut(Out):
-    success: bool = True
+class CreateTokenOut(SuccessOut):
     token: str
     status: str
-    expires_at: str | None
+    expires_at: Time
     form_config: FormConfigOut
 
     @classmethod
@@ -100,8 +119,8 @@ class CreateTokenOut(Out):
         form = checkout.form
         return cls(
             token=checkout.payment.token,
-            status=checkout.payment.status.value,
-            expires_at=iso(checkout.payment.expires_at),
+            status=checkout.payment.status,
+            expires_at=checkout.payment.expires_at,
             form_config=FormConfigOut(
                 form_action_url=form.action_url,
                 method=form.method,
@@ -115,57 +134,32 @@ class CreateTokenOut(Out):
         )
 
 
-class WaitingOut(Out):
+class WaitingOut(SuccessOut):
     """A place in the waiting room (202): poll ``GET /ticket/{ticket}`` after ``retryAfter``
     seconds; a ticket not polled in time is dropped."""
 
-    success: bool = True
     ticket: str
     position: int
-    retry_after: int
-
-    @classmethod
-    def of(cls, waiting: Waiting) -> WaitingOut:
-        return cls(
-            ticket=waiting.ticket,
-            position=waiting.position,
-            retry_after=waiting.retry_after_seconds,
-        )
+    retry_after: int = Field(validation_alias="retry_after_seconds")
 
 
-class TicketCancelledOut(Out):
-    success: bool = True
-    status: str = "cancelled"
-
-
-class PaymentStatusOut(Out):
-    success: bool = True
+class PaymentStatusOut(SuccessOut):
     token: str
     status: str
     amount: int
     currency: str
-    transaction_id: str | None
+    transaction_id: str | None = Field(validation_alias="pn_ref")
     error_message: str | None
     late: bool
-    expires_at: str | None
-
-    @classmethod
-    def of(cls, payment: Payment) -> PaymentStatusOut:
-        return cls(
-            token=payment.token,
-            status=payment.status.value,
-            amount=payment.amount,
-            currency=payment.currency,
-            transaction_id=payment.pn_ref,
-            error_message=payment.error_message,
-            late=payment.late,
-            expires_at=iso(payment.expires_at),
-        )
+    expires_at: Time
 
 
-class CancelledOut(Out):
-    success: bool = True
+class CancelledOut(SuccessOut):
     status: str
+
+
+class TicketCancelledOut(CancelledOut):
+    status: str = "cancelled"
 
 
 class CatalogueItemOut(Out):
@@ -175,10 +169,9 @@ class CatalogueItemOut(Out):
     price_text: str
 
 
-class ConfigOut(Out):
+class ConfigOut(SuccessOut):
     """The public form settings (everything here is posted by the browser anyway)."""
 
-    success: bool = True
     form_action_url: str
     method: str = "POST"
     merchant_id: str | None
@@ -192,19 +185,15 @@ class ConfigOut(Out):
 
     @classmethod
     def of(cls, settings: Settings) -> ConfigOut:
+        currency = settings.currency
         return cls(
             form_action_url=form_action_url(settings),
             merchant_id=settings.merchant_id,
             form_id=settings.form.form_id,
             form_hash=settings.form.form_hash,
-            currency=settings.currency,
+            currency=currency,
             items=[
-                CatalogueItemOut(
-                    code=item.code,
-                    description=item.description,
-                    price=item.price,
-                    price_text=format_amount(item.price, settings.currency),
-                )
+                CatalogueItemOut(**asdict(item), price_text=format_amount(item.price, currency))
                 for item in catalogue(settings)
             ],
             lock_timeout_minutes=settings.lock_timeout_minutes,
@@ -217,19 +206,10 @@ class ConfigOut(Out):
 
 
 class ReserveEventOut(Out):
-    at: str | None
+    at: Time
     action: str
     paths: list[str]
     reason: str
-
-    @classmethod
-    def of(cls, event: ReserveEvent) -> ReserveEventOut:
-        return cls(
-            at=iso(event.at),
-            action=event.action.value,
-            paths=list(event.paths),
-            reason=event.reason,
-        )
 
 
 class ReserveOut(Out):
@@ -241,16 +221,6 @@ class ReserveOut(Out):
     in_rotation: int
     draining: int
     events: list[ReserveEventOut]
-
-    @classmethod
-    def of(cls, reserve: ReserveStatus) -> ReserveOut:
-        return cls(
-            state=reserve.state,
-            paths=list(reserve.paths),
-            in_rotation=reserve.in_rotation,
-            draining=reserve.draining,
-            events=[ReserveEventOut.of(event) for event in reserve.events],
-        )
 
 
 class CapacityOut(Out):
@@ -302,14 +272,14 @@ def _health(slot: SlotView, at: datetime) -> dict[str, Any]:
     last = health.last_return_at
     return {
         "in_rotation": slot.in_rotation,
-        "sidelined_at": iso(slot.sidelined_at),
+        "sidelined_at": slot.sidelined_at,
         "sidelined_by": slot.sidelined_by,
         "sidelined_reason": slot.sidelined_reason,
         "approvals": health.approvals,
         "declines": health.declines,
         "silent_expiries": health.silent_expiries,
         "expiry_streak": health.expiry_streak,
-        "last_return_at": iso(last),
+        "last_return_at": last,
         "seconds_since_last_return": None if last is None else round((at - last).total_seconds()),
     }
 
@@ -323,23 +293,23 @@ class HandlerOut(Out):
     is_locked: bool
     lease_id: int | None
     locked_by: str | None
-    locked_at: str | None
-    expires_at: str | None
+    locked_at: Time
+    expires_at: Time
     usage_count: int
-    last_used_at: str | None
-    last_released_at: str | None
+    last_used_at: Time
+    last_released_at: Time
     taints: int
     reserve: bool
     standby: bool
     in_rotation: bool
-    sidelined_at: str | None
+    sidelined_at: Time
     sidelined_by: str | None
     sidelined_reason: str | None
     approvals: int
     declines: int
     silent_expiries: int
     expiry_streak: int
-    last_return_at: str | None
+    last_return_at: Time
     seconds_since_last_return: int | None
 
     @classmethod
@@ -352,11 +322,11 @@ class HandlerOut(Out):
             is_locked=lease is not None,
             lease_id=lease.id if lease else None,
             locked_by=lease.token if lease else None,
-            locked_at=iso(lease.acquired_at) if lease else None,
-            expires_at=iso(lease.expires_at) if lease else None,
+            locked_at=lease.acquired_at if lease else None,
+            expires_at=lease.expires_at if lease else None,
             usage_count=slot.usage_count,
-            last_used_at=iso(slot.last_acquired_at),
-            last_released_at=iso(slot.last_released_at),
+            last_used_at=slot.last_acquired_at,
+            last_released_at=slot.last_released_at,
             taints=slot.taints,
             reserve=slot.reserve,
             standby=slot.standby,
@@ -368,7 +338,7 @@ class PoolStatsOut(Out):
     """The guide's ``getPoolStatus()`` document, with the figures it lacked
     (``callbackpool status --json``)."""
 
-    at: str | None
+    at: Time
     total: int
     available: int
     locked: int
@@ -385,7 +355,7 @@ class PoolStatsOut(Out):
     @classmethod
     def of(cls, status: PoolStatus) -> PoolStatsOut:
         return cls(
-            at=iso(status.at),
+            at=status.at,
             total=status.total,
             available=status.available,
             locked=status.locked,
@@ -395,14 +365,13 @@ class PoolStatsOut(Out):
             out_of_rotation=status.out_of_rotation,
             standby=status.standby,
             waiting=status.waiting,
-            reserve=ReserveOut.of(status.reserve) if status.reserve else None,
+            reserve=status.reserve,
             capacity=CapacityOut.of(status.capacity) if status.capacity else None,
             handlers=[HandlerOut.of(slot, status.at) for slot in status.slots],
         )
 
 
-class PoolStatsResponse(Out):
-    success: bool = True
+class PoolStatsResponse(SuccessOut):
     stats: PoolStatsOut
 
 
@@ -411,21 +380,21 @@ class SlotHealthOut(Out):
 
     path: str
     in_rotation: bool
-    sidelined_at: str | None
+    sidelined_at: Time
     sidelined_by: str | None
     sidelined_reason: str | None
     approvals: int
     declines: int
     silent_expiries: int
     expiry_streak: int
-    last_return_at: str | None
+    last_return_at: Time
     seconds_since_last_return: int | None
 
 
 class HealthOut(Out):
     """Per-slot health, and the rule's threshold (0: the rule is off)."""
 
-    at: str | None
+    at: Time
     out_of_rotation: int
     expiries_to_sideline: int
     handlers: list[SlotHealthOut]
@@ -433,7 +402,7 @@ class HealthOut(Out):
     @classmethod
     def of(cls, status: PoolStatus, expiries_to_sideline: int) -> HealthOut:
         return cls(
-            at=iso(status.at),
+            at=status.at,
             out_of_rotation=status.out_of_rotation,
             expiries_to_sideline=expiries_to_sideline,
             handlers=[
@@ -442,10 +411,9 @@ class HealthOut(Out):
         )
 
 
-class SlotRotationOut(Out):
+class SlotRotationOut(SuccessOut):
     """A slot taken out of rotation or put back; ``changed`` is false if it was already."""
 
-    success: bool = True
     path: str
     changed: bool
     in_rotation: bool
@@ -455,23 +423,12 @@ class SlotRotationOut(Out):
 
 
 class LeaseOut(Out):
-    lease_id: int
+    lease_id: int = Field(validation_alias="id")
     path: str
-    locked_by: str
+    locked_by: str = Field(validation_alias="token")
     amount: int
-    locked_at: str | None
-    expires_at: str | None
-
-    @classmethod
-    def of(cls, lease: Lease) -> LeaseOut:
-        return cls(
-            lease_id=lease.id,
-            path=lease.path,
-            locked_by=lease.token,
-            amount=lease.amount,
-            locked_at=iso(lease.acquired_at),
-            expires_at=iso(lease.expires_at),
-        )
+    locked_at: Time = Field(validation_alias="acquired_at")
+    expires_at: Time
 
 
 class PaymentOut(Out):
@@ -481,50 +438,28 @@ class PaymentOut(Out):
     currency: str
     callback_path: str | None
     lease_id: int | None
-    created_at: str | None
-    expires_at: str | None
-    updated_at: str | None
-
-    @classmethod
-    def of(cls, payment: Payment) -> PaymentOut:
-        return cls(
-            token=payment.token,
-            status=payment.status.value,
-            amount=payment.amount,
-            currency=payment.currency,
-            callback_path=payment.callback_path,
-            lease_id=payment.lease_id,
-            created_at=iso(payment.created_at),
-            expires_at=iso(payment.expires_at),
-            updated_at=iso(payment.updated_at),
-        )
+    created_at: Time
+    expires_at: Time
+    updated_at: Time
 
 
 class StuckOut(Out):
     """Leases past their expiry that no sweep has ended."""
 
-    at: str | None
+    at: Time
     leases: list[LeaseOut]
-
-    @classmethod
-    def of(cls, now: datetime, leases: Sequence[Lease]) -> StuckOut:
-        return cls(at=iso(now), leases=[LeaseOut.of(lease) for lease in leases])
 
 
 class OrphansOut(Out):
     """Payments pending longer than ``olderThanSeconds``."""
 
-    at: str | None
+    at: Time
     older_than_seconds: float
     payments: list[PaymentOut]
 
     @classmethod
     def of(cls, now: datetime, age: timedelta, payments: Sequence[Payment]) -> OrphansOut:
-        return cls(
-            at=iso(now),
-            older_than_seconds=age.total_seconds(),
-            payments=[PaymentOut.of(payment) for payment in payments],
-        )
+        return cls(at=now, older_than_seconds=age.total_seconds(), payments=payments)
 
 
 class UsageRowOut(Out):
@@ -533,8 +468,8 @@ class UsageRowOut(Out):
     usage_count: int
     callbacks: int
     expiries: int
-    last_used_at: str | None
-    last_released_at: str | None
+    last_used_at: Time = Field(validation_alias="last_acquired_at")
+    last_released_at: Time
 
 
 class UsageOut(Out):
@@ -546,21 +481,7 @@ class UsageOut(Out):
     @classmethod
     def of(cls, rows: Sequence[UsageRow]) -> UsageOut:
         active = [row.usage_count for row in rows if row.active]
-        return cls(
-            average_usage=sum(active) / len(active) if active else 0.0,
-            handlers=[
-                UsageRowOut(
-                    path=row.path,
-                    active=row.active,
-                    usage_count=row.usage_count,
-                    callbacks=row.callbacks,
-                    expiries=row.expiries,
-                    last_used_at=iso(row.last_acquired_at),
-                    last_released_at=iso(row.last_released_at),
-                )
-                for row in rows
-            ],
-        )
+        return cls(average_usage=sum(active) / len(active) if active else 0.0, handlers=rows)
 
 
 # --- the CLI's set-up and housekeeping -------------------------------------------------------
@@ -578,13 +499,7 @@ class InitOut(Out):
 
     @classmethod
     def of(cls, applied: Sequence[str], sync: SlotSync, active: int) -> InitOut:
-        return cls(
-            migrations=list(applied),
-            added=list(sync.added),
-            reactivated=list(sync.reactivated),
-            deactivated=list(sync.deactivated),
-            active=active,
-        )
+        return cls(migrations=applied, **asdict(sync), active=active)
 
 
 class MigrationOut(Out):
@@ -622,22 +537,11 @@ class CleanupOut(Out):
 
     @classmethod
     def of(cls, report: SweepReport, released: Sequence[Lease]) -> CleanupOut:
-        return cls(
-            expired=report.expired,
-            taints_dropped=report.taints_dropped,
-            callbacks_resolved=report.callbacks_resolved,
-            tickets_expired=report.tickets_expired,
-            reserve=None if report.reserve is None else ReserveEventOut.of(report.reserve),
-            released=[LeaseOut.of(lease) for lease in released],
-        )
+        return cls(**asdict(report), released=released)
 
 
 class ReleasedOut(Out):
     released: LeaseOut
-
-    @classmethod
-    def of(cls, lease: Lease) -> ReleasedOut:
-        return cls(released=LeaseOut.of(lease))
 
 
 # --- capacity ----------------------------------------------------------------------------------
@@ -689,7 +593,7 @@ class WorkloadOut(Out):
     seed: int
     slots: int
     uniform_amount: bool
-    patience_seconds: float
+    patience_seconds: float = Field(validation_alias="patience")
     poll_seconds: float
 
 
@@ -754,20 +658,7 @@ class SimulationOut(Out):
             theirs = best.get(other)
             if ours and theirs:
                 comparison[key] = round(ours / theirs, 3)
-        return cls(
-            workload=WorkloadOut(
-                arrivals_per_hour=workload.arrivals_per_hour,
-                customers=workload.customers,
-                seed=workload.seed,
-                slots=workload.slots,
-                uniform_amount=workload.uniform_amount,
-                patience_seconds=workload.patience,
-                poll_seconds=workload.poll_seconds,
-            ),
-            target=target,
-            policies=policies,
-            comparison=comparison,
-        )
+        return cls(workload=workload, target=target, policies=policies, comparison=comparison)
 
 
 # --- stored returns ----------------------------------------------------------------------------
@@ -808,7 +699,7 @@ class CallbackOut(Out):
     ref: str
     path: str
     method: str
-    received_at: str | None
+    received_at: Time
     client_addr: str | None
     outcome: str
     pn_ref: str | None
@@ -818,35 +709,11 @@ class CallbackOut(Out):
     detail: str | None
     candidates: list[str]
     duplicate_of: int | None
-    settled_at: str | None
+    settled_at: Time
     settled_by: str | None
     query_attempts: int
     query_answer: str | None
-    params: list[list[str]]
-
-    @classmethod
-    def of(cls, record: CallbackRecord) -> CallbackOut:
-        return cls(
-            id=record.id,
-            ref=record.ref,
-            path=record.path,
-            method=record.method,
-            received_at=iso(record.received_at),
-            client_addr=record.client_addr,
-            outcome=record.outcome.value,
-            pn_ref=record.pn_ref,
-            amount=record.amount,
-            approved=record.approved,
-            payment_token=record.payment_token,
-            detail=record.detail,
-            candidates=list(record.candidates),
-            duplicate_of=record.duplicate_of,
-            settled_at=iso(record.settled_at),
-            settled_by=record.settled_by,
-            query_attempts=record.query_attempts,
-            query_answer=record.query_answer,
-            params=masked_params(record.params),
-        )
+    params: Annotated[list[list[str]], BeforeValidator(masked_params)]
 
 
 class CallbacksOut(Out):
@@ -870,7 +737,7 @@ class CallbacksOut(Out):
         return cls(
             counts={outcome.value: counts.get(outcome, 0) for outcome in CallbackOutcome},
             outcomes=[outcome.value for outcome in outcomes],
-            callbacks=[CallbackOut.of(record) for record in records],
+            callbacks=records,
             next_before=records[-1].id if len(records) == limit and records else None,
         )
 
@@ -880,12 +747,8 @@ class CallbacksOut(Out):
 
 class ChangeOut(Out):
     token: str
-    from_: str = Field(alias="from")
-    to: str
-
-    @classmethod
-    def of(cls, change: ReviewChange) -> ChangeOut:
-        return cls(token=change.token, from_=change.previous.value, to=change.status.value)
+    from_: str = Field(alias="from", validation_alias="previous")
+    to: str = Field(validation_alias="status")
 
 
 class ReviewOut(Out):
@@ -894,37 +757,22 @@ class ReviewOut(Out):
     id: int
     ref: str
     decision: str
-    callback_ref: str | None
+    callback_ref: str | None = Field(validation_alias="callback_id")
     payment_token: str | None
     others: str | None
     decided_by: str
-    decided_at: str | None
+    decided_at: Time
     reason: str
     changes: list[ChangeOut]
 
+    @field_validator("callback_ref", mode="before")
     @classmethod
-    def of(cls, review: Review) -> ReviewOut:
-        return cls(
-            id=review.id,
-            ref=review.ref,
-            decision=review.decision.value,
-            callback_ref=None if review.callback_id is None else f"CB-{review.callback_id}",
-            payment_token=review.payment_token,
-            others=None if review.others is None else review.others.value,
-            decided_by=review.decided_by,
-            decided_at=iso(review.decided_at),
-            reason=review.reason,
-            changes=[ChangeOut.of(change) for change in review.changes],
-        )
+    def _ref_of_id(cls, callback: object) -> object:
+        return callback_ref(callback) if isinstance(callback, int) else callback
 
 
-class ReviewDecidedOut(Out):
-    success: bool = True
+class ReviewDecidedOut(SuccessOut):
     review: ReviewOut
-
-    @classmethod
-    def of(cls, review: Review) -> ReviewDecidedOut:
-        return cls(review=ReviewOut.of(review))
 
 
 class ReviewPaymentOut(PaymentOut):
@@ -934,15 +782,6 @@ class ReviewPaymentOut(PaymentOut):
     error_message: str | None
     customer: dict[str, Any]
 
-    @classmethod
-    def of(cls, payment: Payment) -> ReviewPaymentOut:
-        return cls(
-            **PaymentOut.of(payment).model_dump(),
-            late=payment.late,
-            error_message=payment.error_message,
-            customer=dict(payment.customer),
-        )
-
 
 class ReviewReturnOut(CallbackOut):
     """An ambiguous return, and the payments it could belong to."""
@@ -950,11 +789,9 @@ class ReviewReturnOut(CallbackOut):
     candidate_payments: list[ReviewPaymentOut]
 
     @classmethod
-    def of_item(cls, item: ReviewItem) -> ReviewReturnOut:
-        return cls(
-            **CallbackOut.of(item.record).model_dump(),
-            candidate_payments=[ReviewPaymentOut.of(payment) for payment in item.candidates],
-        )
+    def of(cls, item: ReviewItem) -> ReviewReturnOut:
+        record = CallbackOut.model_validate(item.record)
+        return cls(**dict(record), candidate_payments=item.candidates)
 
 
 class ReviewQueueOut(Out):
@@ -969,9 +806,9 @@ class ReviewQueueOut(Out):
     def of(cls, queue: ReviewQueue, decided: Sequence[Review]) -> ReviewQueueOut:
         return cls(
             waiting=len(queue),
-            returns=[ReviewReturnOut.of_item(item) for item in queue.returns],
-            payments=[ReviewPaymentOut.of(payment) for payment in queue.payments],
-            decided=[ReviewOut.of(review) for review in decided],
+            returns=[ReviewReturnOut.of(item) for item in queue.returns],
+            payments=queue.payments,
+            decided=decided,
         )
 
 
@@ -982,10 +819,10 @@ class SeriesOut(Out):
     """The dashboard's charts as data: a value per bucket, oldest first."""
 
     window: str
-    since: str | None
+    since: Time
     bucket_seconds: float
     slots: int
-    starts: list[str | None]
+    starts: list[Time]
     utilisation: list[float]
     turned_away: list[int] | None
     leases_ended: dict[str, list[int]]
@@ -996,10 +833,10 @@ class SeriesOut(Out):
     def of(cls, series: PoolSeries, window: str) -> SeriesOut:
         return cls(
             window=window,
-            since=iso(series.since),
+            since=series.since,
             bucket_seconds=series.bucket.total_seconds(),
             slots=series.slots,
-            starts=[iso(start) for start in series.starts],
+            starts=series.starts,
             utilisation=[round(value, 4) for value in series.utilisation],
             turned_away=None if series.turned_away is None else list(series.turned_away),
             leases_ended={reason.value: list(counts) for reason, counts in series.ended.items()},

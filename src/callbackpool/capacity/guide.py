@@ -1,4 +1,4 @@
-"""The guide's callback pool (shared/seed), re-implemented for the simulator only.
+"""The guide's callback pool, re-implemented for the simulator only.
 
 This is the ``seed`` policy of ``callbackpool simulate``: what a shop built on the guide
 does, so that the project's pool can be measured against it. It is not an option of the
@@ -38,6 +38,9 @@ class _Form:
     last_used_at: datetime | None = None
     usage_count: int = 0
 
+    def lock_expired(self, before: datetime) -> bool:
+        return self.locked_at is not None and self.locked_at < before
+
 
 @dataclass(kw_only=True)
 class _Token:
@@ -65,17 +68,12 @@ class GuidePool:
         available. All forms are currently in use.")."""
         now = self.clock.now()
         expired_before = now - LOCK_TIMEOUT
-        free = [
-            form
-            for form in self.forms
-            if not form.is_locked
-            or (form.locked_at is not None and form.locked_at < expired_before)
-        ]
+        free = [f for f in self.forms if not f.is_locked or f.lock_expired(expired_before)]
         if not free:
             return None
         form = min(free, key=_least_recently_acquired)
-        if form.is_locked and form.locked_at is not None:
-            self._held(form.locked_at, form.locked_at + LOCK_TIMEOUT)
+        if form.is_locked:
+            self._unlock(form, timed_out=True)
         form.is_locked, form.locked_by, form.locked_at = True, token, now
         form.last_used_at = now
         form.usage_count += 1
@@ -105,27 +103,26 @@ class GuidePool:
         """``releaseForm``: unlock the form ``token`` holds, if it still holds one."""
         for form in self.forms:
             if form.is_locked and form.locked_by == token:
-                assert form.locked_at is not None
-                self._held(form.locked_at, self.clock.now())
-                form.is_locked, form.locked_by, form.locked_at = False, None, None
+                self._unlock(form, timed_out=False)
                 return
 
     def cleanup(self) -> int:
         """The cleanup job: unlock forms locked longer than the lock timeout."""
         expired_before = self.clock.now() - LOCK_TIMEOUT
-        released = 0
-        for form in self.forms:
-            if form.is_locked and form.locked_at is not None and form.locked_at < expired_before:
-                self._held(form.locked_at, form.locked_at + LOCK_TIMEOUT)
-                form.is_locked, form.locked_by, form.locked_at = False, None, None
-                released += 1
-        return released
+        expired = [form for form in self.forms if form.lock_expired(expired_before)]
+        for form in expired:
+            self._unlock(form, timed_out=True)
+        return len(expired)
 
     def status_of(self, token: str) -> str:
         return self.tokens[token].status
 
-    def _held(self, since: datetime, until: datetime) -> None:
-        self.held_seconds += (until - since).total_seconds()
+    def _unlock(self, form: _Form, *, timed_out: bool) -> None:
+        """Unlock ``form``, its lock counted as held until now or until it timed out."""
+        assert form.locked_at is not None
+        until = form.locked_at + LOCK_TIMEOUT if timed_out else self.clock.now()
+        self.held_seconds += (until - form.locked_at).total_seconds()
+        form.is_locked, form.locked_by, form.locked_at = False, None, None
 
 
 def _least_recently_acquired(form: _Form) -> tuple[bool, datetime, int]:

@@ -32,7 +32,6 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
 
 from ..domain.errors import PaymentNotPending, PoolExhausted, TicketEnded
 from ..domain.gateway import CatalogueItem
@@ -119,41 +118,9 @@ class Result:
 # --- the policies under test -------------------------------------------------------------------
 
 
-class Run(Protocol):
-    """One policy, driven by the simulation's events."""
-
-    polled: bool  # whether the page's status polling matters to it (heartbeat)
-    sweep_every: float
-
-    def request(self, customer: Customer) -> tuple[str, str] | str | None:
-        """(token, path) when given a form, a ticket to poll, or None when turned away."""
-        ...
-
-    def poll_ticket(self, ticket: str) -> tuple[str, str] | str | None: ...
-
-    def poll(self, token: str) -> float | None:
-        """The page's status poll. None once the payment is no longer pending (the page
-        stops); else the moment (seconds on the run's clock) from which a poll can change
-        anything again: the polls before it only read, and may be skipped."""
-        ...
-
-    def pay(self, customer: Customer, token: str, path: str) -> None: ...
-
-    def cancel(self, token: str) -> None: ...
-
-    def leave(self, token: str) -> None: ...
-
-    def sweep(self) -> None: ...
-
-    def tally(self, owners: dict[str, Customer], paid: set[int]) -> tuple[int, int, int, int]:
-        """(misattributed, lost, needs_review, unmatched) once every event has run."""
-        ...
-
-    def mean_hold(self) -> float: ...
-
-
 class PoolRun:
-    """The real pool over an in-memory SQLite database."""
+    """The real pool over an in-memory SQLite database. A run answers a request with
+    (token, path) when given a form, a ticket to poll, or None when turned away."""
 
     def __init__(self, clock: FakeClock, workload: Workload, *, oracle: bool) -> None:
         self.oracle = oracle
@@ -193,6 +160,9 @@ class PoolRun:
             return None
 
     def poll(self, token: str) -> float | None:
+        """The page's status poll. None once the payment is no longer pending (the page
+        stops); else the moment (seconds on the run's clock) from which a poll can change
+        anything again: the polls before it only read, and may be skipped."""
         if self.pool.poll_payment(token).status is not PaymentStatus.PENDING:
             return None
         with self.store.read() as tx:
@@ -229,6 +199,7 @@ class PoolRun:
         self.pool.sweep()
 
     def tally(self, owners: dict[str, Customer], paid: set[int]) -> tuple[int, int, int, int]:
+        """(misattributed, lost, needs_review, unmatched) once every event has run."""
         misattributed = unmatched = 0
         with self.store.read() as tx:
             for callback_id, customer in self.returns:
@@ -334,6 +305,10 @@ def _gateway() -> PaygistixGateway:
         ),
         action_url="https://gateway.example/transaction.asp",
     )
+
+
+# One policy, driven by the simulation's events.
+Run = PoolRun | GuideRun
 
 
 def _start(policy: str, clock: FakeClock, workload: Workload) -> Run:
@@ -586,18 +561,13 @@ def report(
                      turned_away_share=result.turned_away_share))  # fmt: skip
     if not find_max:
         return PolicyReport(result=result, max_arrivals_per_hour=None)
-
-    def progress(step: Step) -> None:
-        if on_step is not None:
-            on_step(step)
-
     best = max_arrivals_per_hour(
         policy,
         workload,
         target=target,
         guess=erlang_guess(result, workload.slots, target),
         customers=customers,
-        on_step=progress,
+        on_step=on_step,
     )
     return PolicyReport(result=result, max_arrivals_per_hour=best)
 

@@ -1,9 +1,7 @@
 """The command line: ``callbackpool [--config PATH] [--database URL] COMMAND``: the
-operator's commands, and ``serve`` and ``demo`` that run the service.
-
-``app`` holds what every command shares; the commands come a family a module
-(``pool_commands``, ``reports``, ``capacity``, ``service``) and are wired to it here, in the
-order ``--help`` lists them.
+operator's commands, and ``serve`` and ``demo`` that run the service. ``app`` holds what
+every command shares; the commands, a family a module, are wired to it here in the order
+``--help`` lists them.
 """
 
 from __future__ import annotations

@@ -3,8 +3,6 @@
 translation of every error into one line on stderr and an exit code (``_Group.main``):
 0 done, 1 an operational failure (nothing to release, the database is unavailable or not
 initialised), 2 bad usage or configuration. Never a traceback.
-
-The commands themselves live in a module per family; the package wires them to ``app``.
 """
 
 from __future__ import annotations
@@ -165,7 +163,7 @@ def _logging_to_stderr() -> Iterator[None]:
     try:
         # The driver's connection pool warns at each failed connection attempt; the
         # command's one ``error:`` line says what failed instead (``--verbose`` shows them).
-        with driver_logging(handler, QUIET):
+        with logging_only_to(handler, DRIVER_LOGGER, QUIET):
             yield
     finally:
         logger.removeHandler(handler)
@@ -173,16 +171,17 @@ def _logging_to_stderr() -> Iterator[None]:
 
 
 @contextmanager
-def driver_logging(handler: logging.Handler, level: int) -> Iterator[None]:
-    """The PostgreSQL driver's log lines through ``handler`` alone, from ``level`` up."""
-    driver = logging.getLogger(DRIVER_LOGGER)
-    saved = driver.handlers[:], driver.level, driver.propagate
-    driver.handlers, driver.propagate = [handler], False
-    driver.setLevel(level)
+def logging_only_to(handler: logging.Handler, logger_name: str, level: int) -> Iterator[None]:
+    """A logger's lines through ``handler`` alone, from ``level`` up, for the block's length."""
+    logger = logging.getLogger(logger_name)
+    handlers, saved_level, propagate = logger.handlers[:], logger.level, logger.propagate
+    logger.handlers, logger.propagate = [handler], False
+    logger.setLevel(level)
     try:
         yield
     finally:
-        driver.handlers, driver.level, driver.propagate = saved
+        logger.handlers, logger.propagate = handlers, propagate
+        logger.setLevel(saved_level)
 
 
 # --- the global options ------------------------------------------------------------------------

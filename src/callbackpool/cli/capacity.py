@@ -56,9 +56,7 @@ def _positive_rate(text: str) -> float:
 def _duration_or_zero(text: str | timedelta) -> timedelta:
     if isinstance(text, timedelta):  # the option's default
         return text
-    if text.strip() in ("0", "0s"):
-        return timedelta(0)
-    return parse_duration(text)
+    return timedelta(0) if text.strip() == "0" else parse_duration(text)
 
 
 HoldOption = Annotated[
@@ -112,11 +110,12 @@ def plan(
     most --target turned away. --arrivals R: the slots R payments an hour need. Both: also
     the share R would find every slot busy. Neither: a table over N. Needs no configuration."""
     hold_seconds = hold.total_seconds()
+
+    def plan_for(slot_count: int) -> erlang.Plan:
+        return erlang.plan_for_slots(slot_count, hold_seconds=hold_seconds, target=target)
+
     if slots is None and arrivals is None:
-        rows = [
-            erlang.plan_for_slots(n, hold_seconds=hold_seconds, target=target)
-            for n in range(1, max_slots + 1)
-        ]
+        rows = [plan_for(n) for n in range(1, max_slots + 1)]
         table_document = views.PlanTableOut(
             hold_seconds=hold_seconds, target=target, rows=[views.PlanRowOut.of(r) for r in rows]
         )
@@ -124,10 +123,7 @@ def plan(
         return
     figures: dict[str, Any] = {}
     if slots is not None:
-        carried = views.PlanRowOut.of(
-            erlang.plan_for_slots(slots, hold_seconds=hold_seconds, target=target)
-        )
-        figures.update(carried.model_dump())
+        figures.update(views.PlanRowOut.of(plan_for(slots)).model_dump())
     if arrivals is not None:
         offered = erlang.erlangs_of(arrivals, hold_seconds)
         try:
@@ -138,9 +134,7 @@ def plan(
             arrivals_per_hour=arrivals, offered_erlangs=round(offered, 4), slots_needed=needed
         )
         if slots is None:
-            carried = views.PlanRowOut.of(
-                erlang.plan_for_slots(needed, hold_seconds=hold_seconds, target=target)
-            )
+            carried = views.PlanRowOut.of(plan_for(needed))
             figures["max_arrivals_per_hour"] = carried.max_arrivals_per_hour
         else:
             figures["turned_away"] = round(erlang.erlang_b(slots, offered), 6)
@@ -232,9 +226,8 @@ def simulate(
     # The simulated pool's own log (thousands of ambiguous returns in the uniform-amount
     # variant) is not the command's output; --verbose still shows it.
     pool_log = logging.getLogger("callbackpool")
-    quiet = pool_log.getEffectiveLevel() >= logging.WARNING
     level = pool_log.level
-    if quiet:
+    if pool_log.getEffectiveLevel() >= logging.WARNING:
         pool_log.setLevel(logging.ERROR)
     try:
         reports = sim.compare(

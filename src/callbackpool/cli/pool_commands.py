@@ -153,7 +153,7 @@ def release(
         # The token is a secret: the message does not repeat it.
         where = f"on {path}" if path is not None else "for that payment token"
         raise NothingToRelease(f"no live lease {where}") from None
-    document = views.ReleasedOut.of(lease)
+    document = views.ReleasedOut(released=lease)
     emit(as_json, document, _released_lines([lease], pool.policy.late_callback_window))
 
 

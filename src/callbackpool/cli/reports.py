@@ -21,7 +21,6 @@ from ..domain.model import (
     SlotView,
 )
 from ..domain.money import format_amount
-from ..pool import CallbackPool
 from ..pool.results import ReviewItem
 from ..store.tx import UsageRow
 from .app import (
@@ -52,8 +51,8 @@ def stuck_report(ctx: typer.Context, as_json: JsonFlag = False) -> None:
     cleanup."""
     pool = cli_state(ctx).pool()
     leases = pool.stuck_leases()
-    now = _now(pool)
-    emit(as_json, views.StuckOut.of(now, leases), _stuck_lines(leases, now))
+    now = pool.now()
+    emit(as_json, views.StuckOut(at=now, leases=leases), _stuck_lines(leases, now))
 
 
 @reports_app.command("orphans")
@@ -77,7 +76,7 @@ def orphans_report(
     pool = cli_state(ctx).pool()
     age = older_than if older_than is not None else 3 * pool.policy.lock_timeout
     payments = pool.orphaned_payments(age)
-    now = _now(pool)
+    now = pool.now()
     emit(as_json, views.OrphansOut.of(now, age, payments), _orphan_lines(payments, age, now))
 
 
@@ -90,7 +89,7 @@ def usage_report(ctx: typer.Context, as_json: JsonFlag = False) -> None:
     pool = cli_state(ctx).pool()
     rows = pool.usage()
     document = views.UsageOut.of(rows)
-    emit(as_json, document, _usage_lines(rows, document.average_usage, _now(pool)))
+    emit(as_json, document, _usage_lines(rows, document.average_usage, pool.now()))
 
 
 @reports_app.command("health")
@@ -154,7 +153,7 @@ def review_list(ctx: typer.Context, as_json: JsonFlag = False) -> None:
     emit(
         as_json,
         views.ReviewQueueOut.of(queue, decided),
-        _review_lines(queue.returns, queue.payments, decided, _now(pool), pool.gateway.currency),
+        _review_lines(queue.returns, queue.payments, decided, pool.now(), pool.gateway.currency),
     )
 
 
@@ -195,7 +194,7 @@ def review_resolve(
         by=operator_name(by),
         reason=reason,
     )
-    emit(as_json, views.ReviewDecidedOut.of(review), _decided_lines(review))
+    emit(as_json, views.ReviewDecidedOut(review=review), _decided_lines(review))
 
 
 @review_app.command("close")
@@ -212,14 +211,10 @@ def review_close(
 ) -> None:
     """End a payment left in review without a return: expired (the customer did not pay)
     or failed. Only a return completes a payment: resolve the return instead."""
-    review = (
-        cli_state(ctx)
-        .pool()
-        .resolve_payment(
-            token, status=_review_status(status, "--status"), by=operator_name(by), reason=reason
-        )
-    )
-    emit(as_json, views.ReviewDecidedOut.of(review), _decided_lines(review))
+    pool = cli_state(ctx).pool()
+    ending = _review_status(status, "--status")
+    review = pool.resolve_payment(token, status=ending, by=operator_name(by), reason=reason)
+    emit(as_json, views.ReviewDecidedOut(review=review), _decided_lines(review))
 
 
 def _review_status(value: str, option: str) -> PaymentStatus:
@@ -227,12 +222,6 @@ def _review_status(value: str, option: str) -> PaymentStatus:
         return PaymentStatus(value.strip().lower())
     except ValueError:
         raise CliError(f"{option}: {value!r} is not a payment status", USAGE) from None
-
-
-def _now(pool: CallbackPool) -> datetime:
-    """The store's time: the one the pool decides expiry by."""
-    with pool.store.read() as tx:
-        return tx.now
 
 
 def _stuck_lines(leases: list[Lease], now: datetime) -> Iterator[str]:

@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 from .. import logs
-from .app import LogFormatOption, cli_state, driver_logging, parse_log_format
+from .app import DRIVER_LOGGER, LogFormatOption, cli_state, logging_only_to, parse_log_format
 
 HostOption = Annotated[
     str, typer.Option("--host", envvar="CALLBACKPOOL_HOST", help="The address to listen on.")
@@ -35,13 +35,15 @@ def serve(
 
     The database is brought up to date and the configured paths loaded at start; the
     sweeper runs every sweepIntervalSeconds. Ctrl-C (or SIGTERM) stops it cleanly."""
+    from ..web import create_app
     from ..web.server import serve as serve_http
 
     state = cli_state(ctx)
     settings = state.settings()
     chosen = parse_log_format(log_format) or state.log_format
     with _service_logging(chosen):
-        serve_http(settings, host=host, port=port, access_log=access_log, log_format=chosen)
+        app = create_app(settings)
+        serve_http(app, host=host, port=port, access_log=access_log, log_format=chosen)
 
 
 def demo(
@@ -67,19 +69,14 @@ def demo(
 def _service_logging(log_format: logs.LogFormat) -> Iterator[None]:
     """A running service logs what it does (INFO, or DEBUG with --verbose), with times,
     instead of the one-shot commands' bare warning lines."""
-    logger = logging.getLogger("callbackpool")
-    handlers, level, propagate = logger.handlers[:], logger.level, logger.propagate
     handler = logs.handler(log_format)
-    logger.handlers = [handler]
-    logger.setLevel(min(logger.getEffectiveLevel(), logging.INFO))
-    logger.propagate = False
-    try:
-        # The driver's warnings (a connection lost or refused) in the same format.
-        with driver_logging(handler, logging.WARNING):
-            yield
-    finally:
-        logger.handlers, logger.propagate = handlers, propagate
-        logger.setLevel(level)
+    level = min(logging.getLogger("callbackpool").getEffectiveLevel(), logging.INFO)
+    # The driver's warnings (a connection lost or refused) in the same format.
+    with (
+        logging_only_to(handler, "callbackpool", level),
+        logging_only_to(handler, DRIVER_LOGGER, logging.WARNING),
+    ):
+        yield
 
 
 COMMANDS = (serve, demo)

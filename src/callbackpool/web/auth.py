@@ -21,7 +21,7 @@ import secrets
 import time
 from dataclasses import dataclass
 from typing import Literal
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 from fastapi import Request
 
@@ -35,16 +35,12 @@ SESSION_COOKIE = "callbackpool_admin"
 MAX_NAME_CHARS = 100
 
 
-class LoginRequired(WebError):
+class LoginRequired(NotAuthenticated):
     """A page that needs a signed-in operator: pages send the browser to the login form."""
 
-    status = 401
-
     def __init__(self, next_path: str) -> None:
-        super().__init__(
-            "Authentication required", headers={"WWW-Authenticate": 'Bearer realm="callbackpool"'}
-        )
-        self.next_path = next_path
+        super().__init__()
+        self.redirect = f"/admin/login?{urlencode({'next': next_path})}"
 
 
 class CsrfRefused(WebError):
@@ -73,9 +69,10 @@ def bearer_of(request: Request) -> str | None:
     return supplied.strip() if scheme.lower() == "bearer" else None
 
 
-def _key(settings: Settings) -> bytes:
+def _signature(settings: Settings, payload: str) -> str:
     token = settings.admin_token.get_secret_value() if settings.admin_token else ""
-    return hmac.new(token.encode(), b"callbackpool admin session v1", hashlib.sha256).digest()
+    key = hmac.new(token.encode(), b"callbackpool admin session v1", hashlib.sha256).digest()
+    return _b64(hmac.new(key, payload.encode(), hashlib.sha256).digest())
 
 
 def _b64(data: bytes) -> str:
@@ -91,8 +88,7 @@ def new_session(settings: Settings, name: str) -> tuple[str, Operator]:
     operator = Operator(name=name, via="session", csrf=secrets.token_urlsafe(24))
     expires = int(time.time() + settings.admin_session_hours * 3600)
     payload = _b64(json.dumps({"op": name, "exp": expires, "csrf": operator.csrf}).encode())
-    signature = _b64(hmac.new(_key(settings), payload.encode(), hashlib.sha256).digest())
-    return f"{payload}.{signature}", operator
+    return f"{payload}.{_signature(settings, payload)}", operator
 
 
 def session_operator(settings: Settings, cookie: str | None) -> Operator | None:
@@ -100,8 +96,7 @@ def session_operator(settings: Settings, cookie: str | None) -> Operator | None:
     if not cookie or settings.admin_token is None or cookie.count(".") != 1:
         return None
     payload, signature = cookie.split(".")
-    expected = _b64(hmac.new(_key(settings), payload.encode(), hashlib.sha256).digest())
-    if not hmac.compare_digest(signature.encode(), expected.encode()):
+    if not hmac.compare_digest(signature.encode(), _signature(settings, payload).encode()):
         return None
     try:
         data = json.loads(_unb64(payload))
@@ -129,12 +124,15 @@ def page_operator(request: Request, settings: Settings) -> Operator:
     return found
 
 
-def check_form_post(request: Request, settings: Settings, operator: Operator, csrf: str) -> None:
-    """A dashboard form: from this site, and (for a session) carrying the session's token."""
+def form_operator(request: Request, settings: Settings, csrf: str) -> Operator:
+    """The operator posting a dashboard form (``page_operator``), if the form comes from
+    this site and, for a session, carries the session's token."""
+    operator = page_operator(request, settings)
     check_same_origin(request, settings)
     if operator.via == "session" and not hmac.compare_digest(csrf.encode(), operator.csrf.encode()):
         log.warning("operator page: a form without its CSRF token from %s", _client(request))
         raise CsrfRefused("The form has expired: reload the page and try again")
+    return operator
 
 
 def check_same_origin(request: Request, settings: Settings) -> None:

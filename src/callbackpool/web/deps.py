@@ -16,7 +16,7 @@ from ..pool import CallbackPool
 from ..store.port import Store
 from .auth import token_matches
 from .clients import ClientAddresses, client_address
-from .errors import Forbidden, NotAuthenticated, RateLimited, WebError
+from .errors import Forbidden, NotAuthenticated, RateLimited
 from .limits import RateLimiter, rate_key
 
 log = logging.getLogger("callbackpool.web")
@@ -58,8 +58,7 @@ async def get_settings(request: Request) -> Settings:
 
 async def get_sandbox(request: Request) -> SandboxGateway:
     sandbox = services_of(request).sandbox
-    if sandbox is None:  # the routes are mounted only with the sandbox; this is a safeguard
-        raise WebError("The sandbox is not enabled")
+    assert sandbox is not None, "the sandbox's routes are mounted only with the sandbox"
     return sandbox
 
 

@@ -44,25 +44,16 @@ AnswerStyle = Literal["api", "page", "callback"]
 POOL_EXHAUSTED_MESSAGE = "No forms available. All forms are currently in use."
 # How the request's fields are called in the API where the core names them otherwise.
 _API_FIELD_NAMES = {"customer": "customerData"}
-_STATUS_MESSAGES = {
-    400: "Bad request",
-    401: "Authentication required",
-    403: "Forbidden",
-    404: "Not found",
-    405: "Method not allowed",
-    410: "Gone",
-    413: "Request body too large",
-    415: "Unsupported media type",
-    422: "Invalid request",
-    429: "Too many requests",
-    503: "Service unavailable",
-}
+# Starlette's words for a path or a method it does not serve, in the service's.
+_ROUTING_MESSAGES = {"Not Found": "Not found", "Method Not Allowed": "Method not allowed"}
 
 
 class WebError(Exception):
     """An error of the HTTP layer itself (not of the pool)."""
 
     status = 400
+    # Where a page request is sent instead of the error page (API requests get the status).
+    redirect: str | None = None
 
     def __init__(self, message: str, *, headers: Mapping[str, str] | None = None) -> None:
         super().__init__(message)
@@ -131,21 +122,9 @@ def problem_for(exc: Exception) -> Problem:
             name = _API_FIELD_NAMES.get(exc.field, exc.field)
             return Problem(status=422, message=f"{name}: {exc.problem}", errors={name: exc.problem})
         case PoolExhausted():
-            retry = exc.retry_after_seconds
-            return Problem(
-                status=503,
-                message=POOL_EXHAUSTED_MESSAGE,
-                headers={"Retry-After": str(retry)},
-                extra={"retryAfter": retry},
-            )
+            return _retry_later(503, POOL_EXHAUSTED_MESSAGE, exc.retry_after_seconds)
         case TooManyLeases():
-            retry = exc.retry_after_seconds
-            return Problem(
-                status=429,
-                message=exc.message,
-                headers={"Retry-After": str(retry)},
-                extra={"retryAfter": retry},
-            )
+            return _retry_later(429, exc.message, exc.retry_after_seconds)
         case UnknownPayment():
             return Problem(status=404, message="Payment not found")
         case UnknownTicket():
@@ -172,36 +151,36 @@ def problem_for(exc: Exception) -> Problem:
         case CallbackPoolError():
             return Problem(status=400, message=exc.message)
         case RateLimited():
-            return Problem(
-                status=429,
-                message=exc.message,
-                headers=exc.headers,
-                extra={"retryAfter": exc.retry_after_seconds},
-            )
+            return _retry_later(429, exc.message, exc.retry_after_seconds)
         case BadBody():
             return Problem(status=422, message=exc.message, errors={exc.field: exc.problem})
         case WebError():
-            next_path = getattr(exc, "next_path", None)  # the dashboard's LoginRequired
             return Problem(
-                status=exc.status,
-                message=exc.message,
-                headers=exc.headers,
-                redirect=None
-                if next_path is None
-                else f"/admin/login?{urlencode({'next': next_path})}",
+                status=exc.status, message=exc.message, headers=exc.headers, redirect=exc.redirect
             )
         case RequestValidationError():
             errors = _field_errors(exc.errors())
             first = next(iter(errors.items()))
             return Problem(status=422, message=f"{first[0]}: {first[1]}", errors=errors)
         case StarletteHTTPException():
-            detail = exc.detail if isinstance(exc.detail, str) else None
-            message = detail or _STATUS_MESSAGES.get(exc.status_code, "Request failed")
-            if message in ("Not Found", "Method Not Allowed"):
-                message = _STATUS_MESSAGES[exc.status_code]
-            return Problem(status=exc.status_code, message=message, headers=dict(exc.headers or {}))
+            # Starlette gives every exception a detail: its own, or the status's phrase.
+            message = exc.detail if isinstance(exc.detail, str) and exc.detail else "Request failed"
+            return Problem(
+                status=exc.status_code,
+                message=_ROUTING_MESSAGES.get(message, message),
+                headers=dict(exc.headers or {}),
+            )
         case _:
             return _internal_error(exc)
+
+
+def _retry_later(status: int, message: str, retry_after_seconds: int) -> Problem:
+    return Problem(
+        status=status,
+        message=message,
+        headers={"Retry-After": str(retry_after_seconds)},
+        extra={"retryAfter": retry_after_seconds},
+    )
 
 
 def _internal_error(exc: Exception) -> Problem:

@@ -19,18 +19,6 @@ DEMO_DATABASE_URL = "sqlite:///callbackpool-demo.db"
 
 
 def serve(
-    settings: Settings,
-    *,
-    host: str,
-    port: int,
-    access_log: bool = False,
-    log_format: LogFormat = "text",
-) -> None:
-    """Serve ``settings`` with uvicorn until interrupted."""
-    run(create_app(settings), host=host, port=port, access_log=access_log, log_format=log_format)
-
-
-def run(
     app: FastAPI,
     *,
     host: str,
@@ -38,8 +26,9 @@ def run(
     access_log: bool = False,
     log_format: LogFormat = "text",
 ) -> None:
-    """One uvicorn process (the sandbox keeps its transactions in memory). Its own lines
-    (and the access log) come in ``log_format``, with card data masked."""
+    """Serve ``app`` with uvicorn until interrupted: one process (the sandbox keeps its
+    transactions in memory). Its own lines (and the access log) come in ``log_format``,
+    with card data masked."""
     record_only_what_is_printed()
     uvicorn.run(
         app,
@@ -55,9 +44,7 @@ def run(
     )
 
 
-def demo_settings(
-    *, host: str, port: int, database_url: str = DEMO_DATABASE_URL, admin_token: str = ""
-) -> Settings:
+def demo_settings(*, host: str, port: int, database_url: str = DEMO_DATABASE_URL) -> Settings:
     """The example configuration with the sandbox on: its returns are signed with a fresh
     secret that ``callbackHash`` verifies, so the whole check runs end to end, and its status
     query settles the returns that their path alone cannot attribute."""
@@ -68,7 +55,7 @@ def demo_settings(
         overrides={
             "base_url": f"http://{public_host}:{port}",
             "database_url": database_url,
-            "admin_token": admin_token or secrets.token_urlsafe(24),
+            "admin_token": secrets.token_urlsafe(24),
             "sandbox": {"enabled": True, "secret": secret},
             "callback_hash": {
                 "secret": secret,
@@ -125,4 +112,4 @@ def demo(
     app = create_app(settings)
     for line in demo_banner(settings, app.state.links):
         echo(line)
-    run(app, host=host, port=port, log_format=log_format)
+    serve(app, host=host, port=port, log_format=log_format)

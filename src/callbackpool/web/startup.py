@@ -20,7 +20,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from ..domain.errors import StoreUnavailable
 from ..pool import CallbackPool
-from .sweeper import Sweeper
+from .sweeper import Sweeper, stopped_within
 
 log = logging.getLogger("callbackpool.web")
 
@@ -58,7 +58,7 @@ class Startup:
 
     async def _keep_trying(self) -> None:
         delay = FIRST_RETRY_SECONDS
-        while not await self._stop_requested_within(delay):
+        while not await stopped_within(self._stopping, delay):
             try:
                 await run_in_threadpool(self._prepare)
             except StoreUnavailable as exc:
@@ -79,13 +79,6 @@ class Startup:
         self.ready = True
         self.sweeper.start()
         self.on_ready()
-
-    async def _stop_requested_within(self, seconds: float) -> bool:
-        try:
-            await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
-        except TimeoutError:
-            return False
-        return True
 
     async def stop(self) -> None:
         """Stop trying; an attempt in progress is finished first (it runs in a thread)."""

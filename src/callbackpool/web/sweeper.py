@@ -41,7 +41,7 @@ class Sweeper:
         self._task = None
 
     async def _run(self) -> None:
-        while not await self._stop_requested_within(self.interval_seconds):
+        while not await stopped_within(self._stopping, self.interval_seconds):
             try:
                 report = await run_in_threadpool(self.pool.sweep)
             except StoreUnavailable as exc:
@@ -61,9 +61,11 @@ class Sweeper:
                     report.callbacks_resolved,
                 )
 
-    async def _stop_requested_within(self, seconds: float) -> bool:
-        try:
-            await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
-        except TimeoutError:
-            return False
-        return True
+
+async def stopped_within(stopping: asyncio.Event, seconds: float) -> bool:
+    """Whether ``stopping`` is set within ``seconds``."""
+    try:
+        await asyncio.wait_for(stopping.wait(), timeout=seconds)
+    except TimeoutError:
+        return False
+    return True

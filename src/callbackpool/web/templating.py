@@ -16,13 +16,6 @@ STATIC_DIR = HERE / "static"
 templates = Jinja2Templates(directory=HERE / "templates")
 
 
-def _money(minor: int, currency: str) -> str:
-    return format_amount(minor, currency)
-
-
-templates.env.filters["money"] = _money
-
-
 def _ago(moment: datetime | None, now: datetime) -> str:
     """``5m 10s ago``, ``in 9m 55s``, ``-``: a time relative to the page's."""
     if moment is None:
@@ -44,6 +37,7 @@ def _leaf(path: str) -> str:
     return path.rstrip("/").rsplit("/", 1)[-1]
 
 
+templates.env.filters["money"] = format_amount
 templates.env.filters["short"] = _short
 templates.env.filters["clock"] = _clock
 templates.env.filters["leaf"] = _leaf

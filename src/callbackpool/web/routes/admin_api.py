@@ -52,7 +52,7 @@ def slot_health(_: OperatorDep, pool: PoolDep) -> views.HealthOut:
 @router.get("/stuck-leases")
 def stuck_leases(_: OperatorDep, pool: PoolDep) -> views.StuckOut:
     """Leases past their expiry that no sweep has ended (``reports stuck``)."""
-    return views.StuckOut.of(pool.now(), pool.stuck_leases())
+    return views.StuckOut(at=pool.now(), leases=pool.stuck_leases())
 
 
 @router.get("/orphaned-payments", responses=error_responses(422))
@@ -119,7 +119,7 @@ def resolve_review(
         by=decision.operator,
         reason=decision.reason,
     )
-    return views.ReviewDecidedOut.of(review)
+    return views.ReviewDecidedOut(review=review)
 
 
 @router.post(
@@ -134,7 +134,7 @@ def close_payment(
     review = pool.resolve_payment(
         token, status=PaymentStatus(decision.status), by=decision.operator, reason=decision.reason
     )
-    return views.ReviewDecidedOut.of(review)
+    return views.ReviewDecidedOut(review=review)
 
 
 @router.post(

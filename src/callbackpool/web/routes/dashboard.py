@@ -24,8 +24,8 @@ from ...pool import CallbackPool
 from ...pool.operations import REVIEW_OTHERS
 from ..auth import (
     SESSION_COOKIE,
-    check_form_post,
     check_same_origin,
+    form_operator,
     new_session,
     page_operator,
     secure_cookie,
@@ -198,8 +198,7 @@ async def login(
 async def logout(
     request: Request, settings: SettingsDep, csrf: Annotated[str, Form(max_length=200)] = ""
 ) -> Response:
-    operator = page_operator(request, settings)
-    check_form_post(request, settings, operator, csrf)
+    form_operator(request, settings, csrf)
     redirect = RedirectResponse("/admin/login", status_code=303)
     redirect.delete_cookie(SESSION_COOKIE, path="/admin")
     return redirect
@@ -226,8 +225,7 @@ def resolve_review(
     others: Annotated[str, Form(max_length=40)] = "expired",
     reason: Annotated[str, Form(max_length=2000)] = "",
 ) -> Response:
-    operator = page_operator(request, settings)
-    check_form_post(request, settings, operator, csrf)
+    operator = form_operator(request, settings, csrf)
     if not payment:
         return _back(request, error="Choose the payment the return belongs to, or none")
     token = None if payment == "none" else payment
@@ -255,8 +253,7 @@ def close_payment(
     status: Annotated[str, Form(max_length=40)] = "expired",
     reason: Annotated[str, Form(max_length=2000)] = "",
 ) -> Response:
-    operator = page_operator(request, settings)
-    check_form_post(request, settings, operator, csrf)
+    operator = form_operator(request, settings, csrf)
     ending = _status(status)
     if ending is None:
         return _back(request, error=f"{status[:40]!r} is not a payment status")
@@ -276,8 +273,7 @@ def sideline(
     path: Annotated[str, Form(max_length=500)] = "",
     reason: Annotated[str, Form(max_length=2000)] = "",
 ) -> Response:
-    operator = page_operator(request, settings)
-    check_form_post(request, settings, operator, csrf)
+    operator = form_operator(request, settings, csrf)
     return _decide(
         request,
         lambda: pool.sideline_slot(pool.slot_path(path), by=operator.name, reason=reason),
@@ -293,8 +289,7 @@ def restore(
     csrf: Annotated[str, Form(max_length=200)] = "",
     path: Annotated[str, Form(max_length=500)] = "",
 ) -> Response:
-    operator = page_operator(request, settings)
-    check_form_post(request, settings, operator, csrf)
+    operator = form_operator(request, settings, csrf)
     return _decide(
         request,
         lambda: pool.restore_slot(pool.slot_path(path), by=operator.name),

@@ -63,7 +63,7 @@ def check_status(token: str, pool: PoolDep) -> PaymentStatusOut:
     """The payment as it stands. Poll it while the customer is on the gateway's page: the
     polling is the payment's heartbeat, and a payment whose page stopped polling releases
     its callback URL about a minute later (heartbeatTimeoutSeconds)."""
-    return PaymentStatusOut.of(pool.poll_payment(token))
+    return PaymentStatusOut.model_validate(pool.poll_payment(token))
 
 
 @router.get(
@@ -94,13 +94,9 @@ def _granted_or_waiting(
 ) -> CreateTokenOut | WaitingOut:
     if isinstance(result, Waiting):
         response.status_code = 202
-        response.headers.update(_retry_after(result))
-        return WaitingOut.of(result)
+        response.headers["Retry-After"] = str(result.retry_after_seconds)
+        return WaitingOut.model_validate(result)
     return CreateTokenOut.of(result)
-
-
-def _retry_after(waiting: Waiting) -> dict[str, str]:
-    return {"Retry-After": str(waiting.retry_after_seconds)}
 
 
 @router.post(
