@@ -13,9 +13,10 @@ import re
 from contextvars import ContextVar
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -36,7 +37,7 @@ from .domain.errors import ConfigurationError
 from .domain.money import is_known_currency
 from .gateways.paygistix import FORM_ACTION_URL, HASH_ALGORITHMS
 from .gateways.sandbox import DEFAULT_HASH_FIELDS
-from .pool.policy import IPNetwork, PoolPolicy, absolute_url, networks
+from .pool.policy import AbsoluteUrl, IPNetwork, Networks, PoolPolicy, networks
 
 log = logging.getLogger("callbackpool.config")
 
@@ -55,6 +56,15 @@ _NOT_SETTINGS = (
 _TEXT_LISTS = ("callback_paths", "reserve_paths", "return_sources", "trusted_proxies")
 
 _file_data: ContextVar[dict[str, Any] | None] = ContextVar("callbackpool_file_data", default=None)
+
+
+def _known_algorithm(name: str) -> str:
+    if name not in HASH_ALGORITHMS:
+        raise ValueError(f"must be one of {', '.join(HASH_ALGORITHMS)}")
+    return name
+
+
+HashAlgorithm = Annotated[str, AfterValidator(_known_algorithm)]
 
 
 class _Section(BaseModel):
@@ -88,32 +98,20 @@ class CallbackHashSettings(_Section):
 
     secret: SecretStr
     fields: list[str] = Field(min_length=1)
-    algorithm: str = "hmac-md5"
+    algorithm: HashAlgorithm = "hmac-md5"
     separator: str = "|"
-
-    @field_validator("algorithm")
-    @classmethod
-    def _known_algorithm(cls, value: str) -> str:
-        if value not in HASH_ALGORITHMS:
-            raise ValueError(f"must be one of {', '.join(HASH_ALGORITHMS)}")
-        return value
 
 
 class StatusQuerySettings(_Section):
     """A gateway's server-to-server status query, in the sandbox's protocol
     (gateways/status_query.py): off unless configured."""
 
-    url: str
+    url: AbsoluteUrl
     api_key: SecretStr | None = None
     # The custom field of the hosted form that carries the payment's token (posted only
     # when a status query is configured: the gateway keeps it, the return does not echo it).
     token_field: str = Field(default="custom1", pattern=r"^[A-Za-z][A-Za-z0-9_]{0,39}$")
     timeout_seconds: float = Field(default=5, gt=0, le=30)
-
-    @field_validator("url")
-    @classmethod
-    def _absolute_url(cls, url: str) -> str:
-        return absolute_url(url)
 
 
 class SandboxSettings(_Section):
@@ -125,15 +123,8 @@ class SandboxSettings(_Section):
     # same secret and fields so verification runs end to end.
     secret: SecretStr = SecretStr("sandbox-secret")
     hash_fields: list[str] = Field(default=list(DEFAULT_HASH_FIELDS), min_length=1)
-    hash_algorithm: str = "hmac-md5"
+    hash_algorithm: HashAlgorithm = "hmac-md5"
     hash_separator: str = "|"
-
-    @field_validator("hash_algorithm")
-    @classmethod
-    def _known_algorithm(cls, value: str) -> str:
-        if value not in HASH_ALGORITHMS:
-            raise ValueError(f"must be one of {', '.join(HASH_ALGORITHMS)}")
-        return value
 
 
 class Settings(BaseSettings, PoolPolicy):
@@ -148,7 +139,7 @@ class Settings(BaseSettings, PoolPolicy):
     form: FormSettings
     # The as-built extras.
     merchant_id: str | None = None
-    form_action_url: str = FORM_ACTION_URL
+    form_action_url: AbsoluteUrl = FORM_ACTION_URL
     # New keys.
     sweep_interval_seconds: float = Field(default=60, gt=0)
     currency: str = "USD"
@@ -160,7 +151,7 @@ class Settings(BaseSettings, PoolPolicy):
     status_query: StatusQuerySettings | None = None
     # The reverse proxies in front of the service (addresses or networks): only a request
     # from one of them has its client address taken from ``forwardedHeader``.
-    trusted_proxies: tuple[str, ...] = ()
+    trusted_proxies: Networks = ()
     forwarded_header: str = Field(default="X-Forwarded-For", pattern=r"^[A-Za-z0-9-]+$")
     # Pool-exhaustion defence (0 turns it off; ``maxLiveLeasesPerCustomer`` is the other):
     # create-token requests a client address may make a minute, counted by each instance of
@@ -182,17 +173,6 @@ class Settings(BaseSettings, PoolPolicy):
                 return json.loads(text)
             return [part.strip() for part in text.split(",") if part.strip()]
         return value
-
-    @field_validator("trusted_proxies")
-    @classmethod
-    def _valid_proxies(cls, proxies: tuple[str, ...]) -> tuple[str, ...]:
-        networks(proxies)
-        return proxies
-
-    @field_validator("form_action_url")
-    @classmethod
-    def _absolute_url(cls, url: str) -> str:
-        return absolute_url(url)
 
     @field_validator("currency")
     @classmethod
