@@ -25,10 +25,12 @@ from pydantic import (
     ValidationInfo,
     field_validator,
 )
+from pydantic.alias_generators import to_camel
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
     EnvSettingsSource,
+    InitSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
 )
@@ -200,9 +202,8 @@ class Settings(BaseSettings, PoolPolicy):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings, _EnvSource(settings_cls), _FileSource(settings_cls))
-
-    # --- what a running service must have --------------------------------------------------
+        file_settings = InitSettingsSource(settings_cls, _file_data.get() or {})
+        return (init_settings, _EnvSource(settings_cls), file_settings)
 
     def service_warnings(self) -> list[str]:
         """Check the settings before a service starts on them: ConfigurationError for what
@@ -253,37 +254,26 @@ class _EnvSource(EnvSettingsSource):
         return super().decode_complex_value(field_name, field, value)
 
 
-class _FileSource(PydanticBaseSettingsSource):
-    """The configuration file's values (already turned to snake_case keys)."""
-
-    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
-        return (_file_data.get() or {}).get(field_name), field_name, False
-
-    def __call__(self) -> dict[str, Any]:
-        return dict(_file_data.get() or {})
-
-
 def load_settings(
     path: str | Path | None = None, *, overrides: dict[str, Any] | None = None
 ) -> Settings:
     """Read the configuration file (if any), the environment and ``overrides``.
 
     Raises ConfigurationError naming the offending key. Unknown keys in the file or
-    ``CALLBACKPOOL_*`` variables are logged as a warning naming them (see ``unknown_keys``).
+    ``CALLBACKPOOL_*`` variables are logged as a warning naming them.
     """
-    raw: dict[str, Any] = {}
-    if path is not None:
-        raw = read_config_file(Path(path))
-    for key in unknown_keys(raw):
+    raw = read_config_file(Path(path)) if path is not None else {}
+    unknown: list[str] = []
+    file_data = _snake_keys(raw, Settings, "", unknown)
+    for key in unknown + _unknown_variables():
         log.warning("unknown configuration key %r ignored (a typo?)", key)
-    file_data = _snake_keys(raw)
     token = _file_data.set(file_data)
     try:
         return Settings(**{k: v for k, v in (overrides or {}).items() if v is not None})
     except ValidationError as exc:
         error = min(exc.errors(), key=lambda e: _reading_order(str(e["loc"][0]), list(file_data)))
         key = ".".join(
-            _camel(str(part)) if isinstance(part, str) else f"[{part}]" for part in error["loc"]
+            to_camel(str(part)) if isinstance(part, str) else f"[{part}]" for part in error["loc"]
         )
         message = error["msg"].removeprefix("Value error, ")
         if error["type"] == "missing":
@@ -315,35 +305,30 @@ def read_config_file(path: Path) -> dict[str, Any]:
     return data
 
 
-def unknown_keys(raw: dict[str, Any], environ: dict[str, str] | None = None) -> list[str]:
-    """Keys of the file and ``CALLBACKPOOL_*`` variables that configure nothing."""
-    unknown = _unknown_in(raw, Settings, "")
-    known_env = {ENV_PREFIX + name.upper() for name in Settings.model_fields}
-    for name in environ if environ is not None else os.environ:
-        upper = name.upper()
-        if not upper.startswith(ENV_PREFIX) or upper.startswith(_NOT_SETTINGS):
-            continue
-        if upper not in known_env and upper.split("__")[0] not in known_env:
-            unknown.append(name)
-    return unknown
-
-
-def _unknown_in(raw: dict[str, Any], model: type[BaseModel], prefix: str) -> list[str]:
-    unknown = []
+def _snake_keys(
+    raw: dict[str, Any], model: type[BaseModel], prefix: str, unknown: list[str]
+) -> dict[str, Any]:
+    """The file's ``raw`` values under ``model``'s snake_case names; the keys that configure
+    nothing are added to ``unknown`` (and left out)."""
+    data = {}
     for key, value in raw.items():
-        name = _snake(key)
+        name = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", key).lower()
         field = model.model_fields.get(name)
         if field is None:
             unknown.append(prefix + key)
             continue
-        nested = _section_of(field)
-        if nested is not None and isinstance(value, dict):
-            unknown += _unknown_in(value, nested, f"{prefix}{key}.")
-        elif nested is not None and isinstance(value, list):
-            for index, element in enumerate(value):
-                if isinstance(element, dict):
-                    unknown += _unknown_in(element, nested, f"{prefix}{key}[{index}].")
-    return unknown
+        section = _section_of(field)
+        if section is not None and isinstance(value, dict):
+            value = _snake_keys(value, section, f"{prefix}{key}.", unknown)
+        elif section is not None and isinstance(value, list):
+            value = [
+                _snake_keys(element, section, f"{prefix}{key}[{index}].", unknown)
+                if isinstance(element, dict)
+                else element
+                for index, element in enumerate(value)
+            ]
+        data[name] = value
+    return data
 
 
 def _section_of(field: FieldInfo) -> type[BaseModel] | None:
@@ -354,18 +339,14 @@ def _section_of(field: FieldInfo) -> type[BaseModel] | None:
     return None
 
 
-def _snake_keys(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {_snake(k): _snake_keys(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_snake_keys(v) for v in value]
-    return value
-
-
-def _snake(key: str) -> str:
-    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", key).lower()
-
-
-def _camel(key: str) -> str:
-    head, *rest = key.split("_")
-    return head + "".join(part.capitalize() for part in rest)
+def _unknown_variables() -> list[str]:
+    """The ``CALLBACKPOOL_*`` variables that configure nothing."""
+    known = {ENV_PREFIX + name.upper() for name in Settings.model_fields}
+    unknown = []
+    for name in os.environ:
+        upper = name.upper()
+        if not upper.startswith(ENV_PREFIX) or upper.startswith(_NOT_SETTINGS):
+            continue
+        if upper not in known and upper.split("__")[0] not in known:
+            unknown.append(name)
+    return unknown
