@@ -151,15 +151,10 @@ class Settings(BaseSettings, PoolPolicy):
     env: Literal["development", "production"] = "development"
     sandbox: SandboxSettings = SandboxSettings()
     status_query: StatusQuerySettings | None = None
-    # The reverse proxies in front of the service (addresses or networks): only a request
-    # from one of them has its client address taken from ``forwardedHeader``.
+    # Proxies, the rate limit, Swagger UI (None: in development only): docs/security.md.
     trusted_proxies: Networks = ()
     forwarded_header: str = Field(default="X-Forwarded-For", pattern=r"^[A-Za-z0-9-]+$")
-    # Pool-exhaustion defence (0 turns it off; ``maxLiveLeasesPerCustomer`` is the other):
-    # create-token requests a client address may make a minute, counted by each instance of
-    # the service.
     create_token_rate_per_minute: int = Field(default=30, ge=0)
-    # Swagger UI at /api/docs (None: in development only). See docs/security.md.
     api_docs: bool | None = None
     # Operations (docs/operations.md).
     metrics_require_token: bool = True

@@ -73,33 +73,21 @@ class PoolPolicy(BaseModel):
     max_amount: int | None = Field(default=None, gt=0)
     success_url: str = "/payment-success"
     error_url: str = "/payment-error"
-    # Capacity (docs/capacity.md). Early release: a lease whose checkout page has polled and
-    # then stopped for this long is released (tainted). Zero: off. A page that never polls
-    # is never released early.
+    # Capacity: early release, the waiting room, priorities, reserve paths (docs/capacity.md).
     heartbeat_timeout_seconds: float = Field(default=60, ge=0)
-    # The waiting room: a ticket expires when not polled for ``ticket_timeout``; customers
-    # are told to poll every ``ticket_poll``. ``max_waiting_tickets`` zero: no waiting room.
     ticket_timeout_seconds: float = Field(default=10, gt=0)
     ticket_poll_seconds: int = Field(default=2, ge=1)
     max_waiting_tickets: int = Field(default=1000, ge=0)
-    # Priorities run from 0 (the default) to ``max_priority``; the last
-    # ``reserved_slots_for_priority`` free slots go only to ``priority_threshold`` and above.
     max_priority: int = Field(default=9, ge=0)
     reserved_slots_for_priority: int = Field(default=0, ge=0)
     priority_threshold: int = Field(default=1, ge=1)
-    # Reserve paths: registered at the gateway, in rotation only while the load calls for
-    # them. The window and target also give the capacity report's recommendation.
     reserve_paths: Paths = ()
     capacity_window_minutes: float = Field(default=15, gt=0)
     capacity_target: float = Field(default=0.01, gt=0, lt=1)
-    # Where gateway returns may come from (empty: anywhere), as the adapter resolved the
-    # address (proxy-aware). A return from elsewhere is stored and rejected.
+    # Where returns may come from, and the cap per customer (docs/security.md).
     return_sources: Networks = ()
-    # A customer (``Payment.customer_key``) holds at most this many live leases and places in
-    # the waiting room together (0: no cap).
     max_live_leases_per_customer: int = Field(default=3, ge=0)
-    # A slot whose last K leases expired with no return on its path, while returns arrive
-    # on other paths, is taken out of rotation (0: never).
+    # The slot-health rule (docs/operations.md).
     slot_health_expiries_to_sideline: int = Field(default=5, ge=0)
 
     @field_validator("callback_paths")
