@@ -62,13 +62,9 @@ def create_app(
 
         startup = Startup(services.pool, sweeper, on_ready=serving)
         app.state.startup = startup
-        try:
-            await startup.begin()  # migrations and paths, or (database away) in the background
-        except BaseException:
-            services.store.close()
-            raise
         app.state.services = services
         try:
+            await startup.begin()  # migrations and paths, or (database away) in the background
             yield
         finally:
             await startup.stop()
