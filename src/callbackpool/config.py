@@ -13,9 +13,10 @@ import re
 from contextvars import ContextVar
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -24,10 +25,12 @@ from pydantic import (
     ValidationInfo,
     field_validator,
 )
+from pydantic.alias_generators import to_camel
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
     EnvSettingsSource,
+    InitSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
 )
@@ -36,7 +39,7 @@ from .domain.errors import ConfigurationError
 from .domain.money import is_known_currency
 from .gateways.paygistix import FORM_ACTION_URL, HASH_ALGORITHMS
 from .gateways.sandbox import DEFAULT_HASH_FIELDS
-from .pool.policy import IPNetwork, PoolPolicy, absolute_url, networks
+from .pool.policy import AbsoluteUrl, IPNetwork, Networks, PoolPolicy, networks
 
 log = logging.getLogger("callbackpool.config")
 
@@ -55,6 +58,15 @@ _NOT_SETTINGS = (
 _TEXT_LISTS = ("callback_paths", "reserve_paths", "return_sources", "trusted_proxies")
 
 _file_data: ContextVar[dict[str, Any] | None] = ContextVar("callbackpool_file_data", default=None)
+
+
+def _known_algorithm(name: str) -> str:
+    if name not in HASH_ALGORITHMS:
+        raise ValueError(f"must be one of {', '.join(HASH_ALGORITHMS)}")
+    return name
+
+
+HashAlgorithm = Annotated[str, AfterValidator(_known_algorithm)]
 
 
 class _Section(BaseModel):
@@ -88,32 +100,20 @@ class CallbackHashSettings(_Section):
 
     secret: SecretStr
     fields: list[str] = Field(min_length=1)
-    algorithm: str = "hmac-md5"
+    algorithm: HashAlgorithm = "hmac-md5"
     separator: str = "|"
-
-    @field_validator("algorithm")
-    @classmethod
-    def _known_algorithm(cls, value: str) -> str:
-        if value not in HASH_ALGORITHMS:
-            raise ValueError(f"must be one of {', '.join(HASH_ALGORITHMS)}")
-        return value
 
 
 class StatusQuerySettings(_Section):
     """A gateway's server-to-server status query, in the sandbox's protocol
     (gateways/status_query.py): off unless configured."""
 
-    url: str
+    url: AbsoluteUrl
     api_key: SecretStr | None = None
     # The custom field of the hosted form that carries the payment's token (posted only
     # when a status query is configured: the gateway keeps it, the return does not echo it).
     token_field: str = Field(default="custom1", pattern=r"^[A-Za-z][A-Za-z0-9_]{0,39}$")
     timeout_seconds: float = Field(default=5, gt=0, le=30)
-
-    @field_validator("url")
-    @classmethod
-    def _absolute_url(cls, url: str) -> str:
-        return absolute_url(url)
 
 
 class SandboxSettings(_Section):
@@ -125,15 +125,8 @@ class SandboxSettings(_Section):
     # same secret and fields so verification runs end to end.
     secret: SecretStr = SecretStr("sandbox-secret")
     hash_fields: list[str] = Field(default=list(DEFAULT_HASH_FIELDS), min_length=1)
-    hash_algorithm: str = "hmac-md5"
+    hash_algorithm: HashAlgorithm = "hmac-md5"
     hash_separator: str = "|"
-
-    @field_validator("hash_algorithm")
-    @classmethod
-    def _known_algorithm(cls, value: str) -> str:
-        if value not in HASH_ALGORITHMS:
-            raise ValueError(f"must be one of {', '.join(HASH_ALGORITHMS)}")
-        return value
 
 
 class Settings(BaseSettings, PoolPolicy):
@@ -148,7 +141,7 @@ class Settings(BaseSettings, PoolPolicy):
     form: FormSettings
     # The as-built extras.
     merchant_id: str | None = None
-    form_action_url: str = FORM_ACTION_URL
+    form_action_url: AbsoluteUrl = FORM_ACTION_URL
     # New keys.
     sweep_interval_seconds: float = Field(default=60, gt=0)
     currency: str = "USD"
@@ -158,15 +151,10 @@ class Settings(BaseSettings, PoolPolicy):
     env: Literal["development", "production"] = "development"
     sandbox: SandboxSettings = SandboxSettings()
     status_query: StatusQuerySettings | None = None
-    # The reverse proxies in front of the service (addresses or networks): only a request
-    # from one of them has its client address taken from ``forwardedHeader``.
-    trusted_proxies: tuple[str, ...] = ()
+    # Proxies, the rate limit, Swagger UI (None: in development only): docs/security.md.
+    trusted_proxies: Networks = ()
     forwarded_header: str = Field(default="X-Forwarded-For", pattern=r"^[A-Za-z0-9-]+$")
-    # Pool-exhaustion defence (0 turns it off; ``maxLiveLeasesPerCustomer`` is the other):
-    # create-token requests a client address may make a minute, counted by each instance of
-    # the service.
     create_token_rate_per_minute: int = Field(default=30, ge=0)
-    # Swagger UI at /api/docs (None: in development only). See docs/security.md.
     api_docs: bool | None = None
     # Operations (docs/operations.md).
     metrics_require_token: bool = True
@@ -182,17 +170,6 @@ class Settings(BaseSettings, PoolPolicy):
                 return json.loads(text)
             return [part.strip() for part in text.split(",") if part.strip()]
         return value
-
-    @field_validator("trusted_proxies")
-    @classmethod
-    def _valid_proxies(cls, proxies: tuple[str, ...]) -> tuple[str, ...]:
-        networks(proxies)
-        return proxies
-
-    @field_validator("form_action_url")
-    @classmethod
-    def _absolute_url(cls, url: str) -> str:
-        return absolute_url(url)
 
     @field_validator("currency")
     @classmethod
@@ -220,9 +197,8 @@ class Settings(BaseSettings, PoolPolicy):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings, _EnvSource(settings_cls), _FileSource(settings_cls))
-
-    # --- what a running service must have --------------------------------------------------
+        file_settings = InitSettingsSource(settings_cls, _file_data.get() or {})
+        return (init_settings, _EnvSource(settings_cls), file_settings)
 
     def service_warnings(self) -> list[str]:
         """Check the settings before a service starts on them: ConfigurationError for what
@@ -273,37 +249,26 @@ class _EnvSource(EnvSettingsSource):
         return super().decode_complex_value(field_name, field, value)
 
 
-class _FileSource(PydanticBaseSettingsSource):
-    """The configuration file's values (already turned to snake_case keys)."""
-
-    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
-        return (_file_data.get() or {}).get(field_name), field_name, False
-
-    def __call__(self) -> dict[str, Any]:
-        return dict(_file_data.get() or {})
-
-
 def load_settings(
     path: str | Path | None = None, *, overrides: dict[str, Any] | None = None
 ) -> Settings:
     """Read the configuration file (if any), the environment and ``overrides``.
 
     Raises ConfigurationError naming the offending key. Unknown keys in the file or
-    ``CALLBACKPOOL_*`` variables are logged as a warning naming them (see ``unknown_keys``).
+    ``CALLBACKPOOL_*`` variables are logged as a warning naming them.
     """
-    raw: dict[str, Any] = {}
-    if path is not None:
-        raw = read_config_file(Path(path))
-    for key in unknown_keys(raw):
+    raw = read_config_file(Path(path)) if path is not None else {}
+    unknown: list[str] = []
+    file_data = _snake_keys(raw, Settings, "", unknown)
+    for key in unknown + _unknown_variables():
         log.warning("unknown configuration key %r ignored (a typo?)", key)
-    file_data = _snake_keys(raw)
     token = _file_data.set(file_data)
     try:
         return Settings(**{k: v for k, v in (overrides or {}).items() if v is not None})
     except ValidationError as exc:
         error = min(exc.errors(), key=lambda e: _reading_order(str(e["loc"][0]), list(file_data)))
         key = ".".join(
-            _camel(str(part)) if isinstance(part, str) else f"[{part}]" for part in error["loc"]
+            to_camel(str(part)) if isinstance(part, str) else f"[{part}]" for part in error["loc"]
         )
         message = error["msg"].removeprefix("Value error, ")
         if error["type"] == "missing":
@@ -335,35 +300,30 @@ def read_config_file(path: Path) -> dict[str, Any]:
     return data
 
 
-def unknown_keys(raw: dict[str, Any], environ: dict[str, str] | None = None) -> list[str]:
-    """Keys of the file and ``CALLBACKPOOL_*`` variables that configure nothing."""
-    unknown = _unknown_in(raw, Settings, "")
-    known_env = {ENV_PREFIX + name.upper() for name in Settings.model_fields}
-    for name in environ if environ is not None else os.environ:
-        upper = name.upper()
-        if not upper.startswith(ENV_PREFIX) or upper.startswith(_NOT_SETTINGS):
-            continue
-        if upper not in known_env and upper.split("__")[0] not in known_env:
-            unknown.append(name)
-    return unknown
-
-
-def _unknown_in(raw: dict[str, Any], model: type[BaseModel], prefix: str) -> list[str]:
-    unknown = []
+def _snake_keys(
+    raw: dict[str, Any], model: type[BaseModel], prefix: str, unknown: list[str]
+) -> dict[str, Any]:
+    """The file's ``raw`` values under ``model``'s snake_case names; the keys that configure
+    nothing are added to ``unknown`` (and left out)."""
+    data = {}
     for key, value in raw.items():
-        name = _snake(key)
+        name = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", key).lower()
         field = model.model_fields.get(name)
         if field is None:
             unknown.append(prefix + key)
             continue
-        nested = _section_of(field)
-        if nested is not None and isinstance(value, dict):
-            unknown += _unknown_in(value, nested, f"{prefix}{key}.")
-        elif nested is not None and isinstance(value, list):
-            for index, element in enumerate(value):
-                if isinstance(element, dict):
-                    unknown += _unknown_in(element, nested, f"{prefix}{key}[{index}].")
-    return unknown
+        section = _section_of(field)
+        if section is not None and isinstance(value, dict):
+            value = _snake_keys(value, section, f"{prefix}{key}.", unknown)
+        elif section is not None and isinstance(value, list):
+            value = [
+                _snake_keys(element, section, f"{prefix}{key}[{index}].", unknown)
+                if isinstance(element, dict)
+                else element
+                for index, element in enumerate(value)
+            ]
+        data[name] = value
+    return data
 
 
 def _section_of(field: FieldInfo) -> type[BaseModel] | None:
@@ -374,18 +334,14 @@ def _section_of(field: FieldInfo) -> type[BaseModel] | None:
     return None
 
 
-def _snake_keys(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {_snake(k): _snake_keys(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_snake_keys(v) for v in value]
-    return value
-
-
-def _snake(key: str) -> str:
-    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", key).lower()
-
-
-def _camel(key: str) -> str:
-    head, *rest = key.split("_")
-    return head + "".join(part.capitalize() for part in rest)
+def _unknown_variables() -> list[str]:
+    """The ``CALLBACKPOOL_*`` variables that configure nothing."""
+    known = {ENV_PREFIX + name.upper() for name in Settings.model_fields}
+    unknown = []
+    for name in os.environ:
+        upper = name.upper()
+        if not upper.startswith(ENV_PREFIX) or upper.startswith(_NOT_SETTINGS):
+            continue
+        if upper not in known and upper.split("__")[0] not in known:
+            unknown.append(name)
+    return unknown

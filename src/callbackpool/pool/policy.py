@@ -1,10 +1,6 @@
-"""The settings the pool runs by.
-
-``PoolPolicy`` holds them under the configuration file's names and in its units (the file's
-``lockTimeoutMinutes`` is ``lock_timeout_minutes``), with its defaults and checks; the
-properties give the durations and networks the pool computes with. ``config.Settings`` is a
-``PoolPolicy`` with the rest of the configuration: the pool is handed the settings
-themselves and reads nothing else, least of all the environment.
+"""The settings the pool runs by, under the configuration file's names and in its units;
+the properties give the durations and networks the pool computes with. ``config.Settings``
+is a ``PoolPolicy``: the pool is handed the settings themselves and reads nothing else.
 """
 
 from __future__ import annotations
@@ -12,79 +8,94 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable
 from datetime import timedelta
+from typing import Annotated
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
+def networks(texts: Iterable[str]) -> tuple[IPNetwork, ...]:
+    """``["203.0.113.7", "10.0.0.0/8"]`` as networks (an address is a network of one)."""
+    parsed = []
+    for text in texts:
+        try:
+            parsed.append(ipaddress.ip_network(text, strict=False))
+        except ValueError:
+            raise ValueError(f"{text!r} is not an IP address or network") from None
+    return tuple(parsed)
+
+
+def absolute_url(url: str) -> str:
+    """``url``, if it is an absolute http(s) URL; ValueError otherwise."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"{url!r} is not an absolute http(s) URL")
+    return url
+
+
+def _checked_networks(texts: tuple[str, ...]) -> tuple[str, ...]:
+    networks(texts)
+    return texts
+
+
+def _checked_paths(paths: tuple[str, ...]) -> tuple[str, ...]:
+    for path in paths:
+        if not path.startswith("/"):
+            raise ValueError(f"{path!r} does not start with '/'")
+        if any(c.isspace() or c in "?#" for c in path):
+            raise ValueError(f"{path!r} must not contain spaces, '?' or '#'")
+    duplicates = sorted({p for p in paths if paths.count(p) > 1})
+    if duplicates:
+        raise ValueError(f"duplicate paths: {', '.join(duplicates)}")
+    return paths
+
+
+AbsoluteUrl = Annotated[str, AfterValidator(absolute_url)]
+Networks = Annotated[tuple[str, ...], AfterValidator(_checked_networks)]
+Paths = Annotated[tuple[str, ...], AfterValidator(_checked_paths)]
+
+
 class PoolPolicy(BaseModel):
     """The settings the core runs by. A misspelt name is refused (``Settings``, which reads
-    a file that may hold other keys, only warns). A validator of a subclass named like one
-    of these would replace it: ``Settings`` names its own apart."""
+    a file that may hold other keys, only warns)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    # In the order of the configuration's documentation (the guide's keys first): the order
-    # a configuration's problems are reported in.
-    callback_paths: tuple[str, ...]
+    # In the order of the configuration's documentation: the order a configuration's
+    # problems are reported in, and a check across fields reads only those before it.
+    callback_paths: Paths
     lock_timeout_minutes: float = Field(default=10, gt=0)
-    base_url: str
+    base_url: AbsoluteUrl
     late_callback_window_minutes: float = Field(default=60, gt=0)
     reuse_same_amount_tainted: bool = True
     max_amount: int | None = Field(default=None, gt=0)
     success_url: str = "/payment-success"
     error_url: str = "/payment-error"
-    # Capacity (docs/capacity.md). Early release: a lease whose checkout page has polled and
-    # then stopped for this long is released (tainted). Zero: off. A page that never polls
-    # is never released early.
+    # Capacity: early release, the waiting room, priorities, reserve paths (docs/capacity.md).
     heartbeat_timeout_seconds: float = Field(default=60, ge=0)
-    # The waiting room: a ticket expires when not polled for ``ticket_timeout``; customers
-    # are told to poll every ``ticket_poll``. ``max_waiting_tickets`` zero: no waiting room.
     ticket_timeout_seconds: float = Field(default=10, gt=0)
     ticket_poll_seconds: int = Field(default=2, ge=1)
     max_waiting_tickets: int = Field(default=1000, ge=0)
-    # Priorities run from 0 (the default) to ``max_priority``; the last
-    # ``reserved_slots_for_priority`` free slots go only to ``priority_threshold`` and above.
     max_priority: int = Field(default=9, ge=0)
     reserved_slots_for_priority: int = Field(default=0, ge=0)
     priority_threshold: int = Field(default=1, ge=1)
-    # Reserve paths: registered at the gateway, in rotation only while the load calls for
-    # them. The window and target also give the capacity report's recommendation.
-    reserve_paths: tuple[str, ...] = ()
+    reserve_paths: Paths = ()
     capacity_window_minutes: float = Field(default=15, gt=0)
     capacity_target: float = Field(default=0.01, gt=0, lt=1)
-    # The addresses or networks gateway returns may come from (empty: any). A return from
-    # elsewhere is stored and rejected. The address is the one the adapter resolved
-    # (proxy-aware). See docs/security.md.
-    return_sources: tuple[str, ...] = ()
-    # A customer (``Payment.customer_key``) holds at most this many live leases and places in
-    # the waiting room together (0: no cap).
+    # Where returns may come from, and the cap per customer (docs/security.md).
+    return_sources: Networks = ()
     max_live_leases_per_customer: int = Field(default=3, ge=0)
-    # A slot whose last K leases expired with no return on its path, while returns arrive
-    # on other paths, is taken out of rotation (0: never).
+    # The slot-health rule (docs/operations.md).
     slot_health_expiries_to_sideline: int = Field(default=5, ge=0)
-
-    # --- checks across fields (each reads only fields declared before it) ------------------
-
-    @field_validator("base_url")
-    @classmethod
-    def _absolute_base_url(cls, url: str) -> str:
-        return absolute_url(url)
 
     @field_validator("callback_paths")
     @classmethod
-    def _valid_paths(cls, paths: tuple[str, ...]) -> tuple[str, ...]:
+    def _some_paths(cls, paths: tuple[str, ...]) -> tuple[str, ...]:
         if not paths:
             raise ValueError("at least one callback path is needed")
-        return _checked_paths(paths)
-
-    @field_validator("return_sources")
-    @classmethod
-    def _valid_networks(cls, sources: tuple[str, ...]) -> tuple[str, ...]:
-        networks(sources)
-        return sources
+        return paths
 
     @field_validator("reserved_slots_for_priority")
     @classmethod
@@ -105,14 +116,13 @@ class PoolPolicy(BaseModel):
 
     @field_validator("reserve_paths")
     @classmethod
-    def _valid_reserve_paths(cls, paths: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
-        _checked_paths(paths)
+    def _apart_from_callback_paths(
+        cls, paths: tuple[str, ...], info: ValidationInfo
+    ) -> tuple[str, ...]:
         both = sorted(set(paths) & set(info.data.get("callback_paths") or ()))
         if both:
             raise ValueError(f"also in callbackPaths: {', '.join(both)}")
         return paths
-
-    # --- what the pool computes with -------------------------------------------------------
 
     @property
     def lock_timeout(self) -> timedelta:
@@ -128,9 +138,8 @@ class PoolPolicy(BaseModel):
 
     @property
     def heartbeat_slack(self) -> timedelta:
-        """How stale a recorded heartbeat may get before a poll writes a new one: polls
-        within it only read. A lease is released between ``heartbeat_timeout`` and
-        ``heartbeat_timeout + heartbeat_slack`` after the last poll, never earlier."""
+        """How stale a recorded heartbeat may get before a poll writes a new one: a lease is
+        released between ``heartbeat_timeout`` and that plus the slack after the last poll."""
         return self.heartbeat_timeout / 4
 
     @property
@@ -155,34 +164,3 @@ class PoolPolicy(BaseModel):
 
     def callback_url(self, path: str) -> str:
         return self.base_url.rstrip("/") + path
-
-
-def networks(texts: Iterable[str]) -> tuple[IPNetwork, ...]:
-    """``["203.0.113.7", "10.0.0.0/8"]`` as networks (an address is a network of one)."""
-    parsed = []
-    for text in texts:
-        try:
-            parsed.append(ipaddress.ip_network(text, strict=False))
-        except ValueError:
-            raise ValueError(f"{text!r} is not an IP address or network") from None
-    return tuple(parsed)
-
-
-def absolute_url(url: str) -> str:
-    """``url``, if it is an absolute http(s) URL; ValueError otherwise."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ValueError(f"{url!r} is not an absolute http(s) URL")
-    return url
-
-
-def _checked_paths(paths: tuple[str, ...]) -> tuple[str, ...]:
-    for path in paths:
-        if not path.startswith("/"):
-            raise ValueError(f"{path!r} does not start with '/'")
-        if any(c.isspace() or c in "?#" for c in path):
-            raise ValueError(f"{path!r} must not contain spaces, '?' or '#'")
-    duplicates = sorted({p for p in paths if paths.count(p) > 1})
-    if duplicates:
-        raise ValueError(f"duplicate paths: {', '.join(duplicates)}")
-    return paths

@@ -1,8 +1,6 @@
-"""The ASGI app: ``create_app(settings)``.
-
-The lifespan builds the store, the pool and the services on ``app.state.services``, brings
-the database up to date (``startup``) and runs the sweeper; routes get what they need
-through the dependency getters of ``deps``, which answer 503 until the database is ready.
+"""The ASGI app: ``create_app(settings)``. Its lifespan builds the services
+(``app.state.services``), brings the database up to date (``startup``) and runs the sweeper;
+routes get them through the getters of ``deps``, which answer 503 until the database is ready.
 """
 
 from __future__ import annotations
@@ -20,7 +18,6 @@ from fastapi.staticfiles import StaticFiles
 from ..clock import Clock
 from ..compose import build_pool, sandbox_gateway
 from ..config import Settings
-from ..store import open_store
 from ..store.port import Store
 from .clients import ClientAddresses
 from .deps import Services
@@ -65,13 +62,9 @@ def create_app(
 
         startup = Startup(services.pool, sweeper, on_ready=serving)
         app.state.startup = startup
-        try:
-            await startup.begin()  # migrations and paths, or (database away) in the background
-        except BaseException:
-            services.store.close()
-            raise
         app.state.services = services
         try:
+            await startup.begin()  # migrations and paths, or (database away) in the background
             yield
         finally:
             await startup.stop()
@@ -129,11 +122,10 @@ def create_app(
 def _build_services(settings: Settings, store: Store | None, clock: Clock | None) -> Services:
     """The store, the pool and the rest, without a word to the database yet (``Startup``
     migrates and loads the paths)."""
-    store = store or open_store(settings.database_url, clock=clock)
-    pool = build_pool(settings, store=store, migrate=False, sync_slots=False)
+    pool = build_pool(settings, store=store, clock=clock, migrate=False, sync_slots=False)
     return Services(
         settings=settings,
-        store=store,
+        store=pool.store,
         pool=pool,
         sandbox=sandbox_gateway(settings) if settings.sandbox.enabled else None,
         clients=ClientAddresses(settings.trusted_proxy_networks, settings.forwarded_header),

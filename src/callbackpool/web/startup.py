@@ -1,13 +1,7 @@
-"""Bringing the database up to date when the service starts: the migrations, then the
-configured paths; then the sweeper starts.
-
-An instance may start while its database is away (the database restarting or failing over,
-every instance of a deployment restarted at once). It does not exit then — a supervisor
-restarting it in a loop might give up before the database is back — but starts, answers 503
-(``Retry-After``) to every request that needs the database and says ``starting`` on
-``/readyz``, and keeps trying in the background until the database answers. Any other
-failure at the first attempt (a migration the database refuses, a bad path) ends the start,
-as it should: restarting will not mend it.
+"""Bringing the database up to date when the service starts (the migrations, then the
+paths), then starting the sweeper. A database away at the start is waited for in the
+background while the service answers 503 (docs/deploying.md, "During a database outage"); any
+other failure at the first attempt ends the start, as restarting will not mend it.
 """
 
 from __future__ import annotations

@@ -26,13 +26,14 @@ async def home() -> RedirectResponse:
 
 @router.get("/checkout", response_class=HTMLResponse)
 async def checkout(request: Request, settings: SettingsDep) -> Response:
+    offered = catalogue(settings)
     items = [
         {
             "code": item.code,
             "description": item.description,
             "price": format_amount(item.price, settings.currency),
         }
-        for item in catalogue(settings)
+        for item in offered
         if item.price != 1  # the open-amount item is what the amount field uses
     ]
     return templates.TemplateResponse(
@@ -42,7 +43,7 @@ async def checkout(request: Request, settings: SettingsDep) -> Response:
             "items": items,
             "currency": settings.currency,
             "exponent": CURRENCY_EXPONENTS[settings.currency],
-            "open_amount": any(item.price == 1 for item in catalogue(settings)),
+            "open_amount": any(item.price == 1 for item in offered),
             "poll_ms": POLL_SECONDS * 1000,
             "sandbox": settings.sandbox.enabled,
         },
