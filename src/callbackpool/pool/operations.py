@@ -198,7 +198,7 @@ class Operations(Returns):
     def has_path(self, path: str) -> bool:
         """Whether ``path`` is (or was) one of the pool's callback paths."""
         with self._store.read() as tx:
-            return tx.slot_by_path(path) is not None
+            return tx.slot_id(path) is not None
 
     def slot_path(self, name: str) -> str:
         """A slot's full path from its full path or its last segment (``handler-3``).
@@ -321,7 +321,7 @@ class Operations(Returns):
             record = tx.get_callback(callback_id)
             if record is None:
                 raise UnknownCallback()
-            tx.slot_by_path(record.path)  # serialises with returns on the same slot
+            tx.slot_id(record.path)  # serialises with returns on the same slot
             if record.outcome is not CallbackOutcome.AMBIGUOUS or record.settled_at is not None:
                 raise NotUnderReview(
                     f"{record.ref} is {record.outcome.value}"
@@ -457,10 +457,10 @@ class Operations(Returns):
     def _change_slot(self, path: str, change: Callable[[Tx, int], bool], event: PoolEvent) -> bool:
         """Apply ``change`` to the slot of ``path``; announce ``event`` if it changed it."""
         with self._writing() as (tx, work):
-            slot = tx.slot_by_path(path)
-            if slot is None:
+            slot_id = tx.slot_id(path)
+            if slot_id is None:
                 raise UnknownSlot()
-            done = change(tx, slot.id)
+            done = change(tx, slot_id)
             if done:
                 work.events.append(event)
         return done

@@ -51,7 +51,7 @@ from ..domain.resolution import (
     decide,
 )
 from ..domain.transitions import check_transition, is_late
-from ..store.tx import CallbackResolution, NewCallback, PaymentChange, SlotRow, Tx
+from ..store.tx import CallbackResolution, NewCallback, PaymentChange, Tx
 from .core import PoolCore, Work, log, log_fields, lookup_key, short
 from .policy import IPNetwork
 from .results import CallbackResult
@@ -123,11 +123,11 @@ class Returns(PoolCore):
             screened = self._screen(tx, record)
             if isinstance(screened, CallbackResolution):
                 return None
-            slot, parsed = screened
+            slot_id, parsed = screened
             if tx.pn_ref_holder(parsed.pn_ref) is not None:
                 return None  # a repeat: it is answered as the first one was
             # A lease past its end is still live here; the write ends it, then decides again.
-            decision = self._decision(tx, slot, parsed)
+            decision = self._decision(tx, slot_id, record.path, parsed)
         return parsed.pn_ref if isinstance(decision, Ambiguous | Unmatched) else None
 
     def _resolve_knowing(self, callback_id: int, answer: GatewayAnswer | None) -> CallbackResult:
@@ -182,11 +182,11 @@ class Returns(PoolCore):
 
     def _screen(
         self, tx: Tx, record: CallbackRecord
-    ) -> CallbackResolution | tuple[SlotRow, GatewayReturn]:
+    ) -> CallbackResolution | tuple[int, GatewayReturn]:
         """The return's slot and what it says, or why it is rejected (unknown path,
         malformed, failed verification). Reads only."""
-        slot = tx.slot_by_path(record.path)
-        if slot is None:
+        slot_id = tx.slot_id(record.path)
+        if slot_id is None:
             return self._rejected(record.id, "unknown callback path")
         try:
             parsed = self._gateway.parse_return(record.params)
@@ -195,14 +195,14 @@ class Returns(PoolCore):
         refusal = self._verify(record.params, parsed, record.client_addr)
         if refusal is not None:
             return self._rejected(record.id, refusal, parsed)
-        return slot, parsed
+        return slot_id, parsed
 
-    def _decision(self, tx: Tx, slot: SlotRow, parsed: GatewayReturn) -> Decision:
+    def _decision(self, tx: Tx, slot_id: int, path: str, parsed: GatewayReturn) -> Decision:
         """What the path and the slot's candidates say about a verified return."""
-        candidates = tx.candidates(slot.id)
+        candidates = tx.candidates(slot_id)
         # Earlier unattributed returns matter only where several payments compete.
         open_ambiguities = (
-            self._open_ambiguities(tx, slot.path, parsed.amount)
+            self._open_ambiguities(tx, path, parsed.amount)
             if parsed.approved and parsed.amount is not None and len(candidates) > 1
             else []
         )
@@ -220,7 +220,7 @@ class Returns(PoolCore):
         screened = self._screen(tx, record)
         if isinstance(screened, CallbackResolution):
             return screened
-        slot, parsed = screened
+        slot_id, parsed = screened
         # The PNRef is claimed only after every check, repeats included: a forgery cannot
         # block the genuine return, and a replay from outside the allowlist is rejected.
         fingerprint = _fingerprint(parsed)
@@ -229,10 +229,10 @@ class Returns(PoolCore):
             return self._duplicate(tx, callback_id, parsed, fingerprint, holder)
 
         # A verified return on the path: the path works (slot health).
-        tx.record_slot_return(slot.id, approved=parsed.approved)
+        tx.record_slot_return(slot_id, approved=parsed.approved)
         # A lease past its expiry has ended: its payment is a taint now, not the live lease.
-        self._expire_due(tx, work, slot.id)
-        decision = self._decision(tx, slot, parsed)
+        self._expire_due(tx, work, slot_id)
+        decision = self._decision(tx, slot_id, record.path, parsed)
         seen = _seen(parsed)
         applied = replace(
             seen, outcome=CallbackOutcome.APPLIED, redirect=self._answer(parsed, record)
@@ -278,7 +278,7 @@ class Returns(PoolCore):
                 return replace(
                     applied,
                     payment_token=own_token,
-                    detail=f"settled {len(assignments)} same-amount payments on {slot.path}",
+                    detail=f"settled {len(assignments)} same-amount payments on {record.path}",
                     candidates=tuple(c.payment.token for _, c in assignments),
                     lease_id=own_lease,
                 )
@@ -548,10 +548,10 @@ class Returns(PoolCore):
         answer = self._ask(record.pn_ref)
         with self._writing() as (tx, work):
             record = tx.get_callback(callback_id)
-            slot = tx.slot_by_path(record.path) if record is not None else None
-            if record is None or slot is None or not _open_to_query(record):
+            slot_id = tx.slot_id(record.path) if record is not None else None
+            if record is None or slot_id is None or not _open_to_query(record):
                 return  # settled meanwhile
-            self._expire_due(tx, work, slot.id)
+            self._expire_due(tx, work, slot_id)
             parsed = self._gateway.parse_return(record.params)
             payment = self._apply_answer(tx, work, record, parsed, answer)
             if payment is None:

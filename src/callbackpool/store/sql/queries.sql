@@ -471,10 +471,6 @@ ON CONFLICT DO NOTHING
 RETURNING id, decision, callback_id, payment_token, others, decided_by, reason, decided_at,
           changes;
 
--- name: review_of_callback
-SELECT id, decision, callback_id, payment_token, others, decided_by, reason, decided_at, changes
-  FROM reviews WHERE callback_id = :callback_id;
-
 -- name: reviews
 SELECT id, decision, callback_id, payment_token, others, decided_by, reason, decided_at, changes
   FROM reviews ORDER BY id DESC LIMIT :limit;
