@@ -1,9 +1,5 @@
-"""``CallbackPool``: the library's one entry point (docs/design.md).
-
-Its methods live with their concern: ``leasing.py`` (checkout, the waiting room, a payment
-after checkout), ``returns.py`` (gateway returns and the status query), ``operations.py``
-(the sweep, reports, operators' decisions), all over the state and steps of ``core.py``.
-"""
+"""``CallbackPool``: the library's one entry point (docs/design.md), its methods in the
+modules of their concern over the state and steps of ``core.py``."""
 
 from __future__ import annotations
 

@@ -1,11 +1,6 @@
-"""What every concern of the pool shares.
-
-``PoolCore`` holds the state the pool runs by (store, gateway, policy, status query and
-listeners; ``CallbackPool.__init__`` sets it) and the steps each concern takes inside a
-write transaction: changing a payment's status, ending a lease, and ending the leases that
-ran out (which also applies the slot-health rule). ``_writing`` opens the transaction and,
-once it has committed, tells the status hooks and observers what it did.
-"""
+"""What every concern of the pool shares: its state (set by ``CallbackPool.__init__``), the
+write transaction whose hooks and observers run once it has committed, and the steps taken
+inside one: a status change, a lease ended, the leases that ran out and slot health."""
 
 from __future__ import annotations
 
@@ -230,10 +225,9 @@ def _lease_ended(work: Work, lease: Lease, what: str, reason: str) -> None:
 
 
 def lookup_key(token: str) -> str:
-    """The token to look a payment up by: a string no token could be (too long, characters
-    no token has) is looked up as the empty string, which names nothing either, so that
-    unknown and malformed tokens are answered by the same work, and no store is handed a NUL
-    or a megabyte."""
+    """The token to look a payment up by: one no token could be is looked up as ``""``, so
+    that unknown and malformed tokens take the same work, and no store sees a NUL or a
+    megabyte."""
     return token if _TOKEN_SHAPE.fullmatch(token) else ""
 
 
@@ -245,8 +239,8 @@ def short(token: str | None) -> str:
 def log_fields(
     event: str, slot: str | None, lease: int | None, token: str | None, **more: Any
 ) -> dict[str, Any]:
-    """The structured fields of a log line (``extra``): what ``--log-format json`` prints
-    beside the message. The token is shortened as in the message: logs carry no secrets."""
+    """The structured fields of a log line (``extra``) that ``--log-format json`` prints;
+    the token shortened as in the message."""
     return {
         "fields": {
             "event": event,

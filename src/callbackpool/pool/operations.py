@@ -1,11 +1,6 @@
-"""Operators' side of the pool: the sweep and manual release, the reports, and decisions on
-returns in review and on slots out of rotation (docs/design.md#the-sweeper, #review).
-
-It builds on ``Returns``: the sweep resolves returns left ``received`` and asks the status
-query again, and a review settles a return as its path would have. Every report is one read
-transaction, so what it shows stood together at one moment. Every decision names who took it
-and why; a review is recorded with each status change it made.
-"""
+"""Operators' side of the pool: the sweep and manual release, the reports (each one read
+transaction: what it shows stood together), and decisions on returns in review and on slots
+out of rotation, each naming who took it and why (docs/design.md#the-sweeper, #review)."""
 
 from __future__ import annotations
 
@@ -80,10 +75,7 @@ class Operations(Returns):
             return self._expire_due(tx, work)
 
     def sweep(self) -> SweepReport:
-        """The cleanup job: expire due leases and release abandoned ones, forget stale
-        taints and unpolled tickets, drain the reserve when the load has fallen, and resolve
-        returns that were stored but never resolved. Safe to run on several instances at
-        once."""
+        """The cleanup job (docs/design.md#the-sweeper); safe on several instances at once."""
         policy = self._policy
         try:
             with self._writing() as (tx, work):
@@ -101,8 +93,7 @@ class Operations(Returns):
             try:
                 self._resolve(callback_id)
             except Exception:
-                # It stays ``received``: shown to operators and tried again by the next sweep.
-                # One return that cannot be resolved must not hold back the others.
+                # It stays ``received`` for the next sweep, and must not hold back the others.
                 log.exception("callback %s could not be resolved", callback_ref(callback_id))
             else:
                 resolved += 1
@@ -138,8 +129,8 @@ class Operations(Returns):
     def release_all(self) -> list[Lease]:
         """End every live lease (the guide's manual cleanup), each leaving a taint."""
         with self._writing() as (tx, work):
-            # The leases (and, on PostgreSQL, their slots, all in one order) before the
-            # expiry: taking slots one by one after it held some could deadlock two of these.
+            # The leases (and their slots, all at once) before the expiry: taking slots one by
+            # one after it held some could deadlock two of these.
             leases = tx.live_leases()
             self._expire_due(tx, work)
             leases = [lease for lease in leases if lease.expires_at > tx.now]  # not expired
@@ -272,8 +263,7 @@ class Operations(Returns):
 
     def review_queue(self, limit: int = 100) -> ReviewQueue:
         """What waits for an operator: approved returns that could belong to several
-        payments (each with its candidates), and payments in review that no open return
-        names (left in review by an earlier decision)."""
+        payments, with their candidates, and payments in review that no open return names."""
         with self._store.read() as tx:
             items = []
             for record in tx.open_review_callbacks(limit):
@@ -308,9 +298,7 @@ class Operations(Returns):
         why and when; the transition table governs every change.
 
         Raises UnknownCallback, NotUnderReview (no longer ambiguous, or decided already),
-        InvalidReview (a payment that is not a candidate, an ``others`` status not
-        allowed, no reason) or IllegalTransition (a candidate has moved on meanwhile).
-        """
+        InvalidReview or IllegalTransition (a candidate has moved on meanwhile)."""
         by, reason = _operator(by), _reason(reason)
         if others not in REVIEW_OTHERS:
             allowed = ", ".join(s.value for s in REVIEW_OTHERS)
