@@ -29,7 +29,6 @@ class GatewayReturn:
     auth_code: str | None = None
     card_type: str | None = None
     last4: str | None = None
-    txn_type: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

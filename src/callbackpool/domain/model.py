@@ -146,10 +146,6 @@ class Candidate:
     lease: Lease
     payment: Payment
 
-    @property
-    def is_live(self) -> bool:
-        return self.lease.is_live
-
 
 @dataclass(frozen=True, kw_only=True)
 class CallbackRecord:
@@ -195,12 +191,9 @@ def callback_id_of(ref: str) -> int | None:
 
 @dataclass(frozen=True, kw_only=True)
 class SlotHealth:
-    """How a slot's path has been doing (the guide's "form health monitoring").
-
-    ``silent_expiries``: leases that ran out with no return since (a late return takes one
-    back). ``expiry_streak``: leases in a row that expired with no return on the path since
-    the last one; a verified return on the path resets it.
-    """
+    """How a slot's path has been doing. ``silent_expiries``: leases that ran out with no
+    return (a late return takes one back); ``expiry_streak``: those in a row since the last
+    verified return on the path (docs/design.md#reserve-paths-and-slot-health)."""
 
     approvals: int = 0
     declines: int = 0
@@ -221,11 +214,10 @@ class SlotView:
     last_released_at: datetime | None
     lease: Lease | None
     taints: int
-    # A reserve path (``reservePaths``), and whether it is out of rotation right now.
+    # A reserve path, and whether it is out of rotation right now.
     reserve: bool = False
     standby: bool = False
-    # Taken out of rotation (slot health, or an operator): never leased until restored. Its
-    # live lease and its taints still take their returns.
+    # Taken out of rotation (slot health, or an operator) until restored.
     sidelined_at: datetime | None = None
     sidelined_by: str | None = None
     sidelined_reason: str | None = None
@@ -256,10 +248,8 @@ class StatusChange:
 
 @dataclass(frozen=True, kw_only=True)
 class Ticket:
-    """A place in the waiting room: the order it will become a payment, and its turn.
-
-    ``id`` orders arrivals (after ``priority``, highest first); ``ticket`` is the unguessable
-    handle the customer polls with. ``expires_at`` moves forward at every poll."""
+    """A place in the waiting room: the order it will become a payment, and its turn (``id``
+    orders arrivals). ``ticket`` is the handle the customer polls with."""
 
     id: int
     ticket: str
