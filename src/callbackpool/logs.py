@@ -81,39 +81,21 @@ def record_only_what_is_printed() -> None:
     logging.logMultiprocessing = False
 
 
-def formatter(log_format: LogFormat) -> logging.Formatter:
-    return JsonFormatter() if log_format == "json" else logging.Formatter(TEXT_FORMAT)
-
-
 def handler(log_format: LogFormat, stream: Any = None) -> logging.Handler:
     """A stream handler (stderr by default) in ``log_format`` that masks card data."""
     made = logging.StreamHandler(stream)
-    made.setFormatter(formatter(log_format))
+    made.setFormatter(JsonFormatter() if log_format == "json" else logging.Formatter(TEXT_FORMAT))
     made.addFilter(MaskCardData())
     return made
 
 
 def uvicorn_log_config(log_format: LogFormat) -> dict[str, Any]:
-    """uvicorn's logging configuration in ``log_format``, card data masked in every line
-    (its access log included)."""
-    text = log_format == "text"
+    """uvicorn's logging configuration: its lines (the access log's included) go through
+    ``handler``."""
     return {
         "version": 1,
         "disable_existing_loggers": False,
-        "filters": {"mask_card_data": {"()": MaskCardData}},
-        "formatters": {
-            "line": {"()": logging.Formatter, "fmt": TEXT_FORMAT}
-            if text
-            else {"()": JsonFormatter},
-        },
-        "handlers": {
-            "stderr": {
-                "class": "logging.StreamHandler",
-                "formatter": "line",
-                "filters": ["mask_card_data"],
-                "stream": "ext://sys.stderr",
-            },
-        },
+        "handlers": {"stderr": {"()": handler, "log_format": log_format}},
         "loggers": {
             "uvicorn": {"handlers": ["stderr"], "level": "INFO", "propagate": False},
             "uvicorn.error": {"level": "INFO"},

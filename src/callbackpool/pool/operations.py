@@ -4,7 +4,7 @@ out of rotation, each naming who took it and why (docs/design.md#the-sweeper, #r
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from ..analytics import WINDOWS
@@ -16,7 +16,7 @@ from ..domain.errors import (
     UnknownPayment,
     UnknownSlot,
 )
-from ..domain.events import PoolEvent, SlotRestored, SlotSidelined, SweepRan
+from ..domain.events import SlotRestored, SlotSidelined, SweepRan
 from ..domain.model import (
     CallbackOutcome,
     CallbackRecord,
@@ -411,11 +411,10 @@ class Operations(Returns):
         live lease and taints still take their returns. False if it was out already.
         Raises UnknownSlot."""
         by, reason = _operator(by), _reason(reason)
-        done = self._change_slot(
-            path,
-            lambda tx, slot_id: tx.sideline_slot(slot_id, by=by, reason=reason),
-            SlotSidelined(path=path, by=by, reason=reason),
-        )
+        with self._writing() as (tx, work):
+            done = tx.sideline_slot(_slot_id(tx, path), by=by, reason=reason)
+            if done:
+                work.events.append(SlotSidelined(path=path, by=by, reason=reason))
         if done:
             log.warning(
                 "slot %s taken out of rotation by %s: %s",
@@ -430,9 +429,10 @@ class Operations(Returns):
         """Put a slot back in rotation (with a fresh expiry streak). False if it was in.
         Raises UnknownSlot."""
         by = _operator(by)
-        done = self._change_slot(
-            path, lambda tx, slot_id: tx.restore_slot(slot_id), SlotRestored(path=path, by=by)
-        )
+        with self._writing() as (tx, work):
+            done = tx.restore_slot(_slot_id(tx, path))
+            if done:
+                work.events.append(SlotRestored(path=path, by=by))
         if done:
             log.warning(
                 "slot %s put back in rotation by %s",
@@ -442,16 +442,12 @@ class Operations(Returns):
             )
         return done
 
-    def _change_slot(self, path: str, change: Callable[[Tx, int], bool], event: PoolEvent) -> bool:
-        """Apply ``change`` to the slot of ``path``; announce ``event`` if it changed it."""
-        with self._writing() as (tx, work):
-            slot_id = tx.slot_id(path)
-            if slot_id is None:
-                raise UnknownSlot()
-            done = change(tx, slot_id)
-            if done:
-                work.events.append(event)
-        return done
+
+def _slot_id(tx: Tx, path: str) -> int:
+    slot_id = tx.slot_id(path)
+    if slot_id is None:
+        raise UnknownSlot()
+    return slot_id
 
 
 def _operator(name: str) -> str:

@@ -142,11 +142,9 @@ def translate(exc: psycopg.Error, doing: str) -> CallbackPoolError:
 class PostgresStore(Store):
     """The pool's tables in a PostgreSQL database, shared by every app instance using it.
 
-    ``timeout`` bounds each wait of a request on the database: for a pooled connection, for
-    one statement (``statement_timeout``) and for a row lock (``lock_timeout``); past it the
-    request fails with ``StoreUnavailable``. ``connect_timeout`` bounds opening a connection.
-    Connections that die (a server restart) are replaced by the pool on their own.
-    """
+    ``timeout`` bounds each wait of a request on the database (a pooled connection, one
+    statement, a row lock), ``connect_timeout`` opening a connection; docs/deploying.md has
+    the whole table of bounds."""
 
     def __init__(
         self,
@@ -157,8 +155,6 @@ class PostgresStore(Store):
         max_size: int = 10,
         connect_timeout: float = 5.0,
         timeout: float = 10.0,
-        reconnect_timeout: float | None = None,
-        name: str | None = None,
     ) -> None:
         if not 0 <= min_size <= max_size or max_size < 1:
             raise ValueError(f"pool sizes must satisfy 0 <= min ({min_size}) <= max ({max_size})")
@@ -174,7 +170,7 @@ class PostgresStore(Store):
         # later than the server's own statement timeout, so that one speaks first.
         self.answer_within = timeout + max(1.0, timeout / 2)
         self.max_size = max_size
-        self._watchdog = _Watchdog(name or "callbackpool")
+        self._watchdog = _Watchdog("callbackpool")
         self._where = f"{given.get('host', 'localhost')}:{given.get('port', 5432)}"
         connect_args: dict[str, Any] = {"autocommit": True}
         # Options the URL sets itself win; these are the defaults that keep a request from
@@ -204,10 +200,10 @@ class PostgresStore(Store):
             # The pool retries a failed connection with growing pauses, and while it waits no
             # new attempt starts: a short horizon keeps the pause after an outage short (the
             # next request then starts a fresh attempt at once).
-            reconnect_timeout=timeout if reconnect_timeout is None else reconnect_timeout,
+            reconnect_timeout=timeout,
             kwargs=connect_args,
             configure=self._configure,
-            name=name or "callbackpool",
+            name="callbackpool",
             open=False,
         )
         # Opened without waiting: an instance starts while the database is still down, and
