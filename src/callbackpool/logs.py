@@ -1,11 +1,6 @@
 """Log lines for people (``text``) and for machines (``json``: one object a line, with the
-structured fields the pool attaches: event, slot, lease, token, …).
-
-Payment tokens appear in the pool's lines shortened to their first characters: enough to
-follow a payment through the log, not enough to use it. Card data never appears: a gateway
-return names the card only by ``Last4`` and ``CardType``, and the one more field it carries,
-``ExpDate``, is masked wherever a line could show it (uvicorn's access log prints the query
-string of a return sent by GET).
+structured fields the pool attaches). Card data never appears: a return's ``ExpDate`` is
+masked wherever a line could show it (uvicorn's access log prints a GET return's query).
 """
 
 from __future__ import annotations
@@ -73,8 +68,7 @@ class JsonFormatter(logging.Formatter):
 
 def record_only_what_is_printed() -> None:
     """Log records stop gathering what neither format prints: the calling file and line
-    (a walk up the stack for every record), the thread and the process (the logging
-    HOWTO's "Optimization"). For a process that serves: it logs several lines a payment."""
+    (a walk up the stack), the thread and the process (the logging HOWTO's "Optimization")."""
     logging._srcfile = None
     logging.logThreads = False
     logging.logProcesses = False

@@ -34,8 +34,7 @@ class LeaseEnd(enum.StrEnum):
 
 
 class TicketStatus(enum.StrEnum):
-    """A place in the waiting room: ``waiting`` until it is granted a slot, given up
-    (``cancelled``), or left unpolled too long (``expired``)."""
+    """A place in the waiting room: ``waiting`` until ``granted``, ``cancelled`` or ``expired``."""
 
     WAITING = "waiting"
     GRANTED = "granted"
@@ -51,8 +50,7 @@ class ReserveAction(enum.StrEnum):
 
 
 class Admission(enum.StrEnum):
-    """How a request for a slot was answered (counted per minute for the reserve and the
-    capacity report)."""
+    """How a request for a slot was answered (counted per minute)."""
 
     LEASED = "leased"  # a slot at once
     WAITED = "waited"  # a ticket in the waiting room
@@ -103,8 +101,8 @@ class Lease:
 
 
 def customer_key(customer: Mapping[str, Any]) -> str | None:
-    """Whom a payment counts against for the cap on live leases per customer: the
-    customer's e-mail address, trimmed and lower-cased; None without one."""
+    """Whom a payment counts against for the customer's cap: the e-mail address, trimmed and
+    lower-cased; None without one."""
     email = customer.get("email")
     if not isinstance(email, str) or not email.strip():
         return None

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from ..domain.gateway import CatalogueItem
+from ..domain.model import LineItem
 from ..domain.money import format_amount, parse_decimal, to_minor
 from .paygistix import HashRecipe
 
@@ -107,15 +108,8 @@ class SandboxRefusal(Exception):
 
 
 @dataclass(frozen=True, kw_only=True)
-class ChargedItem:
-    code: str
+class ChargedItem(LineItem):
     description: str
-    quantity: int
-    unit_price: int  # minor units
-
-    @property
-    def total(self) -> int:
-        return self.quantity * self.unit_price
 
 
 @dataclass(kw_only=True)
@@ -242,11 +236,8 @@ class SandboxGateway:
         expiry: str,
         switches: ReturnSwitches | None = None,
     ) -> Transaction:
-        """Charge the card: the transaction's return parameters, signed.
-
-        Paying a transaction again sends the same return again (same ``PNRef``), as a
-        resubmitted form would. SandboxRefusal for an unknown transaction or card.
-        """
+        """Charge the card: the transaction's return parameters, signed; the same again
+        (same ``PNRef``) if paid again. SandboxRefusal for an unknown transaction or card."""
         with self._lock:
             transaction = self._transactions.get(transaction_id)
             if transaction is None:

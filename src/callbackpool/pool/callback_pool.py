@@ -14,11 +14,9 @@ from .policy import PoolPolicy
 class CallbackPool(Leasing, Operations):
     """Leases callback paths to payments and turns gateway returns into payment outcomes.
 
-    ``on_status_change`` is called after every committed payment status change (a final
-    status, review, cancellation or expiry); an exception it raises is logged, not raised.
-    ``status_query``, for a gateway that offers one, settles the returns that the callback
-    path alone cannot attribute (``ambiguous`` and ``unmatched`` ones).
-    """
+    ``on_status_change`` is called after every committed payment status change (an exception
+    it raises is logged); ``status_query``, for a gateway that offers one, settles returns the
+    callback path alone cannot attribute."""
 
     def __init__(
         self,

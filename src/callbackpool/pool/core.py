@@ -67,13 +67,11 @@ class PoolCore:
         return self._status_query
 
     def add_status_hook(self, hook: StatusHook) -> None:
-        """Call ``hook`` after every committed payment status change; an exception it raises
-        is logged, not raised."""
+        """Call ``hook`` after every committed payment status change (exceptions are logged)."""
         self._hooks.append(hook)
 
     def add_observer(self, observer: Observer) -> None:
-        """Call ``observer`` with every event (domain/events.py) once it has committed; an
-        exception it raises is logged, not raised."""
+        """Call ``observer`` with every event once it has committed (exceptions are logged)."""
         self._observers.append(observer)
 
     @contextmanager
@@ -147,9 +145,8 @@ class PoolCore:
             self._transition(tx, work, payment, change, reason)
 
     def _expire_due(self, tx: Tx, work: Work, slot_id: int | None = None) -> int:
-        """End leases whose heartbeat lapsed, then leases past their expiry (only the
-        slot's, if ``slot_id`` is given); their pending payments become ``expired``.
-        Returns how many leases ended."""
+        """End leases whose heartbeat lapsed, then those past their expiry (only the slot's,
+        if given); their pending payments become ``expired``. How many ended."""
         window = self._policy.late_callback_window
         abandoned = (
             tx.abandon_silent_leases(window, slot_id)

@@ -59,8 +59,7 @@ class Operations(Returns):
     """Housekeeping, reports and operators' decisions."""
 
     def sync_slots(self) -> SlotSync:
-        """Load the configured callback paths (and reserve paths) into the pool,
-        deactivating removed ones."""
+        """Load the configured paths into the pool, deactivating removed ones."""
         with self._store.transaction() as tx:
             sync = tx.sync_slots(self._policy.callback_paths, self._policy.reserve_paths)
         for path in sync.deactivated:
@@ -226,8 +225,7 @@ class Operations(Returns):
         limit: int = 50,
         before_id: int | None = None,
     ) -> list[CallbackRecord]:
-        """Stored returns, newest first, with their raw parameters; page on with the
-        smallest id of a page as ``before_id``."""
+        """Stored returns, newest first; page on with a page's smallest id as ``before_id``."""
         if before_id is not None:
             before_id = min(before_id, MAX_ID)
         with self._store.read() as tx:
@@ -244,8 +242,7 @@ class Operations(Returns):
         return record
 
     def history(self, window: timedelta) -> PoolHistory:
-        """What the dashboard's charts are drawn from: the leases that held a slot in the
-        last ``window``, and the turn-aways per minute."""
+        """The leases that held a slot in the last ``window``, and turn-aways per minute."""
         with self._store.read() as tx:
             since = tx.now - window
             return PoolHistory(

@@ -57,8 +57,7 @@ _QUERYABLE = (CallbackOutcome.AMBIGUOUS, CallbackOutcome.UNMATCHED)
 
 @dataclass(frozen=True, kw_only=True)
 class GatewayAnswer:
-    """What the status query said: the gateway's record (None: it has none), or why it
-    could not be asked."""
+    """The status query's answer: the gateway's record (None: none), or why it failed."""
 
     found: GatewayTransaction | None = None
     failure: str | None = None
@@ -166,8 +165,7 @@ class Returns(PoolCore):
     def _screen(
         self, tx: Tx, record: CallbackRecord
     ) -> CallbackResolution | tuple[int, GatewayReturn]:
-        """The return's slot and what it says, or why it is rejected (unknown path,
-        malformed, failed verification). Reads only."""
+        """The return's slot and what it says, or why it is rejected. Reads only."""
         slot_id = tx.slot_id(record.path)
         if slot_id is None:
             return self._rejected(record.id, "unknown callback path")
@@ -352,8 +350,7 @@ class Returns(PoolCore):
         *,
         reason: str | None = None,
     ) -> None:
-        """The payment takes the return's status and facts; its lease ends (no taint), or
-        its taint is dropped."""
+        """The payment takes the return's status and facts; its lease or taint ends."""
         lease = candidate.lease
         late = status is PaymentStatus.COMPLETED and (
             is_late(candidate.payment.status, status)

@@ -128,11 +128,8 @@ class _Connection(psycopg.Connection[Any]):
 
 
 def translate(exc: psycopg.Error, doing: str) -> CallbackPoolError:
-    """The domain error a driver error means (the caller chains it ``from exc``).
-
-    Operational errors (the server unreachable or gone, a pool or statement timeout, a lock
-    wait past ``lock_timeout``, a deadlock) are worth retrying: ``StoreUnavailable``.
-    """
+    """The domain error a driver error means (the caller chains it ``from exc``): an
+    operational one (server gone, a timeout, a deadlock) is worth retrying."""
     summary = _summary(exc)
     if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
         return StoreUnavailable(f"PostgreSQL is unavailable ({doing}): {summary}")
@@ -221,11 +218,8 @@ class PostgresStore(Store):
     # --- transactions ----------------------------------------------------------------------
 
     def _start(self, begin: str) -> tuple[psycopg.Connection[Any], datetime]:
-        """A pooled connection inside a new transaction, and the database's ``now()``.
-
-        A connection that died while it sat in the pool (the server restarted) fails on its
-        first statement, before anything was done: it is dropped and another one tried.
-        """
+        """A pooled connection inside a new transaction, and the database's ``now()``. One
+        that died in the pool (a server restart) fails on BEGIN: another one is tried."""
         deadline = monotonic() + self.timeout
         attempts = 0
         while True:

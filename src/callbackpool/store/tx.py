@@ -197,15 +197,13 @@ class Tx:
         return self._count("busy_slot_count")
 
     def set_reserve_standby(self, standby: bool) -> list[str]:
-        """Put every active reserve slot on standby or back in rotation; the paths whose
-        state changed. A slot on standby keeps its live lease to its end."""
+        """Put every active reserve slot on standby or back in rotation; the paths changed."""
         rows = self._all("set_reserve_standby", standby=standby)
         return [row["path"] for row in sorted(rows, key=lambda row: row["id"])]
 
     def slot_id(self, path: str) -> int | None:
-        """The id of the path's slot; in a write transaction, the slot is locked until it
-        ends (returns on one slot take turns, each deciding on what the one before
-        committed)."""
+        """The id of the path's slot; in a write transaction, locked until it ends (returns on
+        one slot take turns, each deciding on what the one before committed)."""
         row = self._one("slot_by_path_locked" if self._writing else "slot_by_path", path=path)
         return None if row is None else int(row["id"])
 
@@ -254,8 +252,7 @@ class Tx:
     def acquire_slot(
         self, *, token: str, amount: int, expires_at: datetime, allow_same_amount_tainted: bool
     ) -> Lease | None:
-        """Lease the best free slot to ``token``, or None if none is free
-        (docs/design.md#leasing gives the order)."""
+        """Lease the best free slot to ``token`` (docs/design.md#leasing), or None."""
         slot = self._one(
             "pick_slot", amount=amount, allow_same_amount_tainted=allow_same_amount_tainted
         )
@@ -276,8 +273,7 @@ class Tx:
 
     def expire_due_leases(self, taint_window: timedelta, slot_id: int | None = None) -> list[Lease]:
         """End every live lease past its expiry (only the slot's, if given), tainted until
-        ``expires_at + taint_window``; the leases ended here (none twice, however many
-        transactions try at once)."""
+        ``expires_at + taint_window``; the leases ended here (none twice)."""
         return self._end_due("expire_lease", "due_slots", taint_window, slot_id)
 
     def abandon_silent_leases(
@@ -387,8 +383,7 @@ class Tx:
         return self._run("drop_stale_taints")
 
     def candidates(self, slot_id: int) -> list[Candidate]:
-        """The payments of the slot's live lease and unexpired taints; in a write
-        transaction, locked (the caller holds the slot and is about to move them)."""
+        """The payments of the slot's live lease and unexpired taints (locked, to write)."""
         if self._writing:
             self._run("lock_candidates", slot_id=slot_id)
         return [
@@ -415,8 +410,7 @@ class Tx:
         return None if row is None else _payment(row)
 
     def update_payment(self, token: str, expected: PaymentStatus, change: PaymentChange) -> bool:
-        """Apply ``change`` if the payment is still ``expected``; False (nothing written)
-        otherwise, so a repeated transition does nothing."""
+        """Apply ``change`` if the payment is still ``expected``; False, nothing written, if not."""
         updated = self._run(
             "update_payment",
             token=token,
