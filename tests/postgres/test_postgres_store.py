@@ -30,6 +30,7 @@ from callbackpool.domain.errors import (
 from callbackpool.domain.model import (
     Admission,
     LeaseEnd,
+    NewCallback,
     Payment,
     PaymentStatus,
     StatusChange,
@@ -38,7 +39,7 @@ from callbackpool.pool import CallbackPool
 from callbackpool.store import open_store
 from callbackpool.store import postgres as postgres_module
 from callbackpool.store.postgres import PostgresStore
-from callbackpool.store.tx import NewCallback, PaymentChange
+from callbackpool.store.tx import PaymentChange
 from callbackpool.testing import FakeClock
 
 from ..support import (

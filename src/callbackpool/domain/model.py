@@ -146,12 +146,21 @@ class Candidate:
 
 
 @dataclass(frozen=True, kw_only=True)
-class CallbackRecord:
-    id: int
+class NewCallback:
+    """A gateway return as it arrived, stored before anything acts on it."""
+
     path: str
     method: str
     params: tuple[tuple[str, str], ...]
     client_addr: str | None
+    receipt: str | None = None  # the key of the return's success page (pool.receipt)
+
+
+@dataclass(frozen=True, kw_only=True)
+class CallbackRecord(NewCallback):
+    """A stored return, and what became of it."""
+
+    id: int
     received_at: datetime
     outcome: CallbackOutcome
     pn_ref: str | None = None
@@ -164,7 +173,6 @@ class CallbackRecord:
     duplicate_of: int | None = None
     settled_at: datetime | None = None
     settled_by: str | None = None
-    receipt: str | None = None
     # The gateway's status query: how often it was asked about this return, and its answer.
     query_attempts: int = 0
     query_answer: str | None = None
@@ -245,20 +253,26 @@ class StatusChange:
 
 
 @dataclass(frozen=True, kw_only=True)
-class Ticket:
-    """A place in the waiting room: the order it will become a payment, and its turn (``id``
-    orders arrivals). ``ticket`` is the handle the customer polls with."""
+class NewTicket:
+    """A request for a slot that has to wait: the order it will become, and its rank.
+    ``ticket`` is the handle the customer polls with."""
 
-    id: int
     ticket: str
     priority: int
     amount: int
     currency: str
     items: tuple[LineItem, ...]
     customer: Mapping[str, Any]
+    expires_at: datetime
+
+
+@dataclass(frozen=True, kw_only=True)
+class Ticket(NewTicket):
+    """A place in the waiting room (``id`` orders arrivals)."""
+
+    id: int
     status: TicketStatus
     created_at: datetime
-    expires_at: datetime
     payment_token: str | None = None
     ended_at: datetime | None = None
 
@@ -323,18 +337,24 @@ class ReviewChange:
 
 
 @dataclass(frozen=True, kw_only=True)
-class Review:
-    """An operator's decision, kept with who made it, when and why."""
+class NewReview:
+    """An operator's decision, with who made it and why."""
 
-    id: int
     decision: ReviewDecision
     callback_id: int | None
     payment_token: str | None
     others: PaymentStatus | None
     decided_by: str
     reason: str
-    decided_at: datetime
     changes: tuple[ReviewChange, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class Review(NewReview):
+    """A decision as recorded, and when."""
+
+    id: int
+    decided_at: datetime
 
     @property
     def ref(self) -> str:

@@ -32,6 +32,7 @@ from ..domain.model import (
     Lease,
     LeaseEnd,
     LineItem,
+    NewTicket,
     Payment,
     PaymentStatus,
     ReserveAction,
@@ -43,7 +44,7 @@ from ..domain.model import (
 )
 from ..domain.money import is_known_currency
 from ..domain.transitions import check_ticket_transition
-from ..store.tx import NewTicket, PaymentChange, Tx
+from ..store.tx import PaymentChange, Tx
 from .core import PoolCore, log, log_fields, lookup_key, short
 from .policy import PoolPolicy
 from .results import Checkout, FormConfig, Waiting

@@ -22,6 +22,7 @@ from ..domain.model import (
     CallbackRecord,
     Lease,
     LeaseEnd,
+    NewReview,
     Payment,
     PaymentStatus,
     Review,
@@ -29,7 +30,7 @@ from ..domain.model import (
     ReviewDecision,
     callback_ref,
 )
-from ..store.tx import NewReview, PaymentChange, SlotSync, Tx, UsageRow
+from ..store.tx import PaymentChange, SlotSync, Tx, UsageRow
 from .core import MAX_ID, Work, log, log_fields, short
 from .leasing import drain_reserve
 from .results import (

@@ -27,6 +27,7 @@ from ..domain.model import (
     CallbackRecord,
     Candidate,
     LeaseEnd,
+    NewCallback,
     Payment,
     PaymentStatus,
     ReviewChange,
@@ -42,7 +43,7 @@ from ..domain.resolution import (
     decide,
 )
 from ..domain.transitions import check_transition, is_late
-from ..store.tx import CallbackResolution, NewCallback, PaymentChange, Tx
+from ..store.tx import CallbackResolution, PaymentChange, Tx
 from .core import PoolCore, Work, log, log_fields, lookup_key, short
 from .policy import IPNetwork
 from .results import CallbackResult

@@ -49,8 +49,7 @@ class _Watchdog:
 
     TICK = 0.25  # seconds between looks
 
-    def __init__(self, name: str) -> None:
-        self._name = name
+    def __init__(self) -> None:
         self._deadlines: dict[psycopg.Connection[Any], float] = {}
         self._cut: set[psycopg.Connection[Any]] = set()
         self._lock = threading.Lock()
@@ -64,7 +63,7 @@ class _Watchdog:
             self._deadlines[conn] = monotonic() + seconds
             if self._thread is None and not self._stop.is_set():
                 self._thread = threading.Thread(
-                    target=self._watch, name=f"{self._name}-watchdog", daemon=True
+                    target=self._watch, name="callbackpool-watchdog", daemon=True
                 )
                 self._thread.start()
         try:
@@ -167,7 +166,7 @@ class PostgresStore(Store):
         # later than the server's own statement timeout, so that one speaks first.
         self.answer_within = timeout + max(1.0, timeout / 2)
         self.max_size = max_size
-        self._watchdog = _Watchdog("callbackpool")
+        self._watchdog = _Watchdog()
         self._where = f"{given.get('host', 'localhost')}:{given.get('port', 5432)}"
         connect_args: dict[str, Any] = {"autocommit": True}
         # Options the URL sets itself win; these are the defaults that keep a request from

@@ -231,13 +231,10 @@ class SqliteStore(Store):
                 )
                 applied_now.append(name)
             conn.execute("COMMIT")
-        except sqlite3.OperationalError as exc:
-            conn.execute("ROLLBACK")
-            if is_busy(exc):
-                raise StoreUnavailable(f"SQLite database {self.path} is busy: {exc}") from exc
-            raise MigrationError(f"migration failed: {exc}") from exc
         except sqlite3.Error as exc:
             conn.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.OperationalError) and is_busy(exc):
+                raise StoreUnavailable(f"SQLite database {self.path} is busy: {exc}") from exc
             raise MigrationError(f"migration failed: {exc}") from exc
         return applied_now
 

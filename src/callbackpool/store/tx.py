@@ -14,7 +14,7 @@ payment rows (docs/architecture.md).
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
 from functools import cache, lru_cache
@@ -31,6 +31,9 @@ from ..domain.model import (
     LeaseEnd,
     LeaseSpan,
     LineItem,
+    NewCallback,
+    NewReview,
+    NewTicket,
     Payment,
     PaymentStatus,
     ReserveAction,
@@ -80,15 +83,6 @@ class PaymentChange:
 
 
 @dataclass(frozen=True, kw_only=True)
-class NewCallback:
-    path: str
-    method: str
-    params: tuple[tuple[str, str], ...]
-    client_addr: str | None
-    receipt: str | None = None  # the key of the return's success page (pool.receipt)
-
-
-@dataclass(frozen=True, kw_only=True)
 class CallbackResolution:
     outcome: CallbackOutcome
     redirect: str
@@ -101,30 +95,6 @@ class CallbackResolution:
     duplicate_of: int | None = None
     # The lease of the payment the return went to (for the log line; not stored).
     lease_id: int | None = None
-
-
-@dataclass(frozen=True, kw_only=True)
-class NewReview:
-    decision: ReviewDecision
-    callback_id: int | None
-    payment_token: str | None
-    others: PaymentStatus | None
-    decided_by: str
-    reason: str
-    changes: tuple[ReviewChange, ...]
-
-
-@dataclass(frozen=True, kw_only=True)
-class NewTicket:
-    """A request for a slot that has to wait: the order it will become, and its rank."""
-
-    ticket: str
-    priority: int
-    amount: int
-    currency: str
-    items: tuple[LineItem, ...]
-    customer: Mapping[str, Any]
-    expires_at: datetime
 
 
 @dataclass(frozen=True, kw_only=True)
