@@ -111,11 +111,9 @@ class Leasing(PoolCore):
             raise
         try:
             return self._lease_new_payment(total, currency, line_items, customer, priority, wait)
-        except PoolExhausted:
-            self._emit([CreateRefused(reason="pool_exhausted")])
-            raise
-        except TooManyLeases:
-            self._emit([CreateRefused(reason="customer_cap")])
+        except (PoolExhausted, TooManyLeases) as refused:
+            reason = "pool_exhausted" if isinstance(refused, PoolExhausted) else "customer_cap"
+            self._emit([CreateRefused(reason=reason)])
             raise
 
     def _lease_new_payment(
@@ -534,10 +532,7 @@ def _checked_priority(policy: PoolPolicy, priority: int) -> int:
 def _activate_reserve(policy: PoolPolicy, tx: Tx) -> bool:
     """Put the reserve in rotation if this request, which found no slot, takes the share
     of requests not served at once past the target. True if it did."""
-    if not policy.reserve_paths:
-        return False
-    latest = _latest_reserve_event(tx)
-    if latest is not None and latest.action is ReserveAction.ACTIVATED:
+    if not policy.reserve_paths or _activated_at(tx) is not None:
         return False
     counts = tx.admissions_since(tx.now - policy.capacity_window)
     counts = replace(counts, refused=counts.refused + 1)  # this request
@@ -558,13 +553,9 @@ def _activate_reserve(policy: PoolPolicy, tx: Tx) -> bool:
 
 def drain_reserve(policy: PoolPolicy, tx: Tx) -> ReserveEvent | None:
     """The sweeper's part: take the reserve out of rotation once the load has fallen."""
-    if not policy.reserve_paths:
-        return None
-    latest = _latest_reserve_event(tx)
-    if latest is None or latest.action is not ReserveAction.ACTIVATED:
-        return None
+    activated_at = _activated_at(tx) if policy.reserve_paths else None
     since = tx.now - policy.capacity_window
-    if latest.at > since:
+    if activated_at is None or activated_at > since:
         return None
     counts = tx.admissions_since(since)
     main = len(policy.callback_paths)
@@ -580,9 +571,10 @@ def drain_reserve(policy: PoolPolicy, tx: Tx) -> ReserveEvent | None:
     return event
 
 
-def _latest_reserve_event(tx: Tx) -> ReserveEvent | None:
+def _activated_at(tx: Tx) -> datetime | None:
+    """When the reserve was put in rotation, if it is in rotation now."""
     latest = tx.reserve_events(limit=1)
-    return latest[0] if latest else None
+    return latest[0].at if latest and latest[0].action is ReserveAction.ACTIVATED else None
 
 
 def _minutes(span: timedelta) -> str:

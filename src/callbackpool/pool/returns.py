@@ -326,13 +326,8 @@ class Returns(PoolCore):
     def _rejected(
         self, callback_id: int, reason: str, parsed: GatewayReturn | None = None
     ) -> CallbackResolution:
-        seen = (
-            _seen(parsed)
-            if parsed is not None
-            else CallbackResolution(outcome=CallbackOutcome.RECEIVED, redirect="")
-        )
         return replace(
-            seen,
+            _seen(parsed),
             outcome=CallbackOutcome.REJECTED,
             redirect=self._error_page("Payment could not be verified", callback_id),
             detail=reason,
@@ -560,8 +555,10 @@ def _open_to_query(record: CallbackRecord) -> bool:
     return record.outcome in _QUERYABLE and record.settled_at is None
 
 
-def _seen(parsed: GatewayReturn) -> CallbackResolution:
-    """What the return itself says, before anything is decided about it."""
+def _seen(parsed: GatewayReturn | None) -> CallbackResolution:
+    """What the return itself says (if it could be read), before anything is decided."""
+    if parsed is None:
+        return CallbackResolution(outcome=CallbackOutcome.RECEIVED, redirect="")
     return CallbackResolution(
         outcome=CallbackOutcome.RECEIVED,
         redirect="",

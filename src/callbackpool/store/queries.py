@@ -20,12 +20,8 @@ def _sections(filename: str) -> dict[str, str]:
 
 def load_queries(dialect: str) -> dict[str, str]:
     """``{name: statement}``: the shared queries, each replaced by the dialect's own of the
-    same name where it has one; ``x_locked``, what a write transaction runs for ``x``, is
-    ``x`` unless the dialect locks. On PostgreSQL, parameters become ``%(name)s``."""
+    same name where it has one. On PostgreSQL, parameters become ``%(name)s``."""
     queries = _sections("queries.sql") | _sections(f"{dialect}.sql")
-    for name in list(queries):
-        if not name.endswith("_locked"):
-            queries.setdefault(f"{name}_locked", queries[name])
     if dialect == "postgres":
         queries = {
             name: _PARAMETER.sub(r"%(\1)s", sql.replace("%", "%%")) for name, sql in queries.items()

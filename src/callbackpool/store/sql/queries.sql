@@ -62,6 +62,10 @@ UPDATE slots SET active = FALSE WHERE path = :path AND active RETURNING path;
 -- name: slot_by_path
 SELECT id, path, active FROM slots WHERE path = :path;
 
+-- name: slot_by_path_locked
+-- What a write transaction runs: PostgreSQL locks the row (postgres.sql).
+SELECT id, path, active FROM slots WHERE path = :path;
+
 -- name: slot_by_id
 SELECT id, live_lease_id FROM slots WHERE id = :slot_id;
 
