@@ -228,14 +228,7 @@ class Tx:
         )
         if slot is None:
             return None
-        row = self._one(
-            "insert_lease",
-            slot_id=slot["id"],
-            path=slot["path"],
-            token=token,
-            amount=amount,
-            expires_at=expires_at,
-        )
+        row = self._one("insert_lease", **slot, token=token, amount=amount, expires_at=expires_at)
         assert row is not None
         lease = _lease(row)
         self._run("occupy_slot", slot_id=lease.slot_id, lease_id=lease.id, expires_at=expires_at)
@@ -273,7 +266,7 @@ class Tx:
             row = self._one(end, id=slot["live_lease_id"], window=taint_window)
             if row is not None:
                 lease = _lease(row)
-                self._free_slot(lease)
+                self._run("free_slot", **_columns(lease))
                 ended.append(lease)
         return sorted(ended, key=lambda lease: lease.id)
 
@@ -330,17 +323,8 @@ class Tx:
         if row is None:
             return None
         lease = _lease(row)
-        self._free_slot(lease)
+        self._run("free_slot", **_columns(lease))
         return lease
-
-    def _free_slot(self, lease: Lease) -> None:
-        self._run(
-            "free_slot",
-            slot_id=lease.slot_id,
-            lease_id=lease.id,
-            released_at=lease.ended_at,
-            taint_until=lease.taint_until,
-        )
 
     def drop_taint(self, lease_id: int) -> None:
         self._run("lock_slot_of_lease", id=lease_id)
@@ -461,15 +445,8 @@ class Tx:
     def record_admission(self, admission: Admission, busy: int | None = None) -> None:
         """Count one request for a slot in the current minute; ``busy``, if given, raises
         that minute's peak of slots busy at once."""
-        self._run(
-            "record_admission",
-            minute=_minute(self.now),
-            leased=int(admission is Admission.LEASED),
-            waited=int(admission is Admission.WAITED),
-            refused=int(admission is Admission.REFUSED),
-            granted=int(admission is Admission.GRANTED),
-            busy=busy or 0,
-        )
+        counts = {kind.value: int(admission is kind) for kind in Admission}  # leased=1, …
+        self._run("record_admission", minute=_minute(self.now), busy=busy or 0, **counts)
 
     def admissions_since(self, since: datetime) -> AdmissionCounts:
         """The counts of the minutes from ``since`` on."""

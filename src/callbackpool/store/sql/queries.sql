@@ -152,14 +152,15 @@ UPDATE slots
  WHERE id = :slot_id;
 
 -- name: free_slot
--- The lease that held the slot has ended; the slot keeps the latest of its taints.
+-- The lease that held the slot has ended (the parameters are the lease's columns); the slot
+-- keeps the latest of its taints.
 UPDATE slots
-   SET live_lease_id = NULL, lease_expires_at = NULL, last_released_at = :released_at,
+   SET live_lease_id = NULL, lease_expires_at = NULL, last_released_at = :ended_at,
        tainted_until = CASE
            WHEN CAST(:taint_until AS timestamptz) IS NULL THEN tainted_until
            WHEN tainted_until IS NULL OR tainted_until < :taint_until THEN :taint_until
            ELSE tainted_until END
- WHERE id = :slot_id AND live_lease_id = :lease_id;
+ WHERE id = :slot_id AND live_lease_id = :id;
 
 -- name: end_lease
 UPDATE leases
