@@ -156,7 +156,7 @@ def raw_cycle(
         ended = run(
             "end_lease", {"id": lease[0], "now": now, "reason": "cancelled", "taint_until": now}
         )[0]
-        run("free_slot", {"slot_id": slot_id, "lease_id": lease[0], "released_at": now,
+        run("free_slot", {"slot_id": slot_id, "id": lease[0], "ended_at": now,
                           "taint_until": now})  # fmt: skip
         assert ended is not None
         run(

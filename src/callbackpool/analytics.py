@@ -52,11 +52,8 @@ def pool_series(
     buckets: int = BUCKETS,
     turned_away_at: Sequence[tuple[datetime, int]] | None = None,
 ) -> PoolSeries:
-    """The series of the ``window`` that ends ``now``, in ``buckets`` buckets.
-
-    ``spans``: the leases that held a slot in the window (live ones without an end);
-    ``slots``: how many slots were in the pool; ``turned_away_at``: (time, count) pairs.
-    """
+    """The series of the ``window`` that ends ``now``, in ``buckets`` buckets, from the leases
+    that held a slot in it and (time, count) pairs of requests turned away."""
     bucket = window / buckets
     since = now - window
     size = bucket.total_seconds()

@@ -1,11 +1,6 @@
 """Log lines for people (``text``) and for machines (``json``: one object a line, with the
-structured fields the pool attaches: event, slot, lease, token, …).
-
-Payment tokens appear in the pool's lines shortened to their first characters: enough to
-follow a payment through the log, not enough to use it. Card data never appears: a gateway
-return names the card only by ``Last4`` and ``CardType``, and the one more field it carries,
-``ExpDate``, is masked wherever a line could show it (uvicorn's access log prints the query
-string of a return sent by GET).
+structured fields the pool attaches). Card data never appears: a return's ``ExpDate`` is
+masked wherever a line could show it (uvicorn's access log prints a GET return's query).
 """
 
 from __future__ import annotations
@@ -73,47 +68,28 @@ class JsonFormatter(logging.Formatter):
 
 def record_only_what_is_printed() -> None:
     """Log records stop gathering what neither format prints: the calling file and line
-    (a walk up the stack for every record), the thread and the process (the logging
-    HOWTO's "Optimization"). For a process that serves: it logs several lines a payment."""
+    (a walk up the stack), the thread and the process (the logging HOWTO's "Optimization")."""
     logging._srcfile = None
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False
 
 
-def formatter(log_format: LogFormat) -> logging.Formatter:
-    return JsonFormatter() if log_format == "json" else logging.Formatter(TEXT_FORMAT)
-
-
 def handler(log_format: LogFormat, stream: Any = None) -> logging.Handler:
     """A stream handler (stderr by default) in ``log_format`` that masks card data."""
     made = logging.StreamHandler(stream)
-    made.setFormatter(formatter(log_format))
+    made.setFormatter(JsonFormatter() if log_format == "json" else logging.Formatter(TEXT_FORMAT))
     made.addFilter(MaskCardData())
     return made
 
 
 def uvicorn_log_config(log_format: LogFormat) -> dict[str, Any]:
-    """uvicorn's logging configuration in ``log_format``, card data masked in every line
-    (its access log included)."""
-    text = log_format == "text"
+    """uvicorn's logging configuration: its lines (the access log's included) go through
+    ``handler``."""
     return {
         "version": 1,
         "disable_existing_loggers": False,
-        "filters": {"mask_card_data": {"()": MaskCardData}},
-        "formatters": {
-            "line": {"()": logging.Formatter, "fmt": TEXT_FORMAT}
-            if text
-            else {"()": JsonFormatter},
-        },
-        "handlers": {
-            "stderr": {
-                "class": "logging.StreamHandler",
-                "formatter": "line",
-                "filters": ["mask_card_data"],
-                "stream": "ext://sys.stderr",
-            },
-        },
+        "handlers": {"stderr": {"()": handler, "log_format": log_format}},
         "loggers": {
             "uvicorn": {"handlers": ["stderr"], "level": "INFO", "propagate": False},
             "uvicorn.error": {"level": "INFO"},

@@ -29,6 +29,7 @@ from callbackpool.domain.errors import (
 from callbackpool.domain.model import (
     Admission,
     LeaseEnd,
+    NewCallback,
     Payment,
     PaymentStatus,
     StatusChange,
@@ -37,7 +38,7 @@ from callbackpool.pool import CallbackPool
 from callbackpool.store import open_store
 from callbackpool.store import postgres as postgres_module
 from callbackpool.store.postgres import PostgresStore
-from callbackpool.store.tx import NewCallback, PaymentChange
+from callbackpool.store.tx import PaymentChange
 from callbackpool.testing import FakeClock
 
 from ..support import (
@@ -269,20 +270,20 @@ def test_callbacks_on_one_slot_take_turns(database: str, postgres_store: StoreOp
     store = postgres_store(database)
     pool_over(store)
     with store.transaction() as first:
-        assert first.slot_by_path(PATHS[0]) is not None
+        assert first.slot_id(PATHS[0]) is not None
 
         def second_callback() -> str:
             with store.transaction() as second:
-                second.slot_by_path(PATHS[0])
+                second.slot_id(PATHS[0])
                 return "done"
 
         thread, result = in_thread(second_callback)
         thread.join(0.5)
         assert thread.is_alive()  # waits for the first to commit
         with store.read() as reader:  # reading the slot waits for nothing
-            assert reader.slot_by_path(PATHS[0]) is not None
+            assert reader.slot_id(PATHS[0]) is not None
         with store.transaction() as other:  # nor does another slot
-            assert other.slot_by_path(PATHS[1]) is not None
+            assert other.slot_id(PATHS[1]) is not None
     thread.join(5)
     assert result == ["done"]
 
@@ -295,8 +296,7 @@ def test_a_cancel_waits_for_a_callback_on_its_slot_and_sees_what_it_did(
     checkout = pool.create_payment(amount=1000)
     # A callback's transaction on the payment's slot, paused after it completed the payment.
     with store.transaction() as callback:
-        slot = callback.slot_by_path(checkout.lease.path)
-        assert slot is not None
+        assert callback.slot_id(checkout.lease.path) is not None
         change = PaymentChange(status=PaymentStatus.COMPLETED, pn_ref="804322218")
         assert callback.update_payment(checkout.payment.token, PaymentStatus.PENDING, change)
         assert callback.end_lease(checkout.lease.id, LeaseEnd.CALLBACK, None) is not None
@@ -404,17 +404,17 @@ def test_a_lock_held_past_the_timeout_is_unavailable_not_a_hang(
     pool_over(holder)
     impatient = postgres_store(database, timeout=1)
     with holder.transaction() as tx:
-        tx.slot_by_path(PATHS[0])
+        tx.slot_id(PATHS[0])
         started = time.monotonic()
         with pytest.raises(StoreUnavailable) as unavailable, impatient.transaction() as waiting:
-            waiting.slot_by_path(PATHS[0])
+            waiting.slot_id(PATHS[0])
         assert 0.9 < time.monotonic() - started < 3
     # lock_timeout or statement_timeout, whichever the server noticed first
     assert isinstance(
         unavailable.value.__cause__, psycopg.errors.LockNotAvailable | psycopg.errors.QueryCanceled
     )
     with impatient.transaction() as tx:  # the connection is fine afterwards
-        assert tx.slot_by_path(PATHS[0]) is not None
+        assert tx.slot_id(PATHS[0]) is not None
 
 
 def test_a_pool_with_no_free_connection_is_unavailable_not_a_hang(

@@ -347,7 +347,7 @@ def test_every_return_is_stored_with_its_outcome(pool: CallbackPool) -> None:
 def test_a_return_stored_but_never_resolved_is_resolved_by_the_sweeper(
     pool: CallbackPool, clock: FakeClock
 ) -> None:
-    from callbackpool.store.tx import NewCallback
+    from callbackpool.domain.model import NewCallback
 
     checkout = pool.create_payment(amount=1000)
     # As if the process died between storing the return and resolving it.
@@ -448,7 +448,7 @@ def test_a_failing_hook_does_not_undo_the_payment(pool: CallbackPool) -> None:
 def test_one_unresolvable_leftover_does_not_hold_back_the_others(
     pool: CallbackPool, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from callbackpool.store.tx import NewCallback
+    from callbackpool.domain.model import NewCallback
 
     checkout = pool.create_payment(amount=1000)
     with pool.store.transaction() as tx:

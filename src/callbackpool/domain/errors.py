@@ -1,11 +1,8 @@
 """Errors of the callback pool. Each docstring doubles as the default message.
 
-A caller needs to tell apart only a few kinds, the classes exported by the package:
-``InvalidRequest`` (bad input, naming its field), ``NotFound``, ``Conflict`` (the request
-does not fit the state it met), ``PoolExhausted``, ``TooManyLeases``, ``StoreUnavailable``
-(try again) and ``ConfigurationError``. The subclasses say which thing was not found or
-which conflict it was. The web layer maps the kinds to HTTP answers in one place; the CLI
-prints them as one line.
+A caller tells apart only the kinds the package exports (``InvalidRequest``, ``NotFound``,
+``Conflict``, ``PoolExhausted``, ``TooManyLeases``, ``StoreUnavailable``,
+``ConfigurationError``); the subclasses say which thing or which conflict it was.
 """
 
 from __future__ import annotations

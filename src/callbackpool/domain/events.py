@@ -1,8 +1,5 @@
-"""What the pool reports as it works, for metrics and other observers (``add_observer``).
-
-Events are announced once the transaction that made them has committed, so an observer
-counts only what really happened. No I/O here.
-"""
+"""What the pool reports as it works, for metrics and other observers (``add_observer``),
+once the transaction that made it has committed."""
 
 from __future__ import annotations
 

@@ -29,7 +29,6 @@ class GatewayReturn:
     auth_code: str | None = None
     card_type: str | None = None
     last4: str | None = None
-    txn_type: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -56,9 +55,8 @@ class Gateway(Protocol):
     def form_fields(
         self, *, return_url: str, items: Sequence[LineItem], token: str | None = None
     ) -> dict[str, str]:
-        """Every hidden input the browser posts to the gateway's form (``token``, the
-        payment's, goes into a custom field where one is configured: the return does not
-        echo it, the gateway's status query does)."""
+        """Every hidden input the browser posts to the gateway's form, the payment's ``token``
+        in a custom field where one is configured (for the status query to name it)."""
         ...
 
     def parse_return(self, params: Params) -> GatewayReturn:
@@ -72,11 +70,8 @@ class Gateway(Protocol):
 
 @dataclass(frozen=True, kw_only=True)
 class GatewayTransaction:
-    """The gateway's own record of a transaction, as its status query answers it.
-
-    ``payment_token`` is what the hosted form posted in the custom field that carries the
-    payment's token: the one fact a return lacks to name its payment.
-    """
+    """The gateway's own record of a transaction, as its status query answers it, with the
+    payment's token from the form's custom field: what a return lacks to name its payment."""
 
     pn_ref: str
     result_code: str
@@ -99,6 +94,5 @@ class StatusQuery(Protocol):
 
     def transaction(self, pn_ref: str) -> GatewayTransaction | None:
         """The gateway's record of transaction ``pn_ref``; None when it has none. Raises
-        StatusQueryFailed when it cannot be asked, does not answer in time, or answers
-        something that cannot be read."""
+        StatusQueryFailed when it cannot be asked or read in time."""
         ...

@@ -34,8 +34,7 @@ class LeaseEnd(enum.StrEnum):
 
 
 class TicketStatus(enum.StrEnum):
-    """A place in the waiting room: ``waiting`` until it is granted a slot, given up
-    (``cancelled``), or left unpolled too long (``expired``)."""
+    """A place in the waiting room: ``waiting`` until ``granted``, ``cancelled`` or ``expired``."""
 
     WAITING = "waiting"
     GRANTED = "granted"
@@ -51,8 +50,7 @@ class ReserveAction(enum.StrEnum):
 
 
 class Admission(enum.StrEnum):
-    """How a request for a slot was answered (counted per minute for the reserve and the
-    capacity report)."""
+    """How a request for a slot was answered (counted per minute)."""
 
     LEASED = "leased"  # a slot at once
     WAITED = "waited"  # a ticket in the waiting room
@@ -103,8 +101,8 @@ class Lease:
 
 
 def customer_key(customer: Mapping[str, Any]) -> str | None:
-    """Whom a payment counts against for the cap on live leases per customer: the
-    customer's e-mail address, trimmed and lower-cased; None without one."""
+    """Whom a payment counts against for the customer's cap: the e-mail address, trimmed and
+    lower-cased; None without one."""
     email = customer.get("email")
     if not isinstance(email, str) or not email.strip():
         return None
@@ -146,18 +144,23 @@ class Candidate:
     lease: Lease
     payment: Payment
 
-    @property
-    def is_live(self) -> bool:
-        return self.lease.is_live
-
 
 @dataclass(frozen=True, kw_only=True)
-class CallbackRecord:
-    id: int
+class NewCallback:
+    """A gateway return as it arrived, stored before anything acts on it."""
+
     path: str
     method: str
     params: tuple[tuple[str, str], ...]
     client_addr: str | None
+    receipt: str | None = None  # the key of the return's success page (pool.receipt)
+
+
+@dataclass(frozen=True, kw_only=True)
+class CallbackRecord(NewCallback):
+    """A stored return, and what became of it."""
+
+    id: int
     received_at: datetime
     outcome: CallbackOutcome
     pn_ref: str | None = None
@@ -170,7 +173,6 @@ class CallbackRecord:
     duplicate_of: int | None = None
     settled_at: datetime | None = None
     settled_by: str | None = None
-    receipt: str | None = None
     # The gateway's status query: how often it was asked about this return, and its answer.
     query_attempts: int = 0
     query_answer: str | None = None
@@ -195,12 +197,9 @@ def callback_id_of(ref: str) -> int | None:
 
 @dataclass(frozen=True, kw_only=True)
 class SlotHealth:
-    """How a slot's path has been doing (the guide's "form health monitoring").
-
-    ``silent_expiries``: leases that ran out with no return since (a late return takes one
-    back). ``expiry_streak``: leases in a row that expired with no return on the path since
-    the last one; a verified return on the path resets it.
-    """
+    """How a slot's path has been doing. ``silent_expiries``: leases that ran out with no
+    return (a late return takes one back); ``expiry_streak``: those in a row since the last
+    verified return on the path (docs/design.md#reserve-paths-and-slot-health)."""
 
     approvals: int = 0
     declines: int = 0
@@ -221,11 +220,10 @@ class SlotView:
     last_released_at: datetime | None
     lease: Lease | None
     taints: int
-    # A reserve path (``reservePaths``), and whether it is out of rotation right now.
+    # A reserve path, and whether it is out of rotation right now.
     reserve: bool = False
     standby: bool = False
-    # Taken out of rotation (slot health, or an operator): never leased until restored. Its
-    # live lease and its taints still take their returns.
+    # Taken out of rotation (slot health, or an operator) until restored.
     sidelined_at: datetime | None = None
     sidelined_by: str | None = None
     sidelined_reason: str | None = None
@@ -255,22 +253,26 @@ class StatusChange:
 
 
 @dataclass(frozen=True, kw_only=True)
-class Ticket:
-    """A place in the waiting room: the order it will become a payment, and its turn.
+class NewTicket:
+    """A request for a slot that has to wait: the order it will become, and its rank.
+    ``ticket`` is the handle the customer polls with."""
 
-    ``id`` orders arrivals (after ``priority``, highest first); ``ticket`` is the unguessable
-    handle the customer polls with. ``expires_at`` moves forward at every poll."""
-
-    id: int
     ticket: str
     priority: int
     amount: int
     currency: str
     items: tuple[LineItem, ...]
     customer: Mapping[str, Any]
+    expires_at: datetime
+
+
+@dataclass(frozen=True, kw_only=True)
+class Ticket(NewTicket):
+    """A place in the waiting room (``id`` orders arrivals)."""
+
+    id: int
     status: TicketStatus
     created_at: datetime
-    expires_at: datetime
     payment_token: str | None = None
     ended_at: datetime | None = None
 
@@ -335,18 +337,24 @@ class ReviewChange:
 
 
 @dataclass(frozen=True, kw_only=True)
-class Review:
-    """An operator's decision, kept with who made it, when and why."""
+class NewReview:
+    """An operator's decision, with who made it and why."""
 
-    id: int
     decision: ReviewDecision
     callback_id: int | None
     payment_token: str | None
     others: PaymentStatus | None
     decided_by: str
     reason: str
-    decided_at: datetime
     changes: tuple[ReviewChange, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class Review(NewReview):
+    """A decision as recorded, and when."""
+
+    id: int
+    decided_at: datetime
 
     @property
     def ref(self) -> str:

@@ -6,42 +6,14 @@ import re
 from decimal import Decimal
 
 # ISO 4217 minor-unit exponents of the currencies a card gateway commonly settles in.
+_CODES_BY_EXPONENT = {
+    2: "USD CAD EUR GBP AUD NZD CHF SEK NOK DKK PLN CZK MXN BRL ZAR SGD HKD INR CNY ILS TRY AED "
+    "SAR PHP HUF",
+    0: "JPY KRW ISK CLP VND",
+    3: "KWD BHD JOD OMR TND",
+}
 CURRENCY_EXPONENTS: dict[str, int] = {
-    "USD": 2,
-    "CAD": 2,
-    "EUR": 2,
-    "GBP": 2,
-    "AUD": 2,
-    "NZD": 2,
-    "CHF": 2,
-    "SEK": 2,
-    "NOK": 2,
-    "DKK": 2,
-    "PLN": 2,
-    "CZK": 2,
-    "MXN": 2,
-    "BRL": 2,
-    "ZAR": 2,
-    "SGD": 2,
-    "HKD": 2,
-    "INR": 2,
-    "CNY": 2,
-    "ILS": 2,
-    "TRY": 2,
-    "AED": 2,
-    "SAR": 2,
-    "PHP": 2,
-    "JPY": 0,
-    "KRW": 0,
-    "ISK": 0,
-    "CLP": 0,
-    "VND": 0,
-    "HUF": 2,
-    "KWD": 3,
-    "BHD": 3,
-    "JOD": 3,
-    "OMR": 3,
-    "TND": 3,
+    code: exponent for exponent, codes in _CODES_BY_EXPONENT.items() for code in codes.split()
 }
 
 _DECIMAL = re.compile(r"\A[0-9]{1,15}(?:\.[0-9]{1,6})?\Z")
@@ -66,12 +38,7 @@ def to_minor(amount: Decimal, currency: str) -> int | None:
     return int(scaled)
 
 
-def to_major(minor: int, currency: str) -> Decimal:
-    """The decimal currency amount of ``minor`` units, with the currency's decimals."""
-    exponent = CURRENCY_EXPONENTS[currency]
-    return Decimal(minor).scaleb(-exponent).quantize(Decimal(1).scaleb(-exponent))
-
-
 def format_amount(minor: int, currency: str) -> str:
     """``1000, "USD"`` → ``"10.00"``: the way the gateway writes amounts."""
-    return str(to_major(minor, currency))
+    exponent = CURRENCY_EXPONENTS[currency]
+    return str(Decimal(minor).scaleb(-exponent).quantize(Decimal(1).scaleb(-exponent)))

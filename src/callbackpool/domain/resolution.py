@@ -27,12 +27,9 @@ class Apply:
 
 @dataclass(frozen=True, kw_only=True)
 class SettleAll:
-    """As many approved returns as candidates: every candidate paid.
-
-    ``assignments`` pairs each return (earlier ones by id, then this one as None) with a
-    candidate. Which return goes to which payment cannot be known and does not matter:
-    each paid the same amount.
-    """
+    """As many approved returns as candidates: every candidate paid. ``assignments`` pairs
+    each return (earlier ones by id, then this one as None) with a candidate, in no
+    meaningful order: each paid the same amount."""
 
     assignments: tuple[tuple[int | None, Candidate], ...]
 
@@ -61,11 +58,7 @@ def decide(
     open_ambiguities: Sequence[OpenAmbiguity] = (),
 ) -> Decision:
     """Decide what a verified return on a slot does, never guessing between payments.
-
-    ``candidates`` are the slot's live lease's payment and its unexpired taints' payments;
-    ``open_ambiguities`` the slot's earlier unattributed approved returns of the same amount.
-    A return without a usable amount keeps every candidate.
-    """
+    ``open_ambiguities``: the slot's earlier unattributed approved returns of the amount."""
     matching = tuple(
         c
         for c in candidates

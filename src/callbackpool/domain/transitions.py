@@ -37,13 +37,9 @@ def check_ticket_transition(current: TicketStatus, requested: TicketStatus) -> N
         raise IllegalTransition(current.value, requested.value, subject="ticket")
 
 
-def can_transition(current: PaymentStatus, requested: PaymentStatus) -> bool:
-    return requested in TRANSITIONS[current]
-
-
 def check_transition(current: PaymentStatus, requested: PaymentStatus) -> None:
     """Raise IllegalTransition unless the table allows ``current`` → ``requested``."""
-    if not can_transition(current, requested):
+    if requested not in TRANSITIONS[current]:
         raise IllegalTransition(current.value, requested.value)
 
 

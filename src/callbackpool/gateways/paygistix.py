@@ -157,7 +157,6 @@ class PaygistixGateway:
             auth_code=values.get("AuthCode") or None,
             card_type=values.get("CardType") or None,
             last4=values.get("Last4") or None,
-            txn_type=values.get("TxnType") or None,
         )
 
     def _parse_amount(self, text: str) -> int | None:

@@ -1,27 +1,13 @@
 """The sandbox gateway: a stand-in for Paygistix's hosted form, so the whole flow runs on one
 machine (shared PAYGISTIX.md, "The sandbox").
 
-It takes the hosted-form post the way the gateway does (``merchantID``, ``formID`` and the
-form ``hash`` must match the configured form, and so must the line-item fields the hash is
-tied to), charges Σ ``pxPrice`` × ``pxQty``, and answers with the gateway's 11 return
-parameters — never a custom field — signed with the sandbox's secret by a ``HashRecipe``.
+It takes the hosted-form post the way the gateway does (the form's ids, ``hash`` and
+line-item fields must match the configured form), charges Σ ``pxPrice`` × ``pxQty``, and
+answers with the gateway's 11 return parameters — never a custom field — signed by a
+``HashRecipe``. ``TEST_CARDS`` choose the outcome; ``ReturnSwitches`` make it misbehave on
+purpose; its status query (``query``) answers with the custom fields the form posted.
 
-Test cards choose the outcome::
-
-    4111 1111 1111 1111   VISA  approved     Result 0
-    5555 5555 5555 4444   MC    approved     Result 0
-    3782 822463 10005     AMEX  approved     Result 0
-    6011 1111 1111 1117   DISC  approved     Result 0
-    4000 0000 0000 0002   VISA  declined     Result 12
-    4000 0000 0000 0119   VISA  error        Result 1000
-
-Switches (``ReturnSwitches``) make it misbehave on purpose: return by POST instead of a
-302 GET, return twice, return late (after N seconds), or never return.
-
-Its status query (``query``) answers what the real gateway's return leaves out: the
-transaction by its ``PNRef``, with the custom fields the hosted form posted.
-
-This module holds the logic only; the web layer mounts its pages when the sandbox is on.
+The logic only: the web layer mounts its pages when the sandbox is on.
 """
 
 from __future__ import annotations
@@ -35,6 +21,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from ..domain.gateway import CatalogueItem
+from ..domain.model import LineItem
 from ..domain.money import format_amount, parse_decimal, to_minor
 from .paygistix import HashRecipe
 
@@ -54,19 +41,7 @@ DEFAULT_HASH_FIELDS = (
     "AuthCode",
 )
 # The 11 parameters of a return, in the order the real gateway sends them.
-RETURN_FIELDS = (
-    "hash",
-    "MerchantID",
-    "OrderID",
-    "Amount",
-    "PNRef",
-    "Result",
-    "TxnType",
-    "Last4",
-    "ExpDate",
-    "CardType",
-    "AuthCode",
-)
+RETURN_FIELDS = ("hash", *DEFAULT_HASH_FIELDS)
 MAX_DELAY_SECONDS = 600
 _KEPT_TRANSACTIONS = 10_000
 _ITEM_FIELD = re.compile(r"px(Code|Description|Price|Qty)([0-9]+)")
@@ -133,15 +108,8 @@ class SandboxRefusal(Exception):
 
 
 @dataclass(frozen=True, kw_only=True)
-class ChargedItem:
-    code: str
+class ChargedItem(LineItem):
     description: str
-    quantity: int
-    unit_price: int  # minor units
-
-    @property
-    def total(self) -> int:
-        return self.quantity * self.unit_price
 
 
 @dataclass(kw_only=True)
@@ -268,11 +236,8 @@ class SandboxGateway:
         expiry: str,
         switches: ReturnSwitches | None = None,
     ) -> Transaction:
-        """Charge the card: the transaction's return parameters, signed.
-
-        Paying a transaction again sends the same return again (same ``PNRef``), as a
-        resubmitted form would. SandboxRefusal for an unknown transaction or card.
-        """
+        """Charge the card: the transaction's return parameters, signed; the same again
+        (same ``PNRef``) if paid again. SandboxRefusal for an unknown transaction or card."""
         with self._lock:
             transaction = self._transactions.get(transaction_id)
             if transaction is None:

@@ -1,9 +1,7 @@
 """A gateway's server-to-server status query over HTTP, in the protocol the sandbox documents
 (README, "The sandbox gateway"): ``GET <url>?PNRef=<ref>`` with ``Authorization: Bearer <key>``
-answers 200 with the transaction as JSON, 404 when the gateway has none.
-
-Paygistix's own query, if it has one, is unknown (PAYGISTIX.md): another gateway's query is
-another ``StatusQuery`` (domain/gateway.py) handed to the pool.
+answers 200 with the transaction as JSON, 404 when the gateway has none. Another gateway's
+query is another ``StatusQuery`` (domain/gateway.py).
 """
 
 from __future__ import annotations

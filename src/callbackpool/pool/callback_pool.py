@@ -1,9 +1,5 @@
-"""``CallbackPool``: the library's one entry point (docs/design.md).
-
-Its methods live with their concern: ``leasing.py`` (checkout, the waiting room, a payment
-after checkout), ``returns.py`` (gateway returns and the status query), ``operations.py``
-(the sweep, reports, operators' decisions), all over the state and steps of ``core.py``.
-"""
+"""``CallbackPool``: the library's one entry point (docs/design.md), its methods in the
+modules of their concern over the state and steps of ``core.py``."""
 
 from __future__ import annotations
 
@@ -18,11 +14,9 @@ from .policy import PoolPolicy
 class CallbackPool(Leasing, Operations):
     """Leases callback paths to payments and turns gateway returns into payment outcomes.
 
-    ``on_status_change`` is called after every committed payment status change (a final
-    status, review, cancellation or expiry); an exception it raises is logged, not raised.
-    ``status_query``, for a gateway that offers one, settles the returns that the callback
-    path alone cannot attribute (``ambiguous`` and ``unmatched`` ones).
-    """
+    ``on_status_change`` is called after every committed payment status change (an exception
+    it raises is logged); ``status_query``, for a gateway that offers one, settles returns the
+    callback path alone cannot attribute."""
 
     def __init__(
         self,

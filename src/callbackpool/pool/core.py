@@ -1,11 +1,6 @@
-"""What every concern of the pool shares.
-
-``PoolCore`` holds the state the pool runs by (store, gateway, policy, status query and
-listeners; ``CallbackPool.__init__`` sets it) and the steps each concern takes inside a
-write transaction: changing a payment's status, ending a lease, and ending the leases that
-ran out (which also applies the slot-health rule). ``_writing`` opens the transaction and,
-once it has committed, tells the status hooks and observers what it did.
-"""
+"""What every concern of the pool shares: its state (set by ``CallbackPool.__init__``), the
+write transaction whose hooks and observers run once it has committed, and the steps taken
+inside one: a status change, a lease ended, the leases that ran out and slot health."""
 
 from __future__ import annotations
 
@@ -72,13 +67,11 @@ class PoolCore:
         return self._status_query
 
     def add_status_hook(self, hook: StatusHook) -> None:
-        """Call ``hook`` after every committed payment status change; an exception it raises
-        is logged, not raised."""
+        """Call ``hook`` after every committed payment status change (exceptions are logged)."""
         self._hooks.append(hook)
 
     def add_observer(self, observer: Observer) -> None:
-        """Call ``observer`` with every event (domain/events.py) once it has committed; an
-        exception it raises is logged, not raised."""
+        """Call ``observer`` with every event once it has committed (exceptions are logged)."""
         self._observers.append(observer)
 
     @contextmanager
@@ -152,9 +145,8 @@ class PoolCore:
             self._transition(tx, work, payment, change, reason)
 
     def _expire_due(self, tx: Tx, work: Work, slot_id: int | None = None) -> int:
-        """End leases whose heartbeat lapsed, then leases past their expiry (only the
-        slot's, if ``slot_id`` is given); their pending payments become ``expired``.
-        Returns how many leases ended."""
+        """End leases whose heartbeat lapsed, then those past their expiry (only the slot's,
+        if given); their pending payments become ``expired``. How many ended."""
         window = self._policy.late_callback_window
         abandoned = (
             tx.abandon_silent_leases(window, slot_id)
@@ -230,10 +222,9 @@ def _lease_ended(work: Work, lease: Lease, what: str, reason: str) -> None:
 
 
 def lookup_key(token: str) -> str:
-    """The token to look a payment up by: a string no token could be (too long, characters
-    no token has) is looked up as the empty string, which names nothing either, so that
-    unknown and malformed tokens are answered by the same work, and no store is handed a NUL
-    or a megabyte."""
+    """The token to look a payment up by: one no token could be is looked up as ``""``, so
+    that unknown and malformed tokens take the same work, and no store sees a NUL or a
+    megabyte."""
     return token if _TOKEN_SHAPE.fullmatch(token) else ""
 
 
@@ -245,8 +236,8 @@ def short(token: str | None) -> str:
 def log_fields(
     event: str, slot: str | None, lease: int | None, token: str | None, **more: Any
 ) -> dict[str, Any]:
-    """The structured fields of a log line (``extra``): what ``--log-format json`` prints
-    beside the message. The token is shortened as in the message: logs carry no secrets."""
+    """The structured fields of a log line (``extra``) that ``--log-format json`` prints;
+    the token shortened as in the message."""
     return {
         "fields": {
             "event": event,

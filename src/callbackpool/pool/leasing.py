@@ -1,9 +1,6 @@
 """Leasing: a new payment leased a callback path or given a place in the waiting room, and a
 payment read, polled by its checkout page, or cancelled (docs/design.md#leasing).
 
-A request is checked and priced before any slot is sought (nothing then touches the store).
-The lease and the payment are written in one write transaction, which also ends due leases,
-checks the customer's cap and puts the reserve paths in rotation when the load calls for it.
 Lookups that name nothing are answered from a read, so that guessing tokens or tickets never
 takes a write turn from the pool's real work.
 """
@@ -35,6 +32,7 @@ from ..domain.model import (
     Lease,
     LeaseEnd,
     LineItem,
+    NewTicket,
     Payment,
     PaymentStatus,
     ReserveAction,
@@ -46,7 +44,7 @@ from ..domain.model import (
 )
 from ..domain.money import is_known_currency
 from ..domain.transitions import check_ticket_transition
-from ..store.tx import NewTicket, PaymentChange, Tx
+from ..store.tx import PaymentChange, Tx
 from .core import PoolCore, log, log_fields, lookup_key, short
 from .policy import PoolPolicy
 from .results import Checkout, FormConfig, Waiting
@@ -98,12 +96,9 @@ class Leasing(PoolCore):
     ) -> Checkout | Waiting:
         """Create a pending payment and lease it a callback path, in one transaction.
 
-        When no slot may be had (none free, or the free ones are owed to waiting tickets
-        or kept for higher priorities): with ``wait`` a place in the waiting room
-        (``Waiting``), served by priority then arrival; without, PoolExhausted. Raises
-        InvalidPayment (naming the field), and TooManyLeases when the customer already holds
-        as many live leases and places in the waiting room as ``max_live_leases_per_customer``
-        allows.
+        When no slot may be had: with ``wait`` a place in the waiting room (``Waiting``),
+        without PoolExhausted. Raises InvalidPayment (naming the field), and TooManyLeases
+        past ``max_live_leases_per_customer``.
         """
         try:
             line_items, total, currency = _price(
@@ -114,30 +109,24 @@ class Leasing(PoolCore):
         except InvalidPayment:
             self._emit([CreateRefused(reason="invalid")])
             raise
-        token = secrets.token_urlsafe(TOKEN_BYTES)
-        started = time.perf_counter()
         try:
-            return self._lease_new_payment(
-                token, total, currency, line_items, customer, priority, wait, started
-            )
-        except PoolExhausted:
-            self._emit([CreateRefused(reason="pool_exhausted")])
-            raise
-        except TooManyLeases:
-            self._emit([CreateRefused(reason="customer_cap")])
+            return self._lease_new_payment(total, currency, line_items, customer, priority, wait)
+        except (PoolExhausted, TooManyLeases) as refused:
+            reason = "pool_exhausted" if isinstance(refused, PoolExhausted) else "customer_cap"
+            self._emit([CreateRefused(reason=reason)])
             raise
 
     def _lease_new_payment(
         self,
-        token: str,
         total: int,
         currency: str,
         line_items: tuple[LineItem, ...],
         customer: dict[str, Any],
         priority: int,
         wait: bool,
-        started: float,
     ) -> Checkout | Waiting:
+        token = secrets.token_urlsafe(TOKEN_BYTES)
+        started = time.perf_counter()
         policy = self._policy
         refusal: PoolExhausted | None = None
         result: Checkout | Waiting
@@ -188,9 +177,8 @@ class Leasing(PoolCore):
     def _admit(
         self, tx: Tx, token: str, amount: int, priority: int, ticket_id: int | None = None
     ) -> Lease | None:
-        """Lease a slot to ``token`` if this request may have one now: the free slots must
-        outnumber the waiting tickets served before it, plus the slots kept for higher
-        priorities. A request without a ticket never jumps the queue."""
+        """Lease a slot to ``token`` if the free slots outnumber the waiting tickets served
+        before this request plus the slots kept for higher priorities."""
         policy = self._policy
         kept = policy.reserved_slots_for_priority if priority < policy.priority_threshold else 0
         ahead = tx.waiting_ahead(priority, ticket_id)
@@ -245,8 +233,7 @@ class Leasing(PoolCore):
         return Checkout(payment=payment, lease=lease, form=form)
 
     def _announce_lease(self, lease: Lease, amount: int, started: float) -> None:
-        """Once the lease has committed: observers hear of it (timed to the commit), the log
-        says."""
+        """Once the lease has committed: tell the observers (timed to the commit) and the log."""
         self._emit([LeaseStarted(lease=lease, seconds=time.perf_counter() - started)])
         log.info(
             "lease %d started on %s for payment %s (amount %d, until %s)",
@@ -280,10 +267,8 @@ class Leasing(PoolCore):
 
     def poll_ticket(self, ticket: str) -> Checkout | Waiting:
         """A waiting customer's poll: the granted payment once the ticket's turn has come
-        and a slot is free (again on every later poll), else its place in the queue.
-
-        Every poll keeps the ticket alive for ``ticket_timeout``. Raises UnknownTicket, or
-        TicketEnded for a ticket that expired or was cancelled.
+        and a slot is free (again on every later poll), else its place in the queue; it
+        keeps the ticket alive for ``ticket_timeout``. Raises UnknownTicket or TicketEnded.
         """
         ticket = self._known_ticket(ticket)
         failure: UnknownTicket | TicketEnded | None = None
@@ -401,9 +386,8 @@ class Leasing(PoolCore):
         return payment
 
     def receipt(self, ref: str, key: str) -> Payment | None:
-        """The payment a gateway return was applied to, for the return's success page (the
-        redirect names the return's reference and its receipt key). None, alike, for an
-        unknown reference, a wrong key and a return applied to no payment."""
+        """The payment a gateway return was applied to, for the return's success page; None,
+        alike, for an unknown reference, a wrong key and a return applied to no payment."""
         callback_id = callback_id_of(ref)
         with self._store.read() as tx:
             record = tx.get_callback(callback_id) if callback_id is not None else None
@@ -415,12 +399,9 @@ class Leasing(PoolCore):
         return self.get_payment(record.payment_token)
 
     def poll_payment(self, token: str) -> Payment:
-        """The checkout page's status poll: the payment as it stands, and its heartbeat.
-
-        The first poll arms the heartbeat: from then on the lease is released (tainted,
-        the payment ``expired``) once no poll has come for ``heartbeat_timeout``. A poll
-        writes only when the recorded heartbeat is older than ``heartbeat_slack``.
-        """
+        """The checkout page's status poll: the payment as it stands, and its heartbeat
+        (docs/design.md#heartbeat): a poll writes only when the recorded heartbeat is older
+        than ``heartbeat_slack``."""
         token = lookup_key(token)
         with self._store.read() as tx:
             payment = tx.get_payment(token)
@@ -545,17 +526,13 @@ def _checked_priority(policy: PoolPolicy, priority: int) -> int:
     return priority
 
 
-# --- reserve paths (docs/design.md#reserve-paths-and-slot-health) -----------------------------
-# Both run inside the caller's write transaction and record why in the reserve's event log.
+# --- reserve paths (docs/design.md#reserve-paths-and-slot-health), in the caller's write -----
 
 
 def _activate_reserve(policy: PoolPolicy, tx: Tx) -> bool:
-    """Put the reserve in rotation if this request, which found no slot, takes the
-    window's share of requests not served at once past the target. True if it did."""
-    if not policy.reserve_paths:
-        return False
-    latest = _latest_reserve_event(tx)
-    if latest is not None and latest.action is ReserveAction.ACTIVATED:
+    """Put the reserve in rotation if this request, which found no slot, takes the share
+    of requests not served at once past the target. True if it did."""
+    if not policy.reserve_paths or _activated_at(tx) is not None:
         return False
     counts = tx.admissions_since(tx.now - policy.capacity_window)
     counts = replace(counts, refused=counts.refused + 1)  # this request
@@ -575,16 +552,10 @@ def _activate_reserve(policy: PoolPolicy, tx: Tx) -> bool:
 
 
 def drain_reserve(policy: PoolPolicy, tx: Tx) -> ReserveEvent | None:
-    """The sweeper's part: take the reserve out of rotation once a whole window since it
-    was activated has seen nobody wait or turned away, and never more slots busy at once
-    than the main paths less one. Running leases drain."""
-    if not policy.reserve_paths:
-        return None
-    latest = _latest_reserve_event(tx)
-    if latest is None or latest.action is not ReserveAction.ACTIVATED:
-        return None
+    """The sweeper's part: take the reserve out of rotation once the load has fallen."""
+    activated_at = _activated_at(tx) if policy.reserve_paths else None
     since = tx.now - policy.capacity_window
-    if latest.at > since:
+    if activated_at is None or activated_at > since:
         return None
     counts = tx.admissions_since(since)
     main = len(policy.callback_paths)
@@ -600,9 +571,10 @@ def drain_reserve(policy: PoolPolicy, tx: Tx) -> ReserveEvent | None:
     return event
 
 
-def _latest_reserve_event(tx: Tx) -> ReserveEvent | None:
+def _activated_at(tx: Tx) -> datetime | None:
+    """When the reserve was put in rotation, if it is in rotation now."""
     latest = tx.reserve_events(limit=1)
-    return latest[0] if latest else None
+    return latest[0].at if latest and latest[0].action is ReserveAction.ACTIVATED else None
 
 
 def _minutes(span: timedelta) -> str:

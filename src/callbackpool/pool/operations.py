@@ -1,15 +1,10 @@
-"""Operators' side of the pool: the sweep and manual release, the reports, and decisions on
-returns in review and on slots out of rotation (docs/design.md#the-sweeper, #review).
-
-It builds on ``Returns``: the sweep resolves returns left ``received`` and asks the status
-query again, and a review settles a return as its path would have. Every report is one read
-transaction, so what it shows stood together at one moment. Every decision names who took it
-and why; a review is recorded with each status change it made.
-"""
+"""Operators' side of the pool: the sweep and manual release, the reports (each one read
+transaction: what it shows stood together), and decisions on returns in review and on slots
+out of rotation, each naming who took it and why (docs/design.md#the-sweeper, #review)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from ..analytics import WINDOWS
@@ -21,12 +16,13 @@ from ..domain.errors import (
     UnknownPayment,
     UnknownSlot,
 )
-from ..domain.events import PoolEvent, SlotRestored, SlotSidelined, SweepRan
+from ..domain.events import SlotRestored, SlotSidelined, SweepRan
 from ..domain.model import (
     CallbackOutcome,
     CallbackRecord,
     Lease,
     LeaseEnd,
+    NewReview,
     Payment,
     PaymentStatus,
     Review,
@@ -34,7 +30,7 @@ from ..domain.model import (
     ReviewDecision,
     callback_ref,
 )
-from ..store.tx import NewReview, PaymentChange, SlotSync, Tx, UsageRow
+from ..store.tx import PaymentChange, SlotSync, Tx, UsageRow
 from .core import MAX_ID, Work, log, log_fields, short
 from .leasing import drain_reserve
 from .results import (
@@ -64,8 +60,7 @@ class Operations(Returns):
     """Housekeeping, reports and operators' decisions."""
 
     def sync_slots(self) -> SlotSync:
-        """Load the configured callback paths (and reserve paths) into the pool,
-        deactivating removed ones."""
+        """Load the configured paths into the pool, deactivating removed ones."""
         with self._store.transaction() as tx:
             sync = tx.sync_slots(self._policy.callback_paths, self._policy.reserve_paths)
         for path in sync.deactivated:
@@ -80,10 +75,7 @@ class Operations(Returns):
             return self._expire_due(tx, work)
 
     def sweep(self) -> SweepReport:
-        """The cleanup job: expire due leases and release abandoned ones, forget stale
-        taints and unpolled tickets, drain the reserve when the load has fallen, and resolve
-        returns that were stored but never resolved. Safe to run on several instances at
-        once."""
+        """The cleanup job (docs/design.md#the-sweeper); safe on several instances at once."""
         policy = self._policy
         try:
             with self._writing() as (tx, work):
@@ -101,8 +93,7 @@ class Operations(Returns):
             try:
                 self._resolve(callback_id)
             except Exception:
-                # It stays ``received``: shown to operators and tried again by the next sweep.
-                # One return that cannot be resolved must not hold back the others.
+                # It stays ``received`` for the next sweep, and must not hold back the others.
                 log.exception("callback %s could not be resolved", callback_ref(callback_id))
             else:
                 resolved += 1
@@ -138,8 +129,8 @@ class Operations(Returns):
     def release_all(self) -> list[Lease]:
         """End every live lease (the guide's manual cleanup), each leaving a taint."""
         with self._writing() as (tx, work):
-            # The leases (and, on PostgreSQL, their slots, all in one order) before the
-            # expiry: taking slots one by one after it held some could deadlock two of these.
+            # The leases (and their slots, all at once) before the expiry: taking slots one by
+            # one after it held some could deadlock two of these.
             leases = tx.live_leases()
             self._expire_due(tx, work)
             leases = [lease for lease in leases if lease.expires_at > tx.now]  # not expired
@@ -198,7 +189,7 @@ class Operations(Returns):
     def has_path(self, path: str) -> bool:
         """Whether ``path`` is (or was) one of the pool's callback paths."""
         with self._store.read() as tx:
-            return tx.slot_by_path(path) is not None
+            return tx.slot_id(path) is not None
 
     def slot_path(self, name: str) -> str:
         """A slot's full path from its full path or its last segment (``handler-3``).
@@ -235,8 +226,7 @@ class Operations(Returns):
         limit: int = 50,
         before_id: int | None = None,
     ) -> list[CallbackRecord]:
-        """Stored returns, newest first, with their raw parameters; page on with the
-        smallest id of a page as ``before_id``."""
+        """Stored returns, newest first; page on with a page's smallest id as ``before_id``."""
         if before_id is not None:
             before_id = min(before_id, MAX_ID)
         with self._store.read() as tx:
@@ -253,8 +243,7 @@ class Operations(Returns):
         return record
 
     def history(self, window: timedelta) -> PoolHistory:
-        """What the dashboard's charts are drawn from: the leases that held a slot in the
-        last ``window``, and the turn-aways per minute."""
+        """The leases that held a slot in the last ``window``, and turn-aways per minute."""
         with self._store.read() as tx:
             since = tx.now - window
             return PoolHistory(
@@ -272,8 +261,7 @@ class Operations(Returns):
 
     def review_queue(self, limit: int = 100) -> ReviewQueue:
         """What waits for an operator: approved returns that could belong to several
-        payments (each with its candidates), and payments in review that no open return
-        names (left in review by an earlier decision)."""
+        payments, with their candidates, and payments in review that no open return names."""
         with self._store.read() as tx:
             items = []
             for record in tx.open_review_callbacks(limit):
@@ -308,9 +296,7 @@ class Operations(Returns):
         why and when; the transition table governs every change.
 
         Raises UnknownCallback, NotUnderReview (no longer ambiguous, or decided already),
-        InvalidReview (a payment that is not a candidate, an ``others`` status not
-        allowed, no reason) or IllegalTransition (a candidate has moved on meanwhile).
-        """
+        InvalidReview or IllegalTransition (a candidate has moved on meanwhile)."""
         by, reason = _operator(by), _reason(reason)
         if others not in REVIEW_OTHERS:
             allowed = ", ".join(s.value for s in REVIEW_OTHERS)
@@ -321,7 +307,7 @@ class Operations(Returns):
             record = tx.get_callback(callback_id)
             if record is None:
                 raise UnknownCallback()
-            tx.slot_by_path(record.path)  # serialises with returns on the same slot
+            tx.slot_id(record.path)  # serialises with returns on the same slot
             if record.outcome is not CallbackOutcome.AMBIGUOUS or record.settled_at is not None:
                 raise NotUnderReview(
                     f"{record.ref} is {record.outcome.value}"
@@ -423,11 +409,10 @@ class Operations(Returns):
         live lease and taints still take their returns. False if it was out already.
         Raises UnknownSlot."""
         by, reason = _operator(by), _reason(reason)
-        done = self._change_slot(
-            path,
-            lambda tx, slot_id: tx.sideline_slot(slot_id, by=by, reason=reason),
-            SlotSidelined(path=path, by=by, reason=reason),
-        )
+        with self._writing() as (tx, work):
+            done = tx.sideline_slot(_slot_id(tx, path), by=by, reason=reason)
+            if done:
+                work.events.append(SlotSidelined(path=path, by=by, reason=reason))
         if done:
             log.warning(
                 "slot %s taken out of rotation by %s: %s",
@@ -442,9 +427,10 @@ class Operations(Returns):
         """Put a slot back in rotation (with a fresh expiry streak). False if it was in.
         Raises UnknownSlot."""
         by = _operator(by)
-        done = self._change_slot(
-            path, lambda tx, slot_id: tx.restore_slot(slot_id), SlotRestored(path=path, by=by)
-        )
+        with self._writing() as (tx, work):
+            done = tx.restore_slot(_slot_id(tx, path))
+            if done:
+                work.events.append(SlotRestored(path=path, by=by))
         if done:
             log.warning(
                 "slot %s put back in rotation by %s",
@@ -454,16 +440,12 @@ class Operations(Returns):
             )
         return done
 
-    def _change_slot(self, path: str, change: Callable[[Tx, int], bool], event: PoolEvent) -> bool:
-        """Apply ``change`` to the slot of ``path``; announce ``event`` if it changed it."""
-        with self._writing() as (tx, work):
-            slot = tx.slot_by_path(path)
-            if slot is None:
-                raise UnknownSlot()
-            done = change(tx, slot.id)
-            if done:
-                work.events.append(event)
-        return done
+
+def _slot_id(tx: Tx, path: str) -> int:
+    slot_id = tx.slot_id(path)
+    if slot_id is None:
+        raise UnknownSlot()
+    return slot_id
 
 
 def _operator(name: str) -> str:

@@ -1,8 +1,5 @@
-"""What the pool answers: checkouts, waiting-room places, return results and reports.
-
-Frozen value objects, built by the pool and read by the web app, the CLI and ``views.py``;
-none of them touches the store.
-"""
+"""What the pool answers: checkouts, waiting-room places, return results and reports, as
+frozen value objects."""
 
 from __future__ import annotations
 

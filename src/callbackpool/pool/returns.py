@@ -1,15 +1,6 @@
-"""Gateway returns: stored, then resolved to a payment (docs/design.md#resolving-a-return).
-
-``handle_callback`` commits the raw return before anything acts on it (invariant 4), then
-resolves it in one write transaction that holds the return and locks its slot: rejected
-(unknown path, malformed, failed verification), a duplicate, or settled onto the one payment
-it can belong to; several candidates make it ambiguous, none unmatched.
-
-Where the gateway has a status query, what the path alone cannot attribute is put to it
-first, with no transaction open (docs/design.md#the-status-query): a read decides whether
-the query is needed, the gateway is asked, and the write resolves the return knowing the
-answer. The sweeper asks again about returns still open (``_ask_again``).
-"""
+"""Gateway returns: stored, then resolved to a payment (docs/design.md#resolving-a-return),
+asking the gateway's status query first where the path alone cannot attribute one
+(docs/design.md#the-status-query)."""
 
 from __future__ import annotations
 
@@ -36,6 +27,7 @@ from ..domain.model import (
     CallbackRecord,
     Candidate,
     LeaseEnd,
+    NewCallback,
     Payment,
     PaymentStatus,
     ReviewChange,
@@ -51,7 +43,7 @@ from ..domain.resolution import (
     decide,
 )
 from ..domain.transitions import check_transition, is_late
-from ..store.tx import CallbackResolution, NewCallback, PaymentChange, SlotRow, Tx
+from ..store.tx import CallbackResolution, PaymentChange, Tx
 from .core import PoolCore, Work, log, log_fields, lookup_key, short
 from .policy import IPNetwork
 from .results import CallbackResult
@@ -66,8 +58,7 @@ _QUERYABLE = (CallbackOutcome.AMBIGUOUS, CallbackOutcome.UNMATCHED)
 
 @dataclass(frozen=True, kw_only=True)
 class GatewayAnswer:
-    """What the status query said: the gateway's record (None: it has none), or why it
-    could not be asked."""
+    """The status query's answer: the gateway's record (None: none), or why it failed."""
 
     found: GatewayTransaction | None = None
     failure: str | None = None
@@ -86,11 +77,8 @@ class Returns(PoolCore):
     ) -> CallbackResult:
         """Store a gateway return, then resolve it (docs/design.md#resolving-a-return).
 
-        The return is committed before anything acts on it, so even a crash in between
-        leaves it on record (``received``); the sweeper resolves such leftovers. A return
-        that its path cannot attribute is put to the gateway's status query, if there is
-        one, before anything changes (outside any transaction, within its timeout).
-        """
+        The return is committed before anything acts on it: a crash in between leaves it
+        ``received``, for the sweeper to resolve."""
         with self._store.transaction() as tx:
             callback_id = tx.insert_callback(
                 NewCallback(
@@ -114,8 +102,7 @@ class Returns(PoolCore):
 
     def _pn_ref_to_ask(self, callback_id: int) -> str | None:
         """The status query's first step, in a read: the PNRef to ask the gateway about if
-        the path alone cannot attribute the return (it would be ambiguous or unmatched),
-        else None. The write decides again on what stands by then (``_decide``)."""
+        the return would be ambiguous or unmatched, else None. The write decides again."""
         with self._store.read() as tx:
             record = tx.get_callback(callback_id)
             if record is None or record.outcome is not CallbackOutcome.RECEIVED:
@@ -123,35 +110,31 @@ class Returns(PoolCore):
             screened = self._screen(tx, record)
             if isinstance(screened, CallbackResolution):
                 return None
-            slot, parsed = screened
+            slot_id, parsed = screened
             if tx.pn_ref_holder(parsed.pn_ref) is not None:
                 return None  # a repeat: it is answered as the first one was
             # A lease past its end is still live here; the write ends it, then decides again.
-            decision = self._decision(tx, slot, parsed)
+            decision = self._decision(tx, slot_id, record.path, parsed)
         return parsed.pn_ref if isinstance(decision, Ambiguous | Unmatched) else None
 
     def _resolve_knowing(self, callback_id: int, answer: GatewayAnswer | None) -> CallbackResult:
         with self._writing() as (tx, work):
             record = tx.get_callback(callback_id)
             assert record is not None, f"callback {callback_id} vanished"
-            if record.outcome is not CallbackOutcome.RECEIVED:
-                resolution = None
-            else:
-                resolution = self._decide(tx, work, record, answer)
-                tx.finish_callback(callback_id, resolution)
-                work.events.append(
-                    CallbackResolved(
-                        callback_id=callback_id, path=record.path, outcome=resolution.outcome
-                    )
+            if record.outcome is not CallbackOutcome.RECEIVED:  # resolved by another worker
+                return CallbackResult(
+                    callback_id=callback_id,
+                    outcome=record.outcome,
+                    redirect=record.redirect or self._error_page("Processing error", callback_id),
+                    payment_token=record.payment_token,
+                    detail=record.detail,
                 )
-        if resolution is None:  # resolved meanwhile by another worker
-            return CallbackResult(
-                callback_id=callback_id,
-                outcome=record.outcome,
-                redirect=record.redirect or self._error_page("Processing error", callback_id),
-                payment_token=record.payment_token,
-                detail=record.detail,
+            resolution = self._decide(tx, work, record, answer)
+            tx.finish_callback(callback_id, resolution)
+            event = CallbackResolved(
+                callback_id=callback_id, path=record.path, outcome=resolution.outcome
             )
+            work.events.append(event)
         log.log(
             logging.INFO if resolution.outcome is CallbackOutcome.APPLIED else logging.WARNING,
             "callback %s on %s: %s%s%s%s",
@@ -182,11 +165,10 @@ class Returns(PoolCore):
 
     def _screen(
         self, tx: Tx, record: CallbackRecord
-    ) -> CallbackResolution | tuple[SlotRow, GatewayReturn]:
-        """The return's slot and what it says, or why it is rejected (unknown path,
-        malformed, failed verification). Reads only."""
-        slot = tx.slot_by_path(record.path)
-        if slot is None:
+    ) -> CallbackResolution | tuple[int, GatewayReturn]:
+        """The return's slot and what it says, or why it is rejected. Reads only."""
+        slot_id = tx.slot_id(record.path)
+        if slot_id is None:
             return self._rejected(record.id, "unknown callback path")
         try:
             parsed = self._gateway.parse_return(record.params)
@@ -195,14 +177,14 @@ class Returns(PoolCore):
         refusal = self._verify(record.params, parsed, record.client_addr)
         if refusal is not None:
             return self._rejected(record.id, refusal, parsed)
-        return slot, parsed
+        return slot_id, parsed
 
-    def _decision(self, tx: Tx, slot: SlotRow, parsed: GatewayReturn) -> Decision:
+    def _decision(self, tx: Tx, slot_id: int, path: str, parsed: GatewayReturn) -> Decision:
         """What the path and the slot's candidates say about a verified return."""
-        candidates = tx.candidates(slot.id)
+        candidates = tx.candidates(slot_id)
         # Earlier unattributed returns matter only where several payments compete.
         open_ambiguities = (
-            self._open_ambiguities(tx, slot.path, parsed.amount)
+            self._open_ambiguities(tx, path, parsed.amount)
             if parsed.approved and parsed.amount is not None and len(candidates) > 1
             else []
         )
@@ -220,26 +202,24 @@ class Returns(PoolCore):
         screened = self._screen(tx, record)
         if isinstance(screened, CallbackResolution):
             return screened
-        slot, parsed = screened
-        # The PNRef is claimed only after every check, repeats included: a forgery cannot
-        # block the genuine return, and a replay from outside the allowlist is rejected.
+        slot_id, parsed = screened
+        # Claimed only after every check: a forgery cannot block the genuine return.
         fingerprint = _fingerprint(parsed)
         holder = tx.claim_pn_ref(parsed.pn_ref, callback_id, fingerprint)
         if holder is not None:
             return self._duplicate(tx, callback_id, parsed, fingerprint, holder)
 
         # A verified return on the path: the path works (slot health).
-        tx.record_slot_return(slot.id, approved=parsed.approved)
+        tx.record_slot_return(slot_id, approved=parsed.approved)
         # A lease past its expiry has ended: its payment is a taint now, not the live lease.
-        self._expire_due(tx, work, slot.id)
-        decision = self._decision(tx, slot, parsed)
+        self._expire_due(tx, work, slot_id)
+        decision = self._decision(tx, slot_id, record.path, parsed)
         seen = _seen(parsed)
         applied = replace(
             seen, outcome=CallbackOutcome.APPLIED, redirect=self._answer(parsed, record)
         )
-        # Without an answer here although a status query is configured, the pool moved on
-        # since the read that found none was needed: the return resolves as its path says,
-        # and the sweeper puts it to the gateway (``_ask_again``).
+        # Without an answer although a status query is configured, the pool moved on since
+        # the read: the return resolves as its path says, and the sweeper asks the gateway.
         if isinstance(decision, Ambiguous | Unmatched) and answer is not None:
             payment = self._apply_answer(tx, work, record, parsed, answer)
             if payment is not None:
@@ -256,31 +236,28 @@ class Returns(PoolCore):
                     applied, payment_token=candidate.payment.token, lease_id=candidate.lease.id
                 )
             case SettleAll(assignments=assignments):
-                own_token = ""
-                own_lease: int | None = None
                 for earlier_id, candidate in assignments:
-                    if earlier_id is None:
+                    if earlier_id is None:  # this return's own
+                        own = candidate
                         self._settle(
                             tx, work, candidate, PaymentStatus.COMPLETED, parsed, callback_id
                         )
-                        own_token = candidate.payment.token
-                        own_lease = candidate.lease.id
-                    else:
-                        earlier = tx.get_callback(earlier_id)
-                        assert earlier is not None
-                        earlier_return = self._gateway.parse_return(earlier.params)
-                        self._settle(
-                            tx, work, candidate, PaymentStatus.COMPLETED, earlier_return, earlier_id
-                        )
-                        tx.settle_callback(
-                            earlier_id, candidate.payment.token, callback_ref(callback_id)
-                        )
+                        continue
+                    earlier = tx.get_callback(earlier_id)
+                    assert earlier is not None
+                    earlier_return = self._gateway.parse_return(earlier.params)
+                    self._settle(
+                        tx, work, candidate, PaymentStatus.COMPLETED, earlier_return, earlier_id
+                    )
+                    tx.settle_callback(
+                        earlier_id, candidate.payment.token, callback_ref(callback_id)
+                    )
                 return replace(
                     applied,
-                    payment_token=own_token,
-                    detail=f"settled {len(assignments)} same-amount payments on {slot.path}",
+                    payment_token=own.payment.token,
+                    detail=f"settled {len(assignments)} same-amount payments on {record.path}",
                     candidates=tuple(c.payment.token for _, c in assignments),
-                    lease_id=own_lease,
+                    lease_id=own.lease.id,
                 )
             case Ambiguous(candidates=matching, review=review):
                 if review:
@@ -349,21 +326,14 @@ class Returns(PoolCore):
     def _rejected(
         self, callback_id: int, reason: str, parsed: GatewayReturn | None = None
     ) -> CallbackResolution:
-        seen = (
-            _seen(parsed)
-            if parsed is not None
-            else CallbackResolution(outcome=CallbackOutcome.RECEIVED, redirect="")
-        )
         return replace(
-            seen,
+            _seen(parsed),
             outcome=CallbackOutcome.REJECTED,
             redirect=self._error_page("Payment could not be verified", callback_id),
             detail=reason,
         )
 
-    # --- settlement: a return applied to its payment ----------------------------------------
-    # However a return comes to belong to a payment (its path and amount, the gateway's
-    # status query, an operator's review), it is applied here.
+    # --- settlement: a return applied to its payment, however it came to belong to it ------
 
     def _settle(
         self,
@@ -376,8 +346,7 @@ class Returns(PoolCore):
         *,
         reason: str | None = None,
     ) -> None:
-        """The payment takes the return's status and facts; its lease ends (no taint), or
-        its taint is dropped."""
+        """The payment takes the return's status and facts; its lease or taint ends."""
         lease = candidate.lease
         late = status is PaymentStatus.COMPLETED and (
             is_late(candidate.payment.status, status)
@@ -407,8 +376,8 @@ class Returns(PoolCore):
     def _attribute(
         self, tx: Tx, work: Work, record: CallbackRecord, token: str, label: str
     ) -> ReviewChange:
-        """Settle ``record`` onto the payment ``token`` names, whatever its lease's state (live,
-        tainted or long over), as an operator's decision or the gateway's record does."""
+        """Settle ``record`` onto the payment ``token`` names, whatever its lease's state, as
+        an operator's decision or the gateway's record does."""
         payment = tx.get_payment(token)
         if payment is None:
             raise InvalidReview("paymentToken", "no such payment")
@@ -434,15 +403,12 @@ class Returns(PoolCore):
     def _open_ambiguities(self, tx: Tx, path: str, amount: int) -> list[OpenAmbiguity]:
         """The earlier unattributed returns of ``amount`` on ``path`` whose candidates may still
         be candidates: their taints run out a late-callback window after the return was
-        resolved (within seconds of its receipt, or at the next sweep). Twice the window
-        leaves ample room, and keeps the list from growing for ever on a busy same-amount
-        slot."""
+        resolved, and twice the window leaves ample room."""
         return tx.open_ambiguities(path, amount, tx.now - 2 * self._policy.late_callback_window)
 
     def _answer(self, parsed: GatewayReturn, record: CallbackRecord) -> str:
-        """Where an attributed return sends the browser. The success page is named by the
-        return's receipt, never by a payment token: whoever holds the return (a replay, a
-        forgery where returns are unverified) must not learn the token from the redirect."""
+        """Where an attributed return sends the browser: the success page is named by the
+        return's receipt, never by a payment token (a replay must not learn it)."""
         if parsed.approved:
             query = urlencode({"ref": record.ref, "receipt": record.receipt or ""})
             return f"{self._policy.success_url}?{query}"
@@ -471,7 +437,7 @@ class Returns(PoolCore):
         answer: GatewayAnswer,
     ) -> Payment | None:
         """Give the return to the payment the gateway's record names, if it may have it (the
-        payment as it was), or None: nothing changed but the note of what the gateway said."""
+        payment as it was), or None: nothing changed but the note of the answer."""
         if answer.failure is not None:
             tx.note_status_query(record.id, f"the query failed: {answer.failure}", None)
             return None
@@ -494,9 +460,9 @@ class Returns(PoolCore):
         parsed: GatewayReturn,
         found: GatewayTransaction | None,
     ) -> tuple[str, Payment | None]:
-        """Which payment the gateway's record gives the return to, and what was found. The
-        record must agree with the return in every fact both carry; it names a payment of
-        the return's path and amount, never one that reached its final status."""
+        """What the gateway's record says, and the payment it gives the return to: one of the
+        return's path and amount, not final, named by a record that agrees with the return
+        in every fact both carry."""
         if found is None:
             return "the gateway has no record of this transaction", None
         amount = parsed.amount if parsed.amount is not None else found.amount
@@ -522,14 +488,12 @@ class Returns(PoolCore):
         ):
             return "the gateway's record names a payment of another path or amount", None
         if payment.status.is_final:
-            # A payment that reached its final status is never given another return.
             return f"the gateway's record names a payment already {payment.status.value}", None
         return f"the gateway's record names payment {short(payment.token)}", payment
 
     def _ask_again(self) -> None:
-        """The sweeper's part: an ambiguous or unmatched return whose query failed (or found
-        nothing yet, or was never asked) is put to the gateway again, a few times at most,
-        and settled if it can be."""
+        """The sweeper's part: open ambiguous or unmatched returns are put to the gateway
+        again, ``QUERY_ATTEMPTS`` times in all, and settled if they can be."""
         with self._store.read() as tx:
             waiting = tx.callbacks_to_query(QUERY_ATTEMPTS, QUERIES_PER_SWEEP)
         for callback_id in waiting:
@@ -539,8 +503,7 @@ class Returns(PoolCore):
                 log.exception("status query for %s failed", callback_ref(callback_id))
 
     def _settle_by_query(self, callback_id: int) -> None:
-        # The same two steps as a fresh return's: a read decides, the gateway is asked with
-        # no transaction open, one write applies the answer to what stands by then.
+        # As for a fresh return: a read, the gateway asked with no transaction open, a write.
         with self._store.read() as tx:
             record = tx.get_callback(callback_id)
         if record is None or record.pn_ref is None or not _open_to_query(record):
@@ -548,10 +511,10 @@ class Returns(PoolCore):
         answer = self._ask(record.pn_ref)
         with self._writing() as (tx, work):
             record = tx.get_callback(callback_id)
-            slot = tx.slot_by_path(record.path) if record is not None else None
-            if record is None or slot is None or not _open_to_query(record):
+            slot_id = tx.slot_id(record.path) if record is not None else None
+            if record is None or slot_id is None or not _open_to_query(record):
                 return  # settled meanwhile
-            self._expire_due(tx, work, slot.id)
+            self._expire_due(tx, work, slot_id)
             parsed = self._gateway.parse_return(record.params)
             payment = self._apply_answer(tx, work, record, parsed, answer)
             if payment is None:
@@ -563,9 +526,8 @@ class Returns(PoolCore):
         self, tx: Tx, work: Work, record: CallbackRecord, parsed: GatewayReturn, token: str
     ) -> None:
         """The others an ambiguous return had sent to review, now that it is known to be
-        another's, go back to where the pool had left them: their leases ended when they
-        went to review, so they are ``expired`` (their taints stay: their own returns still
-        find them). One still in another open ambiguity stays in review."""
+        another's, become ``expired`` (their leases ended when they went to review; their
+        taints stay). One still in another open ambiguity stays in review."""
         still_open = {
             candidate
             for ambiguity in (
@@ -593,8 +555,10 @@ def _open_to_query(record: CallbackRecord) -> bool:
     return record.outcome in _QUERYABLE and record.settled_at is None
 
 
-def _seen(parsed: GatewayReturn) -> CallbackResolution:
-    """What the return itself says, before anything is decided about it."""
+def _seen(parsed: GatewayReturn | None) -> CallbackResolution:
+    """What the return itself says (if it could be read), before anything is decided."""
+    if parsed is None:
+        return CallbackResolution(outcome=CallbackOutcome.RECEIVED, redirect="")
     return CallbackResolution(
         outcome=CallbackOutcome.RECEIVED,
         redirect="",

@@ -21,16 +21,9 @@ _POSTGRES_OPTIONS: dict[str, tuple[str, type[int] | type[float]]] = {
 
 
 def open_store(url: str, *, clock: Clock | None = None) -> Store:
-    """The store a database URL names.
-
-    ``sqlite:///relative.db``, ``sqlite:////absolute/path.db`` or ``sqlite:///:memory:``
-    (options as a query: ``?synchronous=normal&busy_timeout=5``).
-
-    ``postgresql://user@host:5432/dbname`` (or ``postgres://``): libpq's URL, with libpq's
-    options in the query (``sslmode``, ``connect_timeout``, ``application_name``…) and the
-    store's own: ``pool_min_size`` and ``pool_max_size`` (connections per process, default
-    1 and 10) and ``timeout`` (seconds a request may wait on the database, default 10).
-    """
+    """The store a database URL names: ``sqlite:///relative.db``, ``sqlite:////abs/path.db``
+    or ``sqlite:///:memory:`` (options as a query: ``?synchronous=normal&busy_timeout=5``), or
+    libpq's ``postgresql://`` URL with libpq's options and the store's (docs/deploying.md)."""
     parts = urlsplit(url)
     if parts.scheme in ("postgresql", "postgres"):
         return _open_postgres(url, clock)

@@ -1,11 +1,9 @@
-"""The storage port: what a database gives the pool. One adapter per dialect implements it
-(``sqlite.py``, ``postgres.py``); the pool's storage operations are written once above it,
-in ``tx.py``.
+"""The storage port: what a database gives the pool, one adapter a dialect (``sqlite.py``,
+``postgres.py``) under the storage operations of ``tx.py``.
 
-A ``Connection`` runs the named queries of ``sql/`` inside one transaction. Rows come back as
-dictionaries: a time as a timezone-aware UTC ``datetime`` (a column named ``at`` or ending in
-``_at`` or ``_until``), JSON as its text, a flag as a boolean or 0/1. Parameters go in the
-same way: ``datetime`` for a time, ``timedelta`` for a duration.
+A ``Connection`` runs the named queries of ``sql/`` inside one transaction. Rows are dicts: a
+time an aware UTC ``datetime`` (a column named ``at`` or ending in ``_at`` or ``_until``),
+JSON its text, a flag a boolean or 0/1; parameters likewise, a duration a ``timedelta``.
 """
 
 from __future__ import annotations
@@ -23,9 +21,7 @@ Row = dict[str, Any]
 class Connection(Protocol):
     """One transaction's connection."""
 
-    # The one clock the transaction decides time by: the database's where it has one
-    # (docs/design.md, invariant 6).
-    now: datetime
+    now: datetime  # the transaction's one clock (docs/design.md, invariant 6)
 
     def one(self, query: str, **params: Any) -> Row | None:
         """The first row of the named query, or None."""
@@ -66,8 +62,7 @@ class Store(ABC):
 
 
 class _Transaction:
-    """A ``Tx`` over one of the store's connections (a class, not a generator: the pool
-    opens several hundred thousand of these in a simulation)."""
+    """A ``Tx`` over one of the store's connections (a class: cheaper than a generator)."""
 
     def __init__(self, connection: AbstractContextManager[Connection], *, writing: bool) -> None:
         self._connection = connection

@@ -1,15 +1,11 @@
-"""The shared store: PostgreSQL through psycopg 3 and its connection pool.
-
-Several app instances on several machines share one pool of callback paths here. What keeps
-them apart is the database: acquisition is one statement that locks the slot it picks
-(``FOR UPDATE SKIP LOCKED``), partial unique indexes make "one live lease per slot and per
-payment" a rule of the database, and time is the database's ``now()`` unless a clock is
-injected (tests do), so app servers with skewed clocks agree (docs/design.md, invariant 6).
+"""The shared store: PostgreSQL through psycopg 3 and its connection pool, for several app
+instances on one database (docs/architecture.md). Time is the database's ``now()`` unless a
+clock is injected (tests do).
 
 Write transactions run at READ COMMITTED and lock what they change, in the order ``tx.py``
-gives; reads run at REPEATABLE READ, READ ONLY. Driver errors
-never leave this module: a lost or unreachable server, a timeout or a lock wait past the
-timeout become ``StoreUnavailable``; anything else the database refuses, ``StoreError``.
+gives; reads run at REPEATABLE READ, READ ONLY. Driver errors never leave this module: what
+is worth retrying becomes ``StoreUnavailable``, anything else the database refuses
+``StoreError``.
 """
 
 from __future__ import annotations
@@ -18,7 +14,7 @@ import os
 import socket
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager, suppress
+from contextlib import contextmanager, suppress
 from datetime import UTC, datetime, timedelta
 from time import monotonic
 from typing import Any, Self
@@ -44,27 +40,16 @@ OUTAGE_WAIT = 0.5
 # How long a migration may wait (sql/postgres.sql: migration_timeouts).
 MIGRATION_WAIT = timedelta(minutes=5)
 
-# Runs a statement of the transaction under the watchdog: what it is doing, and the seconds
-# it may go unanswered (None: the store's).
-Guard = Callable[[str, float | None], AbstractContextManager[None]]
-
 
 class _Watchdog:
-    """Gives up on a server that answers nothing at all.
-
-    The server ends a slow statement itself (``statement_timeout``), and TCP notices a peer
-    that is gone (keepalives, ``tcp_user_timeout``). Neither notices a server whose processes
-    are stopped or stuck while its machine still acknowledges every packet (a frozen VM, a
-    process stopped, storage that hangs): a request would wait on the socket for ever. So
-    each statement has a deadline on the client too, somewhat after the server's own; a
-    statement still unanswered then has its connection's socket shut down from this thread,
-    which ends the wait with an error (``StoreUnavailable``), and the pool discards it.
-    """
+    """Gives up on a server that answers nothing at all (frozen, while its kernel still
+    acknowledges every packet, so that neither TCP nor its own statement timeout ends the
+    wait): a statement still unanswered past its deadline has its connection's socket shut
+    down from this thread, which ends the wait with ``StoreUnavailable``."""
 
     TICK = 0.25  # seconds between looks
 
-    def __init__(self, name: str) -> None:
-        self._name = name
+    def __init__(self) -> None:
         self._deadlines: dict[psycopg.Connection[Any], float] = {}
         self._cut: set[psycopg.Connection[Any]] = set()
         self._lock = threading.Lock()
@@ -78,7 +63,7 @@ class _Watchdog:
             self._deadlines[conn] = monotonic() + seconds
             if self._thread is None and not self._stop.is_set():
                 self._thread = threading.Thread(
-                    target=self._watch, name=f"{self._name}-watchdog", daemon=True
+                    target=self._watch, name="callbackpool-watchdog", daemon=True
                 )
                 self._thread.start()
         try:
@@ -123,36 +108,27 @@ def _summary(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-class _ConnectFailure:
-    """Why the last attempt to connect failed (None once one succeeds): what a request that
-    timed out waiting for a connection reports, rather than only that it waited."""
-
-    def __init__(self) -> None:
-        self.reason: str | None = None
-
-
 class _Connection(psycopg.Connection[Any]):
-    """The pool's connections: each attempt tells the store's ``_ConnectFailure`` how it went."""
+    """The pool's connections. Each store makes its own subclass, on which every attempt to
+    connect records why it failed (None once one succeeds): what a request that timed out
+    waiting for a connection reports, rather than only that it waited."""
 
-    failure = _ConnectFailure()  # replaced in each store's subclass
+    failure: str | None = None
 
     @classmethod
     def connect(cls, conninfo: str = "", **kwargs: Any) -> Self:
         try:
             conn = super().connect(conninfo, **kwargs)
         except psycopg.Error as exc:
-            cls.failure.reason = _summary(exc).removeprefix("connection failed: ")
+            cls.failure = _summary(exc).removeprefix("connection failed: ")
             raise
-        cls.failure.reason = None
+        cls.failure = None
         return conn
 
 
 def translate(exc: psycopg.Error, doing: str) -> CallbackPoolError:
-    """The domain error a driver error means (the caller chains it ``from exc``).
-
-    Operational errors (the server unreachable or gone, a pool or statement timeout, a lock
-    wait past ``lock_timeout``, a deadlock) are worth retrying: ``StoreUnavailable``.
-    """
+    """The domain error a driver error means (the caller chains it ``from exc``): an
+    operational one (server gone, a timeout, a deadlock) is worth retrying."""
     summary = _summary(exc)
     if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
         return StoreUnavailable(f"PostgreSQL is unavailable ({doing}): {summary}")
@@ -162,11 +138,9 @@ def translate(exc: psycopg.Error, doing: str) -> CallbackPoolError:
 class PostgresStore(Store):
     """The pool's tables in a PostgreSQL database, shared by every app instance using it.
 
-    ``timeout`` bounds each wait of a request on the database: for a pooled connection, for
-    one statement (``statement_timeout``) and for a row lock (``lock_timeout``); past it the
-    request fails with ``StoreUnavailable``. ``connect_timeout`` bounds opening a connection.
-    Connections that die (a server restart) are replaced by the pool on their own.
-    """
+    ``timeout`` bounds each wait of a request on the database (a pooled connection, one
+    statement, a row lock), ``connect_timeout`` opening a connection; docs/deploying.md has
+    the whole table of bounds."""
 
     def __init__(
         self,
@@ -177,8 +151,6 @@ class PostgresStore(Store):
         max_size: int = 10,
         connect_timeout: float = 5.0,
         timeout: float = 10.0,
-        reconnect_timeout: float | None = None,
-        name: str | None = None,
     ) -> None:
         if not 0 <= min_size <= max_size or max_size < 1:
             raise ValueError(f"pool sizes must satisfy 0 <= min ({min_size}) <= max ({max_size})")
@@ -194,7 +166,7 @@ class PostgresStore(Store):
         # later than the server's own statement timeout, so that one speaks first.
         self.answer_within = timeout + max(1.0, timeout / 2)
         self.max_size = max_size
-        self._watchdog = _Watchdog(name or "callbackpool")
+        self._watchdog = _Watchdog()
         self._where = f"{given.get('host', 'localhost')}:{given.get('port', 5432)}"
         connect_args: dict[str, Any] = {"autocommit": True}
         # Options the URL sets itself win; these are the defaults that keep a request from
@@ -214,21 +186,20 @@ class PostgresStore(Store):
             "lock_timeout": str(int(timeout * 1000)),
             "idle_timeout": str(int(IDLE_IN_TRANSACTION_TIMEOUT.total_seconds() * 1000)),
         }
-        self._connect_failure = _ConnectFailure()
-        connection_class = type("Connection", (_Connection,), {"failure": self._connect_failure})
+        self._connections: type[_Connection] = type("Connection", (_Connection,), {})
         self._pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
             url,
-            connection_class=connection_class,
+            connection_class=self._connections,
             min_size=min_size,
             max_size=max_size,
             timeout=timeout,
             # The pool retries a failed connection with growing pauses, and while it waits no
             # new attempt starts: a short horizon keeps the pause after an outage short (the
             # next request then starts a fresh attempt at once).
-            reconnect_timeout=timeout if reconnect_timeout is None else reconnect_timeout,
+            reconnect_timeout=timeout,
             kwargs=connect_args,
             configure=self._configure,
-            name=name or "callbackpool",
+            name="callbackpool",
             open=False,
         )
         # Opened without waiting: an instance starts while the database is still down, and
@@ -246,16 +217,13 @@ class PostgresStore(Store):
     # --- transactions ----------------------------------------------------------------------
 
     def _start(self, begin: str) -> tuple[psycopg.Connection[Any], datetime]:
-        """A pooled connection inside a new transaction, and the database's ``now()``.
-
-        A connection that died while it sat in the pool (the server restarted) fails on its
-        first statement, before anything was done: it is dropped and another one tried.
-        """
+        """A pooled connection inside a new transaction, and the database's ``now()``. One
+        that died in the pool (a server restart) fails on BEGIN: another one is tried."""
         deadline = monotonic() + self.timeout
         attempts = 0
         while True:
             wait = deadline - monotonic()
-            if self._connect_failure.reason is not None:
+            if self._connections.failure is not None:
                 # The server refused or ignored the last attempt to connect: wait only for a
                 # connection the pool can make at once (the server being back), so that in
                 # an outage requests fail fast rather than each hold a worker for the timeout.
@@ -263,7 +231,7 @@ class PostgresStore(Store):
             try:
                 conn = self._pool.getconn(timeout=max(wait, 0.001))
             except PoolTimeout as exc:
-                reason = self._connect_failure.reason
+                reason = self._connections.failure
                 if reason is None:  # the server is up, every connection is busy
                     raise translate(exc, "get a connection") from exc
                 raise StoreUnavailable(
@@ -277,7 +245,7 @@ class PostgresStore(Store):
                 cursor.nextset()  # past BEGIN, to the SELECT now()
                 row = cursor.fetchone()
                 assert row is not None
-                self._connect_failure.reason = None  # the server answers
+                self._connections.failure = None  # the server answers
                 return conn, row[0]
             except StoreUnavailable:
                 self._pool.putconn(conn)
@@ -295,7 +263,7 @@ class PostgresStore(Store):
         try:
             now = self.clock.now() if self.clock is not None else database_now.astimezone(UTC)
             try:
-                yield PostgresConnection(conn, now, guard=self._guard(conn))
+                yield PostgresConnection(conn, now, self._watchdog, self.answer_within)
             except BaseException:
                 self._rollback_quietly(conn)
                 raise
@@ -319,12 +287,6 @@ class PostgresStore(Store):
     def close(self) -> None:
         self._pool.close()
         self._watchdog.close()
-
-    def _guard(self, conn: psycopg.Connection[Any]) -> Guard:
-        def guard(doing: str, seconds: float | None = None) -> AbstractContextManager[None]:
-            return self._watchdog.guard(conn, seconds or self.answer_within, doing)
-
-        return guard
 
     def _rollback_quietly(self, conn: psycopg.Connection[Any]) -> None:
         """Roll back; a connection too broken to roll back is discarded by the pool anyway."""
@@ -382,16 +344,23 @@ def _row(cursor: psycopg.Cursor[Any]) -> Callable[[Any], Row]:
 class PostgresConnection:
     """One PostgreSQL transaction's connection."""
 
-    def __init__(self, conn: psycopg.Connection[Any], now: datetime, *, guard: Guard) -> None:
+    def __init__(
+        self,
+        conn: psycopg.Connection[Any],
+        now: datetime,
+        watchdog: _Watchdog,
+        answer_within: float,
+    ) -> None:
+        self._conn = conn
         self._cursor: psycopg.Cursor[Row] = conn.cursor(row_factory=_row)
         self.now = now
-        self._guard = guard
-        self.answer_within: float | None = None  # the store's, unless a migration waits
+        self._watchdog = watchdog
+        self.answer_within = answer_within  # the store's, unless a migration waits
 
     def _execute(self, query: str, params: dict[str, Any]) -> psycopg.Cursor[Row]:
         doing = query.replace("_", " ")
         try:
-            with self._guard(doing, self.answer_within):
+            with self._watchdog.guard(self._conn, self.answer_within, doing):
                 return self._cursor.execute(_Q[query], params)
         except psycopg.Error as exc:
             raise translate(exc, doing) from exc
@@ -408,7 +377,7 @@ class PostgresConnection:
     def run_script(self, name: str, script: str) -> None:
         """A migration: several statements, without parameters, sent as one simple query."""
         try:
-            with self._guard(f"apply migration {name}", self.answer_within):
+            with self._watchdog.guard(self._conn, self.answer_within, f"apply migration {name}"):
                 self._cursor.execute(script)
         except psycopg.OperationalError as exc:
             raise translate(exc, f"apply migration {name}") from exc

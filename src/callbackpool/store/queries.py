@@ -19,14 +19,9 @@ def _sections(filename: str) -> dict[str, str]:
 
 
 def load_queries(dialect: str) -> dict[str, str]:
-    """``{name: statement}``: the shared queries (``sql/queries.sql``), each replaced by the
-    dialect's own of the same name (``sql/<dialect>.sql``) where it has one. ``x_locked`` is
-    what a write transaction runs for ``x``: the dialect's locking variant, or ``x`` itself.
-    On PostgreSQL, parameters become psycopg's ``%(name)s``."""
+    """``{name: statement}``: the shared queries, each replaced by the dialect's own of the
+    same name where it has one. On PostgreSQL, parameters become ``%(name)s``."""
     queries = _sections("queries.sql") | _sections(f"{dialect}.sql")
-    for name in list(queries):
-        if not name.endswith("_locked"):
-            queries.setdefault(f"{name}_locked", queries[name])
     if dialect == "postgres":
         queries = {
             name: _PARAMETER.sub(r"%(\1)s", sql.replace("%", "%%")) for name, sql in queries.items()

@@ -1,9 +1,6 @@
-"""The embedded store: one SQLite file in WAL mode, writes under ``BEGIN IMMEDIATE``.
-
-Safe from many threads (a connection per thread) and several processes on one file (SQLite's
-own locking, with a busy timeout). Time comes from the injected clock and is kept as integer
-microseconds since the Unix epoch.
-"""
+"""The embedded store: one SQLite file in WAL mode, writes under ``BEGIN IMMEDIATE``, safe
+from many threads (a connection each) and processes. Times are integer microseconds since
+the Unix epoch, from the injected clock."""
 
 from __future__ import annotations
 
@@ -146,8 +143,8 @@ class SqliteStore(Store):
         return conn
 
     def _connection(self) -> sqlite3.Connection:
-        """This thread's connection (the shared one of an in-memory database: the caller
-        holds ``_shared_lock``)."""
+        """This thread's connection (an in-memory database's one: the caller holds
+        ``_shared_lock``)."""
         if self._memory:
             if self._shared is None:
                 self._shared = self._open()
@@ -159,8 +156,7 @@ class SqliteStore(Store):
         return conn
 
     def _hold(self, write: bool) -> threading.Lock | threading.RLock | None:
-        """Take what the transaction must hold: an in-memory database's one connection,
-        or, to write a file, the process's write turn (see __init__)."""
+        """Take an in-memory database's one connection, or a file's write turn to write."""
         lock = self._shared_lock if self._memory else self._turn if write else None
         if lock is not None and not lock.acquire(timeout=self.busy_timeout):
             raise StoreUnavailable(
@@ -182,8 +178,7 @@ class SqliteStore(Store):
     # --- migrations ------------------------------------------------------------------------
 
     def applied_migrations(self) -> list[str]:
-        """Names of the migrations recorded in the database (reading only: a database that
-        does not exist yet is not created)."""
+        """Names of the migrations recorded in the database (which this does not create)."""
         if not self._memory and not Path(self.path).exists():
             return []
         held = self._hold(False)
@@ -236,20 +231,16 @@ class SqliteStore(Store):
                 )
                 applied_now.append(name)
             conn.execute("COMMIT")
-        except sqlite3.OperationalError as exc:
-            conn.execute("ROLLBACK")
-            if is_busy(exc):
-                raise StoreUnavailable(f"SQLite database {self.path} is busy: {exc}") from exc
-            raise MigrationError(f"migration failed: {exc}") from exc
         except sqlite3.Error as exc:
             conn.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.OperationalError) and is_busy(exc):
+                raise StoreUnavailable(f"SQLite database {self.path} is busy: {exc}") from exc
             raise MigrationError(f"migration failed: {exc}") from exc
         return applied_now
 
 
 class _Transaction:
-    """One transaction on the store (a class, not a generator: the simulator opens several
-    hundred thousand)."""
+    """One transaction on the store (a class: cheaper than a generator)."""
 
     def __init__(self, store: SqliteStore, write: bool) -> None:
         self._store = store

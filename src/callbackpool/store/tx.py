@@ -1,24 +1,24 @@
 """The pool's storage operations, written once for every database.
 
-A ``Tx`` is one transaction: each method runs named queries of ``sql/queries.sql`` (or the
-dialect's own version of one, ``sql/<dialect>.sql``) on the transaction's ``Connection``. A
-transaction from ``Store.transaction()`` commits whole or not at all; ``Store.read()`` gives
-a consistent read-only view. ``Tx.now`` is the one clock the transaction decides time by.
+A ``Tx`` is one transaction (``Store.transaction()`` or ``Store.read()``); each method runs
+named queries of ``sql/`` on its ``Connection``, and ``Tx.now`` is its one clock. Rows map
+to the domain's value objects by column name (``_build``), and value objects to query
+parameters by field name (``_columns``).
 
-Queries named ``lock_…`` take a lock on PostgreSQL, where write transactions run side by
-side, and do nothing on SQLite, whose write transactions take turns anyway. Locks are taken
-in one order, so that transactions wait for each other without deadlocking: a callback row,
-then slot rows, then lease rows, then payment rows.
+Queries named ``lock_…`` take a lock on PostgreSQL and do nothing on SQLite, whose write
+transactions take turns anyway. Locks are taken in one order, so that transactions wait for
+each other without deadlocking: a callback row, then slot rows, then lease rows, then
+payment rows (docs/architecture.md).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
-from functools import lru_cache
-from typing import TYPE_CHECKING, Any
+from functools import cache, lru_cache
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..domain.model import (
     Admission,
@@ -31,6 +31,9 @@ from ..domain.model import (
     LeaseEnd,
     LeaseSpan,
     LineItem,
+    NewCallback,
+    NewReview,
+    NewTicket,
     Payment,
     PaymentStatus,
     ReserveAction,
@@ -47,14 +50,11 @@ from ..domain.model import (
 from ..domain.resolution import OpenAmbiguity
 
 if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
     from .port import Connection, Row
 
-
-@dataclass(frozen=True, kw_only=True)
-class SlotRow:
-    id: int
-    path: str
-    active: bool
+_T = TypeVar("_T", bound="DataclassInstance")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -83,15 +83,6 @@ class PaymentChange:
 
 
 @dataclass(frozen=True, kw_only=True)
-class NewCallback:
-    path: str
-    method: str
-    params: tuple[tuple[str, str], ...]
-    client_addr: str | None
-    receipt: str | None = None  # the key of the return's success page (pool.receipt)
-
-
-@dataclass(frozen=True, kw_only=True)
 class CallbackResolution:
     outcome: CallbackOutcome
     redirect: str
@@ -104,34 +95,6 @@ class CallbackResolution:
     duplicate_of: int | None = None
     # The lease of the payment the return went to (for the log line; not stored).
     lease_id: int | None = None
-
-
-@dataclass(frozen=True, kw_only=True)
-class NewReview:
-    decision: ReviewDecision
-    callback_id: int | None
-    payment_token: str | None
-    others: PaymentStatus | None
-    decided_by: str
-    reason: str
-    changes: tuple[ReviewChange, ...]
-
-
-@dataclass(frozen=True, kw_only=True)
-class NewTicket:
-    """A request for a slot that has to wait: the order it will become, and its rank."""
-
-    ticket: str
-    priority: int
-    amount: int
-    currency: str
-    items: tuple[LineItem, ...]
-    customer: Mapping[str, Any]
-    expires_at: datetime
-
-    @property
-    def customer_key(self) -> str | None:
-        return customer_key(self.customer)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -162,10 +125,6 @@ class Tx:
     def _run(self, query: str, **params: Any) -> int:
         return self._conn.run(query, now=self.now, **params)
 
-    def _locking(self, query: str) -> str:
-        """The query to run: its locking version in a write transaction."""
-        return f"{query}_locked" if self._writing else query
-
     def _count(self, query: str, **params: Any) -> int:
         """A query's ``count(*) AS n``."""
         row = self._one(query, **params)
@@ -176,11 +135,9 @@ class Tx:
     def sync_slots(self, paths: Sequence[str], reserve_paths: Sequence[str] = ()) -> SlotSync:
         """Add new paths, reactivate listed ones, deactivate (never delete) the others.
 
-        ``reserve_paths`` are slots too, marked ``reserve``; a new one starts on standby
-        (out of rotation) unless the reserve is in rotation now. A path that moves between
-        the two lists changes its mark; a main path is never on standby. Each change is
-        conditional, so that instances starting together with the same configuration agree
-        on what changed (only one of them reports it)."""
+        A new reserve path starts on standby unless the reserve is in rotation now. Each
+        change is conditional, so that of instances starting together with the same
+        configuration only one reports it."""
         wanted = dict.fromkeys(paths, False) | dict.fromkeys(reserve_paths, True)
         in_rotation = self._count("reserve_in_rotation") > 0
         added, reactivated = [], []
@@ -210,66 +167,37 @@ class Tx:
         return self._count("busy_slot_count")
 
     def set_reserve_standby(self, standby: bool) -> list[str]:
-        """Put every active reserve slot on standby (out of rotation) or back in rotation;
-        the paths whose state changed. A slot on standby keeps its live lease, if any, to
-        its end: it drains."""
+        """Put every active reserve slot on standby or back in rotation; the paths changed."""
         rows = self._all("set_reserve_standby", standby=standby)
         return [row["path"] for row in sorted(rows, key=lambda row: row["id"])]
 
-    def slot_by_path(self, path: str) -> SlotRow | None:
-        """The slot; in a write transaction, locked until it ends (callbacks on one slot
-        take turns, each deciding on what the one before committed)."""
-        row = self._one(self._locking("slot_by_path"), path=path)
-        if row is None:
-            return None
-        return SlotRow(id=row["id"], path=row["path"], active=bool(row["active"]))
+    def slot_id(self, path: str) -> int | None:
+        """The id of the path's slot; in a write transaction, locked until it ends (returns on
+        one slot take turns, each deciding on what the one before committed)."""
+        row = self._one("slot_by_path_locked" if self._writing else "slot_by_path", path=path)
+        return None if row is None else int(row["id"])
 
     def slot_views(self) -> list[SlotView]:
         return [
-            SlotView(
-                id=row["id"],
-                path=row["path"],
+            _build(
+                SlotView,
+                row,
                 active=bool(row["active"]),
-                usage_count=row["usage_count"],
-                last_acquired_at=row["last_acquired_at"],
-                last_released_at=row["last_released_at"],
                 lease=None if row["l_id"] is None else _lease(row, "l_"),
-                taints=row["taints"],
                 reserve=bool(row["reserve"]),
                 standby=bool(row["standby"]),
-                sidelined_at=row["sidelined_at"],
-                sidelined_by=row["sidelined_by"],
-                sidelined_reason=row["sidelined_reason"],
-                health=SlotHealth(
-                    approvals=row["approvals"],
-                    declines=row["declines"],
-                    silent_expiries=row["silent_expiries"],
-                    expiry_streak=row["expiry_streak"],
-                    last_return_at=row["last_return_at"],
-                ),
+                health=_build(SlotHealth, row),
             )
             for row in self._all("slot_views")
         ]
 
     def usage(self) -> list[UsageRow]:
-        return [
-            UsageRow(
-                path=row["path"],
-                active=bool(row["active"]),
-                usage_count=row["usage_count"],
-                callbacks=row["callbacks"],
-                expiries=row["expiries"],
-                last_acquired_at=row["last_acquired_at"],
-                last_released_at=row["last_released_at"],
-            )
-            for row in self._all("usage")
-        ]
+        return [_build(UsageRow, row, active=bool(row["active"])) for row in self._all("usage")]
 
     # --- slot health -----------------------------------------------------------------------
 
     def record_slot_return(self, slot_id: int, *, approved: bool) -> None:
-        """A verified return arrived on the slot's path: count it (approval or decline),
-        stamp ``last_return_at``, reset the expiry streak."""
+        """A verified return arrived on the slot's path: count it, reset the expiry streak."""
         self._run("record_slot_return", slot_id=slot_id, approved=approved)
 
     def record_late_return(self, slot_id: int) -> None:
@@ -294,39 +222,29 @@ class Tx:
     def acquire_slot(
         self, *, token: str, amount: int, expires_at: datetime, allow_same_amount_tainted: bool
     ) -> Lease | None:
-        """Lease the best free slot to ``token``, or None if none is free
-        (docs/design.md#leasing gives the order)."""
+        """Lease the best free slot to ``token`` (docs/design.md#leasing), or None."""
         slot = self._one(
             "pick_slot", amount=amount, allow_same_amount_tainted=allow_same_amount_tainted
         )
         if slot is None:
             return None
-        row = self._one(
-            "insert_lease",
-            slot_id=slot["id"],
-            path=slot["path"],
-            token=token,
-            amount=amount,
-            expires_at=expires_at,
-        )
+        row = self._one("insert_lease", **slot, token=token, amount=amount, expires_at=expires_at)
         assert row is not None
         lease = _lease(row)
         self._run("occupy_slot", slot_id=lease.slot_id, lease_id=lease.id, expires_at=expires_at)
         return lease
 
     def expire_due_leases(self, taint_window: timedelta, slot_id: int | None = None) -> list[Lease]:
-        """End every live lease whose expiry has passed (only the slot's, if ``slot_id`` is
-        given), tainting its slot until ``expires_at + taint_window``. Returns the leases
-        ended here (none twice, however many transactions try at once)."""
+        """End every live lease past its expiry (only the slot's, if given), tainted until
+        ``expires_at + taint_window``; the leases ended here (none twice)."""
         return self._end_due("expire_lease", "due_slots", taint_window, slot_id)
 
     def abandon_silent_leases(
         self, taint_window: timedelta, slot_id: int | None = None
     ) -> list[Lease]:
-        """End every live lease whose heartbeat has lapsed (``heartbeat_until`` passed, and
-        before its expiry; only the slot's, if ``slot_id`` is given) with reason
-        ``abandoned`` at ``heartbeat_until``, tainting its slot until ``heartbeat_until +
-        taint_window``. Returns the leases ended here (none twice)."""
+        """End every live lease whose heartbeat lapsed before its expiry (only the slot's,
+        if given) as ``abandoned`` at ``heartbeat_until``, tainted until ``heartbeat_until +
+        taint_window``; the leases ended here (none twice)."""
         return self._end_due("abandon_lease", "silent_slots", taint_window, slot_id)
 
     def _end_due(
@@ -348,14 +266,13 @@ class Tx:
             row = self._one(end, id=slot["live_lease_id"], window=taint_window)
             if row is not None:
                 lease = _lease(row)
-                self._free_slot(lease)
+                self._run("free_slot", **_columns(lease))
                 ended.append(lease)
         return sorted(ended, key=lambda lease: lease.id)
 
     def record_heartbeat(self, lease_id: int, until: datetime) -> bool:
-        """Move a live lease's ``heartbeat_until`` forward to ``until`` (never back); False,
-        nothing written, if the lease is not live, its heartbeat already runs that long, or
-        its heartbeat has lapsed (the lease counts as abandoned from then on)."""
+        """Move a live lease's ``heartbeat_until`` forward to ``until``; False, nothing
+        written, if it is not live, already runs that long, or has lapsed (abandoned)."""
         return self._run("record_heartbeat", id=lease_id, until=until) == 1
 
     def earliest_lease_end(self) -> datetime | None:
@@ -363,11 +280,9 @@ class Tx:
         return None if row is None else row["earliest_end_at"]
 
     def customer_claims(self, customer_key: str) -> list[datetime]:
-        """When each of the customer's claims on the pool ends: the expiry of every live,
-        unexpired lease of the payments of ``customer_key`` (``Payment.customer_key``), and
-        of every waiting, unexpired ticket of theirs (``NewTicket.customer_key``). Until this
-        transaction ends, no other transaction that asks for the same customer gets past
-        this call: counting and leasing (or queueing) are atomic."""
+        """When each of the customer's live leases and waiting tickets ends. Until this
+        transaction ends, no other that asks for the same customer gets past this call:
+        counting and leasing (or queueing) are atomic."""
         self._run("lock_customer", customer_key=customer_key)
         rows = self._all("customer_claims", customer_key=customer_key)
         return [row["expires_at"] for row in rows]
@@ -384,28 +299,18 @@ class Tx:
         """Every live lease. In a write transaction, their slots are locked first, all at
         once and in one order (two releases of all wait for each other), and only the
         leases on slots now held are returned: one begun meanwhile is another's to end."""
+        held = {row["id"] for row in self._all("lock_live_slots")} if self._writing else None
         leases = [_lease(row) for row in self._all("live_leases")]
-        if not self._writing:
-            return leases
-        held = {row["id"] for row in self._all("lock_live_slots")}
-        leases = [_lease(row) for row in self._all("live_leases")]
-        return [lease for lease in leases if lease.slot_id in held]
+        return [lease for lease in leases if held is None or lease.slot_id in held]
 
     def get_lease(self, lease_id: int) -> Lease | None:
         row = self._one("get_lease", id=lease_id)
         return None if row is None else _lease(row)
 
     def lease_spans(self, since: datetime, limit: int = 100_000) -> list[LeaseSpan]:
-        """Leases that held their slot at some time from ``since`` on (live ones included),
-        oldest first: what the dashboard's charts are drawn from."""
+        """Leases that held their slot at some time from ``since`` on, oldest first."""
         return [
-            LeaseSpan(
-                lease_id=row["id"],
-                path=row["path"],
-                acquired_at=row["acquired_at"],
-                ended_at=row["ended_at"],
-                end_reason=_lease_end(row["end_reason"]),
-            )
+            _build(LeaseSpan, row, lease_id=row["id"], end_reason=_lease_end(row["end_reason"]))
             for row in self._all("lease_spans", since=since, limit=limit)
         ]
 
@@ -418,17 +323,8 @@ class Tx:
         if row is None:
             return None
         lease = _lease(row)
-        self._free_slot(lease)
+        self._run("free_slot", **_columns(lease))
         return lease
-
-    def _free_slot(self, lease: Lease) -> None:
-        self._run(
-            "free_slot",
-            slot_id=lease.slot_id,
-            lease_id=lease.id,
-            released_at=lease.ended_at,
-            taint_until=lease.taint_until,
-        )
 
     def drop_taint(self, lease_id: int) -> None:
         self._run("lock_slot_of_lease", id=lease_id)
@@ -441,8 +337,7 @@ class Tx:
         return self._run("drop_stale_taints")
 
     def candidates(self, slot_id: int) -> list[Candidate]:
-        """The payments of the slot's live lease and unexpired taints; in a write
-        transaction, locked (the caller holds the slot and is about to move them)."""
+        """The payments of the slot's live lease and unexpired taints (locked, to write)."""
         if self._writing:
             self._run("lock_candidates", slot_id=slot_id)
         return [
@@ -455,18 +350,13 @@ class Tx:
     def insert_payment(self, payment: Payment) -> None:
         self._run(
             "insert_payment",
-            token=payment.token,
-            amount=payment.amount,
-            currency=payment.currency,
-            items=_items_json(payment.items),
-            customer=json.dumps(dict(payment.customer)),
-            customer_key=payment.customer_key,
-            status=payment.status.value,
-            late=payment.late,
-            lease_id=payment.lease_id,
-            callback_path=payment.callback_path,
-            expires_at=payment.expires_at,
-            created_at=payment.created_at,
+            **_columns(
+                payment,
+                items=_items_json(payment.items),
+                customer=json.dumps(dict(payment.customer)),
+                customer_key=payment.customer_key,
+                status=payment.status.value,
+            ),
         )
 
     def get_payment(self, token: str) -> Payment | None:
@@ -474,22 +364,12 @@ class Tx:
         return None if row is None else _payment(row)
 
     def update_payment(self, token: str, expected: PaymentStatus, change: PaymentChange) -> bool:
-        """Apply ``change`` if the payment is still ``expected``; False (nothing written)
-        otherwise, so a repeated transition does nothing."""
+        """Apply ``change`` if the payment is still ``expected``; False, nothing written, if not."""
         updated = self._run(
             "update_payment",
             token=token,
             expected=expected.value,
-            status=change.status.value,
-            late=change.late,
-            pn_ref=change.pn_ref,
-            order_id=change.order_id,
-            auth_code=change.auth_code,
-            card_type=change.card_type,
-            last4=change.last4,
-            result_code=change.result_code,
-            error_message=change.error_message,
-            callback_id=change.callback_id,
+            **_columns(change, status=change.status.value),
         )
         return updated == 1
 
@@ -512,28 +392,23 @@ class Tx:
         """How many payments have each status (statuses without any are left out)."""
         return {PaymentStatus(row["status"]): row["n"] for row in self._all("payment_counts")}
 
-    # --- the waiting room -----------------------------------------------------------------
-    # The queue lives in the database, so every instance sharing it sees one order.
+    # --- the waiting room (in the database: every instance sees one order) ------------------
 
     def lock_admission(self) -> None:
-        """Take the admission turn until the transaction ends. A request that weighs the
-        free slots against the waiting tickets ahead of it takes it first, so that no other
-        instance gives those free slots away between its count and its lease. Requests that
-        find nobody waiting do not take it."""
+        """Take the admission turn until the transaction ends, so that no other instance
+        gives away the free slots between this one's count and its lease."""
         self._run("lock_admission")
 
     def insert_ticket(self, ticket: NewTicket) -> Ticket:
         """Queue a ticket (``waiting``); ids strictly increase (they order arrivals)."""
         row = self._one(
             "insert_ticket",
-            ticket=ticket.ticket,
-            priority=ticket.priority,
-            amount=ticket.amount,
-            currency=ticket.currency,
-            items=_items_json(ticket.items),
-            customer=json.dumps(dict(ticket.customer)),
-            customer_key=ticket.customer_key,
-            expires_at=ticket.expires_at,
+            **_columns(
+                ticket,
+                items=_items_json(ticket.items),
+                customer=json.dumps(dict(ticket.customer)),
+                customer_key=customer_key(ticket.customer),
+            ),
         )
         assert row is not None
         return _ticket(row)
@@ -543,9 +418,8 @@ class Tx:
         return None if row is None else _ticket(row)
 
     def waiting_ahead(self, priority: int, ticket_id: int | None) -> int:
-        """Waiting, unexpired tickets served before a request of ``priority``: those of a
-        higher priority, and those of the same priority that came first (every one of
-        them, for a request not yet queued: ``ticket_id`` None)."""
+        """Waiting, unexpired tickets served before a request of ``priority``: higher
+        priorities, and the same one come earlier (all of it for ``ticket_id`` None)."""
         return self._count("waiting_ahead", priority=priority, id=ticket_id)
 
     def touch_ticket(self, ticket_id: int, expires_at: datetime) -> None:
@@ -571,34 +445,20 @@ class Tx:
     def record_admission(self, admission: Admission, busy: int | None = None) -> None:
         """Count one request for a slot in the current minute; ``busy``, if given, raises
         that minute's peak of slots busy at once."""
-        self._run(
-            "record_admission",
-            minute=_minute(self.now),
-            leased=int(admission is Admission.LEASED),
-            waited=int(admission is Admission.WAITED),
-            refused=int(admission is Admission.REFUSED),
-            granted=int(admission is Admission.GRANTED),
-            busy=busy or 0,
-        )
+        counts = {kind.value: int(admission is kind) for kind in Admission}  # leased=1, …
+        self._run("record_admission", minute=_minute(self.now), busy=busy or 0, **counts)
 
     def admissions_since(self, since: datetime) -> AdmissionCounts:
         """The counts of the minutes from ``since`` on."""
         row = self._one("admissions_since", minute=_minute(since))
         assert row is not None
-        return AdmissionCounts(
-            leased=row["leased"],
-            waited=row["waited"],
-            refused=row["refused"],
-            granted=row["granted"],
-            peak_busy=row["peak_busy"],
-        )
+        return _build(AdmissionCounts, row)
 
     def drop_admissions_before(self, before: datetime) -> int:
         return self._run("drop_admissions_before", minute=_minute(before))
 
     def turn_aways_since(self, since: datetime) -> list[tuple[datetime, int]]:
-        """The requests refused per minute (the minute's start, the count), from ``since``
-        on: the ``refused`` of the admission counts, minutes without a refusal left out."""
+        """(minute's start, requests refused) from ``since`` on, minutes without any left out."""
         rows = self._all("turn_aways_since", minute=_minute(since))
         return [(datetime.fromtimestamp(row["minute"] * 60, UTC), row["refused"]) for row in rows]
 
@@ -622,11 +482,11 @@ class Tx:
     def reserve_events(self, limit: int = 20) -> list[ReserveEvent]:
         """The latest changes of the reserve, newest first."""
         return [
-            ReserveEvent(
-                at=row["at"],
+            _build(
+                ReserveEvent,
+                row,
                 action=ReserveAction(row["action"]),
                 paths=tuple(json.loads(row["paths"])),
-                reason=row["reason"],
             )
             for row in self._all("reserve_events", limit=limit)
         ]
@@ -634,21 +494,14 @@ class Tx:
     # --- callbacks ------------------------------------------------------------------------
 
     def insert_callback(self, callback: NewCallback) -> int:
-        row = self._one(
-            "insert_callback",
-            path=callback.path,
-            method=callback.method,
-            params=json.dumps([list(pair) for pair in callback.params]),
-            client_addr=callback.client_addr,
-            receipt=callback.receipt,
-        )
+        row = self._one("insert_callback", **_columns(callback, params=json.dumps(callback.params)))
         assert row is not None
         callback_id: int = row["id"]
         return callback_id
 
     def get_callback(self, callback_id: int) -> CallbackRecord | None:
-        """The stored return; in a write transaction, locked until it ends (whoever
-        resolves a return holds it: a second resolver waits, then sees it resolved)."""
+        """The stored return; in a write transaction, locked until it ends (a second
+        resolver waits, then sees it resolved)."""
         if self._writing:
             self._run("lock_callback", id=callback_id)
         row = self._one("get_callback", id=callback_id)
@@ -664,33 +517,27 @@ class Tx:
     ) -> tuple[int, str] | None:
         """Claim ``pn_ref`` for the callback; the holder and its fingerprint if another
         callback claimed it first."""
-        if self._run(
+        claimed = self._run(
             "claim_pn_ref", pn_ref=pn_ref, callback_id=callback_id, fingerprint=fingerprint
-        ):
-            return None
-        return self.pn_ref_holder(pn_ref)
+        )
+        return None if claimed else self.pn_ref_holder(pn_ref)
 
     def finish_callback(self, callback_id: int, resolution: CallbackResolution) -> None:
         self._run(
             "finish_callback",
             id=callback_id,
-            outcome=resolution.outcome.value,
-            redirect=resolution.redirect,
-            pn_ref=resolution.pn_ref,
-            amount=resolution.amount,
-            approved=resolution.approved,
-            payment_token=resolution.payment_token,
-            detail=resolution.detail,
-            candidates=json.dumps(list(resolution.candidates)),
-            duplicate_of=resolution.duplicate_of,
+            **_columns(
+                resolution,
+                outcome=resolution.outcome.value,
+                candidates=json.dumps(resolution.candidates),
+            ),
         )
 
     def open_ambiguities(
         self, path: str, amount: int, received_after: datetime
     ) -> list[OpenAmbiguity]:
         """Approved returns of ``amount`` on ``path`` still ambiguous and unsettled, received
-        after ``received_after`` (older ones can no longer be settled: their candidates'
-        taints have run out), in the order they came."""
+        after ``received_after``, in the order they came."""
         rows = self._all(
             "open_ambiguities", path=path, amount=amount, received_after=received_after
         )
@@ -734,8 +581,8 @@ class Tx:
         return [row["id"] for row in self._all("unresolved_callbacks", before=received_before)]
 
     def note_status_query(self, callback_id: int, answer: str, redirect: str | None) -> None:
-        """Record that the gateway's status query was asked about the callback, and what
-        came of it; ``redirect``, if given, replaces the callback's answer (it was settled)."""
+        """Note the status query's answer about the callback; ``redirect``, if given,
+        replaces the callback's (it was settled)."""
         self._run("note_status_query", id=callback_id, answer=answer, redirect=redirect)
 
     def callbacks_to_query(self, max_attempts: int, limit: int) -> list[int]:
@@ -749,22 +596,16 @@ class Tx:
     def insert_review(self, review: NewReview) -> Review | None:
         """Record an operator's decision; None, nothing written, if the callback has one
         already (at most one decision per stored return)."""
+        changes = [[c.token, c.previous.value, c.status.value] for c in review.changes]
         row = self._one(
             "insert_review",
-            decision=review.decision.value,
-            callback_id=review.callback_id,
-            payment_token=review.payment_token,
-            others=None if review.others is None else review.others.value,
-            decided_by=review.decided_by,
-            reason=review.reason,
-            changes=json.dumps(
-                [[c.token, c.previous.value, c.status.value] for c in review.changes]
+            **_columns(
+                review,
+                decision=review.decision.value,
+                others=None if review.others is None else review.others.value,
+                changes=json.dumps(changes),
             ),
         )
-        return None if row is None else _review(row)
-
-    def review_of_callback(self, callback_id: int) -> Review | None:
-        row = self._one("review_of_callback", callback_id=callback_id)
         return None if row is None else _review(row)
 
     def reviews(self, *, limit: int = 100) -> list[Review]:
@@ -806,103 +647,67 @@ def _lease_end(reason: str | None) -> LeaseEnd | None:
     return None if reason is None else LeaseEnd(reason)
 
 
+@cache
+def _field_names(cls: type[DataclassInstance]) -> tuple[str, ...]:
+    return tuple(f.name for f in fields(cls))
+
+
+def _build(cls: type[_T], row: Row, prefix: str = "", **decoded: Any) -> _T:
+    """``cls`` from the columns named as its fields (``prefix`` + the field in joined
+    queries); ``decoded`` gives the fields whose column is not the value itself."""
+    given = {name: row[prefix + name] for name in _field_names(cls) if name not in decoded}
+    return cls(**given, **decoded)
+
+
+def _columns(value: DataclassInstance, **encoded: Any) -> dict[str, Any]:
+    """Query parameters named as ``value``'s fields; ``encoded`` those stored otherwise."""
+    return {name: getattr(value, name) for name in _field_names(type(value))} | encoded
+
+
 def _lease(row: Row, prefix: str = "") -> Lease:
-    """A lease from ``row``, its columns named ``prefix`` + the field (joined queries)."""
-    p = prefix
-    return Lease(
-        id=row[p + "id"],
-        slot_id=row[p + "slot_id"],
-        path=row[p + "path"],
-        token=row[p + "token"],
-        amount=row[p + "amount"],
-        acquired_at=row[p + "acquired_at"],
-        expires_at=row[p + "expires_at"],
-        ended_at=row[p + "ended_at"],
-        end_reason=_lease_end(row[p + "end_reason"]),
-        taint_until=row[p + "taint_until"],
-        heartbeat_until=row[p + "heartbeat_until"],
-    )
+    return _build(Lease, row, prefix, end_reason=_lease_end(row[prefix + "end_reason"]))
 
 
 def _ticket(row: Row) -> Ticket:
-    return Ticket(
-        id=row["id"],
-        ticket=row["ticket"],
-        priority=row["priority"],
-        amount=row["amount"],
-        currency=row["currency"],
+    return _build(
+        Ticket,
+        row,
         items=_items(row["items"]),
         customer=json.loads(row["customer"]),
         status=TicketStatus(row["status"]),
-        created_at=row["created_at"],
-        expires_at=row["expires_at"],
-        payment_token=row["payment_token"],
-        ended_at=row["ended_at"],
     )
 
 
 def _payment(row: Row) -> Payment:
-    return Payment(
-        token=row["token"],
-        amount=row["amount"],
-        currency=row["currency"],
+    return _build(
+        Payment,
+        row,
         status=PaymentStatus(row["status"]),
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
         items=_items(row["items"]),
         customer=json.loads(row["customer"]),
         late=bool(row["late"]),
-        lease_id=row["lease_id"],
-        callback_path=row["callback_path"],
-        expires_at=row["expires_at"],
-        pn_ref=row["pn_ref"],
-        order_id=row["order_id"],
-        auth_code=row["auth_code"],
-        card_type=row["card_type"],
-        last4=row["last4"],
-        result_code=row["result_code"],
-        error_message=row["error_message"],
-        callback_id=row["callback_id"],
     )
 
 
 def _callback(row: Row) -> CallbackRecord:
     approved = row["approved"]
-    return CallbackRecord(
-        id=row["id"],
-        path=row["path"],
-        method=row["method"],
+    return _build(
+        CallbackRecord,
+        row,
         params=tuple((str(k), str(v)) for k, v in json.loads(row["params"])),
-        client_addr=row["client_addr"],
-        received_at=row["received_at"],
         outcome=CallbackOutcome(row["outcome"]),
-        pn_ref=row["pn_ref"],
-        amount=row["amount"],
         approved=None if approved is None else bool(approved),
-        payment_token=row["payment_token"],
-        detail=row["detail"],
         candidates=tuple(json.loads(row["candidates"])),
-        redirect=row["redirect"],
-        duplicate_of=row["duplicate_of"],
-        settled_at=row["settled_at"],
-        settled_by=row["settled_by"],
-        receipt=row["receipt"],
-        query_attempts=row["query_attempts"],
-        query_answer=row["query_answer"],
     )
 
 
 def _review(row: Row) -> Review:
     others = row["others"]
-    return Review(
-        id=row["id"],
+    return _build(
+        Review,
+        row,
         decision=ReviewDecision(row["decision"]),
-        callback_id=row["callback_id"],
-        payment_token=row["payment_token"],
         others=None if others is None else PaymentStatus(others),
-        decided_by=row["decided_by"],
-        reason=row["reason"],
-        decided_at=row["decided_at"],
         changes=tuple(
             ReviewChange(token=token, previous=PaymentStatus(before), status=PaymentStatus(after))
             for token, before, after in json.loads(row["changes"])

@@ -103,7 +103,7 @@ SELECT id FROM callbacks WHERE id = :id FOR NO KEY UPDATE;
 -- at the first slot nobody else holds; UNION ALL under LIMIT 1 runs a tier only when the
 -- tiers before it found nothing, so at most one slot row is ever locked. (A locking SELECT cannot be a
 -- branch of a UNION itself, hence each tier in a subquery.)
-SELECT id, path FROM (
+SELECT id AS slot_id, path FROM (
     SELECT s.id, s.path FROM slots AS s
      WHERE s.live_lease_id IS NULL AND s.active AND s.sidelined_at IS NULL AND NOT s.standby
        AND (s.last_released_at IS NULL OR s.last_released_at <= :now)

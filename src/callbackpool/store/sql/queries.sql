@@ -62,6 +62,10 @@ UPDATE slots SET active = FALSE WHERE path = :path AND active RETURNING path;
 -- name: slot_by_path
 SELECT id, path, active FROM slots WHERE path = :path;
 
+-- name: slot_by_path_locked
+-- What a write transaction runs: PostgreSQL locks the row (postgres.sql).
+SELECT id, path, active FROM slots WHERE path = :path;
+
 -- name: slot_by_id
 SELECT id, live_lease_id FROM slots WHERE id = :slot_id;
 
@@ -148,14 +152,15 @@ UPDATE slots
  WHERE id = :slot_id;
 
 -- name: free_slot
--- The lease that held the slot has ended; the slot keeps the latest of its taints.
+-- The lease that held the slot has ended (the parameters are the lease's columns); the slot
+-- keeps the latest of its taints.
 UPDATE slots
-   SET live_lease_id = NULL, lease_expires_at = NULL, last_released_at = :released_at,
+   SET live_lease_id = NULL, lease_expires_at = NULL, last_released_at = :ended_at,
        tainted_until = CASE
            WHEN CAST(:taint_until AS timestamptz) IS NULL THEN tainted_until
            WHEN tainted_until IS NULL OR tainted_until < :taint_until THEN :taint_until
            ELSE tainted_until END
- WHERE id = :slot_id AND live_lease_id = :lease_id;
+ WHERE id = :slot_id AND live_lease_id = :id;
 
 -- name: end_lease
 UPDATE leases
@@ -470,10 +475,6 @@ VALUES (:decision, :callback_id, :payment_token, :others, :decided_by, :reason, 
 ON CONFLICT DO NOTHING
 RETURNING id, decision, callback_id, payment_token, others, decided_by, reason, decided_at,
           changes;
-
--- name: review_of_callback
-SELECT id, decision, callback_id, payment_token, others, decided_by, reason, decided_at, changes
-  FROM reviews WHERE callback_id = :callback_id;
 
 -- name: reviews
 SELECT id, decision, callback_id, payment_token, others, decided_by, reason, decided_at, changes

@@ -13,7 +13,7 @@ SELECT count(*) AS ended, coalesce(sum(ended_at - acquired_at), 0) / 1e6 AS held
 -- each least recently released first; one untainted, else one tainted by other amounts
 -- only, else (if allowed) any. A slot freed at a time later than this transaction's clock
 -- is not free yet by it: lease histories never overlap in time.
-SELECT id, path FROM (
+SELECT id AS slot_id, path FROM (
     SELECT 1 AS tier, id, path FROM (
         SELECT s.id, s.path FROM slots AS s
          WHERE s.live_lease_id IS NULL AND s.active = 1 AND s.standby = 0 AND s.sidelined_at IS NULL
