@@ -238,12 +238,5 @@ def log_fields(
 ) -> dict[str, Any]:
     """The structured fields of a log line (``extra``) that ``--log-format json`` prints;
     the token shortened as in the message."""
-    return {
-        "fields": {
-            "event": event,
-            "slot": slot,
-            "lease": lease,
-            "token": short(token) if token else None,
-            **more,
-        }
-    }
+    token = short(token) if token else None
+    return {"fields": {"event": event, "slot": slot, "lease": lease, "token": token, **more}}

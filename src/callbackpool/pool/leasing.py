@@ -138,9 +138,7 @@ class Leasing(PoolCore):
             if lease is None and _activate_reserve(policy, tx):
                 lease = self._admit(tx, token, total, priority)
             if lease is not None:
-                payment = self._open_payment(
-                    tx, token, total, currency, line_items, customer, lease
-                )
+                payment = self._open_payment(tx, lease, currency, line_items, customer)
                 self._count(tx, Admission.LEASED)
                 result = self._checkout(payment, lease)
             elif wait and policy.max_waiting > 0 and tx.waiting_ahead(0, None) < policy.max_waiting:
@@ -197,16 +195,15 @@ class Leasing(PoolCore):
     def _open_payment(
         self,
         tx: Tx,
-        token: str,
-        amount: int,
+        lease: Lease,
         currency: str,
         items: tuple[LineItem, ...],
         customer: Mapping[str, Any],
-        lease: Lease,
     ) -> Payment:
+        """The pending payment that holds ``lease`` (its token and amount)."""
         payment = Payment(
-            token=token,
-            amount=amount,
+            token=lease.token,
+            amount=lease.amount,
             currency=currency,
             status=PaymentStatus.PENDING,
             created_at=tx.now,
@@ -303,17 +300,13 @@ class Leasing(PoolCore):
         TicketEnded if the ticket is no longer waiting (a granted ticket's payment is
         cancelled with ``cancel_payment``)."""
         ticket = self._known_ticket(ticket)
-        failure: UnknownTicket | TicketEnded | None = None
-        with self._store.transaction() as tx:
+        with self._store.transaction() as tx:  # it writes nothing before it may raise
             found = tx.get_ticket(ticket)
             if found is None:
-                failure = UnknownTicket()
-            elif found.status is not TicketStatus.WAITING:
-                failure = TicketEnded(found.status.value)
-            else:
-                self._end_ticket(tx, found, TicketStatus.CANCELLED)
-        if failure is not None:
-            raise failure
+                raise UnknownTicket()
+            if found.status is not TicketStatus.WAITING:
+                raise TicketEnded(found.status.value)
+            self._end_ticket(tx, found, TicketStatus.CANCELLED)
 
     def _known_ticket(self, ticket: str) -> str:
         """``ticket`` if it names a ticket; UnknownTicket, from a read, if it does not."""
@@ -330,9 +323,7 @@ class Leasing(PoolCore):
             expires_at = tx.now + self._policy.ticket_timeout
             tx.touch_ticket(ticket.id, expires_at)
             return self._waiting(tx, replace(ticket, expires_at=expires_at))
-        payment = self._open_payment(
-            tx, token, ticket.amount, ticket.currency, ticket.items, ticket.customer, lease
-        )
+        payment = self._open_payment(tx, lease, ticket.currency, ticket.items, ticket.customer)
         self._end_ticket(tx, ticket, TicketStatus.GRANTED, token)
         self._count(tx, Admission.GRANTED)
         return self._checkout(payment, lease)

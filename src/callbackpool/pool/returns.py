@@ -68,12 +68,7 @@ class Returns(PoolCore):
     """Storing gateway returns, resolving and settling them, and the status query."""
 
     def handle_callback(
-        self,
-        path: str,
-        params: Params,
-        *,
-        method: str = "GET",
-        client_addr: str | None = None,
+        self, path: str, params: Params, *, method: str = "GET", client_addr: str | None = None
     ) -> CallbackResult:
         """Store a gateway return, then resolve it (docs/design.md#resolving-a-return).
 
@@ -122,13 +117,7 @@ class Returns(PoolCore):
             record = tx.get_callback(callback_id)
             assert record is not None, f"callback {callback_id} vanished"
             if record.outcome is not CallbackOutcome.RECEIVED:  # resolved by another worker
-                return CallbackResult(
-                    callback_id=callback_id,
-                    outcome=record.outcome,
-                    redirect=record.redirect or self._error_page("Processing error", callback_id),
-                    payment_token=record.payment_token,
-                    detail=record.detail,
-                )
+                return self._result(callback_id, record)
             resolution = self._decide(tx, work, record, answer)
             tx.finish_callback(callback_id, resolution)
             event = CallbackResolved(
@@ -155,12 +144,17 @@ class Returns(PoolCore):
                 amount=resolution.amount,
             ),
         )
+        return self._result(callback_id, resolution)
+
+    def _result(
+        self, callback_id: int, done: CallbackResolution | CallbackRecord
+    ) -> CallbackResult:
         return CallbackResult(
             callback_id=callback_id,
-            outcome=resolution.outcome,
-            redirect=resolution.redirect,
-            payment_token=resolution.payment_token,
-            detail=resolution.detail,
+            outcome=done.outcome,
+            redirect=done.redirect or self._error_page("Processing error", callback_id),
+            payment_token=done.payment_token,
+            detail=done.detail,
         )
 
     def _screen(

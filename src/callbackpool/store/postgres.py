@@ -193,9 +193,8 @@ class PostgresStore(Store):
             min_size=min_size,
             max_size=max_size,
             timeout=timeout,
-            # The pool retries a failed connection with growing pauses, and while it waits no
-            # new attempt starts: a short horizon keeps the pause after an outage short (the
-            # next request then starts a fresh attempt at once).
+            # The pool retries a failed connection with growing pauses, starting no new
+            # attempt meanwhile: a short horizon keeps the pause after an outage short.
             reconnect_timeout=timeout,
             kwargs=connect_args,
             configure=self._configure,
@@ -224,9 +223,8 @@ class PostgresStore(Store):
         while True:
             wait = deadline - monotonic()
             if self._connections.failure is not None:
-                # The server refused or ignored the last attempt to connect: wait only for a
-                # connection the pool can make at once (the server being back), so that in
-                # an outage requests fail fast rather than each hold a worker for the timeout.
+                # The last attempt to connect failed: wait only for a connection the pool can
+                # make at once, so that in an outage requests fail fast.
                 wait = min(wait, OUTAGE_WAIT)
             try:
                 conn = self._pool.getconn(timeout=max(wait, 0.001))
