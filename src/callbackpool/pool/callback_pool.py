@@ -9,7 +9,5 @@ from .operations import Operations
 
 class CallbackPool(Leasing, Operations):
     """Leases callback paths to payments and turns gateway returns into payment outcomes.
-
     ``on_status_change`` is called after every committed payment status change (an exception
-    it raises is logged); ``status_query``, for a gateway that offers one, settles returns the
-    callback path alone cannot attribute."""
+    it raises is logged); ``status_query`` settles returns the path alone cannot attribute."""

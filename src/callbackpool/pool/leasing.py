@@ -1,9 +1,6 @@
 """Leasing: a new payment leased a callback path or given a place in the waiting room, and a
-payment read, polled by its checkout page, or cancelled (docs/design.md#leasing).
-
-Lookups that name nothing are answered from a read, so that guessing tokens or tickets never
-takes a write turn from the pool's real work.
-"""
+payment read, polled by its checkout page, or cancelled (docs/design.md#leasing). Lookups
+that name nothing are answered from a read: guessing never takes a write turn."""
 
 from __future__ import annotations
 
@@ -94,12 +91,9 @@ class Leasing(PoolCore):
         priority: int = 0,
         wait: bool = False,
     ) -> Checkout | Waiting:
-        """Create a pending payment and lease it a callback path, in one transaction.
-
-        When no slot may be had: with ``wait`` a place in the waiting room (``Waiting``),
-        without PoolExhausted. Raises InvalidPayment (naming the field), and TooManyLeases
-        past ``max_live_leases_per_customer``.
-        """
+        """Create a pending payment and lease it a callback path, in one transaction; when
+        no slot may be had, a place in the waiting room (``Waiting``) with ``wait``, else
+        PoolExhausted. Raises InvalidPayment (naming the field) and TooManyLeases."""
         try:
             line_items, total, currency = _price(
                 self._gateway, self._policy, amount, currency, items

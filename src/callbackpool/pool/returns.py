@@ -70,10 +70,8 @@ class Returns(PoolCore):
     def handle_callback(
         self, path: str, params: Params, *, method: str = "GET", client_addr: str | None = None
     ) -> CallbackResult:
-        """Store a gateway return, then resolve it (docs/design.md#resolving-a-return).
-
-        The return is committed before anything acts on it: a crash in between leaves it
-        ``received``, for the sweeper to resolve."""
+        """Store a gateway return, then resolve it (docs/design.md#resolving-a-return): a
+        crash in between leaves it ``received``, for the sweeper to resolve."""
         with self._store.transaction() as tx:
             callback_id = tx.insert_callback(
                 NewCallback(
