@@ -196,10 +196,9 @@ class Returns(PoolCore):
             return screened
         slot_id, parsed = screened
         # Claimed only after every check: a forgery cannot block the genuine return.
-        fingerprint = _fingerprint(parsed)
-        holder = tx.claim_pn_ref(parsed.pn_ref, callback_id, fingerprint)
+        holder = tx.claim_pn_ref(parsed.pn_ref, callback_id, _fingerprint(parsed))
         if holder is not None:
-            return self._duplicate(tx, callback_id, parsed, fingerprint, holder)
+            return self._duplicate(tx, callback_id, parsed, holder)
 
         # A verified return on the path: the path works (slot health).
         tx.record_slot_return(slot_id, approved=parsed.approved)
@@ -290,15 +289,11 @@ class Returns(PoolCore):
         return None
 
     def _duplicate(
-        self,
-        tx: Tx,
-        callback_id: int,
-        parsed: GatewayReturn,
-        fingerprint: str,
-        holder: tuple[int, str],
+        self, tx: Tx, callback_id: int, parsed: GatewayReturn, holder: tuple[int, str]
     ) -> CallbackResolution:
+        """A repeat of the return that claimed the PNRef first, or a forgery reusing it."""
         holder_id, holder_fingerprint = holder
-        if holder_fingerprint != fingerprint:
+        if holder_fingerprint != _fingerprint(parsed):
             return self._rejected(
                 callback_id,
                 f"PNRef already used by a different return ({callback_ref(holder_id)})",
