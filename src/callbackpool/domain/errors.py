@@ -1,8 +1,6 @@
-"""Errors of the callback pool. Each docstring doubles as the default message.
-
-A caller tells apart only the kinds the package exports (``InvalidRequest``, ``NotFound``,
-``Conflict``, ``PoolExhausted``, ``TooManyLeases``, ``StoreUnavailable``,
-``ConfigurationError``); the subclasses say which thing or which conflict it was.
+"""Errors of the callback pool; each docstring doubles as the default message. A caller
+tells apart only the kinds the package exports; the subclasses say which thing or which
+conflict it was.
 """
 
 from __future__ import annotations

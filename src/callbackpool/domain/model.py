@@ -29,8 +29,7 @@ class LeaseEnd(enum.StrEnum):
     CANCELLED = "cancelled"
     EXPIRED = "expired"
     ADMIN = "admin"
-    # The checkout page stopped polling the payment's status (its heartbeat).
-    ABANDONED = "abandoned"
+    ABANDONED = "abandoned"  # the checkout page stopped polling (its heartbeat)
 
 
 class TicketStatus(enum.StrEnum):

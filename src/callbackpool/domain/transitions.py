@@ -9,9 +9,7 @@ P = PaymentStatus
 
 TRANSITIONS: dict[PaymentStatus, frozenset[PaymentStatus]] = {
     P.PENDING: frozenset({P.COMPLETED, P.FAILED, P.CANCELLED, P.EXPIRED, P.NEEDS_REVIEW}),
-    # The customer may still pay on the gateway's page after we stopped waiting: a late
-    # return completes (flagged late) or fails the payment; one that cannot be told apart
-    # from another payment's return sends it to review (docs/design.md, invariant 3).
+    # The customer may still pay after we stopped waiting (docs/design.md#payment-states).
     P.CANCELLED: frozenset({P.COMPLETED, P.FAILED, P.NEEDS_REVIEW}),
     P.EXPIRED: frozenset({P.COMPLETED, P.FAILED, P.NEEDS_REVIEW}),
     P.NEEDS_REVIEW: frozenset({P.COMPLETED, P.FAILED, P.EXPIRED}),

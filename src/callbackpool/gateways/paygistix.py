@@ -37,11 +37,8 @@ _REQUIRED = ("PNRef", "Result", "MerchantID")
 
 @dataclass(frozen=True, kw_only=True)
 class HashRecipe:
-    """How the gateway signs a return: a digest over chosen fields and a secret.
-
-    Plain digests hash ``secret + separator.join(values)``; ``hmac-*`` key an HMAC with the
-    secret over ``separator.join(values)``. Values are taken exactly as received.
-    """
+    """How the gateway signs a return: plain digests hash ``secret + separator.join(values)``,
+    ``hmac-*`` key an HMAC with the secret over it; values are taken exactly as received."""
 
     secret: str
     fields: tuple[str, ...]

@@ -1,13 +1,8 @@
 """The sandbox gateway: a stand-in for Paygistix's hosted form, so the whole flow runs on one
-machine (shared PAYGISTIX.md, "The sandbox").
-
-It takes the hosted-form post the way the gateway does (the form's ids, ``hash`` and
-line-item fields must match the configured form), charges Σ ``pxPrice`` × ``pxQty``, and
-answers with the gateway's 11 return parameters — never a custom field — signed by a
-``HashRecipe``. ``TEST_CARDS`` choose the outcome; ``ReturnSwitches`` make it misbehave on
-purpose; its status query (``query``) answers with the custom fields the form posted.
-
-The logic only: the web layer mounts its pages when the sandbox is on.
+machine. It takes the form's post the way the gateway does, charges Σ ``pxPrice`` ×
+``pxQty``, and answers with the gateway's 11 return parameters (never a custom field),
+signed; ``TEST_CARDS`` choose the outcome, ``ReturnSwitches`` make it misbehave, and its
+status query (``query``) answers with the custom fields. The web layer mounts its pages.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
-"""What every concern of the pool shares: its state (set by ``CallbackPool.__init__``), the
-write transaction whose hooks and observers run once it has committed, and the steps taken
-inside one: a status change, a lease ended, the leases that ran out and slot health."""
+"""What every concern of the pool shares: its state, the write transaction whose hooks and
+observers run once it has committed, and the steps taken inside one: a status change, a
+lease ended, the leases that ran out and slot health."""
 
 from __future__ import annotations
 
@@ -43,12 +43,21 @@ class Work:
 class PoolCore:
     """The pool's state, and the steps its concerns share."""
 
-    _store: Store
-    _gateway: Gateway
-    _policy: PoolPolicy
-    _status_query: StatusQuery | None
-    _hooks: list[StatusHook]
-    _observers: list[Observer]
+    def __init__(
+        self,
+        store: Store,
+        gateway: Gateway,
+        policy: PoolPolicy,
+        *,
+        on_status_change: StatusHook | None = None,
+        status_query: StatusQuery | None = None,
+    ) -> None:
+        self._store = store
+        self._gateway = gateway
+        self._policy = policy
+        self._status_query = status_query
+        self._hooks: list[StatusHook] = [on_status_change] if on_status_change else []
+        self._observers: list[Observer] = []
 
     @property
     def store(self) -> Store:
@@ -238,12 +247,5 @@ def log_fields(
 ) -> dict[str, Any]:
     """The structured fields of a log line (``extra``) that ``--log-format json`` prints;
     the token shortened as in the message."""
-    return {
-        "fields": {
-            "event": event,
-            "slot": slot,
-            "lease": lease,
-            "token": short(token) if token else None,
-            **more,
-        }
-    }
+    token = short(token) if token else None
+    return {"fields": {"event": event, "slot": slot, "lease": lease, "token": token, **more}}

@@ -1,9 +1,6 @@
 """Leasing: a new payment leased a callback path or given a place in the waiting room, and a
-payment read, polled by its checkout page, or cancelled (docs/design.md#leasing).
-
-Lookups that name nothing are answered from a read, so that guessing tokens or tickets never
-takes a write turn from the pool's real work.
-"""
+payment read, polled by its checkout page, or cancelled (docs/design.md#leasing). Lookups
+that name nothing are answered from a read: guessing never takes a write turn."""
 
 from __future__ import annotations
 
@@ -94,12 +91,9 @@ class Leasing(PoolCore):
         priority: int = 0,
         wait: bool = False,
     ) -> Checkout | Waiting:
-        """Create a pending payment and lease it a callback path, in one transaction.
-
-        When no slot may be had: with ``wait`` a place in the waiting room (``Waiting``),
-        without PoolExhausted. Raises InvalidPayment (naming the field), and TooManyLeases
-        past ``max_live_leases_per_customer``.
-        """
+        """Create a pending payment and lease it a callback path, in one transaction; when
+        no slot may be had, a place in the waiting room (``Waiting``) with ``wait``, else
+        PoolExhausted. Raises InvalidPayment (naming the field) and TooManyLeases."""
         try:
             line_items, total, currency = _price(
                 self._gateway, self._policy, amount, currency, items
@@ -138,9 +132,7 @@ class Leasing(PoolCore):
             if lease is None and _activate_reserve(policy, tx):
                 lease = self._admit(tx, token, total, priority)
             if lease is not None:
-                payment = self._open_payment(
-                    tx, token, total, currency, line_items, customer, lease
-                )
+                payment = self._open_payment(tx, lease, currency, line_items, customer)
                 self._count(tx, Admission.LEASED)
                 result = self._checkout(payment, lease)
             elif wait and policy.max_waiting > 0 and tx.waiting_ahead(0, None) < policy.max_waiting:
@@ -197,16 +189,15 @@ class Leasing(PoolCore):
     def _open_payment(
         self,
         tx: Tx,
-        token: str,
-        amount: int,
+        lease: Lease,
         currency: str,
         items: tuple[LineItem, ...],
         customer: Mapping[str, Any],
-        lease: Lease,
     ) -> Payment:
+        """The pending payment that holds ``lease`` (its token and amount)."""
         payment = Payment(
-            token=token,
-            amount=amount,
+            token=lease.token,
+            amount=lease.amount,
             currency=currency,
             status=PaymentStatus.PENDING,
             created_at=tx.now,
@@ -303,17 +294,13 @@ class Leasing(PoolCore):
         TicketEnded if the ticket is no longer waiting (a granted ticket's payment is
         cancelled with ``cancel_payment``)."""
         ticket = self._known_ticket(ticket)
-        failure: UnknownTicket | TicketEnded | None = None
-        with self._store.transaction() as tx:
+        with self._store.transaction() as tx:  # it writes nothing before it may raise
             found = tx.get_ticket(ticket)
             if found is None:
-                failure = UnknownTicket()
-            elif found.status is not TicketStatus.WAITING:
-                failure = TicketEnded(found.status.value)
-            else:
-                self._end_ticket(tx, found, TicketStatus.CANCELLED)
-        if failure is not None:
-            raise failure
+                raise UnknownTicket()
+            if found.status is not TicketStatus.WAITING:
+                raise TicketEnded(found.status.value)
+            self._end_ticket(tx, found, TicketStatus.CANCELLED)
 
     def _known_ticket(self, ticket: str) -> str:
         """``ticket`` if it names a ticket; UnknownTicket, from a read, if it does not."""
@@ -330,9 +317,7 @@ class Leasing(PoolCore):
             expires_at = tx.now + self._policy.ticket_timeout
             tx.touch_ticket(ticket.id, expires_at)
             return self._waiting(tx, replace(ticket, expires_at=expires_at))
-        payment = self._open_payment(
-            tx, token, ticket.amount, ticket.currency, ticket.items, ticket.customer, lease
-        )
+        payment = self._open_payment(tx, lease, ticket.currency, ticket.items, ticket.customer)
         self._end_ticket(tx, ticket, TicketStatus.GRANTED, token)
         self._count(tx, Admission.GRANTED)
         return self._checkout(payment, lease)

@@ -289,11 +289,9 @@ class Operations(Returns):
         by: str,
         reason: str,
     ) -> Review:
-        """An operator's decision on an ambiguous return: it belongs to ``payment_token``
-        (one of its candidates: completed, or failed for a declined return) or to none of
-        them (None); every other candidate still in review becomes ``others`` (``expired``,
-        ``failed``, or ``needs_review`` to leave it for another return). Recorded with who,
-        why and when; the transition table governs every change.
+        """An operator's decision on an ambiguous return (docs/design.md#review): it belongs
+        to ``payment_token``, one of its candidates, or to none (None); every other candidate
+        still in review becomes ``others`` (``needs_review`` leaves it for another return).
 
         Raises UnknownCallback, NotUnderReview (no longer ambiguous, or decided already),
         InvalidReview or IllegalTransition (a candidate has moved on meanwhile)."""

@@ -68,17 +68,10 @@ class Returns(PoolCore):
     """Storing gateway returns, resolving and settling them, and the status query."""
 
     def handle_callback(
-        self,
-        path: str,
-        params: Params,
-        *,
-        method: str = "GET",
-        client_addr: str | None = None,
+        self, path: str, params: Params, *, method: str = "GET", client_addr: str | None = None
     ) -> CallbackResult:
-        """Store a gateway return, then resolve it (docs/design.md#resolving-a-return).
-
-        The return is committed before anything acts on it: a crash in between leaves it
-        ``received``, for the sweeper to resolve."""
+        """Store a gateway return, then resolve it (docs/design.md#resolving-a-return): a
+        crash in between leaves it ``received``, for the sweeper to resolve."""
         with self._store.transaction() as tx:
             callback_id = tx.insert_callback(
                 NewCallback(
@@ -122,13 +115,7 @@ class Returns(PoolCore):
             record = tx.get_callback(callback_id)
             assert record is not None, f"callback {callback_id} vanished"
             if record.outcome is not CallbackOutcome.RECEIVED:  # resolved by another worker
-                return CallbackResult(
-                    callback_id=callback_id,
-                    outcome=record.outcome,
-                    redirect=record.redirect or self._error_page("Processing error", callback_id),
-                    payment_token=record.payment_token,
-                    detail=record.detail,
-                )
+                return self._result(callback_id, record)
             resolution = self._decide(tx, work, record, answer)
             tx.finish_callback(callback_id, resolution)
             event = CallbackResolved(
@@ -155,12 +142,17 @@ class Returns(PoolCore):
                 amount=resolution.amount,
             ),
         )
+        return self._result(callback_id, resolution)
+
+    def _result(
+        self, callback_id: int, done: CallbackResolution | CallbackRecord
+    ) -> CallbackResult:
         return CallbackResult(
             callback_id=callback_id,
-            outcome=resolution.outcome,
-            redirect=resolution.redirect,
-            payment_token=resolution.payment_token,
-            detail=resolution.detail,
+            outcome=done.outcome,
+            redirect=done.redirect or self._error_page("Processing error", callback_id),
+            payment_token=done.payment_token,
+            detail=done.detail,
         )
 
     def _screen(
@@ -204,10 +196,9 @@ class Returns(PoolCore):
             return screened
         slot_id, parsed = screened
         # Claimed only after every check: a forgery cannot block the genuine return.
-        fingerprint = _fingerprint(parsed)
-        holder = tx.claim_pn_ref(parsed.pn_ref, callback_id, fingerprint)
+        holder = tx.claim_pn_ref(parsed.pn_ref, callback_id, _fingerprint(parsed))
         if holder is not None:
-            return self._duplicate(tx, callback_id, parsed, fingerprint, holder)
+            return self._duplicate(tx, callback_id, parsed, holder)
 
         # A verified return on the path: the path works (slot health).
         tx.record_slot_return(slot_id, approved=parsed.approved)
@@ -298,15 +289,11 @@ class Returns(PoolCore):
         return None
 
     def _duplicate(
-        self,
-        tx: Tx,
-        callback_id: int,
-        parsed: GatewayReturn,
-        fingerprint: str,
-        holder: tuple[int, str],
+        self, tx: Tx, callback_id: int, parsed: GatewayReturn, holder: tuple[int, str]
     ) -> CallbackResolution:
+        """A repeat of the return that claimed the PNRef first, or a forgery reusing it."""
         holder_id, holder_fingerprint = holder
-        if holder_fingerprint != fingerprint:
+        if holder_fingerprint != _fingerprint(parsed):
             return self._rejected(
                 callback_id,
                 f"PNRef already used by a different return ({callback_ref(holder_id)})",

@@ -1,11 +1,8 @@
 """The shared store: PostgreSQL through psycopg 3 and its connection pool, for several app
-instances on one database (docs/architecture.md). Time is the database's ``now()`` unless a
-clock is injected (tests do).
-
-Write transactions run at READ COMMITTED and lock what they change, in the order ``tx.py``
-gives; reads run at REPEATABLE READ, READ ONLY. Driver errors never leave this module: what
-is worth retrying becomes ``StoreUnavailable``, anything else the database refuses
-``StoreError``.
+instances on one database (docs/architecture.md); time is the database's ``now()`` unless a
+clock is injected. Writes run at READ COMMITTED and lock what they change in the order of
+``tx.py``; reads at REPEATABLE READ, READ ONLY. Driver errors become ``StoreUnavailable``
+(worth retrying) or ``StoreError``.
 """
 
 from __future__ import annotations
@@ -110,8 +107,7 @@ def _summary(exc: BaseException) -> str:
 
 class _Connection(psycopg.Connection[Any]):
     """The pool's connections. Each store makes its own subclass, on which every attempt to
-    connect records why it failed (None once one succeeds): what a request that timed out
-    waiting for a connection reports, rather than only that it waited."""
+    connect records why it failed (None once one succeeds), for a request that waited."""
 
     failure: str | None = None
 
@@ -137,10 +133,8 @@ def translate(exc: psycopg.Error, doing: str) -> CallbackPoolError:
 
 class PostgresStore(Store):
     """The pool's tables in a PostgreSQL database, shared by every app instance using it.
-
-    ``timeout`` bounds each wait of a request on the database (a pooled connection, one
-    statement, a row lock), ``connect_timeout`` opening a connection; docs/deploying.md has
-    the whole table of bounds."""
+    ``timeout`` bounds each wait of a request on the database, ``connect_timeout`` opening a
+    connection (docs/deploying.md has the whole table of bounds)."""
 
     def __init__(
         self,
@@ -193,9 +187,8 @@ class PostgresStore(Store):
             min_size=min_size,
             max_size=max_size,
             timeout=timeout,
-            # The pool retries a failed connection with growing pauses, and while it waits no
-            # new attempt starts: a short horizon keeps the pause after an outage short (the
-            # next request then starts a fresh attempt at once).
+            # The pool retries a failed connection with growing pauses, starting no new
+            # attempt meanwhile: a short horizon keeps the pause after an outage short.
             reconnect_timeout=timeout,
             kwargs=connect_args,
             configure=self._configure,
@@ -224,9 +217,8 @@ class PostgresStore(Store):
         while True:
             wait = deadline - monotonic()
             if self._connections.failure is not None:
-                # The server refused or ignored the last attempt to connect: wait only for a
-                # connection the pool can make at once (the server being back), so that in
-                # an outage requests fail fast rather than each hold a worker for the timeout.
+                # The last attempt to connect failed: wait only for a connection the pool can
+                # make at once, so that in an outage requests fail fast.
                 wait = min(wait, OUTAGE_WAIT)
             try:
                 conn = self._pool.getconn(timeout=max(wait, 0.001))

@@ -115,9 +115,8 @@ class SqliteStore(Store):
         # An in-memory database lives in one connection, which the threads then share.
         self._shared: sqlite3.Connection | None = None
         self._shared_lock = threading.RLock()
-        # SQLite takes one writer at a time. This process's writers queue for a turn here,
-        # handed it as soon as it is free, rather than in SQLite's busy handler, which polls
-        # with sleeps of up to 100 ms. Other processes on the file meet SQLite's own locking.
+        # This process's writers queue for their turn here, handed it as soon as it is free,
+        # rather than in SQLite's busy handler, which polls with sleeps of up to 100 ms.
         self._turn = threading.Lock()
 
     def __repr__(self) -> str:
@@ -126,10 +125,7 @@ class SqliteStore(Store):
     def _open(self) -> sqlite3.Connection:
         try:
             conn = sqlite3.connect(
-                self.path,
-                isolation_level=None,
-                timeout=self.busy_timeout,
-                check_same_thread=False,
+                self.path, isolation_level=None, timeout=self.busy_timeout, check_same_thread=False
             )
             if not self._memory:
                 conn.execute("PRAGMA journal_mode = WAL")

@@ -1,14 +1,10 @@
-"""The pool's storage operations, written once for every database.
+"""The pool's storage operations, written once for every database: a ``Tx`` is one
+transaction, running named queries of ``sql/``; rows map to value objects by column name
+(``_build``), value objects to parameters by field name (``_columns``).
 
-A ``Tx`` is one transaction (``Store.transaction()`` or ``Store.read()``); each method runs
-named queries of ``sql/`` on its ``Connection``, and ``Tx.now`` is its one clock. Rows map
-to the domain's value objects by column name (``_build``), and value objects to query
-parameters by field name (``_columns``).
-
-Queries named ``lock_…`` take a lock on PostgreSQL and do nothing on SQLite, whose write
-transactions take turns anyway. Locks are taken in one order, so that transactions wait for
-each other without deadlocking: a callback row, then slot rows, then lease rows, then
-payment rows (docs/architecture.md).
+Queries named ``lock_…`` lock on PostgreSQL and do nothing on SQLite, whose writes take turns
+anyway; locks are taken in one order (docs/architecture.md): a callback row, then slot rows,
+then lease rows, then payment rows.
 """
 
 from __future__ import annotations
@@ -133,11 +129,9 @@ class Tx:
     # --- slots ---------------------------------------------------------------------------
 
     def sync_slots(self, paths: Sequence[str], reserve_paths: Sequence[str] = ()) -> SlotSync:
-        """Add new paths, reactivate listed ones, deactivate (never delete) the others.
-
-        A new reserve path starts on standby unless the reserve is in rotation now. Each
-        change is conditional, so that of instances starting together with the same
-        configuration only one reports it."""
+        """Add new paths, reactivate listed ones, deactivate (never delete) the others; a new
+        reserve path starts on standby unless the reserve is in rotation. Each change is
+        conditional: of instances starting together, only one reports it."""
         wanted = dict.fromkeys(paths, False) | dict.fromkeys(reserve_paths, True)
         in_rotation = self._count("reserve_in_rotation") > 0
         added, reactivated = [], []
@@ -280,9 +274,8 @@ class Tx:
         return None if row is None else row["earliest_end_at"]
 
     def customer_claims(self, customer_key: str) -> list[datetime]:
-        """When each of the customer's live leases and waiting tickets ends. Until this
-        transaction ends, no other that asks for the same customer gets past this call:
-        counting and leasing (or queueing) are atomic."""
+        """When each of the customer's live leases and waiting tickets ends; the customer is
+        locked until this transaction ends, so that counting and leasing are atomic."""
         self._run("lock_customer", customer_key=customer_key)
         rows = self._all("customer_claims", customer_key=customer_key)
         return [row["expires_at"] for row in rows]
@@ -542,9 +535,7 @@ class Tx:
             "open_ambiguities", path=path, amount=amount, received_after=received_after
         )
         return [
-            OpenAmbiguity(
-                callback_id=row["id"], candidates=frozenset(json.loads(row["candidates"]))
-            )
+            _build(OpenAmbiguity, row, candidates=frozenset(json.loads(row["candidates"])))
             for row in rows
         ]
 

@@ -413,7 +413,7 @@ UPDATE callbacks
  WHERE id = :id;
 
 -- name: open_ambiguities
-SELECT id, candidates FROM callbacks
+SELECT id AS callback_id, candidates FROM callbacks
  WHERE path = :path AND amount = :amount
    AND outcome = 'ambiguous' AND approved AND settled_at IS NULL
    AND received_at > :received_after
