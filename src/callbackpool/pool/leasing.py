@@ -54,6 +54,15 @@ AMOUNT_CEILING = 2**53 - 1
 MAX_CUSTOMER_BYTES = 16_384
 
 
+def new_token() -> str:
+    """A payment token or ticket: 192 random bits, URL-safe. Never one that starts with
+    ``-``, which a command line would take for an option (``callbackpool review close``)."""
+    token = secrets.token_urlsafe(TOKEN_BYTES)
+    while token.startswith("-"):
+        token = secrets.token_urlsafe(TOKEN_BYTES)
+    return token
+
+
 class Leasing(PoolCore):
     """Checkout, the waiting room, and a payment after checkout."""
 
@@ -119,7 +128,7 @@ class Leasing(PoolCore):
         priority: int,
         wait: bool,
     ) -> Checkout | Waiting:
-        token = secrets.token_urlsafe(TOKEN_BYTES)
+        token = new_token()
         started = time.perf_counter()
         policy = self._policy
         refusal: PoolExhausted | None = None
@@ -138,7 +147,7 @@ class Leasing(PoolCore):
             elif wait and policy.max_waiting > 0 and tx.waiting_ahead(0, None) < policy.max_waiting:
                 ticket = tx.insert_ticket(
                     NewTicket(
-                        ticket=secrets.token_urlsafe(TOKEN_BYTES),
+                        ticket=new_token(),
                         priority=priority,
                         amount=total,
                         currency=currency,
@@ -311,7 +320,7 @@ class Leasing(PoolCore):
         return ticket
 
     def _take_turn(self, tx: Tx, ticket: Ticket) -> Checkout | Waiting:
-        token = secrets.token_urlsafe(TOKEN_BYTES)
+        token = new_token()
         lease = self._admit(tx, token, ticket.amount, ticket.priority, ticket.id)
         if lease is None:
             expires_at = tx.now + self._policy.ticket_timeout
