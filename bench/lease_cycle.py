@@ -148,7 +148,6 @@ def raw_cycle(
         run("live_lease_of_payment", {"token": token})
         for end in ("abandon_lease", "expire_lease"):
             run("lock_slot", {"slot_id": slot_id})
-            run("slot_by_id", {"slot_id": slot_id})
             run(end, {"id": lease[0], "now": now, "window": WINDOW})
         run("get_payment", {"token": token})
         run("live_lease_of_payment", {"token": token})

@@ -2,9 +2,9 @@
 transaction, running named queries of ``sql/``; rows map to value objects by column name
 (``_build``), value objects to parameters by field name (``_columns``).
 
-Queries named ``lock_…`` lock on PostgreSQL and do nothing on SQLite, whose writes take turns
-anyway; locks are taken in one order (docs/architecture.md): a callback row, then slot rows,
-then lease rows, then payment rows.
+Queries named ``lock_…`` lock on PostgreSQL; on SQLite, whose writes take turns anyway, they
+only read what they would lock, or do nothing. Locks are taken in one order
+(docs/architecture.md): a callback row, then slot rows, then lease rows, then payment rows.
 """
 
 from __future__ import annotations
@@ -244,15 +244,11 @@ class Tx:
     def _end_due(
         self, end: str, due: str, taint_window: timedelta, slot_id: int | None
     ) -> list[Lease]:
-        if slot_id is None:
-            # The slots of the due leases, each locked, skipping those another transaction
-            # holds: that one is ending the lease or acting on the slot, and frees it.
-            slots = self._all(due)
-        else:
-            # The caller is about to act on this slot's lease and payment: it waits for its
-            # turn on the slot, so that it reads what the slot's holder committed.
-            self._run("lock_slot", slot_id=slot_id)
-            slots = self._all("slot_by_id", slot_id=slot_id)
+        # Without a slot: the slots of the due leases, each locked, skipping those another
+        # transaction holds (that one is ending the lease or acting on the slot, and frees
+        # it). With one: the caller is about to act on its lease and payment, so it waits for
+        # its turn on the slot and reads what the slot's holder committed.
+        slots = self._all(due) if slot_id is None else self._all("lock_slot", slot_id=slot_id)
         ended = []
         for slot in slots:
             if slot["live_lease_id"] is None:

@@ -71,7 +71,7 @@ SELECT pg_advisory_xact_lock(7248517301246590652);
 SELECT id, path, active FROM slots WHERE path = :path FOR NO KEY UPDATE;
 
 -- name: lock_slot
-SELECT id FROM slots WHERE id = :slot_id FOR NO KEY UPDATE;
+SELECT id, live_lease_id FROM slots WHERE id = :slot_id FOR NO KEY UPDATE;
 
 -- name: lock_slot_of_lease
 -- The slot row first, then the lease.

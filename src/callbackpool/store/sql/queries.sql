@@ -10,13 +10,11 @@
 -- Times are read back by column name: a column (or alias) ending in _at or _until, or
 -- named at, holds a time (integer microseconds on SQLite, timestamptz on PostgreSQL).
 --
--- A query named lock_... takes a lock on PostgreSQL (postgres.sql) and does nothing here:
--- SQLite's write transactions take turns anyway. The lock order is in store/tx.py.
+-- A query named lock_... takes a lock on PostgreSQL (postgres.sql); here it only reads what
+-- it would lock, or does nothing: SQLite's write transactions take turns anyway. The lock
+-- order is in store/tx.py.
 
 -- name: lock_customer
-SELECT 1;
-
--- name: lock_slot
 SELECT 1;
 
 -- name: lock_slot_of_lease
@@ -66,7 +64,8 @@ SELECT id, path, active FROM slots WHERE path = :path;
 -- What a write transaction runs: PostgreSQL locks the row (postgres.sql).
 SELECT id, path, active FROM slots WHERE path = :path;
 
--- name: slot_by_id
+-- name: lock_slot
+-- The slot and its live lease (locked on PostgreSQL: postgres.sql).
 SELECT id, live_lease_id FROM slots WHERE id = :slot_id;
 
 -- name: free_slot_count
