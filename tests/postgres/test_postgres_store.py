@@ -189,6 +189,7 @@ def test_a_second_instance_takes_another_slot_without_waiting(
 def payment(token: str, now: datetime, amount: int = 1) -> Payment:
     return Payment(
         token=token,
+        id=f"pay_{token}",
         amount=amount,
         currency="USD",
         status=PaymentStatus.PENDING,

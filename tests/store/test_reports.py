@@ -37,6 +37,7 @@ def test_payment_and_callback_counts_cover_every_status_and_outcome(pool: Callba
     pool.handle_callback(paid.lease.path, paygistix_return(pn_ref="3", merchant="x"))  # rejected
 
     assert pool.payment_counts() == {
+        PaymentStatus.OPEN: 0,
         PaymentStatus.PENDING: 1,
         PaymentStatus.COMPLETED: 1,
         PaymentStatus.FAILED: 1,

@@ -10,6 +10,7 @@ from typing import Any
 
 
 class PaymentStatus(enum.StrEnum):
+    OPEN = "open"  # created by the shop's server; no slot leased until the customer pays
     PENDING = "pending"
     COMPLETED = "completed"
     FAILED = "failed"
@@ -130,10 +131,25 @@ class Payment:
     result_code: str | None = None
     error_message: str | None = None
     callback_id: int | None = None
+    # A payment the shop's server created: the shop's names for it and where the customer
+    # goes back to (None for the checkout page's own payments).
+    id: str = ""
+    order_reference: str | None = None
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    success_url: str | None = None
+    cancel_url: str | None = None
+    max_attempts: int = 1
+    idempotency_key: str | None = None
+    request_hash: str | None = None
 
     @property
     def customer_key(self) -> str | None:
         return customer_key(self.customer)
+
+    @property
+    def hosted(self) -> bool:
+        """Created by the shop's server, paid on the hosted payment page."""
+        return self.success_url is not None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -180,6 +196,19 @@ class CallbackRecord(NewCallback):
     def ref(self) -> str:
         """The support reference shown to the customer."""
         return callback_ref(self.id)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Attempt:
+    """One try at the gateway for a payment: a lease, and the return applied to it if any."""
+
+    lease_id: int
+    started_at: datetime
+    ended_at: datetime | None
+    end_reason: LeaseEnd | None
+    callback_id: int | None = None
+    params: tuple[tuple[str, str], ...] = ()
+    returned_at: datetime | None = None
 
 
 def callback_ref(callback_id: int) -> str:

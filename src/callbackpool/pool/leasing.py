@@ -63,6 +63,11 @@ def new_token() -> str:
     return token
 
 
+def new_payment_id() -> str:
+    """The name the shop knows a payment by: not a secret (only a merchant key reads it)."""
+    return f"pay_{secrets.token_hex(12)}"
+
+
 class Leasing(PoolCore):
     """Checkout, the waiting room, and a payment after checkout."""
 
@@ -206,6 +211,7 @@ class Leasing(PoolCore):
         """The pending payment that holds ``lease`` (its token and amount)."""
         payment = Payment(
             token=lease.token,
+            id=new_payment_id(),
             amount=lease.amount,
             currency=currency,
             status=PaymentStatus.PENDING,

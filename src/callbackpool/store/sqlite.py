@@ -208,6 +208,15 @@ class SqliteStore(Store):
             held.release()
 
     def _migrate(self, conn: sqlite3.Connection) -> list[str]:
+        # A migration that makes a table anew drops the old one: with foreign keys on, that
+        # would delete the rows that refer to it. They are checked before the commit instead.
+        conn.execute("PRAGMA foreign_keys = OFF")
+        try:
+            return self._apply_migrations(conn)
+        finally:
+            conn.execute("PRAGMA foreign_keys = ON")
+
+    def _apply_migrations(self, conn: sqlite3.Connection) -> list[str]:
         try:
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as exc:
@@ -226,6 +235,9 @@ class SqliteStore(Store):
                     (name, to_us(self.clock.now())),
                 )
                 applied_now.append(name)
+            broken = conn.execute("PRAGMA foreign_key_check").fetchall()
+            if broken:
+                raise sqlite3.IntegrityError(f"foreign keys broken in {broken[0][0]}")
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
             conn.execute("ROLLBACK")

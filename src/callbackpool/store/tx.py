@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from ..domain.model import (
     Admission,
     AdmissionCounts,
+    Attempt,
     CallbackOutcome,
     CallbackRecord,
     Candidate,
@@ -68,6 +69,8 @@ class PaymentChange:
 
     status: PaymentStatus
     late: bool | None = None
+    lease_id: int | None = None  # a new attempt's lease
+    callback_path: str | None = None
     pn_ref: str | None = None
     order_id: str | None = None
     auth_code: str | None = None
@@ -89,7 +92,7 @@ class CallbackResolution:
     detail: str | None = None
     candidates: tuple[str, ...] = ()
     duplicate_of: int | None = None
-    # The lease of the payment the return went to (for the log line; not stored).
+    # The lease of the payment the return went to: the attempt it ended.
     lease_id: int | None = None
 
 
@@ -345,12 +348,60 @@ class Tx:
                 customer=json.dumps(dict(payment.customer)),
                 customer_key=payment.customer_key,
                 status=payment.status.value,
+                metadata=json.dumps(dict(payment.metadata)),
             ),
         )
 
     def get_payment(self, token: str) -> Payment | None:
         row = self._one("get_payment", token=token)
         return None if row is None else _payment(row)
+
+    def payment_by_id(self, payment_id: str) -> Payment | None:
+        row = self._one("payment_by_id", id=payment_id)
+        return None if row is None else _payment(row)
+
+    def payment_by_idempotency_key(self, key: str) -> Payment | None:
+        row = self._one("payment_by_idempotency_key", idempotency_key=key)
+        return None if row is None else _payment(row)
+
+    def newest_payments(
+        self,
+        *,
+        order_reference: str | None,
+        status: PaymentStatus | None,
+        after: Payment | None,
+        limit: int,
+    ) -> list[Payment]:
+        rows = self._all(
+            "newest_payments",
+            order_reference=order_reference,
+            status=None if status is None else status.value,
+            after_id=None if after is None else after.id,
+            after_created=None if after is None else after.created_at,
+            limit=limit,
+        )
+        return [_payment(row) for row in rows]
+
+    def due_open_payments(self, limit: int = 1000) -> list[str]:
+        """The open payments past their ``expires_at``, soonest first."""
+        return [row["token"] for row in self._all("due_open_payments", limit=limit)]
+
+    def payment_attempts(self, token: str) -> list[Attempt]:
+        """Each lease of the payment, oldest first, with the return applied to it if any."""
+        return [
+            Attempt(
+                lease_id=row["lease_id"],
+                started_at=row["acquired_at"],
+                ended_at=row["ended_at"],
+                end_reason=_lease_end(row["end_reason"]),
+                callback_id=row["callback_id"],
+                params=()
+                if row["params"] is None
+                else tuple((str(k), str(v)) for k, v in json.loads(row["params"])),
+                returned_at=row["received_at"],
+            )
+            for row in self._all("payment_attempts", token=token)
+        ]
 
     def update_payment(self, token: str, expected: PaymentStatus, change: PaymentChange) -> bool:
         """Apply ``change`` if the payment is still ``expected``; False, nothing written, if not."""
@@ -672,6 +723,7 @@ def _payment(row: Row) -> Payment:
         status=PaymentStatus(row["status"]),
         items=_items(row["items"]),
         customer=json.loads(row["customer"]),
+        metadata=json.loads(row["metadata"]),
         late=bool(row["late"]),
     )
 

@@ -263,7 +263,9 @@ SELECT l.id AS l_id, l.slot_id AS l_slot_id, l.path AS l_path, l.token AS l_toke
        l.heartbeat_until AS l_heartbeat_until,
        p.token, p.amount, p.currency, p.items, p.customer, p.status, p.late, p.lease_id,
        p.callback_path, p.expires_at, p.pn_ref, p.order_id, p.auth_code, p.card_type, p.last4,
-       p.result_code, p.error_message, p.callback_id, p.created_at, p.updated_at
+       p.result_code, p.error_message, p.callback_id, p.id, p.order_reference, p.metadata,
+       p.success_url, p.cancel_url, p.max_attempts, p.idempotency_key, p.request_hash,
+       p.created_at, p.updated_at
   FROM leases AS l JOIN payments AS p ON p.token = l.token
  WHERE l.slot_id = :slot_id AND (l.ended_at IS NULL OR l.taint_until > :now)
  ORDER BY l.id;
@@ -271,22 +273,42 @@ SELECT l.id AS l_id, l.slot_id AS l_slot_id, l.path AS l_path, l.token AS l_toke
 -- --- payments --------------------------------------------------------------------------
 
 -- name: insert_payment
-INSERT INTO payments (token, amount, currency, items, customer, customer_key, status, late,
-                      lease_id, callback_path, expires_at, created_at, updated_at)
-VALUES (:token, :amount, :currency, :items, :customer, :customer_key, :status, :late,
-        :lease_id, :callback_path, :expires_at, :created_at, :created_at);
+INSERT INTO payments (token, id, amount, currency, items, customer, customer_key, status, late,
+                      lease_id, callback_path, expires_at, order_reference, metadata,
+                      success_url, cancel_url, max_attempts, idempotency_key, request_hash,
+                      created_at, updated_at)
+VALUES (:token, :id, :amount, :currency, :items, :customer, :customer_key, :status, :late,
+        :lease_id, :callback_path, :expires_at, :order_reference, :metadata, :success_url,
+        :cancel_url, :max_attempts, :idempotency_key, :request_hash, :created_at, :created_at);
 
 -- name: get_payment
-SELECT token, amount, currency, items, customer, status, late, lease_id, callback_path,
+SELECT token, id, amount, currency, items, customer, status, late, lease_id, callback_path,
        expires_at, pn_ref, order_id, auth_code, card_type, last4, result_code, error_message,
-       callback_id, created_at, updated_at
+       callback_id, order_reference, metadata, success_url, cancel_url, max_attempts,
+       idempotency_key, request_hash, created_at, updated_at
   FROM payments WHERE token = :token;
+
+-- name: payment_by_id
+SELECT token, id, amount, currency, items, customer, status, late, lease_id, callback_path,
+       expires_at, pn_ref, order_id, auth_code, card_type, last4, result_code, error_message,
+       callback_id, order_reference, metadata, success_url, cancel_url, max_attempts,
+       idempotency_key, request_hash, created_at, updated_at
+  FROM payments WHERE id = :id;
+
+-- name: payment_by_idempotency_key
+SELECT token, id, amount, currency, items, customer, status, late, lease_id, callback_path,
+       expires_at, pn_ref, order_id, auth_code, card_type, last4, result_code, error_message,
+       callback_id, order_reference, metadata, success_url, cancel_url, max_attempts,
+       idempotency_key, request_hash, created_at, updated_at
+  FROM payments WHERE idempotency_key = :idempotency_key;
 
 -- name: update_payment
 -- Conditional on the status the caller saw: a repeated or raced transition writes nothing.
 UPDATE payments
    SET status = :status,
        late = coalesce(CAST(:late AS boolean), late),
+       lease_id = coalesce(CAST(:lease_id AS bigint), lease_id),
+       callback_path = coalesce(CAST(:callback_path AS text), callback_path),
        pn_ref = coalesce(CAST(:pn_ref AS text), pn_ref),
        order_id = coalesce(CAST(:order_id AS text), order_id),
        auth_code = coalesce(CAST(:auth_code AS text), auth_code),
@@ -299,16 +321,45 @@ UPDATE payments
  WHERE token = :token AND status = :expected;
 
 -- name: payments
--- The statuses asked for are :status_1 to :status_6 (NULL for the rest), or any.
-SELECT token, amount, currency, items, customer, status, late, lease_id, callback_path,
+-- The statuses asked for are :status_1 to :status_7 (NULL for the rest), or any.
+SELECT token, id, amount, currency, items, customer, status, late, lease_id, callback_path,
        expires_at, pn_ref, order_id, auth_code, card_type, last4, result_code, error_message,
-       callback_id, created_at, updated_at
+       callback_id, order_reference, metadata, success_url, cancel_url, max_attempts,
+       idempotency_key, request_hash, created_at, updated_at
   FROM payments
  WHERE (:any_status
-        OR status IN (:status_1, :status_2, :status_3, :status_4, :status_5, :status_6))
+        OR status IN (:status_1, :status_2, :status_3, :status_4, :status_5, :status_6,
+                      :status_7))
    AND (CAST(:created_before AS timestamptz) IS NULL OR created_at < :created_before)
  ORDER BY created_at, lease_id, token
  LIMIT :limit;
+
+-- name: newest_payments
+-- The shop's list, newest first, after the cursor's payment (:after_created, :after_id).
+SELECT token, id, amount, currency, items, customer, status, late, lease_id, callback_path,
+       expires_at, pn_ref, order_id, auth_code, card_type, last4, result_code, error_message,
+       callback_id, order_reference, metadata, success_url, cancel_url, max_attempts,
+       idempotency_key, request_hash, created_at, updated_at
+  FROM payments
+ WHERE (CAST(:order_reference AS text) IS NULL OR order_reference = :order_reference)
+   AND (CAST(:status AS text) IS NULL OR status = :status)
+   AND (CAST(:after_id AS text) IS NULL OR created_at < :after_created
+        OR (created_at = :after_created AND id < :after_id))
+ ORDER BY created_at DESC, id DESC
+ LIMIT :limit;
+
+-- name: due_open_payments
+SELECT token FROM payments WHERE status = 'open' AND expires_at <= :now ORDER BY expires_at
+ LIMIT :limit;
+
+-- name: payment_attempts
+-- Each lease of a payment is one attempt at the gateway, with the return applied to it.
+SELECT l.id AS lease_id, l.acquired_at, l.ended_at, l.end_reason, c.id AS callback_id,
+       c.params, c.received_at
+  FROM leases l
+  LEFT JOIN callbacks c ON c.lease_id = l.id AND c.outcome = 'applied'
+ WHERE l.token = :token
+ ORDER BY l.id;
 
 -- name: payment_counts
 SELECT status, count(*) AS n FROM payments GROUP BY status;
@@ -408,7 +459,7 @@ ON CONFLICT (pn_ref) DO NOTHING;
 UPDATE callbacks
    SET outcome = :outcome, redirect = :redirect, pn_ref = :pn_ref, amount = :amount,
        approved = :approved, payment_token = :payment_token, detail = :detail,
-       candidates = :candidates, duplicate_of = :duplicate_of
+       candidates = :candidates, duplicate_of = :duplicate_of, lease_id = :lease_id
  WHERE id = :id;
 
 -- name: open_ambiguities
