@@ -45,6 +45,7 @@ log = logging.getLogger("callbackpool.config")
 
 ENV_PREFIX = "CALLBACKPOOL_"
 MIN_ADMIN_TOKEN_CHARS = 16
+MIN_MERCHANT_KEY_CHARS = 24
 # Variables with the prefix that are not configuration keys.
 _NOT_SETTINGS = (
     "CALLBACKPOOL_CONFIG",
@@ -55,7 +56,14 @@ _NOT_SETTINGS = (
     "CALLBACKPOOL_OPERATOR",
 )
 # The keys that hold a list of text, which may be written "a, b" (in the environment, say).
-_TEXT_LISTS = ("callback_paths", "reserve_paths", "return_sources", "trusted_proxies")
+_TEXT_LISTS = (
+    "callback_paths",
+    "reserve_paths",
+    "return_sources",
+    "trusted_proxies",
+    "shop_origins",
+    "merchant_api_keys",
+)
 
 _file_data: ContextVar[dict[str, Any] | None] = ContextVar("callbackpool_file_data", default=None)
 
@@ -160,6 +168,9 @@ class Settings(BaseSettings, PoolPolicy):
     metrics_require_token: bool = True
     dashboard_refresh_seconds: int = Field(default=10, ge=2, le=3600)
     admin_session_hours: float = Field(default=12, gt=0, le=24 * 30)
+    # The shop's server and its customers' hosted page (docs/integrating.md).
+    merchant_api_keys: tuple[SecretStr, ...] = ()
+    shop_name: str = Field(default="Shop", min_length=1, max_length=80)
 
     @field_validator(*_TEXT_LISTS, mode="before")
     @classmethod
@@ -170,6 +181,13 @@ class Settings(BaseSettings, PoolPolicy):
                 return json.loads(text)
             return [part.strip() for part in text.split(",") if part.strip()]
         return value
+
+    @field_validator("merchant_api_keys")
+    @classmethod
+    def _long_keys(cls, keys: tuple[SecretStr, ...]) -> tuple[SecretStr, ...]:
+        if any(len(key.get_secret_value()) < MIN_MERCHANT_KEY_CHARS for key in keys):
+            raise ValueError(f"each key must be at least {MIN_MERCHANT_KEY_CHARS} characters")
+        return keys
 
     @field_validator("currency")
     @classmethod

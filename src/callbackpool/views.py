@@ -13,7 +13,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Self
 
 from pydantic import (
     BaseModel,
@@ -43,6 +43,7 @@ from .domain.model import callback_id_of as model_callback_id_of
 from .domain.money import format_amount
 from .pool import Checkout
 from .pool.results import CapacityReport, PoolStatus, ReviewItem, ReviewQueue, SweepReport
+from .pool.shop import AttemptResult
 from .store.tx import SlotSync, UsageRow
 
 if TYPE_CHECKING:  # the simulator is not needed to show the pool's own reports
@@ -876,3 +877,89 @@ def span(delta: timedelta) -> str:
     while len(parts) > 1 and parts[0][0] == 0:
         parts.pop(0)
     return " ".join(f"{n}{unit}" for n, unit in parts[:2] if n or unit == parts[0][1])
+
+
+# --- the shop's server's payments (docs/integrating.md) ---------------------------------------
+
+
+class CreatedPaymentOut(SuccessOut):
+    """A payment the shop's server created: send the customer to ``checkoutUrl``. ``id``
+    names it to the shop; ``token`` is the customer's secret (it is in the URL)."""
+
+    id: str
+    token: str
+    status: str
+    checkout_url: str
+    order_reference: str | None
+    metadata: dict[str, str]
+    amount: int
+    currency: str
+    expires_at: Time
+
+    @classmethod
+    def of(cls, payment: Payment, checkout_url: str) -> CreatedPaymentOut:
+        return cls(
+            id=payment.id,
+            token=payment.token,
+            status=payment.status,
+            checkout_url=checkout_url,
+            order_reference=payment.order_reference,
+            metadata=dict(payment.metadata),
+            amount=payment.amount,
+            currency=payment.currency,
+            expires_at=payment.expires_at,
+        )
+
+
+class AttemptOut(Out):
+    number: int
+    outcome: str
+    started_at: Time
+    returned_at: Time
+    pn_ref: str | None
+    auth_code: str | None
+    last4: str | None
+    card_type: str | None
+
+
+class ShopPaymentOut(Out):
+    """A payment as the shop reads it, with each attempt at the gateway."""
+
+    id: str
+    status: str
+    amount: int
+    currency: str
+    order_reference: str | None
+    metadata: dict[str, str]
+    late: bool
+    attempts: list[AttemptOut]
+    created_at: Time
+    updated_at: Time
+    expires_at: Time
+
+    @classmethod
+    def of(cls, payment: Payment, attempts: Sequence[AttemptResult]) -> Self:
+        return cls(
+            id=payment.id,
+            status=payment.status,
+            amount=payment.amount,
+            currency=payment.currency,
+            order_reference=payment.order_reference,
+            metadata=dict(payment.metadata),
+            late=payment.late,
+            attempts=[AttemptOut.model_validate(attempt) for attempt in attempts],
+            created_at=payment.created_at,
+            updated_at=payment.updated_at,
+            expires_at=payment.expires_at,
+        )
+
+
+class ShopPaymentDetailOut(SuccessOut, ShopPaymentOut):
+    pass
+
+
+class ShopPaymentListOut(SuccessOut):
+    """Newest first; pass ``nextCursor`` as ``after`` for the next page (null: no more)."""
+
+    data: list[ShopPaymentOut]
+    next_cursor: str | None

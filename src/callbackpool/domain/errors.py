@@ -118,11 +118,15 @@ class InvalidReview(InvalidRequest):
 
 
 class PaymentNotPending(Conflict):
-    """The payment is no longer pending."""
+    """The payment is no longer pending (or open, where that was asked)."""
 
-    def __init__(self, status: str) -> None:
+    def __init__(self, status: str, expected: str = "pending") -> None:
         self.status = status
-        super().__init__(f"the payment is {status}, not pending")
+        super().__init__(f"the payment is {status}, not {expected}")
+
+
+class IdempotencyConflict(Conflict):
+    """This Idempotency-Key was used for another request: send the same body, or a new key."""
 
 
 class IllegalTransition(Conflict):

@@ -11,9 +11,7 @@ TRANSITIONS: dict[PaymentStatus, frozenset[PaymentStatus]] = {
     # The customer presses Pay on the hosted page; or the shop cancels, or nobody paid.
     P.OPEN: frozenset({P.PENDING, P.CANCELLED, P.EXPIRED}),
     # OPEN again: a declined card on the hosted page, with attempts left.
-    P.PENDING: frozenset(
-        {P.OPEN, P.COMPLETED, P.FAILED, P.CANCELLED, P.EXPIRED, P.NEEDS_REVIEW}
-    ),
+    P.PENDING: frozenset({P.OPEN, P.COMPLETED, P.FAILED, P.CANCELLED, P.EXPIRED, P.NEEDS_REVIEW}),
     # The customer may still pay after we stopped waiting (docs/design.md#payment-states).
     P.CANCELLED: frozenset({P.COMPLETED, P.FAILED, P.NEEDS_REVIEW}),
     P.EXPIRED: frozenset({P.COMPLETED, P.FAILED, P.NEEDS_REVIEW}),

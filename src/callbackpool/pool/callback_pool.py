@@ -3,11 +3,11 @@ modules of their concern over the state and steps of ``core.py``."""
 
 from __future__ import annotations
 
-from .leasing import Leasing
 from .operations import Operations
+from .shop import ShopPayments
 
 
-class CallbackPool(Leasing, Operations):
+class CallbackPool(ShopPayments, Operations):
     """Leases callback paths to payments and turns gateway returns into payment outcomes.
     ``on_status_change`` is called after every committed payment status change (an exception
     it raises is logged); ``status_query`` settles returns the path alone cannot attribute."""

@@ -175,6 +175,16 @@ class PoolCore:
             self._check_slot_health(tx, work, lease)
         return len(abandoned) + len(ended)
 
+    def _expire_open(self, tx: Tx, work: Work) -> int:
+        """Open payments nobody paid by their ``expires_at`` become ``expired``."""
+        due = tx.due_open_payments()
+        for token in due:
+            payment = tx.get_payment(token)
+            if payment is not None and payment.status is PaymentStatus.OPEN:
+                change = PaymentChange(status=PaymentStatus.EXPIRED)
+                self._transition(tx, work, payment, change, "nobody paid in time")
+        return len(due)
+
     def _end_lease(
         self, tx: Tx, work: Work, lease: Lease, reason: LeaseEnd, *, taint: bool
     ) -> None:

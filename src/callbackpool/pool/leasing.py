@@ -428,8 +428,9 @@ class Leasing(PoolCore):
         return payment
 
     def cancel_payment(self, token: str) -> Payment:
-        """Cancel a pending payment: its lease ends and leaves a taint, for the customer may
-        still be paying on the gateway's page. Raises UnknownPayment or PaymentNotPending."""
+        """Cancel a pending (or open) payment: its lease ends and leaves a taint, for the
+        customer may still be paying on the gateway's page. Raises UnknownPayment or
+        PaymentNotPending."""
         token = lookup_key(token)
         with self._store.read() as tx:
             if tx.get_payment(token) is None:
@@ -441,7 +442,7 @@ class Leasing(PoolCore):
             payment = tx.get_payment(token)
             if payment is None:
                 raise UnknownPayment()
-            if payment.status is not PaymentStatus.PENDING:
+            if payment.status not in (PaymentStatus.PENDING, PaymentStatus.OPEN):
                 current = payment.status
             else:
                 live = tx.live_lease_of_payment(token)
@@ -497,7 +498,7 @@ def _price(
         line_items, total = found, amount
     if total <= 0:
         raise InvalidPayment("amount", "must be greater than zero")
-    if policy.max_amount is not None and total > policy.max_amount:
+    if total > policy.max_amount:
         raise InvalidPayment("amount", f"must not exceed {policy.max_amount}")
     if total > AMOUNT_CEILING:
         raise InvalidPayment("amount", f"must not exceed {AMOUNT_CEILING}")

@@ -80,6 +80,7 @@ class Operations(Returns):
         try:
             with self._writing() as (tx, work):
                 expired = self._expire_due(tx, work)
+                self._expire_open(tx, work)
                 dropped = tx.drop_stale_taints()
                 tickets = tx.expire_stale_tickets()
                 reserve = drain_reserve(policy, tx)

@@ -52,7 +52,16 @@ def _checked_paths(paths: tuple[str, ...]) -> tuple[str, ...]:
     return paths
 
 
+def _checked_origins(origins: tuple[str, ...]) -> tuple[str, ...]:
+    for origin in origins:
+        parts = urlsplit(origin)
+        if parts.scheme not in ("http", "https") or not parts.netloc or parts.path.strip("/"):
+            raise ValueError(f"{origin!r} is not an origin like https://shop.example")
+    return tuple(origin.rstrip("/") for origin in origins)
+
+
 AbsoluteUrl = Annotated[str, AfterValidator(absolute_url)]
+Origins = Annotated[tuple[str, ...], AfterValidator(_checked_origins)]
 Networks = Annotated[tuple[str, ...], AfterValidator(_checked_networks)]
 Paths = Annotated[tuple[str, ...], AfterValidator(_checked_paths)]
 
@@ -70,7 +79,8 @@ class PoolPolicy(BaseModel):
     base_url: AbsoluteUrl
     late_callback_window_minutes: float = Field(default=60, gt=0)
     reuse_same_amount_tainted: bool = True
-    max_amount: int | None = Field(default=None, gt=0)
+    # 999,999.99 in a currency of cents: a ceiling below the gateway form's own.
+    max_amount: int = Field(default=99_999_999, gt=0)
     success_url: str = "/payment-success"
     error_url: str = "/payment-error"
     # Capacity: early release, the waiting room, priorities, reserve paths (docs/capacity.md).
@@ -89,6 +99,10 @@ class PoolPolicy(BaseModel):
     max_live_leases_per_customer: int = Field(default=3, ge=0)
     # The slot-health rule (docs/operations.md).
     slot_health_expiries_to_sideline: int = Field(default=5, ge=0)
+    # Payments created by the shop's server (docs/integrating.md): where the customer may be
+    # sent back to, and how many cards the hosted page lets a customer try.
+    shop_origins: Origins = ()
+    max_attempts: int = Field(default=3, ge=1, le=10)
 
     @field_validator("callback_paths")
     @classmethod
@@ -164,3 +178,7 @@ class PoolPolicy(BaseModel):
 
     def callback_url(self, path: str) -> str:
         return self.base_url.rstrip("/") + path
+
+    def checkout_url(self, token: str) -> str:
+        """The hosted payment page of a shop's payment."""
+        return f"{self.base_url.rstrip('/')}/pay/{token}"

@@ -47,6 +47,7 @@ from ..store.tx import CallbackResolution, PaymentChange, Tx
 from .core import PoolCore, Work, log, log_fields, lookup_key, short
 from .policy import IPNetwork
 from .results import CallbackResult
+from .shop import shop_redirect
 
 RECEIPT_BYTES = 16  # 128 bits: the key of a return's success page
 # How often a return is put to the status query in all (the first time and by the
@@ -216,6 +217,7 @@ class Returns(PoolCore):
             if payment is not None:
                 return replace(
                     applied,
+                    redirect=self._answer(parsed, record, payment),
                     payment_token=payment.token,
                     lease_id=payment.lease_id,
                     detail="attributed by the gateway's status query",
@@ -224,7 +226,10 @@ class Returns(PoolCore):
             case Apply(candidate=candidate, status=status):
                 self._settle(tx, work, candidate, status, parsed, callback_id)
                 return replace(
-                    applied, payment_token=candidate.payment.token, lease_id=candidate.lease.id
+                    applied,
+                    redirect=self._answer(parsed, record, candidate.payment),
+                    payment_token=candidate.payment.token,
+                    lease_id=candidate.lease.id,
                 )
             case SettleAll(assignments=assignments):
                 for earlier_id, candidate in assignments:
@@ -245,6 +250,7 @@ class Returns(PoolCore):
                     )
                 return replace(
                     applied,
+                    redirect=self._answer(parsed, record, own.payment),
                     payment_token=own.payment.token,
                     detail=f"settled {len(assignments)} same-amount payments on {record.path}",
                     candidates=tuple(c.payment.token for _, c in assignments),
@@ -335,6 +341,14 @@ class Returns(PoolCore):
     ) -> None:
         """The payment takes the return's status and facts; its lease or taint ends."""
         lease = candidate.lease
+        payment = candidate.payment
+        if (
+            status is PaymentStatus.FAILED
+            and payment.hosted
+            and payment.status is PaymentStatus.PENDING
+            and len(tx.payment_attempts(payment.token)) < payment.max_attempts
+        ):
+            status = PaymentStatus.OPEN  # the hosted page lets the customer try another card
         late = status is PaymentStatus.COMPLETED and (
             is_late(candidate.payment.status, status)
             or lease.end_reason not in (None, LeaseEnd.CALLBACK)
@@ -393,9 +407,17 @@ class Returns(PoolCore):
         resolved, and twice the window leaves ample room."""
         return tx.open_ambiguities(path, amount, tx.now - 2 * self._policy.late_callback_window)
 
-    def _answer(self, parsed: GatewayReturn, record: CallbackRecord) -> str:
+    def _answer(
+        self, parsed: GatewayReturn, record: CallbackRecord, payment: Payment | None = None
+    ) -> str:
         """Where an attributed return sends the browser: the success page is named by the
-        return's receipt, never by a payment token (a replay must not learn it)."""
+        return's receipt, never by a payment token (a replay must not learn it). A shop's
+        payment goes back to the shop on approval, to its hosted page otherwise."""
+        if payment is not None and payment.hosted:
+            assert payment.success_url is not None
+            if parsed.approved:
+                return shop_redirect(payment.success_url, payment)
+            return self._policy.checkout_url(payment.token)
         if parsed.approved:
             query = urlencode({"ref": record.ref, "receipt": record.receipt or ""})
             return f"{self._policy.success_url}?{query}"
@@ -430,7 +452,7 @@ class Returns(PoolCore):
             return None
         note, payment = self._attribution(tx, record, parsed, answer.found)
         # Attributed, the return's answer becomes its payment's page (a repeat gets it too).
-        redirect = self._answer(parsed, record) if payment else None
+        redirect = self._answer(parsed, record, payment) if payment else None
         tx.note_status_query(record.id, note, redirect)
         log.log(
             logging.INFO if payment else logging.WARNING, "status query, %s: %s", record.ref, note

@@ -360,7 +360,13 @@ class Tx:
         row = self._one("payment_by_id", id=payment_id)
         return None if row is None else _payment(row)
 
+    def lock_payment(self, token: str) -> None:
+        self._run("lock_payment", token=token)
+
     def payment_by_idempotency_key(self, key: str) -> Payment | None:
+        """The payment created with ``key``; in a write, the key is locked until it ends."""
+        if self._writing:
+            self._run("lock_idempotency_key", key=key)
         row = self._one("payment_by_idempotency_key", idempotency_key=key)
         return None if row is None else _payment(row)
 

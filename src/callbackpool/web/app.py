@@ -25,7 +25,18 @@ from .errors import install_error_handlers
 from .headers import ResponseHeaders, security_headers
 from .limits import BodyLimit, RateLimiter
 from .metrics import Metrics
-from .routes import admin_api, callbacks, dashboard, docs, operations, pages, payments, sandbox
+from .routes import (
+    admin_api,
+    callbacks,
+    dashboard,
+    docs,
+    hosted,
+    operations,
+    pages,
+    payments,
+    sandbox,
+    shop_api,
+)
 from .schemas import complete_document
 from .startup import Startup
 from .sweeper import Sweeper
@@ -96,8 +107,10 @@ def create_app(
     app.add_middleware(ResponseHeaders, headers=security_headers(settings))
 
     app.include_router(payments.router)
+    app.include_router(shop_api.router)  # after payments: /{payment_id} matches any name
     callbacks.add_callback_routes(app, settings)
     app.include_router(pages.router)
+    app.include_router(hosted.router)
     app.include_router(admin_api.router)
     app.include_router(dashboard.router)
     app.include_router(operations.router)

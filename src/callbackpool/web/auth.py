@@ -64,6 +64,15 @@ def token_matches(settings: Settings, supplied: str) -> bool:
     return hmac.compare_digest(supplied.encode(), expected.get_secret_value().encode())
 
 
+def merchant_key_matches(settings: Settings, supplied: str) -> bool:
+    """Whether ``supplied`` is one of the merchant API keys (each compared in constant time)."""
+    matches = [
+        hmac.compare_digest(supplied.encode(), key.get_secret_value().encode())
+        for key in settings.merchant_api_keys
+    ]
+    return bool(supplied) and any(matches)
+
+
 def bearer_of(request: Request) -> str | None:
     scheme, _, supplied = request.headers.get("authorization", "").partition(" ")
     return supplied.strip() if scheme.lower() == "bearer" else None

@@ -14,7 +14,7 @@ from ..domain.errors import StoreUnavailable
 from ..gateways.sandbox import SandboxGateway
 from ..pool import CallbackPool
 from ..store.port import Store
-from .auth import token_matches
+from .auth import bearer_of, merchant_key_matches, token_matches
 from .clients import ClientAddresses, client_address
 from .errors import Forbidden, NotAuthenticated, RateLimited
 from .limits import RateLimiter, rate_key
@@ -149,7 +149,25 @@ async def require_operator(
         raise NotAuthenticated()
 
 
+async def require_merchant(request: Request) -> None:
+    """The shop's server's endpoints take ``Authorization: Bearer <merchant API key>``
+    (``merchantApiKeys``); the admin token is not one."""
+    settings = services_of(request).settings
+    supplied = bearer_of(request)
+    if not settings.merchant_api_keys:
+        raise NotAuthenticated("Merchant API disabled: no merchantApiKeys are configured")
+    if supplied is None or not merchant_key_matches(settings, supplied):
+        log.warning(
+            "merchant authentication failed: %s %s from %s",
+            request.method,
+            request.url.path,
+            client_address(request),
+        )
+        raise NotAuthenticated("A valid merchant API key is required")
+
+
 PoolDep = Annotated[CallbackPool, Depends(get_pool)]
+MerchantDep = Annotated[None, Depends(require_merchant)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 SandboxDep = Annotated[SandboxGateway, Depends(get_sandbox)]
 OperatorDep = Annotated[None, Depends(require_operator)]

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, StrictBool, StrictInt, StrictStr, Va
 from pydantic.alias_generators import to_camel
 
 from ..domain.errors import InvalidPayment
+from ..pool.shop import ShopPaymentRequest
 from ..views import Out
 from .errors import BadBody
 
@@ -58,21 +59,55 @@ class CreateTokenIn(_In):
                     "paymentData", "give amount, currency and items inside it or flat, not both"
                 )
             flat = self.payment_data
-        items: dict[str, int] | None = None
-        if flat.items is not None:
-            items = {}
-            for item in flat.items:
-                if item.code in items:
-                    raise InvalidPayment("items", f"item {item.code!r} is listed twice")
-                items[item.code] = item.quantity
         return {
             "amount": flat.amount,
             "currency": flat.currency,
-            "items": items,
+            "items": _item_quantities(flat.items),
             "customer": self.customer_data,
             "priority": self.priority,
             "wait": self.wait,
         }
+
+
+class ShopPaymentIn(_In):
+    """A payment created by the shop's server (docs/integrating.md). ``amount`` in minor
+    units, or ``items``; ``successUrl`` and ``cancelUrl`` on an origin in ``shopOrigins``,
+    where ``{PAYMENT_ID}`` and ``{ORDER_REFERENCE}`` are filled in."""
+
+    amount: StrictInt | None = None
+    currency: StrictStr | None = None
+    items: list[ItemIn] | None = None
+    order_reference: StrictStr
+    metadata: dict[str, StrictStr] | None = None
+    customer: dict[str, Any] | None = None
+    success_url: StrictStr
+    cancel_url: StrictStr
+    expires_in_minutes: StrictInt = 60
+
+    def request(self) -> ShopPaymentRequest:
+        items = _item_quantities(self.items)
+        return ShopPaymentRequest(
+            amount=self.amount,
+            currency=self.currency,
+            items=items,
+            order_reference=self.order_reference,
+            metadata=self.metadata,
+            customer=self.customer,
+            success_url=self.success_url,
+            cancel_url=self.cancel_url,
+            expires_in_minutes=self.expires_in_minutes,
+        )
+
+
+def _item_quantities(listed: list[ItemIn] | None) -> dict[str, int] | None:
+    if listed is None:
+        return None
+    items: dict[str, int] = {}
+    for item in listed:
+        if item.code in items:
+            raise InvalidPayment("items", f"item {item.code!r} is listed twice")
+        items[item.code] = item.quantity
+    return items
 
 
 In = TypeVar("In", bound="_In")
@@ -137,6 +172,7 @@ ResolveReviewBody = Annotated[ResolveReviewIn, Depends(json_body(ResolveReviewIn
 ClosePaymentBody = Annotated[ClosePaymentIn, Depends(json_body(ClosePaymentIn))]
 SidelineBody = Annotated[SidelineIn, Depends(json_body(SidelineIn))]
 RestoreBody = Annotated[RestoreIn, Depends(json_body(RestoreIn))]
+ShopPaymentBody = Annotated[ShopPaymentIn, Depends(json_body(ShopPaymentIn))]
 
 
 # --- errors --------------------------------------------------------------------------------
@@ -156,7 +192,7 @@ class ErrorOut(Out):
 
 # Bodies read by ``json_body`` (whatever the Content-Type) rather than by FastAPI: their
 # schemas are added to the document's components by ``complete_document``.
-REQUEST_MODELS: tuple[type[BaseModel], ...] = (CreateTokenIn,)
+REQUEST_MODELS: tuple[type[BaseModel], ...] = (CreateTokenIn, ShopPaymentIn)
 _COMPONENTS = "#/components/schemas/{model}"
 
 
@@ -194,10 +230,10 @@ _ERROR_HEADERS: dict[int, dict[str, Any]] = {
     503: {"Retry-After": {"schema": {"type": "integer"}, "required": True}},
 }
 _ERROR_DESCRIPTIONS = {
-    401: "No operator token, or the wrong one",
+    401: "No credentials (operator token or merchant key), or the wrong one",
     403: "A browser's request from another site",
     404: "Not found (an unknown token and a malformed one alike)",
-    409: "The payment is no longer pending",
+    409: "The payment is no longer pending, or the Idempotency-Key was used for another body",
     410: "The ticket expired unpolled, or was cancelled",
     413: "The body is over the limit",
     422: "The request names a field that is wrong",

@@ -66,6 +66,14 @@ SELECT pg_advisory_xact_lock(hashtextextended('callbackpool customer ' || :custo
 -- they count are not given away under them by another instance.
 SELECT pg_advisory_xact_lock(7248517301246590652);
 
+-- name: lock_payment
+-- Two presses of Pay on one payment take turns: the second sees the first's attempt.
+SELECT token FROM payments WHERE token = :token FOR UPDATE;
+
+-- name: lock_idempotency_key
+-- Two requests with one Idempotency-Key take turns: the second finds the first's payment.
+SELECT pg_advisory_xact_lock(hashtextextended('callbackpool idempotency ' || :key, 0));
+
 -- name: slot_by_path_locked
 -- Callbacks on one slot take turns: each decides on what the previous one committed.
 SELECT id, path, active FROM slots WHERE path = :path FOR NO KEY UPDATE;

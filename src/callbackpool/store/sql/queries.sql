@@ -32,6 +32,12 @@ SELECT 1;
 -- name: lock_admission
 SELECT 1;
 
+-- name: lock_payment
+SELECT 1;
+
+-- name: lock_idempotency_key
+SELECT 1;
+
 -- --- slots -----------------------------------------------------------------------------
 
 -- name: reserve_in_rotation

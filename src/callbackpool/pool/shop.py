@@ -1,0 +1,314 @@
+"""Payments created by the shop's server (docs/integrating.md): created ``open`` with the
+shop's order reference and return URLs, leased a slot only when the customer presses Pay on
+the hosted payment page, and read back by the id the shop keeps."""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import json
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+from ..domain.errors import (
+    IdempotencyConflict,
+    InvalidPayment,
+    PaymentNotPending,
+    PoolExhausted,
+    UnknownPayment,
+)
+from ..domain.gateway import GatewayReturn
+from ..domain.model import Admission, Attempt, Lease, LeaseEnd, Payment, PaymentStatus
+from ..store.tx import PaymentChange, Tx
+from .core import log
+from .leasing import Leasing, _customer_data, _price, new_payment_id, new_token
+from .results import Checkout
+
+MAX_ORDER_REFERENCE = 200
+MAX_METADATA_KEYS = 20
+MAX_METADATA_BYTES = 4096
+MAX_EXPIRY_MINUTES = 7 * 24 * 60
+PAGE_LIMIT = 100
+
+
+@dataclass(frozen=True, kw_only=True)
+class ShopPaymentRequest:
+    """What the shop's server asks for; checked by ``create_shop_payment``."""
+
+    order_reference: str
+    success_url: str
+    cancel_url: str
+    amount: int | None = None
+    currency: str | None = None
+    items: Mapping[str, int] | None = None
+    metadata: Mapping[str, str] | None = None
+    customer: Mapping[str, Any] | None = None
+    expires_in_minutes: int = 60
+
+
+@dataclass(frozen=True, kw_only=True)
+class PaymentPage:
+    """Payments newest first, each with its attempts; ``next_cursor`` names the last one
+    when more follow."""
+
+    payments: tuple[tuple[Payment, tuple[AttemptResult, ...]], ...]
+    next_cursor: str | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class AttemptResult:
+    """One attempt as the shop reads it: ``approved``, ``declined``, ``error`` (the gateway
+    could not process the card), ``in_progress``, ``no_return`` (its lease ran out),
+    ``cancelled``, ``released`` (by an operator) or ``in_review``; the return's facts."""
+
+    number: int
+    outcome: str
+    started_at: datetime
+    returned_at: datetime | None = None
+    pn_ref: str | None = None
+    auth_code: str | None = None
+    last4: str | None = None
+    card_type: str | None = None
+
+
+_WITHOUT_RETURN = {
+    None: "in_progress",
+    LeaseEnd.EXPIRED: "no_return",
+    LeaseEnd.ABANDONED: "no_return",
+    LeaseEnd.CANCELLED: "cancelled",
+    LeaseEnd.ADMIN: "released",
+    LeaseEnd.CALLBACK: "in_review",  # a return several payments could own ended it
+}
+
+
+def return_outcome(parsed: GatewayReturn) -> str:
+    """``approved``, ``declined`` or ``error``. The gateway documents only ``Result`` 0
+    (approved); codes from 1000 up are taken as processing errors, as the sandbox's are."""
+    if parsed.approved:
+        return "approved"
+    code = parsed.result_code
+    return "error" if not code.isdigit() or int(code) >= 1000 else "declined"
+
+
+class ShopPayments(Leasing):
+    """The shop's server's payments and the hosted page's attempts."""
+
+    def create_shop_payment(
+        self, request: ShopPaymentRequest, *, idempotency_key: str | None = None
+    ) -> tuple[Payment, bool]:
+        """An ``open`` payment, and True; or, for an ``idempotency_key`` seen before with
+        the same request, that payment again and False. Raises InvalidPayment naming the
+        field, IdempotencyConflict for a key seen with another request."""
+        line_items, total, currency = _price(
+            self._gateway, self._policy, request.amount, request.currency, request.items
+        )
+        reference = request.order_reference
+        if not 1 <= len(reference) <= MAX_ORDER_REFERENCE:
+            raise InvalidPayment("orderReference", f"must be 1 to {MAX_ORDER_REFERENCE} characters")
+        metadata = _metadata(request.metadata)
+        customer = _customer_data(request.customer)
+        success_url = self._shop_url("successUrl", request.success_url)
+        cancel_url = self._shop_url("cancelUrl", request.cancel_url)
+        minutes = request.expires_in_minutes
+        if type(minutes) is not int or not 1 <= minutes <= MAX_EXPIRY_MINUTES:
+            raise InvalidPayment(
+                "expiresInMinutes", f"must be an integer from 1 to {MAX_EXPIRY_MINUTES}"
+            )
+        fingerprint = _request_hash(
+            reference, metadata, customer, success_url, cancel_url, minutes, total, line_items
+        )
+        with self._store.transaction() as tx:
+            if idempotency_key is not None:
+                earlier = tx.payment_by_idempotency_key(idempotency_key)
+                if earlier is not None:
+                    if earlier.request_hash != fingerprint:
+                        raise IdempotencyConflict()
+                    return earlier, False
+            payment = Payment(
+                token=new_token(),
+                id=new_payment_id(),
+                amount=total,
+                currency=currency,
+                status=PaymentStatus.OPEN,
+                created_at=tx.now,
+                updated_at=tx.now,
+                items=line_items,
+                customer=customer,
+                expires_at=tx.now + timedelta(minutes=minutes),
+                order_reference=reference,
+                metadata=metadata,
+                success_url=success_url,
+                cancel_url=cancel_url,
+                max_attempts=self._policy.max_attempts,
+                idempotency_key=idempotency_key,
+                request_hash=fingerprint,
+            )
+            tx.insert_payment(payment)
+        log.info("payment %s created open for order %r (amount %d)", payment.id, reference, total)
+        return payment, True
+
+    def shop_payment(self, payment_id: str) -> tuple[Payment, tuple[AttemptResult, ...]]:
+        """The payment the shop names by ``payment_id``, and its attempts, oldest first."""
+        return self.payment_and_attempts(self._payment_by_id(payment_id).token)
+
+    def payment_and_attempts(self, token: str) -> tuple[Payment, tuple[AttemptResult, ...]]:
+        payment = self.get_payment(token)
+        with self._store.read() as tx:
+            return payment, self._attempts(tx, payment)
+
+    def _attempts(self, tx: Tx, payment: Payment) -> tuple[AttemptResult, ...]:
+        attempts = tx.payment_attempts(payment.token)
+        return tuple(self._attempt(n, a) for n, a in enumerate(attempts, start=1))
+
+    def _attempt(self, number: int, attempt: Attempt) -> AttemptResult:
+        if attempt.callback_id is None:
+            outcome = _WITHOUT_RETURN[attempt.end_reason]
+            return AttemptResult(number=number, outcome=outcome, started_at=attempt.started_at)
+        parsed = self._gateway.parse_return(attempt.params)
+        return AttemptResult(
+            number=number,
+            outcome=return_outcome(parsed),
+            started_at=attempt.started_at,
+            returned_at=attempt.returned_at,
+            pn_ref=parsed.pn_ref,
+            auth_code=parsed.auth_code,
+            last4=parsed.last4,
+            card_type=parsed.card_type,
+        )
+
+    def shop_payments(
+        self,
+        *,
+        order_reference: str | None = None,
+        status: PaymentStatus | None = None,
+        limit: int = 20,
+        after: str | None = None,
+    ) -> PaymentPage:
+        """Payments newest first, ``limit`` at a time, after the cursor ``after``."""
+        if type(limit) is not int or not 1 <= limit <= PAGE_LIMIT:
+            raise InvalidPayment("limit", f"must be an integer from 1 to {PAGE_LIMIT}")
+        with self._store.read() as tx:
+            cursor = tx.payment_by_id(after) if after is not None else None
+            if after is not None and cursor is None:
+                raise InvalidPayment("after", "names no payment")
+            found = tx.newest_payments(
+                order_reference=order_reference, status=status, after=cursor, limit=limit + 1
+            )
+            page = tuple((p, self._attempts(tx, p)) for p in found[:limit])
+        more = len(found) > limit
+        return PaymentPage(payments=page, next_cursor=found[limit - 1].id if more else None)
+
+    def cancel_shop_payment(self, payment_id: str) -> Payment:
+        """Cancel an ``open`` or ``pending`` payment (a leased slot keeps its taint)."""
+        return self.cancel_payment(self._payment_by_id(payment_id).token)
+
+    def pay(self, token: str) -> Checkout:
+        """The hosted page's Pay: lease the open payment a slot for one attempt at the
+        gateway. Raises UnknownPayment, PaymentNotPending (not open, or no attempt left) and
+        PoolExhausted."""
+        started = time.perf_counter()
+        refusal: PoolExhausted | UnknownPayment | PaymentNotPending | None = None
+        lease: Lease | None = None
+        with self._writing() as (tx, work):
+            self._expire_due(tx, work)
+            self._expire_open(tx, work)
+            tx.lock_payment(token)
+            payment = tx.get_payment(token)
+            if payment is None or not payment.hosted:
+                refusal = UnknownPayment()
+            elif payment.status is not PaymentStatus.OPEN:
+                refusal = PaymentNotPending(payment.status.value, "open")
+            elif (lease := self._admit(tx, token, payment.amount, 0)) is None:
+                self._count(tx, Admission.REFUSED)
+                refusal = PoolExhausted(tx.earliest_lease_end(), tx.now)
+            else:
+                self._count(tx, Admission.LEASED)
+                change = PaymentChange(
+                    status=PaymentStatus.PENDING, lease_id=lease.id, callback_path=lease.path
+                )
+                self._transition(tx, work, payment, change, f"attempt on lease {lease.id}")
+                updated = tx.get_payment(token)
+                assert updated is not None
+                checkout = self._checkout(updated, lease)
+        # Raised after the transaction committed, so that what it expired stays expired.
+        if refusal is not None:
+            raise refusal
+        assert lease is not None
+        assert payment is not None
+        self._announce_lease(lease, payment.amount, started)
+        return checkout
+
+    def _payment_by_id(self, payment_id: str) -> Payment:
+        with self._store.read() as tx:
+            payment = tx.payment_by_id(payment_id) if payment_id.startswith("pay_") else None
+        if payment is None:
+            raise UnknownPayment()
+        return payment
+
+    def _shop_url(self, field: str, url: str) -> str:
+        """``url`` if it is absolute, https (http for loopback), on a listed shop origin."""
+        if not isinstance(url, str) or len(url) > 2000:
+            raise InvalidPayment(field, "must be a URL of at most 2000 characters")
+        checked = url.replace("{PAYMENT_ID}", "x").replace("{ORDER_REFERENCE}", "x")
+        origin = shop_origin(checked)
+        if origin is None:
+            raise InvalidPayment(field, "must be an absolute https URL (http only for loopback)")
+        if origin not in self._policy.shop_origins:
+            raise InvalidPayment(field, f"its origin {origin} is not listed in shopOrigins")
+        return url
+
+
+def shop_redirect(url: str, payment: Payment) -> str:
+    """A shop's return URL with the payment's id and order reference filled in."""
+    return url.replace("{PAYMENT_ID}", quote(payment.id, safe="")).replace(
+        "{ORDER_REFERENCE}", quote(payment.order_reference or "", safe="")
+    )
+
+
+def shop_origin(url: str) -> str | None:
+    """The origin of an absolute https URL (or http on a loopback host); None otherwise."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return None
+    host = parts.hostname
+    if not host or parts.scheme not in ("https", "http"):
+        return None
+    if parts.scheme == "http" and not _loopback(host):
+        return None
+    default = 443 if parts.scheme == "https" else 80
+    return f"{parts.scheme}://{host}" + (f":{port}" if port not in (None, default) else "")
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _metadata(metadata: Mapping[str, str] | None) -> dict[str, str]:
+    if metadata is None:
+        return {}
+    if not isinstance(metadata, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()
+    ):
+        raise InvalidPayment("metadata", "must be an object of string values")
+    if len(metadata) > MAX_METADATA_KEYS:
+        raise InvalidPayment("metadata", f"must have at most {MAX_METADATA_KEYS} keys")
+    if len(json.dumps(dict(metadata)).encode()) > MAX_METADATA_BYTES:
+        raise InvalidPayment("metadata", f"must not exceed {MAX_METADATA_BYTES} bytes as JSON")
+    return dict(metadata)
+
+
+def _request_hash(*parts: object) -> str:
+    """What an idempotency key is compared by: the request as it was checked."""
+    encoded = json.dumps(parts, sort_keys=True, default=repr, separators=(",", ":"))
+    return hashlib.sha256(encoded.encode()).hexdigest()
