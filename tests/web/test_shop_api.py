@@ -221,7 +221,7 @@ async def test_payments_are_listed_newest_first_by_cursor_and_cancelled(
         assert cancelled.json()["status"] == "cancelled"
         twice = await client.post(f"{API}/{ids[0]}/cancel", headers=merchant())
         assert twice.status_code == 409
-        missing = await client.get(f"{API}/pay_nothing", headers=merchant())
+        missing = await client.get(f"{API}/pay_0nothing", headers=merchant())
         assert missing.status_code == 404
 
 

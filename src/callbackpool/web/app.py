@@ -107,7 +107,7 @@ def create_app(
     app.add_middleware(ResponseHeaders, headers=security_headers(settings))
 
     app.include_router(payments.router)
-    app.include_router(shop_api.router)  # after payments: /{payment_id} matches any name
+    app.include_router(shop_api.router)
     callbacks.add_callback_routes(app, settings)
     app.include_router(pages.router)
     app.include_router(hosted.router)

@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Response
+from starlette.convertors import Convertor, register_url_convertor
 
 from ...domain.errors import InvalidPayment
 from ...domain.model import PaymentStatus
@@ -15,6 +16,22 @@ from ..deps import MerchantDep, PoolDep
 from ..schemas import ShopPaymentBody, ShopPaymentIn, error_responses, request_body
 
 router = APIRouter(prefix="/api/v1/payments", tags=["shop"])
+
+
+class PaymentIdConvertor(Convertor[str]):
+    """A payment id in a path (``pay_`` and letters): the guide's own paths beside it,
+    ``create-token`` or ``config``, are never taken for one."""
+
+    regex = "pay_[A-Za-z0-9]{1,100}"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("payment_id", PaymentIdConvertor())
 
 MAX_IDEMPOTENCY_KEY = 255
 
@@ -70,7 +87,7 @@ def list_payments(
 
 
 @router.get(
-    "/{payment_id}",
+    "/{payment_id:payment_id}",
     response_model=ShopPaymentDetailOut,
     responses=error_responses(401, 404),
 )
@@ -80,7 +97,7 @@ def get_payment(payment_id: str, _: MerchantDep, pool: PoolDep) -> ShopPaymentDe
 
 
 @router.post(
-    "/{payment_id}/cancel",
+    "/{payment_id:payment_id}/cancel",
     response_model=ShopPaymentDetailOut,
     responses=error_responses(401, 404, 409),
 )
