@@ -100,7 +100,9 @@ def test_a_declined_card_shows_the_error_page_and_the_outcome(
     checkout.fill("#amount", "7.35")
     window = pay_in_window(checkout, "4000 0000 0000 0002")
     window.wait_for_url("**/payment-error?**")
-    expect(window.get_by_test_id("message")).to_have_text("Payment declined")
+    expect(window.get_by_test_id("message")).to_have_text(
+        "Your card was declined. No money was taken."
+    )
     assert window.get_by_test_id("ref").inner_text().startswith("CB-")
     expect(checkout.locator(STATUS)).to_have_attribute("data-state", "failed")
     status = status_of(server, token_of(checkout))

@@ -107,7 +107,7 @@ def test_a_declined_payment_fails(server: Server) -> None:
         back = client.get(gateway.headers["location"])
         assert back.status_code == 303
         target = parse_qs(urlsplit(back.headers["location"]).query)
-        assert target["message"] == ["Payment declined"]
+        assert target["reason"] == ["declined"]
         page = client.get(back.headers["location"])
         assert target["ref"][0] in page.text
         assert status_of(client, token)["status"] == "failed"

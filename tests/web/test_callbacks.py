@@ -91,7 +91,7 @@ async def test_a_declined_return_fails_the_payment(client: httpx.AsyncClient) ->
     assert response.status_code == 303
     target = query(response.headers["location"])
     assert response.headers["location"].startswith("/payment-error?")
-    assert target["message"] == "Payment declined"
+    assert target["reason"] == "declined"
     assert target["ref"].startswith("CB-")
     status = await status_of(client, created["token"])
     assert status["status"] == "failed"
@@ -212,7 +212,7 @@ async def test_a_return_that_fails_inside_still_lands_on_the_error_page(
     monkeypatch.setattr(pool.gateway, "parse_return", broken)
     response = await client.get(PATHS[0], params=gateway_return())
     assert response.status_code == 303
-    assert query(response.headers["location"]) == {"message": "Processing error"}
+    assert query(response.headers["location"]) == {"reason": "processing"}
     # Stored before its resolution began: kept for the sweeper to resolve.
     assert pool.callback_counts()[CallbackOutcome.RECEIVED] == 1
 

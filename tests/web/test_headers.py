@@ -143,13 +143,12 @@ async def test_no_page_has_an_inline_script_and_every_value_is_escaped(
         assert "<script>alert" not in page.text, where
 
 
-async def test_the_error_page_shows_a_script_from_the_query_as_text(
+async def test_the_error_page_shows_nothing_of_a_script_in_the_query(
     client: httpx.AsyncClient,
 ) -> None:
-    page = await client.get("/payment-error", params={"message": XSS, "ref": XSS})
+    page = await client.get("/payment-error", params={"message": XSS, "reason": XSS, "ref": XSS})
     assert page.status_code == 200
-    assert "&lt;script&gt;alert(document.cookie)&lt;/script&gt;" in page.text
-    assert "<script>alert" not in page.text
+    assert "alert(document.cookie)" not in page.text
     assert page_of(page.text).inline_scripts == 0
 
 

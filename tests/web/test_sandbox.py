@@ -132,7 +132,8 @@ async def test_declined_and_error_cards_fail_the_payment(
     async with make_client(**sandbox_keys()) as client:
         token, card_page = await start(client)
         back = await client.get((await pay(client, card_page, card)).headers["location"])
-        assert back.headers["location"].startswith("/payment-error?message=Payment+declined")
+        reason = "declined" if result == "12" else "error"
+        assert back.headers["location"].startswith(f"/payment-error?reason={reason}")
         status = await status_of(client, token)
         assert status["status"] == "failed"
         assert result in status["errorMessage"]

@@ -47,7 +47,7 @@ from ..store.tx import CallbackResolution, PaymentChange, Tx
 from .core import PoolCore, Work, log, log_fields, lookup_key, short
 from .policy import IPNetwork
 from .results import CallbackResult
-from .shop import shop_redirect
+from .shop import return_outcome, shop_redirect
 
 RECEIPT_BYTES = 16  # 128 bits: the key of a return's success page
 # How often a return is put to the status query in all (the first time and by the
@@ -151,7 +151,7 @@ class Returns(PoolCore):
         return CallbackResult(
             callback_id=callback_id,
             outcome=done.outcome,
-            redirect=done.redirect or self._error_page("Processing error", callback_id),
+            redirect=done.redirect or self._error_page("processing", callback_id),
             payment_token=done.payment_token,
             detail=done.detail,
         )
@@ -260,9 +260,9 @@ class Returns(PoolCore):
                 if review:
                     for candidate in matching:
                         self._send_to_review(tx, work, candidate, callback_id)
-                    message = "Payment received; we are confirming it"
+                    message = "confirming"
                 else:
-                    message = "Payment declined"
+                    message = return_outcome(parsed)
                 return replace(
                     seen,
                     outcome=CallbackOutcome.AMBIGUOUS,
@@ -274,7 +274,7 @@ class Returns(PoolCore):
                 return replace(
                     seen,
                     outcome=CallbackOutcome.UNMATCHED,
-                    redirect=self._error_page("Payment not found", callback_id),
+                    redirect=self._error_page("not_found", callback_id),
                     detail="no payment on this path has this amount",
                 )
             case _:
@@ -310,7 +310,7 @@ class Returns(PoolCore):
         return replace(
             _seen(parsed),
             outcome=CallbackOutcome.DUPLICATE,
-            redirect=first.redirect or self._error_page("Processing error", callback_id),
+            redirect=first.redirect or self._error_page("processing", callback_id),
             payment_token=first.payment_token,
             duplicate_of=holder_id,
             detail=f"repeat of {callback_ref(holder_id)}",
@@ -322,7 +322,7 @@ class Returns(PoolCore):
         return replace(
             _seen(parsed),
             outcome=CallbackOutcome.REJECTED,
-            redirect=self._error_page("Payment could not be verified", callback_id),
+            redirect=self._error_page("unverified", callback_id),
             detail=reason,
         )
 
@@ -421,10 +421,11 @@ class Returns(PoolCore):
         if parsed.approved:
             query = urlencode({"ref": record.ref, "receipt": record.receipt or ""})
             return f"{self._policy.success_url}?{query}"
-        return self._error_page("Payment declined", record.id)
+        return self._error_page(return_outcome(parsed), record.id)
 
-    def _error_page(self, message: str, callback_id: int) -> str:
-        query = urlencode({"message": message, "ref": callback_ref(callback_id)})
+    def _error_page(self, reason: str, callback_id: int) -> str:
+        """The error page, saying one of its own messages (``reason``: web/routes/pages.py)."""
+        query = urlencode({"reason": reason, "ref": callback_ref(callback_id)})
         return f"{self._policy.error_url}?{query}"
 
     # --- the gateway's status query -------------------------------------------------------

@@ -222,10 +222,10 @@ def answer_style(request: Request) -> AnswerStyle:
     return "api" if request.url.path.startswith("/api/") else "page"
 
 
-def error_page_url(request: Request, message: str) -> str:
+def error_page_url(request: Request, reason: str) -> str:
     services = getattr(request.app.state, "services", None)
     base = services.settings.error_url if services is not None else "/payment-error"
-    return f"{base}?{urlencode({'message': message})}"
+    return f"{base}?{urlencode({'reason': reason})}"
 
 
 def respond(request: Request, problem: Problem) -> Response:
@@ -234,7 +234,7 @@ def respond(request: Request, problem: Problem) -> Response:
         return _return_again_later(request, problem)
     if style == "callback":
         # A gateway return always lands the customer on a page, whatever went wrong.
-        return RedirectResponse(error_page_url(request, "Processing error"), status_code=303)
+        return RedirectResponse(error_page_url(request, "processing"), status_code=303)
     if style == "page" and problem.redirect is not None:
         return RedirectResponse(problem.redirect, status_code=303)
     if style == "page":

@@ -6,15 +6,14 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from ...compose import catalogue
-from ...domain.errors import UnknownPayment
+from ...domain.errors import UnknownCallback, UnknownPayment
+from ...domain.model import callback_id_of
 from ...domain.money import CURRENCY_EXPONENTS, format_amount
 from ..deps import PoolDep, SettingsDep
 from ..templating import templates
 
 router = APIRouter(include_in_schema=False)
 
-# A message from the query string is shown as text, and only so much of it.
-MAX_MESSAGE_CHARS = 200
 MAX_REF_CHARS = 100
 POLL_SECONDS = 2
 
@@ -73,13 +72,39 @@ def payment_success(
     )
 
 
+# What the error page can say, by the reason in its URL: its own sentences only, so that a
+# link cannot make it say anything else.
+ERROR_MESSAGES = {
+    "declined": ("Payment declined", "Your card was declined. No money was taken."),
+    "error": ("Payment not completed", "The payment could not be processed. No money was taken."),
+    "confirming": (
+        "Payment received",
+        "We received your payment and are confirming it. Please do not pay again.",
+    ),
+    "not_found": (
+        "Payment not matched",
+        "We could not match this payment to an order. If you were charged, do not pay "
+        "again: contact us and quote the reference below.",
+    ),
+    "unverified": ("Payment not completed", "The payment could not be verified."),
+    "processing": (
+        "Payment not completed",
+        "Something went wrong while we recorded the payment. If you were charged, do not "
+        "pay again: contact us and quote the reference below.",
+    ),
+}
+
+
 @router.get("/payment-error", response_class=HTMLResponse)
-async def payment_error(request: Request, message: str = "", ref: str = "") -> Response:
-    return templates.TemplateResponse(
-        request,
-        "payment_error.html",
-        {
-            "message": message[:MAX_MESSAGE_CHARS] or "The payment did not go through",
-            "ref": ref[:MAX_REF_CHARS],
-        },
-    )
+def payment_error(request: Request, pool: PoolDep, reason: str = "", ref: str = "") -> Response:
+    """Where a return that completed nothing lands. ``ref`` is shown only when it names a
+    stored return."""
+    reason = reason if reason in ERROR_MESSAGES else "processing"
+    title, message = ERROR_MESSAGES[reason]
+    callback_id = callback_id_of(ref[:MAX_REF_CHARS])
+    try:
+        known = callback_id is not None and pool.get_callback(callback_id) is not None
+    except UnknownCallback:
+        known = False
+    context = {"reason": reason, "title": title, "message": message, "ref": ref if known else ""}
+    return templates.TemplateResponse(request, "payment_error.html", context)
