@@ -759,6 +759,37 @@ def test_what_was_stored_before_the_security_migration_gets_its_receipt_and_cust
     assert keys == {"t1": "ann@example.com", "t2": None}
 
 
+def test_the_shop_migration_gives_every_stored_payment_an_id(
+    postgres_store: StoreOpener,
+) -> None:
+    from ..conftest import DATABASES
+
+    empty = DATABASES.create_empty()
+    with psycopg.connect(empty) as conn:
+        conn.execute(
+            "CREATE TABLE schema_migrations (name text PRIMARY KEY, applied_at timestamptz)"
+        )
+        for name, script in postgres_module.load_migrations("postgres"):
+            if name < "0006":
+                conn.execute(script)  # type: ignore[call-overload]
+                conn.execute("INSERT INTO schema_migrations VALUES (%s, now())", (name,))
+        for token in ("t1", "t2"):
+            conn.execute(
+                "INSERT INTO payments (token, amount, currency, status, created_at,"
+                " updated_at) VALUES (%s, 100, 'USD', 'failed', now(), now())",
+                (token,),
+            )
+    store = postgres_store(empty)
+    assert store.migrate() == ["0006_shop"]
+    with psycopg.connect(empty) as conn:
+        ids = [row[0] for row in conn.execute("SELECT id FROM payments ORDER BY token")]
+        conn.execute("UPDATE payments SET status = 'open' WHERE token = 't1'")
+        with pytest.raises(psycopg.errors.CheckViolation):
+            conn.execute("UPDATE payments SET status = 'lost' WHERE token = 't1'")
+    assert len(set(ids)) == 2
+    assert all(payment_id.startswith("pay_") for payment_id in ids)
+
+
 def test_the_last_week_of_turn_aways_outlives_their_table(postgres_store: StoreOpener) -> None:
     from ..conftest import DATABASES
 

@@ -135,6 +135,58 @@ def test_the_capacity_migration_keeps_leases_and_their_id_sequence(tmp_path: Pat
         raw.execute("UPDATE leases SET end_reason = 'lost' WHERE id = 4")
 
 
+def test_the_shop_migration_keeps_payments_and_what_refers_to_them(tmp_path: Path) -> None:
+    # 0006 makes the payments table anew (a CHECK constraint changes): the rows that refer
+    # to a payment (a lease, a review) stay, each payment gets an id, and the references
+    # are still enforced afterwards.
+    path = tmp_path / "pool.db"
+    raw = sqlite3.connect(path)
+    raw.execute("CREATE TABLE schema_migrations (name TEXT PRIMARY KEY, applied_at INTEGER)")
+    for name, script in load_migrations("sqlite"):
+        if name < "0006":
+            raw.executescript(script)
+            raw.execute("INSERT INTO schema_migrations VALUES (?, 0)", (name,))
+    raw.execute("INSERT INTO slots (path, created_at) VALUES ('/cb/1', 0)")
+    for token in ("t1", "t2"):
+        raw.execute(
+            "INSERT INTO payments (token, amount, currency, status, created_at, updated_at) "
+            "VALUES (?, 100, 'USD', 'failed', 0, 0)",
+            (token,),
+        )
+    raw.execute(
+        "INSERT INTO leases (slot_id, path, token, amount, acquired_at, expires_at, ended_at, "
+        "end_reason) VALUES (1, '/cb/1', 't1', 100, 0, 9, 5, 'callback')"
+    )
+    raw.execute(
+        "INSERT INTO reviews (decision, payment_token, decided_by, reason, decided_at) "
+        "VALUES ('payment', 't2', 'ann', 'refund', 0)"
+    )
+    raw.commit()
+    raw.close()
+
+    assert SqliteStore(path).migrate() == ["0006_shop"]
+
+    raw = sqlite3.connect(path)
+    raw.execute("PRAGMA foreign_keys = ON")
+    rows = raw.execute("SELECT token, id, status FROM payments ORDER BY token").fetchall()
+    assert [(token, status) for token, _, status in rows] == [("t1", "failed"), ("t2", "failed")]
+    ids = {payment_id for _, payment_id, _ in rows}
+    assert len(ids) == 2
+    assert all(payment_id.startswith("pay_") for payment_id in ids)
+    assert raw.execute("SELECT token FROM leases").fetchall() == [("t1",)]
+    assert raw.execute("SELECT payment_token FROM reviews").fetchall() == [("t2",)]
+    with pytest.raises(sqlite3.IntegrityError, match="FOREIGN KEY"):
+        raw.execute(
+            "INSERT INTO reviews (decision, payment_token, decided_by, reason, decided_at) "
+            "VALUES ('payment', 'nobody', 'ann', 'x', 0)"
+        )
+    raw.execute(
+        "UPDATE payments SET status = 'open' WHERE token = 't1'"
+    )  # the new status is allowed
+    with pytest.raises(sqlite3.IntegrityError, match="CHECK"):
+        raw.execute("UPDATE payments SET status = 'lost' WHERE token = 't1'")
+
+
 def test_writers_of_one_process_queue_in_the_process(tmp_path: Path) -> None:
     # SQLite's busy handler polls with sleeps of up to 100 ms: a writer waiting there is
     # let in long after the turn is free. A writer of the same process waits for the turn
