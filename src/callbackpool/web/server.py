@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import secrets
 from collections.abc import Callable
 from pathlib import Path
@@ -56,6 +57,9 @@ def demo_settings(*, host: str, port: int, database_url: str = DEMO_DATABASE_URL
             "base_url": f"http://{public_host}:{port}",
             "database_url": database_url,
             "admin_token": secrets.token_urlsafe(24),
+            # The shop's server's key; the demo's own pages stand in for the shop's.
+            "merchant_api_keys": [secrets.token_urlsafe(24)],
+            "shop_origins": [f"http://{public_host}:{port}"],
             "sandbox": {"enabled": True, "secret": secret},
             "callback_hash": {
                 "secret": secret,
@@ -76,6 +80,17 @@ def demo_banner(settings: Settings, links: dict[str, str]) -> list[str]:
     base = settings.base_url.rstrip("/")
     token = settings.admin_token.get_secret_value() if settings.admin_token else ""
     database = settings.database_url.removeprefix("sqlite:///")
+    keys = settings.merchant_api_keys
+    merchant = keys[0].get_secret_value() if keys else ""
+    order = json.dumps(
+        {
+            "amount": 1250,
+            "orderReference": "1001",
+            "successUrl": f"{base}/checkout?paid={{ORDER_REFERENCE}}",
+            "cancelUrl": f"{base}/checkout",
+        },
+        separators=(",", ":"),
+    )
     cards = [next(c for c in TEST_CARDS if c.outcome is outcome) for outcome in Outcome]
     lines = [
         f"callbackpool demo: the sandbox gateway stands in for Paygistix; data in {database}",
@@ -90,6 +105,10 @@ def demo_banner(settings: Settings, links: dict[str, str]) -> list[str]:
         "",
         f'  curl -H "Authorization: Bearer {token}" {base}{links["pool-stats"]}',
         f'  curl -H "Authorization: Bearer {token}" {base}{links["metrics"]}',
+        "",
+        f"  merchant key {merchant}   (the shop's server's: docs/integrating.md)",
+        f'  curl -H "Authorization: Bearer {merchant}" -H "Content-Type: application/json" \\',
+        f"       -d '{order}' {base}/api/v1/payments",
         "",
         "Test cards: "
         + ", ".join(f"{card.number} {card.outcome.value}" for card in cards)
