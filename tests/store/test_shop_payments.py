@@ -15,10 +15,11 @@ from callbackpool.domain.errors import (
     InvalidPayment,
     PaymentNotPending,
     PoolExhausted,
+    TicketEnded,
     UnknownPayment,
 )
 from callbackpool.domain.model import PaymentStatus
-from callbackpool.pool import CallbackPool
+from callbackpool.pool import CallbackPool, Checkout, Waiting
 from callbackpool.pool.shop import ShopPaymentRequest
 from callbackpool.testing import FakeClock
 
@@ -175,6 +176,36 @@ def test_pay_on_a_full_pool_is_refused_and_the_payment_stays_open(
     with pytest.raises(PoolExhausted):
         shop.pay(token)
     assert shop.get_payment(token).status is PaymentStatus.OPEN
+
+
+def test_pay_on_a_full_pool_waits_in_line_and_its_turn_leases_this_payment(
+    shop: CallbackPool,
+) -> None:
+    others = [shop.create_payment(amount=500).payment.token for _ in PATHS]
+    token = create(shop)
+    waiting = shop.pay(token, wait=True)
+    assert isinstance(waiting, Waiting)
+    assert waiting.position == 1
+    assert isinstance(shop.poll_ticket(waiting.ticket), Waiting)
+    shop.cancel_payment(others[0])
+    granted = shop.poll_ticket(waiting.ticket)
+    assert isinstance(granted, Checkout)
+    assert granted.payment.token == token
+    payment = shop.get_payment(token)
+    assert (payment.status, payment.lease_id) == (PaymentStatus.PENDING, granted.lease.id)
+    assert shop.poll_ticket(waiting.ticket).lease.id == granted.lease.id  # asked again
+
+
+def test_a_payment_cancelled_while_in_line_ends_its_ticket(shop: CallbackPool) -> None:
+    others = [shop.create_payment(amount=500).payment.token for _ in PATHS]
+    token = create(shop)
+    waiting = shop.pay(token, wait=True)
+    assert isinstance(waiting, Waiting)
+    shop.cancel_shop_payment(shop.get_payment(token).id)
+    shop.cancel_payment(others[0])
+    with pytest.raises(TicketEnded):
+        shop.poll_ticket(waiting.ticket)
+    assert live_leases(shop) == len(PATHS) - 1
 
 
 def test_pages_of_payments_newest_first(shop: CallbackPool, clock: FakeClock) -> None:

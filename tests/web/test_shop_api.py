@@ -3,6 +3,7 @@ created with a merchant key, paid on /pay/{token} through the sandbox, read back
 
 from __future__ import annotations
 
+import re
 from html.parser import HTMLParser
 from typing import Any
 from urllib.parse import urlsplit
@@ -236,3 +237,26 @@ async def test_giving_up_on_the_hosted_page_goes_back_to_the_cancel_url(
         read = (await client.get(f"{API}/{created['id']}", headers=merchant())).json()
         assert read["status"] == "cancelled"
         assert urlsplit(back.headers["location"]).netloc == "shop.example"
+
+
+async def test_a_full_pool_puts_the_customer_in_line_on_a_page_that_polls(
+    make_client: ClientFactory,
+) -> None:
+    async with make_client(**shop_keys()) as client:
+        pool = services_of(client).pool
+        others = [pool.create_payment(amount=500).payment.token for _ in range(10)]
+        created = await create(client)
+        token = created["token"]
+        in_line = await client.post(f"/pay/{token}", headers=SAME_ORIGIN)
+        assert in_line.status_code == 202
+        assert 'data-testid="position">1<' in in_line.text
+        poll = re.search(r'url=(/pay/[^"]+)"', in_line.text)
+        assert poll is not None
+        assert (await client.get(poll.group(1))).status_code == 202
+        pool.cancel_payment(others[0])
+        turn = await client.get(poll.group(1))
+        form = HiddenForm()
+        form.feed(turn.text)
+        assert form.action == f"{BASE_URL}/sandbox/transaction.asp"
+        read = (await client.get(f"{API}/{created['id']}", headers=merchant())).json()
+        assert read["status"] == "pending"

@@ -292,6 +292,8 @@ class NewTicket:
     items: tuple[LineItem, ...]
     customer: Mapping[str, Any]
     expires_at: datetime
+    # A shop's open payment the ticket waits for (docs/integrating.md); None: a new payment.
+    open_payment: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -42,7 +42,7 @@ from ..domain.model import (
 from ..domain.money import is_known_currency
 from ..domain.transitions import check_ticket_transition
 from ..store.tx import PaymentChange, Tx
-from .core import PoolCore, log, log_fields, lookup_key, short
+from .core import PoolCore, Work, log, log_fields, lookup_key, short
 from .policy import PoolPolicy
 from .results import Checkout, FormConfig, Waiting
 
@@ -293,8 +293,12 @@ class Leasing(PoolCore):
             elif found.expires_at <= tx.now:
                 self._end_ticket(tx, found, TicketStatus.EXPIRED)
                 failure = TicketEnded(TicketStatus.EXPIRED.value)
+            elif not self._still_open(tx, found.open_payment):
+                # The shop's payment it waits for ended meanwhile (cancelled, expired).
+                self._end_ticket(tx, found, TicketStatus.CANCELLED)
+                failure = TicketEnded(TicketStatus.CANCELLED.value)
             else:
-                result = self._take_turn(tx, found)
+                result = self._take_turn(tx, work, found)
                 if isinstance(result, Checkout):
                     fresh = result.lease
         if failure is not None:
@@ -325,17 +329,35 @@ class Leasing(PoolCore):
                 raise UnknownTicket()
         return ticket
 
-    def _take_turn(self, tx: Tx, ticket: Ticket) -> Checkout | Waiting:
-        token = new_token()
+    def _take_turn(self, tx: Tx, work: Work, ticket: Ticket) -> Checkout | Waiting:
+        waiting_payment = tx.get_payment(ticket.open_payment) if ticket.open_payment else None
+        token = ticket.open_payment or new_token()
         lease = self._admit(tx, token, ticket.amount, ticket.priority, ticket.id)
         if lease is None:
             expires_at = tx.now + self._policy.ticket_timeout
             tx.touch_ticket(ticket.id, expires_at)
             return self._waiting(tx, replace(ticket, expires_at=expires_at))
-        payment = self._open_payment(tx, lease, ticket.currency, ticket.items, ticket.customer)
         self._end_ticket(tx, ticket, TicketStatus.GRANTED, token)
         self._count(tx, Admission.GRANTED)
+        if waiting_payment is not None:
+            return self._start_attempt(tx, work, waiting_payment, lease)
+        payment = self._open_payment(tx, lease, ticket.currency, ticket.items, ticket.customer)
         return self._checkout(payment, lease)
+
+    def _still_open(self, tx: Tx, token: str | None) -> bool:
+        payment = tx.get_payment(token) if token is not None else None
+        return token is None or (payment is not None and payment.status is PaymentStatus.OPEN)
+
+    def _start_attempt(self, tx: Tx, work: Work, payment: Payment, lease: Lease) -> Checkout:
+        """A shop's open payment becomes pending on ``lease``: one attempt at the gateway."""
+        change = PaymentChange(
+            status=PaymentStatus.PENDING, lease_id=lease.id, callback_path=lease.path
+        )
+        self._transition(tx, work, payment, change, f"attempt on lease {lease.id}")
+        pending = replace(
+            payment, status=PaymentStatus.PENDING, lease_id=lease.id, callback_path=lease.path
+        )
+        return self._checkout(pending, lease)
 
     def _granted(self, tx: Tx, ticket: Ticket) -> Checkout:
         assert ticket.payment_token is not None

@@ -22,11 +22,19 @@ from ..domain.errors import (
     UnknownPayment,
 )
 from ..domain.gateway import GatewayReturn
-from ..domain.model import Admission, Attempt, Lease, LeaseEnd, Payment, PaymentStatus
-from ..store.tx import PaymentChange, Tx
+from ..domain.model import (
+    Admission,
+    Attempt,
+    Lease,
+    LeaseEnd,
+    NewTicket,
+    Payment,
+    PaymentStatus,
+)
+from ..store.tx import Tx
 from .core import log
 from .leasing import Leasing, _customer_data, _price, new_payment_id, new_token
-from .results import Checkout
+from .results import Checkout, Waiting
 
 MAX_ORDER_REFERENCE = 200
 MAX_METADATA_KEYS = 20
@@ -206,13 +214,16 @@ class ShopPayments(Leasing):
         """Cancel an ``open`` or ``pending`` payment (a leased slot keeps its taint)."""
         return self.cancel_payment(self._payment_by_id(payment_id).token)
 
-    def pay(self, token: str) -> Checkout:
+    def pay(self, token: str, *, wait: bool = False) -> Checkout | Waiting:
         """The hosted page's Pay: lease the open payment a slot for one attempt at the
-        gateway. Raises UnknownPayment, PaymentNotPending (not open, or no attempt left) and
-        PoolExhausted."""
+        gateway; when none may be had, a place in the waiting room with ``wait`` (its turn
+        leases this payment), else PoolExhausted. Raises UnknownPayment and
+        PaymentNotPending (not open: paid, in progress, ended, or no attempt left)."""
         started = time.perf_counter()
         refusal: PoolExhausted | UnknownPayment | PaymentNotPending | None = None
         lease: Lease | None = None
+        result: Checkout | Waiting | None = None
+        policy = self._policy
         with self._writing() as (tx, work):
             self._expire_due(tx, work)
             self._expire_open(tx, work)
@@ -222,25 +233,34 @@ class ShopPayments(Leasing):
                 refusal = UnknownPayment()
             elif payment.status is not PaymentStatus.OPEN:
                 refusal = PaymentNotPending(payment.status.value, "open")
-            elif (lease := self._admit(tx, token, payment.amount, 0)) is None:
+            elif (lease := self._admit(tx, token, payment.amount, 0)) is not None:
+                self._count(tx, Admission.LEASED)
+                result = self._start_attempt(tx, work, payment, lease)
+            elif wait and policy.max_waiting > 0 and tx.waiting_ahead(0, None) < policy.max_waiting:
+                ticket = tx.insert_ticket(
+                    NewTicket(
+                        ticket=new_token(),
+                        priority=0,
+                        amount=payment.amount,
+                        currency=payment.currency,
+                        items=payment.items,
+                        customer=payment.customer,
+                        expires_at=tx.now + policy.ticket_timeout,
+                        open_payment=token,
+                    )
+                )
+                self._count(tx, Admission.WAITED)
+                result = self._waiting(tx, ticket)
+            else:
                 self._count(tx, Admission.REFUSED)
                 refusal = PoolExhausted(tx.earliest_lease_end(), tx.now)
-            else:
-                self._count(tx, Admission.LEASED)
-                change = PaymentChange(
-                    status=PaymentStatus.PENDING, lease_id=lease.id, callback_path=lease.path
-                )
-                self._transition(tx, work, payment, change, f"attempt on lease {lease.id}")
-                updated = tx.get_payment(token)
-                assert updated is not None
-                checkout = self._checkout(updated, lease)
         # Raised after the transaction committed, so that what it expired stays expired.
         if refusal is not None:
             raise refusal
-        assert lease is not None
-        assert payment is not None
-        self._announce_lease(lease, payment.amount, started)
-        return checkout
+        assert result is not None
+        if lease is not None:
+            self._announce_lease(lease, lease.amount, started)
+        return result
 
     def _payment_by_id(self, payment_id: str) -> Payment:
         with self._store.read() as tx:

@@ -374,15 +374,15 @@ SELECT status, count(*) AS n FROM payments GROUP BY status;
 
 -- name: insert_ticket
 INSERT INTO tickets (ticket, priority, amount, currency, items, customer, customer_key, status,
-                     created_at, expires_at)
+                     created_at, expires_at, open_payment)
 VALUES (:ticket, :priority, :amount, :currency, :items, :customer, :customer_key, 'waiting',
-        :now, :expires_at)
+        :now, :expires_at, :open_payment)
 RETURNING id, ticket, priority, amount, currency, items, customer, status, created_at,
-          expires_at, payment_token, ended_at;
+          expires_at, payment_token, ended_at, open_payment;
 
 -- name: get_ticket
 SELECT id, ticket, priority, amount, currency, items, customer, status, created_at, expires_at,
-       payment_token, ended_at
+       payment_token, ended_at, open_payment
   FROM tickets WHERE ticket = :ticket;
 
 -- name: waiting_ahead

@@ -11,9 +11,16 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from ...compose import catalogue
 from ...config import Settings
-from ...domain.errors import PaymentNotPending, PoolExhausted, UnknownPayment
+from ...domain.errors import (
+    PaymentNotPending,
+    PoolExhausted,
+    TicketEnded,
+    UnknownPayment,
+    UnknownTicket,
+)
 from ...domain.model import Payment, PaymentStatus
 from ...domain.money import format_amount
+from ...pool import Checkout, Waiting
 from ...pool.shop import AttemptResult, shop_redirect
 from ..deps import PoolDep, SameOriginDep, SettingsDep
 from ..templating import templates
@@ -58,9 +65,9 @@ def payment_page(token: str, request: Request, pool: PoolDep, settings: Settings
 def pay(
     token: str, request: Request, _: SameOriginDep, pool: PoolDep, settings: SettingsDep
 ) -> Response:
-    """Pay: one attempt at the gateway, in this same window."""
+    """Pay: one attempt at the gateway, in this same window (or a place in line first)."""
     try:
-        checkout = pool.pay(token[:_MAX_TOKEN])
+        granted = pool.pay(token[:_MAX_TOKEN], wait=True)
     except UnknownPayment:
         return _not_found(request, settings)
     except PaymentNotPending:
@@ -72,7 +79,35 @@ def pay(
             "shop_name": settings.shop_name,
         }
         return templates.TemplateResponse(request, "pay_busy.html", context, status_code=503)
-    form = checkout.form
+    return _hand_over(request, settings, token, granted)
+
+
+@router.get("/pay/{token}/wait/{ticket}", response_class=HTMLResponse)
+def wait_in_line(
+    token: str, ticket: str, request: Request, pool: PoolDep, settings: SettingsDep
+) -> Response:
+    """A place in line, polled by the page itself: the gateway's form once it is its turn."""
+    try:
+        granted = pool.poll_ticket(ticket[:_MAX_TOKEN])
+    except (UnknownTicket, TicketEnded):
+        return RedirectResponse(f"/pay/{token}", status_code=303)
+    if isinstance(granted, Checkout) and granted.payment.token != token:
+        return RedirectResponse(f"/pay/{token}", status_code=303)  # another payment's ticket
+    return _hand_over(request, settings, token, granted)
+
+
+def _hand_over(
+    request: Request, settings: Settings, token: str, granted: Checkout | Waiting
+) -> Response:
+    if isinstance(granted, Waiting):
+        context = {
+            "shop_name": settings.shop_name,
+            "position": granted.position,
+            "retry_after": granted.retry_after_seconds,
+            "poll": f"/pay/{token}/wait/{granted.ticket}",
+        }
+        return templates.TemplateResponse(request, "pay_wait.html", context, status_code=202)
+    form = granted.form
     context = {
         "action": form.action_url,
         "method": form.method,

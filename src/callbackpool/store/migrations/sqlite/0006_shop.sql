@@ -55,3 +55,6 @@ CREATE INDEX payments_order_reference ON payments (order_reference, created_at D
 -- The lease each applied return was applied to: a payment's attempts, each with its return.
 ALTER TABLE callbacks ADD COLUMN lease_id INTEGER;
 CREATE INDEX callbacks_lease ON callbacks (lease_id) WHERE lease_id IS NOT NULL;
+
+-- A shop's payment waiting for a slot: the ticket leases it to that payment when its turn comes.
+ALTER TABLE tickets ADD COLUMN open_payment TEXT;
