@@ -81,6 +81,7 @@ def test_pay_with_the_approve_card_and_land_on_the_success_page(
 
     checkout.fill("#qty-WDF", "2")
     checkout.fill("#qty-BAG", "1")
+    expect(checkout.locator("#checkout-total")).to_have_text("Total 12.50 USD")
     window = pay_in_window(checkout, "4111 1111 1111 1111")
     window.wait_for_url("**/payment-success?ref=CB-*&receipt=*")
     expect(window.get_by_test_id("outcome")).to_have_text("Payment received")
@@ -90,6 +91,34 @@ def test_pay_with_the_approve_card_and_land_on_the_success_page(
     status = status_of(server, token_of(checkout))
     assert (status["status"], status["amount"]) == ("completed", 1250)
     expect(checkout.locator("#checkout-detail")).to_contain_text(status["transactionId"])
+    expect(checkout.locator("#pay")).to_be_disabled()  # nobody pays twice by accident
+
+
+def test_an_error_card_could_not_be_processed_and_shows_no_code(
+    checkout: Any, server: Server
+) -> None:
+    from playwright.sync_api import expect
+
+    checkout.fill("#amount", "4.10")
+    window = pay_in_window(checkout, "4000 0000 0000 0119")
+    window.wait_for_url("**/payment-error?**")
+    processed = "The payment could not be processed. No money was taken."
+    expect(window.get_by_test_id("message")).to_have_text(processed)
+    expect(checkout.locator(STATUS)).to_have_text(processed)
+    assert "declined" not in checkout.locator("main").inner_text().lower()
+    assert "1000" not in checkout.locator("main").inner_text()
+    assert "1000" not in window.locator("main").inner_text()
+    expect(checkout.locator("#pay")).to_be_enabled()
+
+
+def test_items_and_an_amount_together_are_refused_with_a_message(checkout: Any) -> None:
+    from playwright.sync_api import expect
+
+    checkout.fill("#qty-BAG", "1")
+    checkout.fill("#amount", "5.00")
+    checkout.click("#pay")
+    expect(checkout.locator(STATUS)).to_have_text("Choose items or enter an amount, not both")
+    assert checkout.context.pages == [checkout]  # no payment window, no payment
 
 
 def test_a_declined_card_shows_the_error_page_and_the_outcome(
@@ -124,7 +153,12 @@ def test_closing_the_window_cancels_the_token_and_frees_its_slot(
     assert len(held) == 1
     assert held[0]["isLocked"]
     window.close()
-    expect(checkout.locator(STATUS)).to_have_attribute("data-state", "cancelled")
+    # Closed after the card page: the customer may have paid; the page never says cancelled.
+    expect(checkout.locator(STATUS)).to_have_attribute("data-state", "unconfirmed")
+    expect(checkout.locator(STATUS)).to_have_text("Payment not confirmed")
+    expect(checkout.locator("#checkout-detail")).to_contain_text(
+        "If you completed the payment, do not pay again: we will confirm it."
+    )
     assert status_of(server, token)["status"] == "cancelled"
     slot = next(h for h in server.pool_stats()["handlers"] if h["path"] == held[0]["path"])
     assert (slot["isLocked"], slot["lockedBy"]) == (False, None)

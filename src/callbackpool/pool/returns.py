@@ -362,7 +362,9 @@ class Returns(PoolCore):
             card_type=parsed.card_type,
             last4=parsed.last4,
             result_code=parsed.result_code,
-            error_message=None if parsed.approved else f"declined (Result {parsed.result_code})",
+            error_message=None
+            if parsed.approved
+            else f"{return_outcome(parsed)} (Result {parsed.result_code})",
             callback_id=callback_id,
         )
         reason = reason or f"return {callback_ref(callback_id)}"

@@ -31,6 +31,7 @@ async def checkout(request: Request, settings: SettingsDep) -> Response:
             "code": item.code,
             "description": item.description,
             "price": format_amount(item.price, settings.currency),
+            "price_minor": item.price,
         }
         for item in offered
         if item.price != 1  # the open-amount item is what the amount field uses
@@ -45,13 +46,19 @@ async def checkout(request: Request, settings: SettingsDep) -> Response:
             "open_amount": any(item.price == 1 for item in offered),
             "poll_ms": POLL_SECONDS * 1000,
             "sandbox": settings.sandbox.enabled,
+            "shop_name": settings.shop_name,
         },
     )
 
 
 @router.get("/payment-success", response_class=HTMLResponse)
 def payment_success(
-    request: Request, pool: PoolDep, ref: str = "", receipt: str = "", token: str = ""
+    request: Request,
+    pool: PoolDep,
+    settings: SettingsDep,
+    ref: str = "",
+    receipt: str = "",
+    token: str = "",
 ) -> Response:
     """Where an approved return lands: named by the return's reference and receipt key (the
     redirect never carries a payment token). ``?token=`` is the guide's form of the page,
@@ -66,6 +73,7 @@ def payment_success(
     context = {
         "payment": payment,
         "amount": format_amount(payment.amount, payment.currency) if payment else None,
+        "shop_name": settings.shop_name,
     }
     return templates.TemplateResponse(
         request, "payment_success.html", context, status_code=200 if payment else 404
@@ -96,7 +104,9 @@ ERROR_MESSAGES = {
 
 
 @router.get("/payment-error", response_class=HTMLResponse)
-def payment_error(request: Request, pool: PoolDep, reason: str = "", ref: str = "") -> Response:
+def payment_error(
+    request: Request, pool: PoolDep, settings: SettingsDep, reason: str = "", ref: str = ""
+) -> Response:
     """Where a return that completed nothing lands. ``ref`` is shown only when it names a
     stored return."""
     reason = reason if reason in ERROR_MESSAGES else "processing"
@@ -106,5 +116,11 @@ def payment_error(request: Request, pool: PoolDep, reason: str = "", ref: str = 
         known = callback_id is not None and pool.get_callback(callback_id) is not None
     except UnknownCallback:
         known = False
-    context = {"reason": reason, "title": title, "message": message, "ref": ref if known else ""}
+    context = {
+        "reason": reason,
+        "title": title,
+        "message": message,
+        "ref": ref if known else "",
+        "shop_name": settings.shop_name,
+    }
     return templates.TemplateResponse(request, "payment_error.html", context)

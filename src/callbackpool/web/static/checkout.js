@@ -1,7 +1,8 @@
 // The reference checkout (the page /checkout): create a payment token (waiting in line when
 // every slot is busy), post the hosted form's fields into a payment window, follow the
 // payment by polling check-status, and cancel the token when the window is closed without a
-// result (the slot is freed at once).
+// result (the slot is freed at once; a payment made all the same still completes, late, and
+// the page keeps looking for it a while).
 'use strict';
 
 (() => {
@@ -14,14 +15,18 @@
   const statusBox = document.getElementById('checkout-status');
   const detailBox = document.getElementById('checkout-detail');
   const payButton = document.getElementById('pay');
+  const totalBox = document.getElementById('checkout-total');
   const WINDOW_NAME = 'callbackpool-payment';
+  const UNCONFIRMED = 'If you completed the payment, do not pay again: we will confirm it.';
   const OUTCOMES = {
     completed: 'Payment completed',
-    failed: 'Payment declined',
+    failed: 'Payment declined. No money was taken.',
     cancelled: 'Payment cancelled',
-    expired: 'Payment expired: the time to pay ran out',
-    needs_review: 'Payment received; we are confirming it',
+    expired: 'Payment not confirmed',
+    needs_review: 'Payment received; we are confirming it. Please do not pay again.',
   };
+  const AFTER_CLOSING_MS = 5000; // how often a closed window's payment is looked for again
+  const AFTER_CLOSING_TRIES = 120; // for ten minutes
 
   function show(state, text, detail = '') {
     statusBox.dataset.state = state;
@@ -47,15 +52,39 @@
     for (const input of form.querySelectorAll('input[data-item-code]')) {
       const quantity = Number(input.value || 0);
       if (!Number.isInteger(quantity) || quantity < 0) {
-        throw new Error(`Quantity of ${input.dataset.itemCode} must be a whole number`);
+        throw new Error(`Quantity of ${input.dataset.itemName} must be a whole number`);
       }
-      if (quantity > 0) items.push({ code: input.dataset.itemCode, quantity });
+      if (quantity > 0) {
+        items.push({ code: input.dataset.itemCode, quantity, price: Number(input.dataset.price) });
+      }
     }
-    if (items.length) return { paymentData: { items, currency } };
     const amountInput = form.elements.namedItem('amount');
-    const amount = amountInput ? toMinor(amountInput.value) : null;
+    const typed = amountInput ? amountInput.value.trim() : '';
+    if (items.length && typed) throw new Error('Choose items or enter an amount, not both');
+    if (items.length) {
+      const total = items.reduce((sum, item) => sum + item.quantity * item.price, 0);
+      return { total, body: { paymentData: { items: items.map(({ code, quantity }) => ({ code, quantity })), currency } } };
+    }
+    const amount = typed ? toMinor(typed) : null;
+    if (typed && !amount) throw new Error('Enter the amount like 10.00');
     if (!amount) throw new Error('Choose some items or enter an amount');
-    return { paymentData: { amount, currency } };
+    return { total: amount, body: { paymentData: { amount, currency } } };
+  }
+
+  // "1234" minor units → "12.34 USD", by the digits.
+  function formatMinor(minor) {
+    const digits = String(minor).padStart(exponent + 1, '0');
+    const whole = exponent ? digits.slice(0, -exponent) : digits;
+    return (exponent ? `${whole}.${digits.slice(-exponent)}` : whole) + ` ${currency}`;
+  }
+
+  function showTotal() {
+    if (!totalBox) return;
+    try {
+      totalBox.textContent = `Total ${formatMinor(order().total)}`;
+    } catch {
+      totalBox.textContent = '';
+    }
   }
 
   async function call(method, path, body) {
@@ -121,14 +150,36 @@
     }
   }
 
-  function finish(payment) {
-    const text = OUTCOMES[payment.status] || `Payment ${payment.status}`;
+  // What the customer is told; never the gateway's own codes. ``unconfirmed``: the window
+  // closed after the card page, with no return (yet).
+  function finish(payment, unconfirmed = false) {
+    let text = OUTCOMES[payment.status] || `Payment ${payment.status}`;
+    const error = payment.status === 'failed' && /^error/.test(payment.errorMessage || '');
+    if (error) text = 'The payment could not be processed. No money was taken.';
+    if (unconfirmed) text = 'Payment not confirmed';
     const facts = [];
     if (payment.transactionId) facts.push(`Transaction ${payment.transactionId}`);
-    if (payment.late) facts.push('arrived after the payment had stopped waiting');
-    if (payment.errorMessage) facts.push(payment.errorMessage);
-    show(payment.status, text, facts.join(' · '));
-    busy(false);
+    if (unconfirmed) facts.push(UNCONFIRMED);
+    show(unconfirmed ? 'unconfirmed' : payment.status, text, facts.join(' · '));
+    // Once paid (or being confirmed), Pay stays off: nobody pays twice by accident.
+    busy(payment.status === 'completed' || payment.status === 'needs_review');
+  }
+
+  // After the window closed without a return: a payment made all the same still arrives
+  // (late); look for it a while, and say so when it does.
+  async function lookAgain(token, tries = AFTER_CLOSING_TRIES) {
+    if (tries <= 0) return;
+    await pause(AFTER_CLOSING_MS / 1000);
+    try {
+      const { response, data } = await call('GET', `/check-status/${encodeURIComponent(token)}`);
+      if (response.ok && !['cancelled', 'expired', 'pending'].includes(data.status)) {
+        finish(data);
+        return;
+      }
+    } catch {
+      // the network hiccuped: look again
+    }
+    await lookAgain(token, tries - 1);
   }
 
   function follow(token, paymentWindow) {
@@ -138,7 +189,8 @@
     async function cancel() {
       const { response, data } = await call('POST', `/cancel-token/${encodeURIComponent(token)}`);
       if (response.ok) {
-        finish({ status: 'cancelled', errorMessage: 'The payment window was closed' });
+        finish({ status: data.status || 'cancelled' }, true);
+        lookAgain(token);
         return;
       }
       // It ended meanwhile (the return arrived as the window closed): show how.
@@ -183,11 +235,14 @@
     timer = setTimeout(() => check(true), pollMs);
   }
 
+  form.addEventListener('input', showTotal);
+  showTotal();
+
   form.addEventListener('submit', async (event) => {
     event.preventDefault();
     let body;
     try {
-      body = order();
+      body = order().body;
     } catch (error) {
       show('error', error.message);
       return;
