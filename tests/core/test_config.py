@@ -357,3 +357,35 @@ def test_the_status_query_is_off_unless_configured(tmp_path: Path) -> None:
         "custom1",
     )
     assert gateway(settings).token_field == "custom1"
+
+
+def test_the_shops_keys_default_and_come_from_the_file_or_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = load_settings(write(tmp_path, GUIDE_SHAPE))
+    assert settings.merchant_api_keys == ()
+    assert settings.shop_origins == ()
+    assert (settings.max_attempts, settings.shop_name) == (3, "Shop")
+    assert settings.max_amount == 99_999_999  # 999,999.99: a ceiling even when unset
+    monkeypatch.setenv("CALLBACKPOOL_MERCHANT_API_KEYS", f"{'a' * 24}, {'b' * 30}")
+    monkeypatch.setenv("CALLBACKPOOL_SHOP_ORIGINS", "https://shop.example/, http://127.0.0.1:8123")
+    settings = load_settings(write(tmp_path, GUIDE_SHAPE))
+    keys = [key.get_secret_value() for key in settings.merchant_api_keys]
+    assert keys == ["a" * 24, "b" * 30]
+    assert settings.shop_origins == ("https://shop.example", "http://127.0.0.1:8123")
+
+
+@pytest.mark.parametrize(
+    ("keys", "named"),
+    [
+        ({"merchantApiKeys": ["short-merchant-key"]}, "merchantApiKeys"),
+        ({"shopOrigins": ["https://shop.example/checkout"]}, "shopOrigins"),
+        ({"shopOrigins": ["shop.example"]}, "shopOrigins"),
+        ({"maxAttempts": 0}, "maxAttempts"),
+    ],
+)
+def test_bad_shop_keys_are_named(tmp_path: Path, keys: dict[str, Any], named: str) -> None:
+    with pytest.raises(ConfigurationError) as refused:
+        load_settings(write(tmp_path, {**GUIDE_SHAPE, **keys}))
+    assert refused.value.key.startswith(named)
+    assert "short-merchant-key" not in str(refused.value)  # a key is never printed

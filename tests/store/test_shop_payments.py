@@ -252,3 +252,10 @@ def test_loopback_shops_may_use_http(make_pool: PoolFactory) -> None:
         pool, success_url="http://127.0.0.1:8123/ok", cancel_url="http://127.0.0.1:8123/no"
     )
     assert pool.get_payment(token).success_url == "http://127.0.0.1:8123/ok"
+
+
+def test_the_default_ceiling_refuses_an_amount_the_gateway_would(pool: CallbackPool) -> None:
+    with pytest.raises(InvalidPayment, match="99999999"):
+        pool.create_payment(amount=10**15)
+    assert live_leases(pool) == 0
+    assert pool.create_payment(amount=99_999_999).lease.amount == 99_999_999
