@@ -117,13 +117,21 @@ class Service:
             headers={"Authorization": f"Bearer {MERCHANT_KEY}"},
         )
 
-    def create(self, shop: Shop, order_reference: str, amount: int = 1375) -> dict[str, Any]:
-        """A payment for the shop's order, created as the shop's server does."""
+    def create(
+        self, shop: Shop, order_reference: str, *, items: dict[str, int] | None = None
+    ) -> dict[str, Any]:
+        """A payment for the shop's order (13.75, or the catalogue's ``items``), created as
+        the shop's server does."""
+        priced: dict[str, Any] = (
+            {"items": [{"code": code, "quantity": n} for code, n in items.items()]}
+            if items
+            else {"amount": 1375}
+        )
         with self.merchant() as client:
             response = client.post(
                 API,
                 json={
-                    "amount": amount,
+                    **priced,
                     "orderReference": order_reference,
                     "metadata": {"cart": f"cart-{order_reference}"},
                     "successUrl": shop.origin
@@ -343,9 +351,13 @@ def test_coming_back_without_paying_says_not_to_pay_again_and_a_late_card_still_
     from playwright.sync_api import expect
 
     page = customer
-    created = service.create(shop, "3003", amount=4200)
+    created = service.create(shop, "3003", items={"WDF": 8, "BAG": 1, "DEL": 1})
     checkout = created["checkoutUrl"]
     page.goto(checkout)
+    rows = page.locator("table.items tbody tr")
+    expect(rows).to_have_count(3)
+    expect(rows.nth(0).locator("td")).to_have_text(["Wash, dry and fold (per lb)", "8", "10.00"])
+    expect(page.get_by_test_id("total")).to_have_text("25.00 USD")
     to_card_page(page)
     assert len(service.held_by(created["token"])) == 1
     # The customer leaves the card page for the hosted page again, without paying.
