@@ -2,8 +2,9 @@
 
 Pages keep every script in ``static/`` (no inline script, no inline event handler), so the
 Content-Security-Policy can be strict: scripts, styles and fetches from this origin only;
-forms posted only here, to the gateway's hosted form and to the callback URLs; framed only
-by this origin (the sandbox's "return twice" loads a return into a frame of its own page).
+forms posted only here, to the gateway's hosted form, to the callback URLs and, by their
+redirects, to the shops' origins; framed only by this origin (the sandbox's "return twice"
+loads a return into a frame of its own page).
 A response that needs another policy sets its own (the API documentation does); the
 middleware never overrides a header a response already has.
 """
@@ -52,8 +53,13 @@ def security_headers(settings: Settings) -> dict[str, str]:
     """The headers of every answer of the service ``settings`` describe."""
     policy = content_security_policy(
         # The checkout posts the hosted form to the gateway; the gateway (or the sandbox's
-        # return page) sends the browser back to the callback URLs under baseUrl.
-        form_targets=(origin(form_action_url(settings)), origin(settings.base_url)),
+        # return page) sends the browser back to the callback URLs under baseUrl, and those
+        # (and the hosted page's Cancel) on to the shop: form-action holds for redirects too.
+        form_targets=(
+            origin(form_action_url(settings)),
+            origin(settings.base_url),
+            *settings.shop_origins,
+        ),
     )
     headers = {
         "Content-Security-Policy": policy,
