@@ -161,6 +161,12 @@ async def test_forms_may_go_to_the_gateway_and_the_callbacks_only(
     assert csp["connect-src"] == "'self'"
     async with make_client(**sandbox_keys()) as client:  # the sandbox stands in, here
         assert policy(await client.get("/checkout"))["form-action"] == "'self' http://shop.test"
+    # A return, or the hosted page's Cancel, redirects on to the shop: form-action holds
+    # for redirects too.
+    async with make_client(shopOrigins=["https://corner.example"]) as client:
+        assert policy(await client.get("/checkout"))["form-action"] == (
+            "'self' https://safepay.paymentlogistics.net http://shop.test https://corner.example"
+        )
 
 
 async def test_an_https_base_url_adds_strict_transport_security(
