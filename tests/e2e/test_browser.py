@@ -18,6 +18,14 @@ from .conftest import ARTIFACTS, Server
 pytestmark = pytest.mark.slow
 
 STATUS = "#checkout-status"
+DESKTOP = {"width": 1280, "height": 800}
+PHONE = {"width": 390, "height": 844}
+
+
+def fits(page: Any) -> bool:
+    """Nothing on the page is wider than its window (no sideways scrolling on a phone)."""
+    fitting: bool = page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+    return fitting
 
 
 @pytest.fixture
@@ -191,8 +199,9 @@ def one_slot_server(tmp_path: Any) -> Iterator[Server]:
     stop_server(process)
 
 
+@pytest.mark.parametrize("viewport", [DESKTOP, PHONE], ids=["desktop", "phone"])
 def test_a_full_pool_puts_the_customer_in_line_then_lets_them_pay(
-    browser: Any, one_slot_server: Server
+    browser: Any, one_slot_server: Server, viewport: dict[str, int]
 ) -> None:
     from playwright.sync_api import expect
 
@@ -202,7 +211,7 @@ def test_a_full_pool_puts_the_customer_in_line_then_lets_them_pay(
             "/api/v1/payments/create-token", json={"paymentData": {"amount": 500}}
         ).json()
     assert holder["success"]
-    context = browser.new_context(viewport={"width": 900, "height": 800})
+    context = browser.new_context(viewport=viewport)
     context.set_default_timeout(20_000)
     errors: list[str] = []
     context.on("page", lambda p: p.on("pageerror", lambda e: errors.append(str(e))))
@@ -214,6 +223,10 @@ def test_a_full_pool_puts_the_customer_in_line_then_lets_them_pay(
     window = opened.value
     expect(page.locator(STATUS)).to_have_attribute("data-state", "waiting")
     expect(page.locator(STATUS)).to_contain_text("number 1 in line")
+    name = "desktop" if viewport is DESKTOP else "phone"
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=ARTIFACTS / f"checkout-waiting-{name}.png", full_page=True)
+    assert fits(page)
     assert window.url == "about:blank"  # nothing posted to the gateway while waiting
     # The holder's customer leaves: the slot goes to the customer in line.
     with server.client() as client:
@@ -224,8 +237,7 @@ def test_a_full_pool_puts_the_customer_in_line_then_lets_them_pay(
     expect(page.locator(STATUS)).to_have_text("Payment completed")
     status = status_of(server, token_of(page))
     assert (status["status"], status["amount"]) == ("completed", 900)
-    ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=ARTIFACTS / "checkout-after-waiting.png")
+    page.screenshot(path=ARTIFACTS / f"checkout-after-waiting-{name}.png", full_page=True)
     context.close()
     assert errors == []
 
@@ -255,4 +267,39 @@ def test_closing_the_window_while_in_line_leaves_the_line(
         client.post(f"/api/v1/payments/cancel-token/{holder['token']}").raise_for_status()
         nxt = client.post("/api/v1/payments/create-token", json={"paymentData": {"amount": 700}})
     assert nxt.status_code == 201
+    context.close()
+
+
+def test_the_checkout_at_phone_width_declined_error_and_closed(
+    browser: Any, server: Server
+) -> None:
+    """The customer's cases on a phone: each state screenshotted, nothing off the screen."""
+    from playwright.sync_api import expect
+
+    context = browser.new_context(viewport=PHONE, is_mobile=True)
+    context.set_default_timeout(15_000)
+    page = context.new_page()
+    page.goto(f"{server.base_url}/checkout")
+    ARTIFACTS.mkdir(exist_ok=True)
+    cases = [
+        ("declined", "4000 0000 0000 0002", "Payment declined. No money was taken."),
+        ("error", "4000 0000 0000 0119", "The payment could not be processed. No money was taken."),
+    ]
+    for name, card, said in cases:
+        page.fill("#amount", "2.20")
+        window = pay_in_window(page, card)
+        window.wait_for_url("**/payment-error?**")
+        window.screenshot(path=ARTIFACTS / f"payment-error-{name}-phone.png", full_page=True)
+        assert fits(window)
+        window.close()
+        expect(page.locator(STATUS)).to_have_text(said)
+        page.screenshot(path=ARTIFACTS / f"checkout-{name}-phone.png", full_page=True)
+        assert fits(page)
+    with page.expect_popup() as opened:
+        page.click("#pay")
+    opened.value.wait_for_url("**/sandbox/pay/**")
+    opened.value.close()
+    expect(page.locator(STATUS)).to_have_text("Payment not confirmed")
+    page.screenshot(path=ARTIFACTS / "checkout-closed-phone.png", full_page=True)
+    assert fits(page)
     context.close()
