@@ -13,6 +13,9 @@ The whole API::
     pool.create_payment(amount=1000, wait=True)     # Checkout, or Waiting (a ticket)
     pool.poll_ticket(ticket); pool.cancel_ticket(ticket)
     pool.sweep(); pool.status(); pool.release(path=...); pool.usage()
+    # The shop's server's payments (docs/integrating.md): open until the customer pays.
+    payment, created = pool.create_shop_payment(ShopPaymentRequest(...), idempotency_key=k)
+    pool.pay(payment.token, wait=True); pool.shop_payment(payment.id); pool.shop_payments()
 
 Every error a call raises is a ``CallbackPoolError``; the kinds worth telling apart are
 exported here (domain/errors.py).
@@ -32,6 +35,7 @@ from .domain.errors import (
 )
 from .domain.model import CallbackOutcome, Payment, PaymentStatus, StatusChange
 from .pool import CallbackPool, CallbackResult, Checkout, Waiting
+from .pool.shop import ShopPaymentRequest
 
 # Test helpers are in callbackpool.testing; everything else is the package's own business.
 __all__ = [
@@ -48,6 +52,7 @@ __all__ = [
     "PaymentStatus",
     "PoolExhausted",
     "Settings",
+    "ShopPaymentRequest",
     "StatusChange",
     "StoreUnavailable",
     "TooManyLeases",
