@@ -373,6 +373,10 @@ def test_the_shops_keys_default_and_come_from_the_file_or_the_environment(
     keys = [key.get_secret_value() for key in settings.merchant_api_keys]
     assert keys == ["a" * 24, "b" * 30]
     assert settings.shop_origins == ("https://shop.example", "http://127.0.0.1:8123")
+    # As a browser names an origin: lower case, the scheme's own port left out.
+    monkeypatch.setenv("CALLBACKPOOL_SHOP_ORIGINS", "HTTPS://Shop.Example:443,http://[::1]:80")
+    settings = load_settings(write(tmp_path, GUIDE_SHAPE))
+    assert settings.shop_origins == ("https://shop.example", "http://[::1]")
 
 
 @pytest.mark.parametrize(
@@ -381,6 +385,7 @@ def test_the_shops_keys_default_and_come_from_the_file_or_the_environment(
         ({"merchantApiKeys": ["short-merchant-key"]}, "merchantApiKeys"),
         ({"shopOrigins": ["https://shop.example/checkout"]}, "shopOrigins"),
         ({"shopOrigins": ["shop.example"]}, "shopOrigins"),
+        ({"shopOrigins": ["http://shop.example"]}, "shopOrigins"),  # http off loopback
         ({"maxAttempts": 0}, "maxAttempts"),
     ],
 )

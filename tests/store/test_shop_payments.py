@@ -21,10 +21,12 @@ from callbackpool.domain.errors import (
 from callbackpool.domain.model import PaymentStatus
 from callbackpool.pool import CallbackPool, Checkout, Waiting
 from callbackpool.pool.shop import ShopPaymentRequest
+from callbackpool.store.port import Store
 from callbackpool.testing import FakeClock
 
 from ..conftest import PoolFactory
-from ..support import PATHS, paygistix_return
+from ..support import PATHS, make_gateway, paygistix_return, policy_with
+from .test_status_query import FakeQuery
 
 SHOP = "https://shop.example"
 REQUEST = ShopPaymentRequest(
@@ -259,3 +261,28 @@ def test_the_default_ceiling_refuses_an_amount_the_gateway_would(pool: CallbackP
         pool.create_payment(amount=10**15)
     assert live_leases(pool) == 0
     assert pool.create_payment(amount=99_999_999).lease.amount == 99_999_999
+
+
+def test_an_earlier_attempts_approval_still_completes_a_reopened_payment(
+    store: Store,
+) -> None:
+    """The customer, declined, sends the old gateway form again and is approved: the
+    status query names the payment; money was taken, so the open payment completes (and a
+    decline of an earlier attempt would leave it open)."""
+    query = FakeQuery()
+    pool = CallbackPool(
+        store,
+        make_gateway(token_field="custom1"),
+        policy_with(shop_origins=[SHOP]),
+        status_query=query,
+    )
+    pool.sync_slots()
+    token = create(pool)
+    first = pool.pay(token)
+    pool.handle_callback(first.lease.path, paygistix_return(pn_ref="1", result="12"))
+    assert pool.get_payment(token).status is PaymentStatus.OPEN
+    query.paid("2", first)
+    again = pool.handle_callback(first.lease.path, paygistix_return(pn_ref="2"))
+    payment = pool.get_payment(token)
+    assert (payment.status, payment.pn_ref) == (PaymentStatus.COMPLETED, "2")
+    assert again.redirect.startswith(f"{SHOP}/thanks/{payment.id}")

@@ -8,8 +8,9 @@ from .model import PaymentStatus, TicketStatus
 P = PaymentStatus
 
 TRANSITIONS: dict[PaymentStatus, frozenset[PaymentStatus]] = {
-    # The customer presses Pay on the hosted page; or the shop cancels, or nobody paid.
-    P.OPEN: frozenset({P.PENDING, P.CANCELLED, P.EXPIRED}),
+    # The customer presses Pay on the hosted page; or the shop cancels, or nobody paid; or
+    # an earlier attempt's approval arrives after all (the money was taken: it wins).
+    P.OPEN: frozenset({P.PENDING, P.CANCELLED, P.EXPIRED, P.COMPLETED, P.NEEDS_REVIEW}),
     # OPEN again: a declined card on the hosted page, with attempts left.
     P.PENDING: frozenset({P.OPEN, P.COMPLETED, P.FAILED, P.CANCELLED, P.EXPIRED, P.NEEDS_REVIEW}),
     # The customer may still pay after we stopped waiting (docs/design.md#payment-states).

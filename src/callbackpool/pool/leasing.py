@@ -464,6 +464,7 @@ class Leasing(PoolCore):
             payment = tx.get_payment(token)
             if payment is None:
                 raise UnknownPayment()
+            hosted = payment.hosted
             if payment.status not in (PaymentStatus.PENDING, PaymentStatus.OPEN):
                 current = payment.status
             else:
@@ -476,7 +477,7 @@ class Leasing(PoolCore):
                 assert cancelled is not None
                 return cancelled
         # Raised after the transaction committed, so an expiry it made is kept.
-        raise PaymentNotPending(current.value)
+        raise PaymentNotPending(current.value, "open or pending" if hosted else "pending")
 
 
 def _due(moment: datetime | None, now: datetime) -> bool:

@@ -52,12 +52,43 @@ def _checked_paths(paths: tuple[str, ...]) -> tuple[str, ...]:
     return paths
 
 
+def shop_origin(url: str) -> str | None:
+    """The origin of an absolute https URL (or http on a loopback host); None otherwise."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return None
+    host = parts.hostname
+    if not host or parts.scheme not in ("https", "http"):
+        return None
+    if parts.scheme == "http" and not _loopback(host):
+        return None
+    default = 443 if parts.scheme == "https" else 80
+    host = f"[{host}]" if ":" in host else host
+    return f"{parts.scheme}://{host}" + (f":{port}" if port not in (None, default) else "")
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def _checked_origins(origins: tuple[str, ...]) -> tuple[str, ...]:
+    checked = []
     for origin in origins:
-        parts = urlsplit(origin)
-        if parts.scheme not in ("http", "https") or not parts.netloc or parts.path.strip("/"):
-            raise ValueError(f"{origin!r} is not an origin like https://shop.example")
-    return tuple(origin.rstrip("/") for origin in origins)
+        normal = shop_origin(origin)
+        if normal is None or urlsplit(origin).path.strip("/") or "?" in origin:
+            raise ValueError(
+                f"{origin!r} is not an origin like https://shop.example "
+                "(http only for a loopback address)"
+            )
+        checked.append(normal)
+    return tuple(checked)
 
 
 AbsoluteUrl = Annotated[str, AfterValidator(absolute_url)]

@@ -368,7 +368,10 @@ class Returns(PoolCore):
             callback_id=callback_id,
         )
         reason = reason or f"return {callback_ref(callback_id)}"
-        self._transition(tx, work, candidate.payment, change, reason)
+        # A decline of an earlier attempt leaves an open payment open: the customer may
+        # still try again on the hosted page.
+        if not (status is PaymentStatus.FAILED and payment.status is PaymentStatus.OPEN):
+            self._transition(tx, work, payment, change, reason)
         if lease.is_live:
             self._end_lease(tx, work, lease, LeaseEnd.CALLBACK, taint=False)
         else:
@@ -386,7 +389,8 @@ class Returns(PoolCore):
             raise InvalidReview("paymentToken", "no such payment")
         parsed = self._gateway.parse_return(record.params)
         status = PaymentStatus.COMPLETED if parsed.approved else PaymentStatus.FAILED
-        check_transition(payment.status, status)
+        if not (payment.status is PaymentStatus.OPEN and status is PaymentStatus.FAILED):
+            check_transition(payment.status, status)  # (that one changes nothing: _settle)
         lease = tx.get_lease(payment.lease_id) if payment.lease_id is not None else None
         if lease is None:
             raise InvalidReview("paymentToken", "the payment never held a lease")

@@ -5,14 +5,13 @@ the hosted payment page, and read back by the id the shop keeps."""
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 from ..domain.errors import (
     IdempotencyConflict,
@@ -34,6 +33,7 @@ from ..domain.model import (
 from ..store.tx import Tx
 from .core import log
 from .leasing import Leasing, _customer_data, _price, new_payment_id, new_token
+from .policy import shop_origin
 from .results import Checkout, Waiting
 
 MAX_ORDER_REFERENCE = 200
@@ -287,31 +287,6 @@ def shop_redirect(url: str, payment: Payment) -> str:
     return url.replace("{PAYMENT_ID}", quote(payment.id, safe="")).replace(
         "{ORDER_REFERENCE}", quote(payment.order_reference or "", safe="")
     )
-
-
-def shop_origin(url: str) -> str | None:
-    """The origin of an absolute https URL (or http on a loopback host); None otherwise."""
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError:
-        return None
-    host = parts.hostname
-    if not host or parts.scheme not in ("https", "http"):
-        return None
-    if parts.scheme == "http" and not _loopback(host):
-        return None
-    default = 443 if parts.scheme == "https" else 80
-    return f"{parts.scheme}://{host}" + (f":{port}" if port not in (None, default) else "")
-
-
-def _loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _metadata(metadata: Mapping[str, str] | None) -> dict[str, str]:
