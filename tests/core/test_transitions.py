@@ -9,6 +9,8 @@ from callbackpool.domain.model import PaymentStatus as P
 from callbackpool.domain.transitions import TRANSITIONS, check_transition, is_late
 
 ALLOWED = {
+    (P.OPEN, P.PENDING), (P.OPEN, P.CANCELLED), (P.OPEN, P.EXPIRED),
+    (P.OPEN, P.COMPLETED), (P.OPEN, P.NEEDS_REVIEW), (P.PENDING, P.OPEN),
     (P.PENDING, P.COMPLETED), (P.PENDING, P.FAILED), (P.PENDING, P.CANCELLED),
     (P.PENDING, P.EXPIRED), (P.PENDING, P.NEEDS_REVIEW),
     (P.CANCELLED, P.COMPLETED), (P.CANCELLED, P.FAILED), (P.CANCELLED, P.NEEDS_REVIEW),
