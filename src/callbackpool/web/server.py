@@ -9,6 +9,7 @@ from pathlib import Path
 
 import uvicorn
 from fastapi import FastAPI
+from pydantic import SecretStr
 
 from ..config import Settings, load_settings
 from ..gateways.sandbox import DEFAULT_HASH_FIELDS, SANDBOX_QUERY_PATH, TEST_CARDS, Outcome
@@ -51,15 +52,12 @@ def demo_settings(*, host: str, port: int, database_url: str = DEMO_DATABASE_URL
     query settles the returns that their path alone cannot attribute."""
     secret = secrets.token_hex(16)
     public_host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host  # noqa: S104
-    return load_settings(
+    settings = load_settings(
         DEMO_CONFIG,
         overrides={
             "base_url": f"http://{public_host}:{port}",
             "database_url": database_url,
             "admin_token": secrets.token_urlsafe(24),
-            # The shop's server's key; the demo's own pages stand in for the shop's.
-            "merchant_api_keys": [secrets.token_urlsafe(24)],
-            "shop_origins": [f"http://{public_host}:{port}"],
             "sandbox": {"enabled": True, "secret": secret},
             "callback_hash": {
                 "secret": secret,
@@ -74,6 +72,11 @@ def demo_settings(*, host: str, port: int, database_url: str = DEMO_DATABASE_URL
             },
         },
     )
+    # A merchant key of its own unless one is configured; its own pages may stand in for
+    # the shop's, beside the configured shop origins.
+    keys = settings.merchant_api_keys or (SecretStr(secrets.token_urlsafe(24)),)
+    origins = tuple(dict.fromkeys((*settings.shop_origins, f"http://{public_host}:{port}")))
+    return settings.model_copy(update={"merchant_api_keys": keys, "shop_origins": origins})
 
 
 def demo_banner(settings: Settings, links: dict[str, str]) -> list[str]:
