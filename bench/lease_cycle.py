@@ -104,8 +104,8 @@ def raw_cycle(
     read transaction and returns its clock; ``time`` is a moment as the driver takes it)."""
     items = json.dumps([{"code": "AMT", "quantity": 1000, "unitPrice": 1}])
     no_change = dict.fromkeys(
-        ["late", "pn_ref", "order_id", "auth_code", "card_type", "last4", "result_code",
-         "error_message", "callback_id"]
+        ["late", "lease_id", "callback_path", "pn_ref", "order_id", "auth_code", "card_type",
+         "last4", "result_code", "error_message", "callback_id"]
     )  # fmt: skip
 
     def cycle() -> None:
@@ -128,10 +128,12 @@ def raw_cycle(
                             "slot_id": slot_id})  # fmt: skip
         run(
             "insert_payment",
-            {"token": token, "amount": 1000, "currency": "USD", "items": items,
-             "customer": "{}", "customer_key": None, "status": "pending", "late": False,
-             "lease_id": lease[0], "callback_path": path, "expires_at": expires,
-             "created_at": now, "now": now},
+            {"token": token, "id": f"pay_{token}", "amount": 1000, "currency": "USD",
+             "items": items, "customer": "{}", "customer_key": None, "status": "pending",
+             "late": False, "lease_id": lease[0], "callback_path": path, "expires_at": expires,
+             "order_reference": None, "metadata": "{}", "success_url": None,
+             "cancel_url": None, "max_attempts": 1, "idempotency_key": None,
+             "request_hash": None, "created_at": now, "now": now},
         )  # fmt: skip
         run(
             "record_admission",

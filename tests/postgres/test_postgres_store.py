@@ -85,9 +85,9 @@ def test_one_live_lease_per_slot_and_per_payment_are_rules_of_the_database(
 ) -> None:
     raw.execute("INSERT INTO slots (path, created_at) VALUES ('/cb/1', now()), ('/cb/2', now())")
     raw.execute(
-        "INSERT INTO payments (token, amount, currency, status, created_at, updated_at)"
-        " VALUES ('a', 100, 'USD', 'pending', now(), now()),"
-        "        ('b', 100, 'USD', 'pending', now(), now())"
+        "INSERT INTO payments (token, id, amount, currency, status, created_at, updated_at)"
+        " VALUES ('a', 'pay_a', 100, 'USD', 'pending', now(), now()),"
+        "        ('b', 'pay_b', 100, 'USD', 'pending', now(), now())"
     )
     insert = (
         "INSERT INTO leases (slot_id, path, token, amount, acquired_at, expires_at)"

@@ -58,7 +58,7 @@ def test_a_declined_return_fails_its_payment(pool: CallbackPool) -> None:
     result = pool.handle_callback(checkout.lease.path, paygistix_return(result="12"))
     assert result.outcome is APPLIED
     assert urlsplit(result.redirect).path == "/payment-error"
-    assert query(result.redirect) == {"message": "Payment declined", "ref": result.ref}
+    assert query(result.redirect) == {"reason": "declined", "ref": result.ref}
     payment = pool.get_payment(checkout.payment.token)
     assert payment.status is PaymentStatus.FAILED
     assert payment.error_message == "declined (Result 12)"
@@ -158,7 +158,7 @@ def test_an_ambiguous_decline_changes_nothing(pool: CallbackPool) -> None:
         PaymentStatus.CANCELLED,
         PaymentStatus.PENDING,
     ]
-    assert query(result.redirect)["message"] == "Payment declined"
+    assert query(result.redirect)["reason"] == "declined"
 
 
 def test_the_amount_tells_candidates_apart(pool: CallbackPool) -> None:
@@ -212,7 +212,7 @@ def test_wrong_amount_changes_nothing_and_is_unmatched(pool: CallbackPool) -> No
     checkout = pool.create_payment(amount=1000)
     result = pool.handle_callback(checkout.lease.path, paygistix_return(amount="1.00"))
     assert result.outcome is CallbackOutcome.UNMATCHED
-    assert query(result.redirect)["message"] == "Payment not found"
+    assert query(result.redirect)["reason"] == "not_found"
     assert pool.get_payment(checkout.payment.token).status is PaymentStatus.PENDING
     assert pool.status().locked == 1
 
@@ -222,7 +222,7 @@ def test_wrong_merchant_is_rejected_and_changes_nothing(pool: CallbackPool) -> N
     result = pool.handle_callback(checkout.lease.path, paygistix_return(merchant="evilMerchant"))
     assert result.outcome is CallbackOutcome.REJECTED
     assert result.detail == "MerchantID does not match"
-    assert query(result.redirect)["message"] == "Payment could not be verified"
+    assert query(result.redirect)["reason"] == "unverified"
     assert pool.get_payment(checkout.payment.token).status is PaymentStatus.PENDING
 
 

@@ -339,8 +339,11 @@ def test_max_amount(make_pool: PoolFactory) -> None:
         pool.create_payment(amount=50_001)
 
 
-def test_amounts_beyond_what_json_clients_hold_exactly_are_refused(pool: CallbackPool) -> None:
-    # Without a configured maximum too: such an amount would overflow a store's integers.
+def test_amounts_beyond_what_json_clients_hold_exactly_are_refused(
+    make_pool: PoolFactory,
+) -> None:
+    # Under a maximum set higher too: such an amount would overflow a store's integers.
+    pool = make_pool(max_amount=10**18)
     for amount in (2**53, 2**63, 10**30):
         with pytest.raises(InvalidPayment, match="must not exceed") as invalid:
             pool.create_payment(amount=amount)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query, Response
+from fastapi import APIRouter, Header, Path, Query, Response
 from starlette.convertors import Convertor, register_url_convertor
 
 from ...domain.errors import InvalidPayment
@@ -32,6 +32,8 @@ class PaymentIdConvertor(Convertor[str]):
 
 
 register_url_convertor("payment_id", PaymentIdConvertor())
+# The same shape in the API's document.
+PaymentId = Annotated[str, Path(pattern=f"^{PaymentIdConvertor.regex}$")]
 
 MAX_IDEMPOTENCY_KEY = 255
 
@@ -91,7 +93,7 @@ def list_payments(
     response_model=ShopPaymentDetailOut,
     responses=error_responses(401, 404),
 )
-def get_payment(payment_id: str, _: MerchantDep, pool: PoolDep) -> ShopPaymentDetailOut:
+def get_payment(payment_id: PaymentId, _: MerchantDep, pool: PoolDep) -> ShopPaymentDetailOut:
     """The payment as it stands, with each attempt at the gateway and its return."""
     return ShopPaymentDetailOut.of(*pool.shop_payment(payment_id))
 
@@ -101,7 +103,7 @@ def get_payment(payment_id: str, _: MerchantDep, pool: PoolDep) -> ShopPaymentDe
     response_model=ShopPaymentDetailOut,
     responses=error_responses(401, 404, 409),
 )
-def cancel_payment(payment_id: str, _: MerchantDep, pool: PoolDep) -> ShopPaymentDetailOut:
+def cancel_payment(payment_id: PaymentId, _: MerchantDep, pool: PoolDep) -> ShopPaymentDetailOut:
     """Cancel an ``open`` or ``pending`` payment (a customer still on the gateway's page
     may pay; a late approval then completes it, flagged ``late``)."""
     pool.cancel_shop_payment(payment_id)
