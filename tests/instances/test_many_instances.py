@@ -137,7 +137,7 @@ def check_the_run(
         if c.approved:
             assert first.startswith("/payment-success?ref=CB-"), first
         else:
-            assert parse_qs(urlsplit(first).query)["message"] == ["Payment declined"]
+            assert parse_qs(urlsplit(first).query)["reason"] == ["declined"]
         assert all(location == first for _, location in c.returns)
 
     # Invariant 1 over the whole history; every lease ended by its return.
