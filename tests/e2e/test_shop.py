@@ -268,7 +268,7 @@ def test_a_declined_card_then_an_approved_one_land_the_customer_on_the_shops_tha
     checkout = created["checkoutUrl"]
     page.goto(checkout)
     expect(page.locator(STATE)).to_have_attribute("data-state", "pay")
-    expect(page.locator(".shop")).to_have_text(SHOP_NAME)
+    expect(page.locator("header.site .brand")).to_have_text(SHOP_NAME)
     expect(page.locator("h1")).to_have_text("Order 1001")
     expect(page.get_by_test_id("total")).to_have_text("13.75 USD")
     expect(page.locator("#pay")).to_have_text("Pay 13.75 USD")
@@ -408,3 +408,67 @@ def test_the_last_declined_attempt_fails_the_payment_and_leads_back_to_the_shop(
     assert (read["status"], outcomes(read)) == ("failed", ["declined"] * 3)
     page.click("#back")
     page.wait_for_url(f"{shop.origin}/cart")
+
+
+def test_what_the_shop_api_refuses_over_http_writes_nothing(service: Service, shop: Shop) -> None:
+    """Each refusal with its code: an origin not listed, the admin token where a merchant
+    key is wanted, a merchant key on an operator route, metadata too large. And the same
+    Idempotency-Key twice is one payment, which holds no slot."""
+    before = len(service.payments(limit="100"))
+    order = {
+        "amount": 500,
+        "orderReference": "refused",
+        "successUrl": shop.origin + "/thanks",
+        "cancelUrl": shop.origin + "/cart",
+    }
+    with service.merchant() as client:
+        elsewhere = client.post(API, json={**order, "successUrl": "https://evil.example/x"})
+        assert elsewhere.status_code == 422
+        assert "successUrl" in elsewhere.json()["errors"]
+        too_big = client.post(API, json={**order, "metadata": {"note": "x" * 5000}})
+        assert too_big.status_code == 422
+        assert "metadata" in too_big.json()["errors"]
+        as_operator = client.get(f"{API}/pool-stats")
+        assert as_operator.status_code == 401
+        key = {"Idempotency-Key": "order-77-first-try"}
+        first = client.post(API, json={**order, "orderReference": "77"}, headers=key)
+        again = client.post(API, json={**order, "orderReference": "77"}, headers=key)
+    admin = {"Authorization": f"Bearer {service.server.admin_token}"}
+    with httpx.Client(base_url=service.base_url, timeout=10, headers=admin) as client:
+        assert client.post(API, json=order).status_code == 401
+    assert (first.status_code, again.status_code) == (201, 201)
+    assert again.json()["id"] == first.json()["id"]
+    assert service.held_by(first.json()["token"]) == []
+    assert len(service.payments(limit="100")) == before + 1
+
+
+def test_a_full_pool_puts_the_customer_in_line_on_the_hosted_page(
+    customer: Any, service: Service, shop: Shop
+) -> None:
+    from playwright.sync_api import expect
+
+    page = customer
+    paths = len(service.server.pool_stats()["handlers"])
+    with service.server.client() as client:
+        holders = [
+            client.post(f"{API}/create-token", json={"amount": 300}).json()["token"]
+            for _ in range(paths)
+        ]
+    created = service.create(shop, "in-line")
+    try:
+        page.goto(created["checkoutUrl"])
+        page.click("#pay")
+        expect(page.get_by_test_id("position")).to_have_text("1")
+        expect(page.get_by_test_id("message")).to_contain_text("You have not been charged")
+        shoot(page, service, "waiting")
+        assert service.read(created["id"])["status"] == "open"
+        with service.server.client() as client:
+            client.post(f"{API}/cancel-token/{holders.pop()}").raise_for_status()
+        page.wait_for_url("**/sandbox/pay/**")  # its turn: the page went on by itself
+        assert service.read(created["id"])["status"] == "pending"
+    finally:
+        with service.server.client() as client:
+            for token in holders:
+                client.post(f"{API}/cancel-token/{token}")
+        with service.merchant() as client:
+            client.post(f"{API}/{created['id']}/cancel")
