@@ -108,7 +108,9 @@ class Leasing(PoolCore):
                 self._gateway, self._policy, amount, currency, items
             )
             customer = _customer_data(customer)
-            priority = _checked_priority(self._policy, priority)
+            if type(priority) is not int or not 0 <= priority <= self._policy.max_priority:
+                limit = self._policy.max_priority
+                raise InvalidPayment("priority", f"must be an integer from 0 to {limit}")
         except InvalidPayment:
             self._emit([CreateRefused(reason="invalid")])
             raise
@@ -133,7 +135,6 @@ class Leasing(PoolCore):
         policy = self._policy
         refusal: PoolExhausted | None = None
         result: Checkout | Waiting
-        lease: Lease | None
         with self._writing() as (tx, work):
             self._expire_due(tx, work)
             self._check_customer_cap(tx, customer_key(customer))
@@ -141,9 +142,8 @@ class Leasing(PoolCore):
             if lease is None and _activate_reserve(policy, tx):
                 lease = self._admit(tx, token, total, priority)
             if lease is not None:
-                payment = self._open_payment(tx, lease, currency, line_items, customer)
+                result = self._open_checkout(tx, lease, currency, line_items, customer)
                 self._count(tx, Admission.LEASED)
-                result = self._checkout(payment, lease)
             elif wait and policy.max_waiting > 0 and tx.waiting_ahead(0, None) < policy.max_waiting:
                 ticket = tx.insert_ticket(
                     NewTicket(
@@ -195,15 +195,14 @@ class Leasing(PoolCore):
             allow_same_amount_tainted=policy.reuse_same_amount_tainted,
         )
 
-    def _open_payment(
+    def _open_checkout(
         self,
         tx: Tx,
         lease: Lease,
         currency: str,
         items: tuple[LineItem, ...],
         customer: Mapping[str, Any],
-    ) -> Payment:
-        """The pending payment that holds ``lease`` (its token and amount)."""
+    ) -> Checkout:
         payment = Payment(
             token=lease.token,
             amount=lease.amount,
@@ -218,7 +217,7 @@ class Leasing(PoolCore):
             expires_at=lease.expires_at,
         )
         tx.insert_payment(payment)
-        return payment
+        return self._checkout(payment, lease)
 
     def _checkout(self, payment: Payment, lease: Lease) -> Checkout:
         url = self._policy.callback_url(lease.path)
@@ -326,10 +325,10 @@ class Leasing(PoolCore):
             expires_at = tx.now + self._policy.ticket_timeout
             tx.touch_ticket(ticket.id, expires_at)
             return self._waiting(tx, replace(ticket, expires_at=expires_at))
-        payment = self._open_payment(tx, lease, ticket.currency, ticket.items, ticket.customer)
+        checkout = self._open_checkout(tx, lease, ticket.currency, ticket.items, ticket.customer)
         self._end_ticket(tx, ticket, TicketStatus.GRANTED, token)
         self._count(tx, Admission.GRANTED)
-        return self._checkout(payment, lease)
+        return checkout
 
     def _granted(self, tx: Tx, ticket: Ticket) -> Checkout:
         assert ticket.payment_token is not None
@@ -345,7 +344,7 @@ class Leasing(PoolCore):
             ticket=ticket.ticket,
             position=tx.waiting_ahead(ticket.priority, ticket.id) + 1,
             priority=ticket.priority,
-            retry_after_seconds=max(1, round(self._policy.ticket_poll.total_seconds())),
+            retry_after_seconds=self._policy.ticket_poll_seconds,
             expires_at=ticket.expires_at,
         )
 
@@ -512,12 +511,6 @@ def _customer_data(customer: Mapping[str, Any] | None) -> dict[str, Any]:
         raise InvalidPayment("customer", f"must not exceed {MAX_CUSTOMER_BYTES} bytes as JSON")
     loaded: dict[str, Any] = json.loads(encoded)
     return loaded
-
-
-def _checked_priority(policy: PoolPolicy, priority: int) -> int:
-    if type(priority) is not int or not 0 <= priority <= policy.max_priority:
-        raise InvalidPayment("priority", f"must be an integer from 0 to {policy.max_priority}")
-    return priority
 
 
 # --- reserve paths (docs/design.md#reserve-paths-and-slot-health), in the caller's write -----

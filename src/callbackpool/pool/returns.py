@@ -544,15 +544,10 @@ def _open_to_query(record: CallbackRecord) -> bool:
 
 def _seen(parsed: GatewayReturn | None) -> CallbackResolution:
     """What the return itself says (if it could be read), before anything is decided."""
+    received = CallbackResolution(outcome=CallbackOutcome.RECEIVED, redirect="")
     if parsed is None:
-        return CallbackResolution(outcome=CallbackOutcome.RECEIVED, redirect="")
-    return CallbackResolution(
-        outcome=CallbackOutcome.RECEIVED,
-        redirect="",
-        pn_ref=parsed.pn_ref,
-        amount=parsed.amount,
-        approved=parsed.approved,
-    )
+        return received
+    return replace(received, pn_ref=parsed.pn_ref, amount=parsed.amount, approved=parsed.approved)
 
 
 def _admitted(client_addr: str | None, sources: Sequence[IPNetwork]) -> bool:
