@@ -74,10 +74,6 @@ class GatewayTransaction:
     merchant_id: str | None = None
     payment_token: str | None = None
 
-    @property
-    def approved(self) -> bool:
-        return self.result_code == "0"
-
 
 class StatusQueryFailed(CallbackPoolError):
     """The gateway's status query could not be asked or did not answer."""
