@@ -144,7 +144,7 @@ class Leasing(PoolCore):
             if lease is not None:
                 result = self._open_checkout(tx, lease, currency, line_items, customer)
                 self._count(tx, Admission.LEASED)
-            elif wait and policy.max_waiting > 0 and tx.waiting_ahead(0, None) < policy.max_waiting:
+            elif wait and tx.waiting_ahead(0, None) < policy.max_waiting_tickets:
                 ticket = tx.insert_ticket(
                     NewTicket(
                         ticket=new_token(),

@@ -236,13 +236,9 @@ class Returns(PoolCore):
                         continue
                     earlier = tx.get_callback(earlier_id)
                     assert earlier is not None
-                    earlier_return = self._gateway.parse_return(earlier.params)
-                    self._settle(
-                        tx, work, candidate, PaymentStatus.COMPLETED, earlier_return, earlier_id
-                    )
-                    tx.settle_callback(
-                        earlier_id, candidate.payment.token, callback_ref(callback_id)
-                    )
+                    token = candidate.payment.token
+                    self._attribute(tx, work, earlier, token, f"return {earlier.ref}")
+                    tx.settle_callback(earlier_id, token, callback_ref(callback_id))
                 return replace(
                     applied,
                     payment_token=own.payment.token,
