@@ -180,36 +180,34 @@ class SqliteStore(Store):
 
     def migrate(self) -> list[str]:
         held = self._hold(True)
+        assert held is not None
         try:
-            return self._migrate(self._connection())
-        finally:
-            assert held is not None
-            held.release()
-
-    def _migrate(self, conn: sqlite3.Connection) -> list[str]:
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as exc:
-            raise StoreUnavailable(f"SQLite database {self.path} is busy: {exc}") from exc
-        applied_now: list[str] = []
-        queries = SqliteConnection(conn, self.clock.now())
-        try:
-            queries.run("create_migrations_table")
-            done = set(applied_migrations(queries))
-            for name, script in load_migrations("sqlite"):
-                if name in done:
-                    continue
-                for statement in _statements(script):
-                    conn.execute(statement)
-                queries.run("record_migration", name=name, applied_at=self.clock.now())
-                applied_now.append(name)
-            conn.execute("COMMIT")
-        except sqlite3.Error as exc:
-            conn.execute("ROLLBACK")
-            if isinstance(exc, sqlite3.OperationalError) and is_busy(exc):
+            conn = self._connection()
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
                 raise StoreUnavailable(f"SQLite database {self.path} is busy: {exc}") from exc
-            raise MigrationError(f"migration failed: {exc}") from exc
-        return applied_now
+            applied_now: list[str] = []
+            queries = SqliteConnection(conn, self.clock.now())
+            try:
+                queries.run("create_migrations_table")
+                done = set(applied_migrations(queries))
+                for name, script in load_migrations("sqlite"):
+                    if name in done:
+                        continue
+                    for statement in _statements(script):
+                        conn.execute(statement)
+                    queries.run("record_migration", name=name, applied_at=self.clock.now())
+                    applied_now.append(name)
+                conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                conn.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.OperationalError) and is_busy(exc):
+                    raise StoreUnavailable(f"SQLite database {self.path} is busy: {exc}") from exc
+                raise MigrationError(f"migration failed: {exc}") from exc
+            return applied_now
+        finally:
+            held.release()
 
 
 class _Transaction:
