@@ -266,27 +266,41 @@ class CapacityOut(Out):
         )
 
 
-def _health(slot: SlotView, at: datetime) -> dict[str, Any]:
-    """The fields of a slot's health, shared by ``HandlerOut`` and ``SlotHealthOut``."""
-    health = slot.health
-    last = health.last_return_at
-    return {
-        "in_rotation": slot.in_rotation,
-        "sidelined_at": slot.sidelined_at,
-        "sidelined_by": slot.sidelined_by,
-        "sidelined_reason": slot.sidelined_reason,
-        "approvals": health.approvals,
-        "declines": health.declines,
-        "silent_expiries": health.silent_expiries,
-        "expiry_streak": health.expiry_streak,
-        "last_return_at": last,
-        "seconds_since_last_return": None if last is None else round((at - last).total_seconds()),
-    }
+class SlotHealthOut(Out):
+    """A slot's health figures and whether it is in rotation (the slot-health rule)."""
+
+    path: str
+    in_rotation: bool
+    sidelined_at: Time
+    sidelined_by: str | None
+    sidelined_reason: str | None
+    approvals: int
+    declines: int
+    silent_expiries: int
+    expiry_streak: int
+    last_return_at: Time
+    seconds_since_last_return: int | None
+
+    @classmethod
+    def of(cls, slot: SlotView, at: datetime) -> SlotHealthOut:
+        health = slot.health
+        last = health.last_return_at
+        return cls(
+            path=slot.path,
+            in_rotation=slot.in_rotation,
+            sidelined_at=slot.sidelined_at,
+            sidelined_by=slot.sidelined_by,
+            sidelined_reason=slot.sidelined_reason,
+            approvals=health.approvals,
+            declines=health.declines,
+            silent_expiries=health.silent_expiries,
+            expiry_streak=health.expiry_streak,
+            last_return_at=last,
+            seconds_since_last_return=None if last is None else round((at - last).total_seconds()),
+        )
 
 
-class HandlerOut(Out):
-    """A slot: its state, its lease, its use, and its health (``SlotHealthOut``)."""
-
+class _SlotUse(Out):
     path: str
     active: bool
     state: str
@@ -301,22 +315,17 @@ class HandlerOut(Out):
     taints: int
     reserve: bool
     standby: bool
-    in_rotation: bool
-    sidelined_at: Time
-    sidelined_by: str | None
-    sidelined_reason: str | None
-    approvals: int
-    declines: int
-    silent_expiries: int
-    expiry_streak: int
-    last_return_at: Time
-    seconds_since_last_return: int | None
+
+
+# Pydantic orders the fields of the bases from the last: ``_SlotUse``'s, then the health's.
+class HandlerOut(SlotHealthOut, _SlotUse):
+    """A slot: its state, its lease, its use, and its health (``SlotHealthOut``)."""
 
     @classmethod
     def of(cls, slot: SlotView, at: datetime) -> HandlerOut:
         lease = slot.lease
         return cls(
-            path=slot.path,
+            **dict(SlotHealthOut.of(slot, at)),
             active=slot.active,
             state=slot_state(slot, at),
             is_locked=lease is not None,
@@ -330,7 +339,6 @@ class HandlerOut(Out):
             taints=slot.taints,
             reserve=slot.reserve,
             standby=slot.standby,
-            **_health(slot, at),
         )
 
 
@@ -375,22 +383,6 @@ class PoolStatsResponse(SuccessOut):
     stats: PoolStatsOut
 
 
-class SlotHealthOut(Out):
-    """A slot's health figures and whether it is in rotation (the slot-health rule)."""
-
-    path: str
-    in_rotation: bool
-    sidelined_at: Time
-    sidelined_by: str | None
-    sidelined_reason: str | None
-    approvals: int
-    declines: int
-    silent_expiries: int
-    expiry_streak: int
-    last_return_at: Time
-    seconds_since_last_return: int | None
-
-
 class HealthOut(Out):
     """Per-slot health, and the rule's threshold (0: the rule is off)."""
 
@@ -405,9 +397,7 @@ class HealthOut(Out):
             at=status.at,
             out_of_rotation=status.out_of_rotation,
             expiries_to_sideline=expiries_to_sideline,
-            handlers=[
-                SlotHealthOut(path=slot.path, **_health(slot, status.at)) for slot in status.slots
-            ],
+            handlers=[SlotHealthOut.of(slot, status.at) for slot in status.slots],
         )
 
 
