@@ -29,7 +29,6 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 
 from .analytics import PoolSeries
-from .capacity.erlang import Plan
 from .compose import catalogue, form_action_url
 from .config import Settings
 from .domain.model import (
@@ -531,16 +530,8 @@ class PlanRowOut(Out):
     """One line of ``callbackpool plan``: what N slots carry at the target."""
 
     slots: int
-    offered_erlangs: float
-    max_arrivals_per_hour: float
-
-    @classmethod
-    def of(cls, plan: Plan) -> PlanRowOut:
-        return cls(
-            slots=plan.slots,
-            offered_erlangs=round(plan.offered_erlangs, 4),
-            max_arrivals_per_hour=round(plan.max_arrivals_per_hour, 2),
-        )
+    offered_erlangs: Annotated[float, _rounded(4)]
+    max_arrivals_per_hour: Annotated[float, _rounded(2)]
 
 
 class PlanTableOut(Out):
