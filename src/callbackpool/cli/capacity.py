@@ -116,14 +116,12 @@ def plan(
 
     if slots is None and arrivals is None:
         rows = [plan_for(n) for n in range(1, max_slots + 1)]
-        table_document = views.PlanTableOut(
-            hold_seconds=hold_seconds, target=target, rows=[views.PlanRowOut.of(r) for r in rows]
-        )
+        table_document = views.PlanTableOut(hold_seconds=hold_seconds, target=target, rows=rows)
         emit(as_json, table_document, _plan_table_lines(rows, hold, target))
         return
     figures: dict[str, Any] = {}
     if slots is not None:
-        figures.update(views.PlanRowOut.of(plan_for(slots)).model_dump())
+        figures.update(views.PlanRowOut.model_validate(plan_for(slots)).model_dump())
     if arrivals is not None:
         offered = erlang.erlangs_of(arrivals, hold_seconds)
         try:
@@ -134,7 +132,7 @@ def plan(
             arrivals_per_hour=arrivals, offered_erlangs=round(offered, 4), slots_needed=needed
         )
         if slots is None:
-            carried = views.PlanRowOut.of(plan_for(needed))
+            carried = views.PlanRowOut.model_validate(plan_for(needed))
             figures["max_arrivals_per_hour"] = carried.max_arrivals_per_hour
         else:
             figures["turned_away"] = round(erlang.erlang_b(slots, offered), 6)
