@@ -350,7 +350,7 @@ def _review_lines(
         for payment in item.candidates:
             yield (
                 f"    {payment.token}  {payment.status.value}  created "
-                f"{ago(payment.created_at, now)}  {_customer(payment)}"
+                f"{ago(payment.created_at, now)}  {payment.customer.get('email') or ''}"
             )
         yield (
             f"    decide: callbackpool review resolve {record.ref} --payment TOKEN "
@@ -383,8 +383,3 @@ def _decision(review: Review) -> str:
 
 def _amount(minor: int | None, currency: str) -> str:
     return "(no amount)" if minor is None else f"{format_amount(minor, currency)} {currency}"
-
-
-def _customer(payment: Payment) -> str:
-    email = payment.customer.get("email") if payment.customer else None
-    return str(email) if email else ""
