@@ -102,20 +102,17 @@ def health_report(ctx: typer.Context, as_json: JsonFlag = False) -> None:
     emit(as_json, document, _health_lines(pool_status.slots, pool_status.at))
 
 
-OutcomeOption = Annotated[
-    list[CallbackOutcome] | None,
-    typer.Option(
-        "--outcome",
-        case_sensitive=False,
-        help="Only returns with this outcome (repeat for several).",
-    ),
-]
-
-
 @reports_app.command("callbacks")
 def callbacks_report(
     ctx: typer.Context,
-    outcome: OutcomeOption = None,
+    outcome: Annotated[
+        list[CallbackOutcome] | None,
+        typer.Option(
+            "--outcome",
+            case_sensitive=False,
+            help="Only returns with this outcome (repeat for several).",
+        ),
+    ] = None,
     limit: Annotated[int, typer.Option("--limit", min=1, max=500, help="Returns a page.")] = 20,
     before: Annotated[
         str | None,
