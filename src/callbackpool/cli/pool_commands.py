@@ -137,12 +137,10 @@ def release(
     if (path is None) == (token is None):
         raise CliError("name exactly one of --path and --token", USAGE)
     pool = cli_state(ctx).pool()
+    if path is not None:
+        path = pool.slot_path(path)
     try:
-        if path is not None:
-            path = pool.slot_path(path)
-            lease = pool.release(path=path)
-        else:
-            lease = pool.release(token=token)
+        lease = pool.release(path=path, token=token)
     except NothingToRelease:
         # The token is a secret: the message does not repeat it.
         where = f"on {path}" if path is not None else "for that payment token"
