@@ -9,6 +9,7 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 from datetime import timedelta
+from functools import partial
 from typing import Annotated, Any
 
 import typer
@@ -110,10 +111,7 @@ def plan(
     most --target turned away. --arrivals R: the slots R payments an hour need. Both: also
     the share R would find every slot busy. Neither: a table over N. Needs no configuration."""
     hold_seconds = hold.total_seconds()
-
-    def plan_for(slot_count: int) -> erlang.Plan:
-        return erlang.plan_for_slots(slot_count, hold_seconds=hold_seconds, target=target)
-
+    plan_for = partial(erlang.plan_for_slots, hold_seconds=hold_seconds, target=target)
     if slots is None and arrivals is None:
         rows = [plan_for(n) for n in range(1, max_slots + 1)]
         table_document = views.PlanTableOut(hold_seconds=hold_seconds, target=target, rows=rows)
@@ -205,13 +203,12 @@ def simulate(
     The workload is the issue's: 65% pay (95% approved), 15% close the payment window, 18%
     leave silently, 2% pay 10 to 25 minutes late; 8 catalogue amounts. Seeded and repeatable;
     progress on stderr. Needs no configuration and no database."""
-    chosen = tuple(policies or sim.POLICIES)
-    unknown = sorted(set(chosen) - set(sim.POLICIES))
+    unknown = sorted(set(policies or ()) - set(sim.POLICIES))
     if unknown:
         raise CliError(
             f"unknown policy {unknown[0]!r}: choose from {', '.join(sim.POLICIES)}", USAGE
         )
-    chosen = tuple(p for p in sim.POLICIES if p in chosen)
+    chosen = tuple(p for p in sim.POLICIES if p in (policies or sim.POLICIES))
     workload = sim.Workload(
         arrivals_per_hour=arrivals,
         customers=customers,
@@ -246,7 +243,7 @@ class _ProgressBar:
         self.done = 0
         self.tty = sys.stderr.isatty()
 
-    def __call__(self, step: sim.Step) -> None:
+    def __call__(self, step: sim.Result) -> None:
         self.done += 1
         self.expected = max(self.expected, self.done + 1)
         filled = round(20 * self.done / self.expected)
