@@ -16,6 +16,8 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Annotated, Any, Self
 
 from pydantic import (
+    AfterValidator,
+    AliasPath,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -27,7 +29,6 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 
 from .analytics import PoolSeries
-from .capacity.erlang import Plan
 from .compose import catalogue, form_action_url
 from .config import Settings
 from .domain.model import (
@@ -42,7 +43,7 @@ from .domain.model import (
 from .domain.model import callback_id_of as model_callback_id_of
 from .domain.money import format_amount
 from .pool import Checkout
-from .pool.results import CapacityReport, PoolStatus, ReviewItem, ReviewQueue, SweepReport
+from .pool.results import PoolStatus, ReviewItem, ReviewQueue, SweepReport
 from .pool.shop import AttemptResult
 from .store.tx import SlotSync, UsageRow
 
@@ -224,70 +225,72 @@ class ReserveOut(Out):
     events: list[ReserveEventOut]
 
 
+def _rounded(digits: int) -> AfterValidator:
+    return AfterValidator(lambda value: None if value is None else round(value, digits))
+
+
+def _read_from(*path: str) -> Any:
+    """A field read from an attribute of an attribute of the value object."""
+    return Field(validation_alias=AliasPath(*path))
+
+
 class CapacityOut(Out):
     """The capacity window: requests and holding times seen, and Erlang B's reading of
     them (None until a lease has ended in the window)."""
 
-    window_seconds: float
-    requests: int
-    leased: int
-    waited: int
-    refused: int
-    granted: int
-    not_served_at_once: float
-    arrivals_per_hour: float
-    mean_hold_seconds: float | None
-    offered_erlangs: float | None
+    window_seconds: Annotated[float, BeforeValidator(timedelta.total_seconds)] = Field(
+        validation_alias="window"
+    )
+    requests: int = _read_from("counts", "requests")
+    leased: int = _read_from("counts", "leased")
+    waited: int = _read_from("counts", "waited")
+    refused: int = _read_from("counts", "refused")
+    granted: int = _read_from("counts", "granted")
+    not_served_at_once: Annotated[float, _rounded(6)] = _read_from("counts", "not_served_at_once")
+    arrivals_per_hour: Annotated[float, _rounded(2)]
+    mean_hold_seconds: Annotated[float | None, _rounded(1)] = _read_from("holding", "mean_seconds")
+    offered_erlangs: Annotated[float | None, _rounded(4)]
     slots: int
     target: float
-    predicted_turned_away: float | None
+    predicted_turned_away: Annotated[float | None, _rounded(6)]
     slots_needed: int | None
 
+
+class SlotHealthOut(Out):
+    """A slot's health figures and whether it is in rotation (the slot-health rule)."""
+
+    path: str
+    in_rotation: bool
+    sidelined_at: Time
+    sidelined_by: str | None
+    sidelined_reason: str | None
+    approvals: int
+    declines: int
+    silent_expiries: int
+    expiry_streak: int
+    last_return_at: Time
+    seconds_since_last_return: int | None
+
     @classmethod
-    def of(cls, report: CapacityReport) -> CapacityOut:
-        counts = report.counts
-        mean = report.holding.mean_seconds
-        erlangs = report.offered_erlangs
-        turned_away = report.predicted_turned_away
+    def of(cls, slot: SlotView, at: datetime) -> SlotHealthOut:
+        health = slot.health
+        last = health.last_return_at
         return cls(
-            window_seconds=report.window.total_seconds(),
-            requests=counts.requests,
-            leased=counts.leased,
-            waited=counts.waited,
-            refused=counts.refused,
-            granted=counts.granted,
-            not_served_at_once=round(counts.not_served_at_once, 6),
-            arrivals_per_hour=round(report.arrivals_per_hour, 2),
-            mean_hold_seconds=None if mean is None else round(mean, 1),
-            offered_erlangs=None if erlangs is None else round(erlangs, 4),
-            slots=report.slots,
-            target=report.target,
-            predicted_turned_away=None if turned_away is None else round(turned_away, 6),
-            slots_needed=report.slots_needed,
+            path=slot.path,
+            in_rotation=slot.in_rotation,
+            sidelined_at=slot.sidelined_at,
+            sidelined_by=slot.sidelined_by,
+            sidelined_reason=slot.sidelined_reason,
+            approvals=health.approvals,
+            declines=health.declines,
+            silent_expiries=health.silent_expiries,
+            expiry_streak=health.expiry_streak,
+            last_return_at=last,
+            seconds_since_last_return=None if last is None else round((at - last).total_seconds()),
         )
 
 
-def _health(slot: SlotView, at: datetime) -> dict[str, Any]:
-    """The fields of a slot's health, shared by ``HandlerOut`` and ``SlotHealthOut``."""
-    health = slot.health
-    last = health.last_return_at
-    return {
-        "in_rotation": slot.in_rotation,
-        "sidelined_at": slot.sidelined_at,
-        "sidelined_by": slot.sidelined_by,
-        "sidelined_reason": slot.sidelined_reason,
-        "approvals": health.approvals,
-        "declines": health.declines,
-        "silent_expiries": health.silent_expiries,
-        "expiry_streak": health.expiry_streak,
-        "last_return_at": last,
-        "seconds_since_last_return": None if last is None else round((at - last).total_seconds()),
-    }
-
-
-class HandlerOut(Out):
-    """A slot: its state, its lease, its use, and its health (``SlotHealthOut``)."""
-
+class _SlotUse(Out):
     path: str
     active: bool
     state: str
@@ -302,22 +305,17 @@ class HandlerOut(Out):
     taints: int
     reserve: bool
     standby: bool
-    in_rotation: bool
-    sidelined_at: Time
-    sidelined_by: str | None
-    sidelined_reason: str | None
-    approvals: int
-    declines: int
-    silent_expiries: int
-    expiry_streak: int
-    last_return_at: Time
-    seconds_since_last_return: int | None
+
+
+# Pydantic orders the fields of the bases from the last: ``_SlotUse``'s, then the health's.
+class HandlerOut(SlotHealthOut, _SlotUse):
+    """A slot: its state, its lease, its use, and its health (``SlotHealthOut``)."""
 
     @classmethod
     def of(cls, slot: SlotView, at: datetime) -> HandlerOut:
         lease = slot.lease
         return cls(
-            path=slot.path,
+            **dict(SlotHealthOut.of(slot, at)),
             active=slot.active,
             state=slot_state(slot, at),
             is_locked=lease is not None,
@@ -331,7 +329,6 @@ class HandlerOut(Out):
             taints=slot.taints,
             reserve=slot.reserve,
             standby=slot.standby,
-            **_health(slot, at),
         )
 
 
@@ -367,29 +364,13 @@ class PoolStatsOut(Out):
             standby=status.standby,
             waiting=status.waiting,
             reserve=status.reserve,
-            capacity=CapacityOut.of(status.capacity) if status.capacity else None,
+            capacity=status.capacity,
             handlers=[HandlerOut.of(slot, status.at) for slot in status.slots],
         )
 
 
 class PoolStatsResponse(SuccessOut):
     stats: PoolStatsOut
-
-
-class SlotHealthOut(Out):
-    """A slot's health figures and whether it is in rotation (the slot-health rule)."""
-
-    path: str
-    in_rotation: bool
-    sidelined_at: Time
-    sidelined_by: str | None
-    sidelined_reason: str | None
-    approvals: int
-    declines: int
-    silent_expiries: int
-    expiry_streak: int
-    last_return_at: Time
-    seconds_since_last_return: int | None
 
 
 class HealthOut(Out):
@@ -406,9 +387,7 @@ class HealthOut(Out):
             at=status.at,
             out_of_rotation=status.out_of_rotation,
             expiries_to_sideline=expiries_to_sideline,
-            handlers=[
-                SlotHealthOut(path=slot.path, **_health(slot, status.at)) for slot in status.slots
-            ],
+            handlers=[SlotHealthOut.of(slot, status.at) for slot in status.slots],
         )
 
 
@@ -552,16 +531,8 @@ class PlanRowOut(Out):
     """One line of ``callbackpool plan``: what N slots carry at the target."""
 
     slots: int
-    offered_erlangs: float
-    max_arrivals_per_hour: float
-
-    @classmethod
-    def of(cls, plan: Plan) -> PlanRowOut:
-        return cls(
-            slots=plan.slots,
-            offered_erlangs=round(plan.offered_erlangs, 4),
-            max_arrivals_per_hour=round(plan.max_arrivals_per_hour, 2),
-        )
+    offered_erlangs: Annotated[float, _rounded(4)]
+    max_arrivals_per_hour: Annotated[float, _rounded(2)]
 
 
 class PlanTableOut(Out):
@@ -601,41 +572,20 @@ class WorkloadOut(Out):
 class PolicyOut(Out):
     """One policy's figures on the workload, and the most it carries at the target."""
 
-    arrivals: int
-    admitted: int
-    turned_away: int
-    turned_away_share: float
-    waited: int
-    mean_wait_seconds: float
-    p95_wait_seconds: float
-    mean_hold_seconds: float
-    approved: int
-    misattributed: int
-    lost: int
-    needs_review: int
-    unmatched_returns: int
-    max_arrivals_per_hour: float | None
-
-    @classmethod
-    def of(cls, report: PolicyReport) -> PolicyOut:
-        result = report.result
-        best = report.max_arrivals_per_hour
-        return cls(
-            arrivals=result.arrivals,
-            admitted=result.admitted,
-            turned_away=result.turned_away,
-            turned_away_share=round(result.turned_away_share, 6),
-            waited=result.waited,
-            mean_wait_seconds=round(result.mean_wait, 3),
-            p95_wait_seconds=round(result.p95_wait, 3),
-            mean_hold_seconds=round(result.mean_hold, 1),
-            approved=result.approved,
-            misattributed=result.misattributed,
-            lost=result.lost,
-            needs_review=result.needs_review,
-            unmatched_returns=result.unmatched,
-            max_arrivals_per_hour=None if best is None else round(best, 1),
-        )
+    arrivals: int = _read_from("result", "arrivals")
+    admitted: int = _read_from("result", "admitted")
+    turned_away: int = _read_from("result", "turned_away")
+    turned_away_share: Annotated[float, _rounded(6)] = _read_from("result", "turned_away_share")
+    waited: int = _read_from("result", "waited")
+    mean_wait_seconds: Annotated[float, _rounded(3)] = _read_from("result", "mean_wait")
+    p95_wait_seconds: Annotated[float, _rounded(3)] = _read_from("result", "p95_wait")
+    mean_hold_seconds: Annotated[float, _rounded(1)] = _read_from("result", "mean_hold")
+    approved: int = _read_from("result", "approved")
+    misattributed: int = _read_from("result", "misattributed")
+    lost: int = _read_from("result", "lost")
+    needs_review: int = _read_from("result", "needs_review")
+    unmatched_returns: int = _read_from("result", "unmatched")
+    max_arrivals_per_hour: Annotated[float | None, _rounded(1)]
 
 
 class SimulationOut(Out):
@@ -651,7 +601,7 @@ class SimulationOut(Out):
     def of(
         cls, workload: Workload, target: float, reports: Mapping[str, PolicyReport]
     ) -> SimulationOut:
-        policies = {name: PolicyOut.of(report) for name, report in reports.items()}
+        policies = {name: PolicyOut.model_validate(report) for name, report in reports.items()}
         best = {name: policy.max_arrivals_per_hour for name, policy in policies.items()}
         comparison: dict[str, float] = {}
         ours = best.get("callbackpool")

@@ -220,7 +220,7 @@ def test_capacity_keys_default_and_reach_the_policy(tmp_path: Path) -> None:
         timedelta(seconds=10),
         timedelta(seconds=2),
     )
-    assert (policy.max_waiting, policy.max_priority) == (1000, 9)
+    assert (policy.max_waiting_tickets, policy.max_priority) == (1000, 9)
     assert (policy.reserved_slots_for_priority, policy.priority_threshold) == (0, 1)
     assert policy.reserve_paths == ()
     assert (policy.capacity_window, policy.capacity_target) == (timedelta(minutes=15), 0.01)
@@ -244,7 +244,7 @@ def test_capacity_keys_default_and_reach_the_policy(tmp_path: Path) -> None:
         timedelta(seconds=20),
         timedelta(seconds=3),
     )
-    assert (policy.max_waiting, policy.max_priority) == (50, 5)
+    assert (policy.max_waiting_tickets, policy.max_priority) == (50, 5)
     assert (policy.reserved_slots_for_priority, policy.priority_threshold) == (2, 4)
     assert policy.reserve_paths == ("/api/v1/payments/callback/handler-11",)
     assert (policy.capacity_window, policy.capacity_target) == (timedelta(minutes=30), 0.02)

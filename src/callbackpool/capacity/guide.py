@@ -106,16 +106,11 @@ class GuidePool:
                 self._unlock(form, timed_out=False)
                 return
 
-    def cleanup(self) -> int:
+    def sweep(self) -> None:
         """The cleanup job: unlock forms locked longer than the lock timeout."""
         expired_before = self.clock.now() - LOCK_TIMEOUT
-        expired = [form for form in self.forms if form.lock_expired(expired_before)]
-        for form in expired:
+        for form in [form for form in self.forms if form.lock_expired(expired_before)]:
             self._unlock(form, timed_out=True)
-        return len(expired)
-
-    def status_of(self, token: str) -> str:
-        return self.tokens[token].status
 
     def _unlock(self, form: _Form, *, timed_out: bool) -> None:
         """Unlock ``form``, its lock counted as held until now or until it timed out."""

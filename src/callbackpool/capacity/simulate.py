@@ -1,21 +1,10 @@
 """``callbackpool simulate``: a workload replayed against the pool on a virtual clock.
 
-Three policies side by side (issue 7):
-
-- ``seed``: the guide's pool (``guide.py``), as a shop built on it runs;
-- ``callbackpool``: the real ``CallbackPool`` over an in-memory SQLite database with the project's
-  defaults: heartbeat release, and a waiting room the customer gives ``patience`` to;
-- ``oracle``: the real pool told the instant each customer is done (a silent departure is
-  released at that instant, as a cancel), with the same lock timeout and waiting room: the
-  most that learning of departures sooner could carry.
-
-Events run in time order on a ``FakeClock``; nothing sleeps. Every run is determined by the
-seed. Measured per policy: arrivals, admitted, turned away (refused, or gave up waiting
-after ``patience``), waits, misattributed returns (a return that changed a payment other
-than its customer's own: for a set of same-amount payments settled together, one whose
-customer did not pay), lost payments (a customer approved at the gateway whose own payment
-is neither completed nor in the review queue), payments sent to review; and the most
-arrivals an hour with at most ``target`` turned away, by bisection over the arrival rate.
+Three policies side by side (issue 7): ``seed``, the guide's pool (``guide.py``);
+``callbackpool``, the real ``CallbackPool`` over an in-memory SQLite database with the
+project's defaults; ``oracle``, the real pool told the instant each customer is done. Events
+run in time order on a ``FakeClock``; nothing sleeps, and every run is determined by the seed.
+docs/capacity.md (*The simulator*) describes the policies and defines what is measured.
 """
 
 from __future__ import annotations
@@ -30,7 +19,7 @@ import multiprocessing.queues
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 from ..domain.errors import PaymentNotPending, PoolExhausted, TicketEnded
@@ -43,7 +32,7 @@ from ..store.sqlite import SqliteStore
 from ..testing import FakeClock
 from .erlang import offered_load
 from .guide import CLEANUP_EVERY, GuidePool
-from .workload import CATALOGUE_AMOUNTS, Behaviour, Customer, Mix, draw_customers
+from .workload import CATALOGUE_AMOUNTS, Behaviour, Customer, draw_customers
 
 POLICIES = ("seed", "callbackpool", "oracle")
 # About how many runs the search for the most arrivals an hour takes (for a progress bar).
@@ -70,7 +59,6 @@ class Workload:
     fixed_hold: float | None = None  # everybody pays after exactly this long (theory)
     # Replay the page's read-only polls too (they change nothing: a test proves it).
     every_poll: bool = False
-    mix: Mix = field(default_factory=Mix)
 
     def __post_init__(self) -> None:
         if not self.arrivals_per_hour > 0:
@@ -85,7 +73,6 @@ class Workload:
         return draw_customers(
             self.customers,
             seed=self.seed,
-            mix=self.mix,
             uniform_amount=self.uniform_amount,
             fixed_hold=self.fixed_hold,
         )
@@ -229,39 +216,34 @@ class PoolRun:
             return tx.holding_times_since(START).mean_seconds or 0.0
 
 
-class GuideRun:
-    """The guide's pool (``guide.py``)."""
+class GuideRun(GuidePool):
+    """The guide's pool (``guide.py``): its ``cancel`` and ``sweep`` (the cleanup job) serve
+    as they are."""
 
     polled = False
     sweep_every = CLEANUP_EVERY.total_seconds()
 
     def __init__(self, clock: FakeClock, workload: Workload) -> None:
-        self.pool = GuidePool(_paths(workload.slots), clock)
-        self._tokens = (f"seed-{n}" for n in itertools.count())
+        super().__init__(_paths(workload.slots), clock)
+        self._new_tokens = (f"seed-{n}" for n in itertools.count())
         self.applied: list[tuple[str | None, Customer]] = []
 
     def request(self, customer: Customer) -> tuple[str, str] | str | None:
-        token = next(self._tokens)
-        path = self.pool.acquire(token, customer.amount)
+        token = next(self._new_tokens)
+        path = self.acquire(token, customer.amount)
         return None if path is None else (token, path)
 
     def poll_ticket(self, ticket: str) -> tuple[str, str] | str | None:
         raise AssertionError("the guide has no waiting room")
 
     def poll(self, token: str) -> float | None:
-        return 0.0 if self.pool.status_of(token) == "pending" else None
+        return 0.0 if self.tokens[token].status == "pending" else None
 
     def pay(self, customer: Customer, token: str, path: str) -> None:
-        self.applied.append((self.pool.handle_return(path, customer.approved), customer))
-
-    def cancel(self, token: str) -> None:
-        self.pool.cancel(token)
+        self.applied.append((self.handle_return(path, customer.approved), customer))
 
     def leave(self, token: str) -> None:
         pass  # the guide learns nothing: the form stays locked until its lock times out
-
-    def sweep(self) -> None:
-        self.pool.cleanup()
 
     def tally(self, owners: dict[str, Customer], paid: set[int]) -> tuple[int, int, int, int]:
         misattributed = sum(
@@ -271,12 +253,12 @@ class GuideRun:
         lost = sum(
             1
             for token, customer in owners.items()
-            if customer.index in paid and self.pool.status_of(token) != "completed"
+            if customer.index in paid and self.tokens[token].status != "completed"
         )
         return misattributed, lost, 0, unmatched
 
     def mean_hold(self) -> float:
-        return self.pool.held_seconds / self.pool.leases if self.pool.leases else 0.0
+        return self.held_seconds / self.leases if self.leases else 0.0
 
 
 def _answer(result: Checkout | Waiting) -> tuple[str, str] | str:
@@ -307,17 +289,6 @@ def _gateway() -> PaygistixGateway:
     )
 
 
-# One policy, driven by the simulation's events.
-Run = PoolRun | GuideRun
-
-
-def _start(policy: str, clock: FakeClock, workload: Workload) -> Run:
-    _check_policy(policy)
-    if policy == "seed":
-        return GuideRun(clock, workload)
-    return PoolRun(clock, workload, oracle=policy == "oracle")
-
-
 # --- the event loop ----------------------------------------------------------------------------
 
 _ARRIVE, _TICKET, _POLL, _DONE, _SWEEP = range(5)
@@ -329,8 +300,13 @@ def simulate(
     """Replay ``workload`` (its customers drawn from its seed unless given) on ``policy``."""
     if customers is None:
         customers = workload.draw()
+    _check_policy(policy)
     clock = FakeClock(START)
-    run = _start(policy, clock, workload)
+    run: PoolRun | GuideRun = (
+        GuideRun(clock, workload)
+        if policy == "seed"
+        else PoolRun(clock, workload, oracle=policy == "oracle")
+    )
     scale = 3600.0 / workload.arrivals_per_hour
     events: list[tuple[float, int, int, int]] = []
     order = itertools.count()
@@ -447,7 +423,7 @@ def max_arrivals_per_hour(
     tolerance: float = 0.01,
     guess: float | None = None,
     customers: Sequence[Customer] | None = None,
-    on_step: Callable[[Step], None] | None = None,
+    on_step: Callable[[Result], None] | None = None,
 ) -> float:
     """The highest arrival rate at which ``policy`` turns away at most ``target``, to
     ``tolerance`` (relative). Runs at every rate replay the same customers, so the share
@@ -470,7 +446,7 @@ def max_arrivals_per_hour(
         result = simulate(policy, replace(workload, arrivals_per_hour=rate), customers)
         share = result.turned_away_share
         if on_step is not None:
-            on_step(Step(policy=policy, arrivals_per_hour=rate, turned_away_share=share))
+            on_step(result)
         if share <= target:
             if fitting is None or rate > fitting[0]:
                 fitting = (rate, share)
@@ -515,24 +491,7 @@ def _towards(share: float, target: float, steepness: float) -> float:
     return max(min(factor / 1.02, 1 / 1.05), 0.5)
 
 
-def erlang_guess(result: Result, slots: int, target: float) -> float | None:
-    """Where to start looking: the rate at which Erlang B, with the holding time seen,
-    turns away ``target`` (the waiting room only ever does better)."""
-    if result.mean_hold <= 0:
-        return None
-    return offered_load(slots, target) * 3600 / result.mean_hold
-
-
 # --- the policies side by side -----------------------------------------------------------------
-
-
-@dataclass(frozen=True, kw_only=True)
-class Step:
-    """One finished run, for a progress display."""
-
-    policy: str
-    arrivals_per_hour: float
-    turned_away_share: float
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -549,7 +508,7 @@ def report(
     *,
     target: float = 0.01,
     find_max: bool = True,
-    on_step: Callable[[Step], None] | None = None,
+    on_step: Callable[[Result], None] | None = None,
 ) -> PolicyReport:
     """``policy`` at the workload's rate and, with ``find_max``, its most arrivals an hour
     at ``target`` turned away (the bisection starts from Erlang B with the holding time
@@ -557,17 +516,13 @@ def report(
     customers = workload.draw()
     result = simulate(policy, workload, customers)
     if on_step is not None:
-        on_step(Step(policy=policy, arrivals_per_hour=result.arrivals_per_hour,
-                     turned_away_share=result.turned_away_share))  # fmt: skip
+        on_step(result)
     if not find_max:
         return PolicyReport(result=result, max_arrivals_per_hour=None)
+    hold = result.mean_hold
+    guess = offered_load(workload.slots, target) * 3600 / hold if hold > 0 else None
     best = max_arrivals_per_hour(
-        policy,
-        workload,
-        target=target,
-        guess=erlang_guess(result, workload.slots, target),
-        customers=customers,
-        on_step=on_step,
+        policy, workload, target=target, guess=guess, customers=customers, on_step=on_step
     )
     return PolicyReport(result=result, max_arrivals_per_hour=best)
 
@@ -579,9 +534,10 @@ def compare(
     target: float = 0.01,
     find_max: bool = True,
     jobs: int = 1,
-    on_step: Callable[[Step], None] | None = None,
+    on_step: Callable[[Result], None] | None = None,
 ) -> dict[str, PolicyReport]:
-    """Every policy on the workload; with ``jobs`` > 1, in that many processes at once."""
+    """Every policy on the workload; with ``jobs`` > 1, in that many processes at once.
+    ``on_step`` is handed each run's result as it ends (for a progress display)."""
     for policy in policies:
         _check_policy(policy)
     if jobs <= 1 or len(policies) == 1:
@@ -594,7 +550,7 @@ def compare(
     context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
     # A SimpleQueue's put is written to its pipe before it returns (a Queue's is written
     # later, by a thread): once a worker's report is done, all its steps can be read.
-    steps: multiprocessing.queues.SimpleQueue[Step] = context.SimpleQueue()
+    steps: multiprocessing.queues.SimpleQueue[Result] = context.SimpleQueue()
     # The pool's own policies cost the most (the page's polling): they start first.
     ordered = sorted(policies, key=lambda p: p == "seed")
     with ProcessPoolExecutor(
@@ -614,28 +570,22 @@ def compare(
         return {policy: futures[policy].result() for policy in policies}
 
 
-_worker_steps: multiprocessing.queues.SimpleQueue[Step] | None = None
+_worker_steps: multiprocessing.queues.SimpleQueue[Result] | None = None
 
 
-def _worker_init(steps: multiprocessing.queues.SimpleQueue[Step]) -> None:
+def _worker_init(steps: multiprocessing.queues.SimpleQueue[Result]) -> None:
     global _worker_steps
     _worker_steps = steps
     logging.getLogger("callbackpool").setLevel(logging.ERROR)
 
 
 def _worker_report(policy: str, workload: Workload, target: float, find_max: bool) -> PolicyReport:
-    queue = _worker_steps
-    return report(
-        policy,
-        workload,
-        target=target,
-        find_max=find_max,
-        on_step=None if queue is None else queue.put,
-    )
+    assert _worker_steps is not None  # set by _worker_init
+    return report(policy, workload, target=target, find_max=find_max, on_step=_worker_steps.put)
 
 
 def _relay(
-    steps: multiprocessing.queues.SimpleQueue[Step], on_step: Callable[[Step], None] | None
+    steps: multiprocessing.queues.SimpleQueue[Result], on_step: Callable[[Result], None] | None
 ) -> bool:
     """Hand on the steps the workers have sent so far; whether there were any."""
     relayed = False

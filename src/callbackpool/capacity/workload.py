@@ -1,10 +1,5 @@
-"""The simulator's customers: who arrives when, and what each does once given a form.
-
-The reference mix (issue 7): Poisson arrivals; 65% pay after lognormal(median 2.5 min,
-σ 0.5), 95% of them approved; 15% close the payment window after lognormal(median 1.5 min,
-σ 0.5) and the page cancels; 18% leave silently after lognormal(median 1 min, σ 0.5); 2% pay
-late, 10 to 25 minutes after starting, their page still open. Amounts from 8 catalogue
-amounts, or one for everybody.
+"""The simulator's customers: who arrives when, and what each does once given a form (the
+reference mix of issue 7, as docs/capacity.md gives it: ``Mix``).
 
 Customers are drawn from the seed alone, in units of the mean gap between arrivals: a run at
 another arrival rate replays the very same customers, closer together or further apart
@@ -32,7 +27,7 @@ class Behaviour(enum.StrEnum):
 
 @dataclass(frozen=True, kw_only=True)
 class Mix:
-    """Shares of the behaviours and their timings (seconds)."""
+    """The reference shares of the behaviours and their timings (seconds)."""
 
     pays: float = 0.65
     closes: float = 0.15
@@ -45,11 +40,6 @@ class Mix:
     sigma: float = 0.5
     late_from: float = 600.0
     late_to: float = 1500.0
-
-    def __post_init__(self) -> None:
-        total = self.pays + self.closes + self.leaves + self.pays_late
-        if not math.isclose(total, 1.0, abs_tol=1e-9):
-            raise ValueError(f"the behaviour shares add up to {total}, not 1")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -66,14 +56,14 @@ def draw_customers(
     count: int,
     *,
     seed: int,
-    mix: Mix | None = None,
     uniform_amount: bool = False,
     fixed_hold: float | None = None,
 ) -> list[Customer]:
     """``count`` customers for ``seed``. ``fixed_hold`` (seconds): everybody pays, approved,
     exactly that long after getting the form (the textbook loss system, for checking the
     simulator against Erlang B)."""
-    mix = mix or Mix()
+    mix = Mix()
+    normal_quantile = NormalDist().inv_cdf
     # Simulation, not secrets: a seeded, repeatable generator is the point.
     gaps = random.Random(f"{seed}/arrivals")  # noqa: S311
     draws = random.Random(f"{seed}/customers")  # noqa: S311
@@ -85,7 +75,8 @@ def draw_customers(
         # streams stay aligned across variants.
         pick, normal, approval, late = (draws.random() for _ in range(4))
         amount = CATALOGUE_AMOUNTS[draws.randrange(len(CATALOGUE_AMOUNTS))]
-        spread = math.exp(mix.sigma * _inverse_normal(normal))
+        # One uniform draw made normal (clear of 0 and 1, where the quantile is infinite).
+        spread = math.exp(mix.sigma * normal_quantile(min(max(normal, 1e-12), 1 - 1e-12)))
         if fixed_hold is not None:
             behaviour, duration, approved = Behaviour.PAYS, fixed_hold, True
         elif pick < mix.pays:
@@ -109,11 +100,3 @@ def draw_customers(
             )
         )
     return customers
-
-
-_NORMAL = NormalDist()
-
-
-def _inverse_normal(p: float) -> float:
-    """The standard normal quantile (a uniform draw made normal, one draw per customer)."""
-    return _NORMAL.inv_cdf(min(max(p, 1e-12), 1 - 1e-12))

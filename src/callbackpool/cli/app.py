@@ -12,7 +12,7 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -40,15 +40,13 @@ from ..store.port import Store
 log = logging.getLogger("callbackpool.cli")
 
 CONFIG_ENV = "CALLBACKPOOL_CONFIG"
-DATABASE_ENV = "CALLBACKPOOL_DATABASE_URL"
 DEFAULT_CONFIG = Path("paygistix-forms.json")
 
 FAILURE = 1
 USAGE = 2
 
-# The PostgreSQL driver's logger (its connection pool's warnings), and a level above all.
+# The PostgreSQL driver's logger (its connection pool's warnings).
 DRIVER_LOGGER = "psycopg"
-QUIET = logging.CRITICAL + 1
 
 
 class CliError(Exception):
@@ -66,25 +64,11 @@ class _Group(TyperGroup):
     """The root command. It runs the app and turns every error into ``error: …`` on stderr
     and an exit code, for the installed executable and ``CliRunner`` alike."""
 
-    def main(
-        self,
-        args: Sequence[str] | None = None,
-        prog_name: str | None = None,
-        complete_var: str | None = None,
-        standalone_mode: bool = True,
-        windows_expand_args: bool = True,
-        **extra: Any,
-    ) -> Any:
+    def main(self, *args: Any, standalone_mode: bool = True, **extra: Any) -> Any:
+        extra["standalone_mode"] = False  # the errors are caught here, not by Click
         with _logging_to_stderr():
             try:
-                result = super().main(
-                    args,
-                    prog_name,
-                    complete_var,
-                    standalone_mode=False,
-                    windows_expand_args=windows_expand_args,
-                    **extra,
-                )
+                result = super().main(*args, **extra)
                 code = result if isinstance(result, int) else 0
             except typer.TyperException as exc:  # bad usage: Typer's (vendored Click's) errors
                 if type(exc).__name__ == "NoArgsIsHelpError":  # a bare command group: its help
@@ -145,12 +129,6 @@ class _StderrHandler(logging.Handler):
         typer.echo(text, err=True)
 
 
-def _set_log_format(log_format: logs.LogFormat) -> None:
-    for handler in logging.getLogger("callbackpool").handlers:
-        if isinstance(handler, _StderrHandler):
-            handler.log_format = log_format
-
-
 @contextmanager
 def _logging_to_stderr() -> Iterator[None]:
     """The package's warnings (an unknown configuration key, a deactivated path) on stderr
@@ -163,7 +141,7 @@ def _logging_to_stderr() -> Iterator[None]:
     try:
         # The driver's connection pool warns at each failed connection attempt; the
         # command's one ``error:`` line says what failed instead (``--verbose`` shows them).
-        with logging_only_to(handler, DRIVER_LOGGER, QUIET):
+        with logging_only_to(handler, DRIVER_LOGGER, logging.CRITICAL + 1):
             yield
     finally:
         logger.removeHandler(handler)
@@ -265,7 +243,7 @@ DatabaseOption = Annotated[
     str | None,
     typer.Option(
         "--database",
-        envvar=DATABASE_ENV,
+        envvar="CALLBACKPOOL_DATABASE_URL",
         metavar="URL",
         help=f"The database, e.g. sqlite:///callbackpool.db. Default: the configuration's "
         f"databaseUrl, else {DEFAULT_DATABASE_URL}.",
@@ -278,22 +256,20 @@ VerboseFlag = Annotated[
 JsonFlag = Annotated[
     bool, typer.Option("--json", help="Print one JSON document on stdout instead of text.")
 ]
-LOG_FORMAT_ENV = "CALLBACKPOOL_LOG_FORMAT"
 LogFormatOption = Annotated[
     str | None,
     typer.Option(
         "--log-format",
-        envvar=LOG_FORMAT_ENV,
+        envvar="CALLBACKPOOL_LOG_FORMAT",
         metavar="text|json",
         help="Log lines for people (text) or one JSON object a line for machines (json).",
     ),
 ]
-OPERATOR_ENV = "CALLBACKPOOL_OPERATOR"
 ByOption = Annotated[
     str | None,
     typer.Option(
         "--by",
-        envvar=OPERATOR_ENV,
+        envvar="CALLBACKPOOL_OPERATOR",
         metavar="NAME",
         help="Who decides (kept with the decision). Default: the login name.",
     ),
@@ -344,7 +320,9 @@ def _global_options(
     state.config = config
     state.database = database
     state.log_format = parse_log_format(log_format) or "text"
-    _set_log_format(state.log_format)
+    for handler in logging.getLogger("callbackpool").handlers:
+        if isinstance(handler, _StderrHandler):
+            handler.log_format = state.log_format
     ctx.call_on_close(state.close)
     if verbose:
         logging.getLogger("callbackpool").setLevel(logging.DEBUG)

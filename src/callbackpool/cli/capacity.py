@@ -9,6 +9,7 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 from datetime import timedelta
+from functools import partial
 from typing import Annotated, Any
 
 import typer
@@ -110,20 +111,15 @@ def plan(
     most --target turned away. --arrivals R: the slots R payments an hour need. Both: also
     the share R would find every slot busy. Neither: a table over N. Needs no configuration."""
     hold_seconds = hold.total_seconds()
-
-    def plan_for(slot_count: int) -> erlang.Plan:
-        return erlang.plan_for_slots(slot_count, hold_seconds=hold_seconds, target=target)
-
+    plan_for = partial(erlang.plan_for_slots, hold_seconds=hold_seconds, target=target)
     if slots is None and arrivals is None:
         rows = [plan_for(n) for n in range(1, max_slots + 1)]
-        table_document = views.PlanTableOut(
-            hold_seconds=hold_seconds, target=target, rows=[views.PlanRowOut.of(r) for r in rows]
-        )
+        table_document = views.PlanTableOut(hold_seconds=hold_seconds, target=target, rows=rows)
         emit(as_json, table_document, _plan_table_lines(rows, hold, target))
         return
     figures: dict[str, Any] = {}
     if slots is not None:
-        figures.update(views.PlanRowOut.of(plan_for(slots)).model_dump())
+        figures.update(views.PlanRowOut.model_validate(plan_for(slots)).model_dump())
     if arrivals is not None:
         offered = erlang.erlangs_of(arrivals, hold_seconds)
         try:
@@ -134,7 +130,7 @@ def plan(
             arrivals_per_hour=arrivals, offered_erlangs=round(offered, 4), slots_needed=needed
         )
         if slots is None:
-            carried = views.PlanRowOut.of(plan_for(needed))
+            carried = views.PlanRowOut.model_validate(plan_for(needed))
             figures["max_arrivals_per_hour"] = carried.max_arrivals_per_hour
         else:
             figures["turned_away"] = round(erlang.erlang_b(slots, offered), 6)
@@ -207,13 +203,12 @@ def simulate(
     The workload is the issue's: 65% pay (95% approved), 15% close the payment window, 18%
     leave silently, 2% pay 10 to 25 minutes late; 8 catalogue amounts. Seeded and repeatable;
     progress on stderr. Needs no configuration and no database."""
-    chosen = tuple(policies or sim.POLICIES)
-    unknown = sorted(set(chosen) - set(sim.POLICIES))
+    unknown = sorted(set(policies or ()) - set(sim.POLICIES))
     if unknown:
         raise CliError(
             f"unknown policy {unknown[0]!r}: choose from {', '.join(sim.POLICIES)}", USAGE
         )
-    chosen = tuple(p for p in sim.POLICIES if p in chosen)
+    chosen = tuple(p for p in sim.POLICIES if p in (policies or sim.POLICIES))
     workload = sim.Workload(
         arrivals_per_hour=arrivals,
         customers=customers,
@@ -248,7 +243,7 @@ class _ProgressBar:
         self.done = 0
         self.tty = sys.stderr.isatty()
 
-    def __call__(self, step: sim.Step) -> None:
+    def __call__(self, step: sim.Result) -> None:
         self.done += 1
         self.expected = max(self.expected, self.done + 1)
         filled = round(20 * self.done / self.expected)

@@ -18,7 +18,6 @@ from .. import views
 from ..compose import build_pool
 from ..domain.errors import NothingToRelease
 from ..domain.model import Lease
-from ..pool import CallbackPool
 from ..pool.results import CapacityReport, PoolStatus, ReserveStatus, SweepReport
 from ..store.tx import SlotSync
 from .app import (
@@ -101,21 +100,16 @@ def cleanup(
             USAGE,
         )
     pool = cli_state(ctx).pool()
-    if ask:
-        _confirm_release_all(pool)
-    report = pool.sweep()
-    released = pool.release_all() if release_all else []
-    document = views.CleanupOut.of(report, released)
-    emit(as_json, document, _cleanup_lines(report, released, pool.policy.late_callback_window))
-
-
-def _confirm_release_all(pool: CallbackPool) -> None:
-    live = sum(1 for slot in pool.status().slots if slot.lease is not None)
+    live = sum(1 for slot in pool.status().slots if slot.lease is not None) if ask else 0
     if live and not typer.confirm(
         f"Release all {live} live leases? Their payments become expired, their slots tainted.",
         err=True,
     ):
         raise CliError("nothing released")
+    report = pool.sweep()
+    released = pool.release_all() if release_all else []
+    document = views.CleanupOut.of(report, released)
+    emit(as_json, document, _cleanup_lines(report, released, pool.policy.late_callback_window))
 
 
 def _interactive() -> bool:
@@ -143,12 +137,10 @@ def release(
     if (path is None) == (token is None):
         raise CliError("name exactly one of --path and --token", USAGE)
     pool = cli_state(ctx).pool()
+    if path is not None:
+        path = pool.slot_path(path)
     try:
-        if path is not None:
-            path = pool.slot_path(path)
-            lease = pool.release(path=path)
-        else:
-            lease = pool.release(token=token)
+        lease = pool.release(path=path, token=token)
     except NothingToRelease:
         # The token is a secret: the message does not repeat it.
         where = f"on {path}" if path is not None else "for that payment token"

@@ -102,20 +102,17 @@ def health_report(ctx: typer.Context, as_json: JsonFlag = False) -> None:
     emit(as_json, document, _health_lines(pool_status.slots, pool_status.at))
 
 
-OutcomeOption = Annotated[
-    list[CallbackOutcome] | None,
-    typer.Option(
-        "--outcome",
-        case_sensitive=False,
-        help="Only returns with this outcome (repeat for several).",
-    ),
-]
-
-
 @reports_app.command("callbacks")
 def callbacks_report(
     ctx: typer.Context,
-    outcome: OutcomeOption = None,
+    outcome: Annotated[
+        list[CallbackOutcome] | None,
+        typer.Option(
+            "--outcome",
+            case_sensitive=False,
+            help="Only returns with this outcome (repeat for several).",
+        ),
+    ] = None,
     limit: Annotated[int, typer.Option("--limit", min=1, max=500, help="Returns a page.")] = 20,
     before: Annotated[
         str | None,
@@ -350,7 +347,7 @@ def _review_lines(
         for payment in item.candidates:
             yield (
                 f"    {payment.token}  {payment.status.value}  created "
-                f"{ago(payment.created_at, now)}  {_customer(payment)}"
+                f"{ago(payment.created_at, now)}  {payment.customer.get('email') or ''}"
             )
         yield (
             f"    decide: callbackpool review resolve {record.ref} --payment TOKEN "
@@ -383,8 +380,3 @@ def _decision(review: Review) -> str:
 
 def _amount(minor: int | None, currency: str) -> str:
     return "(no amount)" if minor is None else f"{format_amount(minor, currency)} {currency}"
-
-
-def _customer(payment: Payment) -> str:
-    email = payment.customer.get("email") if payment.customer else None
-    return str(email) if email else ""

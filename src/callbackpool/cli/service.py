@@ -38,10 +38,8 @@ def serve(
     from ..web import create_app
     from ..web.server import serve as serve_http
 
-    state = cli_state(ctx)
-    settings = state.settings()
-    chosen = parse_log_format(log_format) or state.log_format
-    with _service_logging(chosen):
+    settings = cli_state(ctx).settings()
+    with _service_logging(ctx, log_format) as chosen:
         app = create_app(settings)
         serve_http(app, host=host, port=port, access_log=access_log, log_format=chosen)
 
@@ -60,23 +58,24 @@ def demo(
     start: the checkout, the dashboard, the API and the token."""
     from ..web.server import demo as serve_demo
 
-    chosen = parse_log_format(log_format) or cli_state(ctx).log_format
-    with _service_logging(chosen):
+    with _service_logging(ctx, log_format) as chosen:
         serve_demo(host=host, port=port, database_url=database, echo=typer.echo, log_format=chosen)
 
 
 @contextmanager
-def _service_logging(log_format: logs.LogFormat) -> Iterator[None]:
+def _service_logging(ctx: typer.Context, log_format: str | None) -> Iterator[logs.LogFormat]:
     """A running service logs what it does (INFO, or DEBUG with --verbose), with times,
-    instead of the one-shot commands' bare warning lines."""
-    handler = logs.handler(log_format)
+    instead of the one-shot commands' bare warning lines; in the command's --log-format, else
+    the global one. Yields the format chosen."""
+    chosen = parse_log_format(log_format) or cli_state(ctx).log_format
+    handler = logs.handler(chosen)
     level = min(logging.getLogger("callbackpool").getEffectiveLevel(), logging.INFO)
     # The driver's warnings (a connection lost or refused) in the same format.
     with (
         logging_only_to(handler, "callbackpool", level),
         logging_only_to(handler, DRIVER_LOGGER, logging.WARNING),
     ):
-        yield
+        yield chosen
 
 
 COMMANDS = (serve, demo)

@@ -29,22 +29,15 @@ def path_table(
     """``table`` over rows whose first cell is a callback path: the folder all the paths
     share is named once above it (``paths under /api/v1/payments/callback/``), and each row
     shows what follows."""
-    prefix, labels = _path_labels([row[0] for row in rows])
-    if prefix:
-        yield f"paths under {prefix}"
-    labelled = [[label, *row[1:]] for label, row in zip(labels, rows, strict=True)]
-    yield from table(headers, labelled, right)
-
-
-def _path_labels(paths: Sequence[str]) -> tuple[str, list[str]]:
-    """The folder all paths share (``/api/v1/payments/callback/``) and what follows it."""
+    paths = [row[0] for row in rows]
     shared = paths[0][: paths[0].rfind("/") + 1] if paths else ""
     for path in paths:
         while not path.startswith(shared):
             shared = shared[: shared.rstrip("/").rfind("/") + 1]
-    if shared == "/":
-        return "", list(paths)
-    return shared, [path[len(shared) :] for path in paths]
+    prefix = "" if shared == "/" else shared
+    if prefix:
+        yield f"paths under {prefix}"
+    yield from table(headers, [[row[0][len(prefix) :], *row[1:]] for row in rows], right)
 
 
 def count(number: int, noun: str) -> str:

@@ -49,8 +49,8 @@ class InvalidPayment(InvalidRequest):
     """The payment request is invalid."""
 
 
-class PoolExhausted(CallbackPoolError):
-    """No payment forms are available. All forms are currently in use. Please try again shortly."""
+class _RetryLater:
+    """What a refusal that ends at ``retry_at`` (None: unknown) says about trying again."""
 
     def __init__(self, retry_at: datetime | None, now: datetime) -> None:
         self.retry_at = retry_at
@@ -59,25 +59,19 @@ class PoolExhausted(CallbackPoolError):
 
     @property
     def retry_after_seconds(self) -> int:
-        """Whole seconds until the earliest lease can end, at least 1."""
+        """Whole seconds until the earliest lease can end, at least 1 (60 when unknown)."""
         if self.retry_at is None:
             return 60
         return max(1, int((self.retry_at - self.now).total_seconds() + 0.999))
 
 
-class TooManyLeases(CallbackPoolError):
+class PoolExhausted(_RetryLater, CallbackPoolError):
+    """No payment forms are available. All forms are currently in use. Please try again shortly."""
+
+
+class TooManyLeases(_RetryLater, CallbackPoolError):
     """This customer already has as many payments in progress as allowed. Finish or cancel
     one, or try again shortly."""
-
-    def __init__(self, retry_at: datetime, now: datetime) -> None:
-        self.retry_at = retry_at
-        self.now = now
-        super().__init__()
-
-    @property
-    def retry_after_seconds(self) -> int:
-        """Whole seconds until the customer's earliest lease expires, at least 1."""
-        return max(1, int((self.retry_at - self.now).total_seconds() + 0.999))
 
 
 class UnknownPayment(NotFound):
@@ -133,17 +127,11 @@ class IllegalTransition(Conflict):
     """That payment status change is not allowed."""
 
     def __init__(self, current: str, requested: str, *, subject: str = "payment") -> None:
-        self.current = current
-        self.requested = requested
         super().__init__(f"a {subject} cannot go from {current} to {requested}")
 
 
 class PaymentChanged(Conflict):
     """The payment changed while this was being decided; nothing was applied. Try again."""
-
-    def __init__(self, token: str) -> None:
-        self.token = token
-        super().__init__()
 
 
 class NothingToRelease(Conflict):

@@ -46,26 +46,21 @@ class Gateway(Protocol):
 
     def price_items(self, quantities: Mapping[str, int]) -> tuple[LineItem, ...]:
         """Line items for catalogue codes and quantities; InvalidPayment for unknown codes."""
-        ...
 
     def items_for_amount(self, amount: int) -> tuple[LineItem, ...] | None:
         """Line items that charge exactly ``amount``, or None when the form cannot."""
-        ...
 
     def form_fields(
         self, *, return_url: str, items: Sequence[LineItem], token: str | None = None
     ) -> dict[str, str]:
         """Every hidden input the browser posts to the gateway's form, the payment's ``token``
         in a custom field where one is configured (for the status query to name it)."""
-        ...
 
     def parse_return(self, params: Params) -> GatewayReturn:
         """Read a return's parameters; MalformedReturn when they are not a return."""
-        ...
 
     def verify(self, params: Params, parsed: GatewayReturn) -> str | None:
         """Why the return cannot be trusted, or None when it passes every configured check."""
-        ...
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -79,10 +74,6 @@ class GatewayTransaction:
     merchant_id: str | None = None
     payment_token: str | None = None
 
-    @property
-    def approved(self) -> bool:
-        return self.result_code == "0"
-
 
 class StatusQueryFailed(CallbackPoolError):
     """The gateway's status query could not be asked or did not answer."""
@@ -95,4 +86,3 @@ class StatusQuery(Protocol):
     def transaction(self, pn_ref: str) -> GatewayTransaction | None:
         """The gateway's record of transaction ``pn_ref``; None when it has none. Raises
         StatusQueryFailed when it cannot be asked or read in time."""
-        ...

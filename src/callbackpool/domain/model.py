@@ -104,9 +104,7 @@ def customer_key(customer: Mapping[str, Any]) -> str | None:
     """Whom a payment counts against for the customer's cap: the e-mail address, trimmed and
     lower-cased; None without one."""
     email = customer.get("email")
-    if not isinstance(email, str) or not email.strip():
-        return None
-    return email.strip().lower()
+    return (email.strip().lower() or None) if isinstance(email, str) else None
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -25,17 +25,13 @@ def is_known_currency(code: str) -> bool:
 
 def parse_decimal(text: str) -> Decimal | None:
     """A plain decimal like ``10.00``; None for anything else (signs, exponents, spaces)."""
-    if not _DECIMAL.match(text):
-        return None
-    return Decimal(text)
+    return Decimal(text) if _DECIMAL.match(text) else None
 
 
 def to_minor(amount: Decimal, currency: str) -> int | None:
     """Minor units of ``amount``, or None when it has more decimals than the currency."""
     scaled = amount.scaleb(CURRENCY_EXPONENTS[currency])
-    if scaled != scaled.to_integral_value():
-        return None
-    return int(scaled)
+    return int(scaled) if scaled == scaled.to_integral_value() else None
 
 
 def format_amount(minor: int, currency: str) -> str:

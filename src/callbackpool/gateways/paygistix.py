@@ -35,6 +35,12 @@ _PATTERNS: dict[str, re.Pattern[str]] = {
 _REQUIRED = ("PNRef", "Result", "MerchantID")
 
 
+def minor_amount(text: str, currency: str) -> int | None:
+    """``text`` (``10.00``) in minor units of ``currency``; None if it is no such amount."""
+    amount = parse_decimal(text)
+    return None if amount is None else to_minor(amount, currency)
+
+
 @dataclass(frozen=True, kw_only=True)
 class HashRecipe:
     """How the gateway signs a return: plain digests hash ``secret + separator.join(values)``,
@@ -60,31 +66,23 @@ class HashRecipe:
         return hmac.compare_digest(self.sign(values).encode(), given.lower().encode())
 
 
+@dataclass(kw_only=True, eq=False, repr=False)
 class PaygistixGateway:
     """The hosted form as configured at the gateway, and the reading of its returns."""
 
-    def __init__(
-        self,
-        *,
-        merchant_id: str | None,
-        form_id: str,
-        form_hash: str,
-        currency: str,
-        catalogue: Sequence[CatalogueItem] = (),
-        return_hash: HashRecipe | None = None,
-        token_field: str | None = None,
-        action_url: str = FORM_ACTION_URL,
-    ) -> None:
-        self.action_url = action_url
-        self.merchant_id = merchant_id
-        self.form_id = form_id
-        self.form_hash = form_hash
-        self.currency = currency
-        self.catalogue = tuple(catalogue)
+    merchant_id: str | None
+    form_id: str
+    form_hash: str
+    currency: str
+    catalogue: Sequence[CatalogueItem] = ()
+    return_hash: HashRecipe | None = None
+    # The custom field the payment's token is posted in (for a status query to name it).
+    token_field: str | None = None
+    action_url: str = FORM_ACTION_URL
+
+    def __post_init__(self) -> None:
+        self.catalogue = tuple(self.catalogue)
         self._by_code = {item.code: item for item in self.catalogue}
-        self.return_hash = return_hash
-        # The custom field the payment's token is posted in (for a status query to name it).
-        self.token_field = token_field
 
     # --- sending the customer to the gateway -------------------------------------------
 
@@ -144,26 +142,20 @@ class PaygistixGateway:
         for name, pattern in _PATTERNS.items():
             if name in values and not pattern.fullmatch(values[name]):
                 raise MalformedReturn(f"parameter {name} is not valid")
+        amount = minor_amount(values.get("Amount", ""), self.currency)
+        if values.get("Amount") and amount is None:
+            raise MalformedReturn(f"parameter Amount is not a {self.currency} amount")
         return GatewayReturn(
             pn_ref=values["PNRef"],
             approved=values["Result"] == "0",
             result_code=values["Result"],
-            amount=self._parse_amount(values.get("Amount", "")),
+            amount=amount,
             merchant_id=values["MerchantID"],
             order_id=values.get("OrderID") or None,
             auth_code=values.get("AuthCode") or None,
             card_type=values.get("CardType") or None,
             last4=values.get("Last4") or None,
         )
-
-    def _parse_amount(self, text: str) -> int | None:
-        if not text:
-            return None
-        amount = parse_decimal(text)
-        minor = None if amount is None else to_minor(amount, self.currency)
-        if minor is None:
-            raise MalformedReturn(f"parameter Amount is not a {self.currency} amount")
-        return minor
 
     def verify(self, params: Params, parsed: GatewayReturn) -> str | None:
         # MerchantID is always checked: without a configured merchant no return passes.

@@ -17,8 +17,8 @@ from enum import StrEnum
 
 from ..domain.gateway import CatalogueItem
 from ..domain.model import LineItem
-from ..domain.money import format_amount, parse_decimal, to_minor
-from .paygistix import HashRecipe
+from ..domain.money import format_amount
+from .paygistix import HashRecipe, minor_amount
 
 SANDBOX_FORM_PATH = "/sandbox/transaction.asp"
 SANDBOX_QUERY_PATH = "/sandbox/query"
@@ -122,25 +122,19 @@ class Transaction:
     switches: ReturnSwitches = field(default_factory=ReturnSwitches)
 
 
+@dataclass(kw_only=True, eq=False, repr=False)
 class SandboxGateway:
     """The sandbox's hosted form, as configured: the merchant, the form and its line items."""
 
-    def __init__(
-        self,
-        *,
-        merchant_id: str,
-        form_id: str,
-        form_hash: str,
-        currency: str,
-        catalogue: Sequence[CatalogueItem],
-        signer: HashRecipe,
-    ) -> None:
-        self.merchant_id = merchant_id
-        self.form_id = form_id
-        self.form_hash = form_hash
-        self.currency = currency
-        self.catalogue = tuple(catalogue)
-        self.signer = signer
+    merchant_id: str
+    form_id: str
+    form_hash: str
+    currency: str
+    catalogue: Sequence[CatalogueItem]
+    signer: HashRecipe
+
+    def __post_init__(self) -> None:
+        self.catalogue = tuple(self.catalogue)
         self._transactions: OrderedDict[str, Transaction] = OrderedDict()
         self._used_refs: set[str] = set()
         self._by_pn_ref: dict[str, str] = {}  # PNRef → transaction id
@@ -194,12 +188,11 @@ class SandboxGateway:
             raise SandboxRefusal("Invalid hash")
         items = []
         for index, item in enumerate(self.catalogue, start=1):
-            price = parse_decimal(values.get(f"pxPrice{index}", ""))
+            price = minor_amount(values.get(f"pxPrice{index}", ""), self.currency)
             if (
                 values.get(f"pxCode{index}") != item.code
                 or values.get(f"pxDescription{index}") != item.description
-                or price is None
-                or to_minor(price, self.currency) != item.price
+                or price != item.price
             ):
                 raise SandboxRefusal("Invalid hash")
             quantity_text = values.get(f"pxQty{index}", "")

@@ -10,32 +10,25 @@ import http.client
 import json
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
 from ..domain.gateway import GatewayTransaction, StatusQueryFailed
-from ..domain.money import parse_decimal, to_minor
+from .paygistix import minor_amount
 
 MAX_ANSWER_BYTES = 64 * 1024
 
 
+@dataclass(frozen=True, kw_only=True, eq=False, repr=False)
 class HttpStatusQuery:
     """Asks ``url`` about a transaction, within ``timeout`` seconds all told."""
 
-    def __init__(
-        self,
-        *,
-        url: str,
-        api_key: str | None,
-        token_field: str,
-        currency: str,
-        timeout: float = 5.0,
-    ) -> None:
-        self.url = url
-        self.api_key = api_key
-        self.token_field = token_field
-        self.currency = currency
-        self.timeout = timeout
+    url: str
+    api_key: str | None
+    token_field: str
+    currency: str
+    timeout: float = 5.0
 
     def transaction(self, pn_ref: str) -> GatewayTransaction | None:
         separator = "&" if "?" in self.url else "?"
@@ -70,12 +63,9 @@ class HttpStatusQuery:
         if not isinstance(found_ref, str) or not isinstance(result, str):
             raise StatusQueryFailed("the gateway's answer lacks PNRef or Result")
         amount_text = document.get("Amount")
-        amount = None
-        if isinstance(amount_text, str) and amount_text:
-            decimal = parse_decimal(amount_text)
-            amount = None if decimal is None else to_minor(decimal, self.currency)
-            if amount is None:
-                raise StatusQueryFailed("the gateway's answer has an unreadable Amount")
+        amount = minor_amount(amount_text, self.currency) if isinstance(amount_text, str) else None
+        if amount is None and isinstance(amount_text, str) and amount_text:
+            raise StatusQueryFailed("the gateway's answer has an unreadable Amount")
         custom = document.get("custom")
         token = custom.get(self.token_field) if isinstance(custom, dict) else None
         merchant = document.get("MerchantID")

@@ -71,10 +71,6 @@ class PoolCore:
     def policy(self) -> PoolPolicy:
         return self._policy
 
-    @property
-    def status_query(self) -> StatusQuery | None:
-        return self._status_query
-
     def add_status_hook(self, hook: StatusHook) -> None:
         """Call ``hook`` after every committed payment status change (exceptions are logged)."""
         self._hooks.append(hook)
@@ -113,7 +109,7 @@ class PoolCore:
         if not tx.update_payment(payment.token, payment.status, change):
             # Decided on a status another transaction has changed since: undo it all. (The
             # stores lock a payment's slot before acting on it, so this is a last guard.)
-            raise PaymentChanged(payment.token)
+            raise PaymentChanged()
         work.changes.append(
             StatusChange(
                 token=payment.token,

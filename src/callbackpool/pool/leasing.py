@@ -113,7 +113,9 @@ class Leasing(PoolCore):
                 self._gateway, self._policy, amount, currency, items
             )
             customer = _customer_data(customer)
-            priority = _checked_priority(self._policy, priority)
+            if type(priority) is not int or not 0 <= priority <= self._policy.max_priority:
+                limit = self._policy.max_priority
+                raise InvalidPayment("priority", f"must be an integer from 0 to {limit}")
         except InvalidPayment:
             self._emit([CreateRefused(reason="invalid")])
             raise
@@ -138,7 +140,6 @@ class Leasing(PoolCore):
         policy = self._policy
         refusal: PoolExhausted | None = None
         result: Checkout | Waiting
-        lease: Lease | None
         with self._writing() as (tx, work):
             self._expire_due(tx, work)
             self._check_customer_cap(tx, customer_key(customer))
@@ -146,10 +147,9 @@ class Leasing(PoolCore):
             if lease is None and _activate_reserve(policy, tx):
                 lease = self._admit(tx, token, total, priority)
             if lease is not None:
-                payment = self._open_payment(tx, lease, currency, line_items, customer)
+                result = self._open_checkout(tx, lease, currency, line_items, customer)
                 self._count(tx, Admission.LEASED)
-                result = self._checkout(payment, lease)
-            elif wait and policy.max_waiting > 0 and tx.waiting_ahead(0, None) < policy.max_waiting:
+            elif wait and tx.waiting_ahead(0, None) < policy.max_waiting_tickets:
                 ticket = tx.insert_ticket(
                     NewTicket(
                         ticket=new_token(),
@@ -200,15 +200,14 @@ class Leasing(PoolCore):
             allow_same_amount_tainted=policy.reuse_same_amount_tainted,
         )
 
-    def _open_payment(
+    def _open_checkout(
         self,
         tx: Tx,
         lease: Lease,
         currency: str,
         items: tuple[LineItem, ...],
         customer: Mapping[str, Any],
-    ) -> Payment:
-        """The pending payment that holds ``lease`` (its token and amount)."""
+    ) -> Checkout:
         payment = Payment(
             token=lease.token,
             id=new_payment_id(),
@@ -224,7 +223,7 @@ class Leasing(PoolCore):
             expires_at=lease.expires_at,
         )
         tx.insert_payment(payment)
-        return payment
+        return self._checkout(payment, lease)
 
     def _checkout(self, payment: Payment, lease: Lease) -> Checkout:
         url = self._policy.callback_url(lease.path)
@@ -341,8 +340,7 @@ class Leasing(PoolCore):
         self._count(tx, Admission.GRANTED)
         if waiting_payment is not None:
             return self._start_attempt(tx, work, waiting_payment, lease)
-        payment = self._open_payment(tx, lease, ticket.currency, ticket.items, ticket.customer)
-        return self._checkout(payment, lease)
+        return self._open_checkout(tx, lease, ticket.currency, ticket.items, ticket.customer)
 
     def _still_open(self, tx: Tx, token: str | None) -> bool:
         payment = tx.get_payment(token) if token is not None else None
@@ -373,7 +371,7 @@ class Leasing(PoolCore):
             ticket=ticket.ticket,
             position=tx.waiting_ahead(ticket.priority, ticket.id) + 1,
             priority=ticket.priority,
-            retry_after_seconds=max(1, round(self._policy.ticket_poll.total_seconds())),
+            retry_after_seconds=self._policy.ticket_poll_seconds,
             expires_at=ticket.expires_at,
         )
 
@@ -542,12 +540,6 @@ def _customer_data(customer: Mapping[str, Any] | None) -> dict[str, Any]:
         raise InvalidPayment("customer", f"must not exceed {MAX_CUSTOMER_BYTES} bytes as JSON")
     loaded: dict[str, Any] = json.loads(encoded)
     return loaded
-
-
-def _checked_priority(policy: PoolPolicy, priority: int) -> int:
-    if type(priority) is not int or not 0 <= priority <= policy.max_priority:
-        raise InvalidPayment("priority", f"must be an integer from 0 to {policy.max_priority}")
-    return priority
 
 
 # --- reserve paths (docs/design.md#reserve-paths-and-slot-health), in the caller's write -----

@@ -235,10 +235,8 @@ class Operations(Returns):
 
     def get_callback(self, callback_id: int) -> CallbackRecord:
         """A stored return. Raises UnknownCallback."""
-        if not 0 < callback_id <= MAX_ID:
-            raise UnknownCallback()
         with self._store.read() as tx:
-            record = tx.get_callback(callback_id)
+            record = tx.get_callback(callback_id) if 0 < callback_id <= MAX_ID else None
         if record is None:
             raise UnknownCallback()
         return record

@@ -196,10 +196,6 @@ class PoolPolicy(BaseModel):
         return timedelta(seconds=self.ticket_poll_seconds)
 
     @property
-    def max_waiting(self) -> int:
-        return self.max_waiting_tickets
-
-    @property
     def capacity_window(self) -> timedelta:
         return timedelta(minutes=self.capacity_window_minutes)
 

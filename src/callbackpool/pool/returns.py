@@ -241,13 +241,9 @@ class Returns(PoolCore):
                         continue
                     earlier = tx.get_callback(earlier_id)
                     assert earlier is not None
-                    earlier_return = self._gateway.parse_return(earlier.params)
-                    self._settle(
-                        tx, work, candidate, PaymentStatus.COMPLETED, earlier_return, earlier_id
-                    )
-                    tx.settle_callback(
-                        earlier_id, candidate.payment.token, callback_ref(callback_id)
-                    )
+                    token = candidate.payment.token
+                    self._attribute(tx, work, earlier, token, f"return {earlier.ref}")
+                    tx.settle_callback(earlier_id, token, callback_ref(callback_id))
                 return replace(
                     applied,
                     redirect=self._answer(parsed, record, own.payment),
@@ -573,15 +569,10 @@ def _open_to_query(record: CallbackRecord) -> bool:
 
 def _seen(parsed: GatewayReturn | None) -> CallbackResolution:
     """What the return itself says (if it could be read), before anything is decided."""
+    received = CallbackResolution(outcome=CallbackOutcome.RECEIVED, redirect="")
     if parsed is None:
-        return CallbackResolution(outcome=CallbackOutcome.RECEIVED, redirect="")
-    return CallbackResolution(
-        outcome=CallbackOutcome.RECEIVED,
-        redirect="",
-        pn_ref=parsed.pn_ref,
-        amount=parsed.amount,
-        approved=parsed.approved,
-    )
+        return received
+    return replace(received, pn_ref=parsed.pn_ref, amount=parsed.amount, approved=parsed.approved)
 
 
 def _admitted(client_addr: str | None, sources: Sequence[IPNetwork]) -> bool:

@@ -236,7 +236,7 @@ class ShopPayments(Leasing):
             elif (lease := self._admit(tx, token, payment.amount, 0)) is not None:
                 self._count(tx, Admission.LEASED)
                 result = self._start_attempt(tx, work, payment, lease)
-            elif wait and policy.max_waiting > 0 and tx.waiting_ahead(0, None) < policy.max_waiting:
+            elif wait and tx.waiting_ahead(0, None) < policy.max_waiting_tickets:
                 ticket = tx.insert_ticket(
                     NewTicket(
                         ticket=new_token(),

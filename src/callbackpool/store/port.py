@@ -73,3 +73,11 @@ class _Transaction:
 
     def __exit__(self, *exc_info: Any) -> bool | None:
         return self._connection.__exit__(*exc_info)
+
+
+def applied_migrations(conn: Connection) -> list[str]:
+    """The names of the migrations the database records (none before the first)."""
+    present = conn.one("migrations_table_exists")
+    if present is None or not present["present"]:
+        return []
+    return [row["name"] for row in conn.all("applied_migrations")]

@@ -25,7 +25,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from ..clock import Clock
 from ..domain.errors import CallbackPoolError, MigrationError, StoreError, StoreUnavailable
-from .port import Row, Store
+from .port import Row, Store, applied_migrations
 from .queries import load_migrations, load_queries
 
 _Q = load_queries("postgres")
@@ -222,14 +222,12 @@ class PostgresStore(Store):
                 wait = min(wait, OUTAGE_WAIT)
             try:
                 conn = self._pool.getconn(timeout=max(wait, 0.001))
-            except PoolTimeout as exc:
-                reason = self._connections.failure
-                if reason is None:  # the server is up, every connection is busy
-                    raise translate(exc, "get a connection") from exc
-                raise StoreUnavailable(
-                    f"PostgreSQL is unavailable (get a connection): {reason}"
-                ) from exc
             except psycopg.Error as exc:
+                reason = self._connections.failure
+                if isinstance(exc, PoolTimeout) and reason is not None:  # the server is down
+                    raise StoreUnavailable(
+                        f"PostgreSQL is unavailable (get a connection): {reason}"
+                    ) from exc
                 raise translate(exc, "get a connection") from exc
             try:
                 with self._watchdog.guard(conn, self.answer_within, "begin a transaction"):
@@ -256,21 +254,16 @@ class PostgresStore(Store):
             now = self.clock.now() if self.clock is not None else database_now.astimezone(UTC)
             try:
                 yield PostgresConnection(conn, now, self._watchdog, self.answer_within)
+                if conn.info.transaction_status == TransactionStatus.INERROR:
+                    # A statement failed and its error was caught inside the transaction: the
+                    # server would answer COMMIT with a silent rollback. Say so instead.
+                    raise StoreError("a statement of the transaction failed: nothing was written")
+                try:
+                    with self._watchdog.guard(conn, self.answer_within, "commit"):
+                        conn.execute(_Q["commit"])
+                except psycopg.Error as exc:
+                    raise translate(exc, "commit") from exc
             except BaseException:
-                self._rollback_quietly(conn)
-                raise
-            if conn.info.transaction_status == TransactionStatus.INERROR:
-                # A statement failed and its error was caught inside the transaction: the
-                # server would answer COMMIT with a silent rollback. Say so instead.
-                self._rollback_quietly(conn)
-                raise StoreError("a statement of the transaction failed: nothing was written")
-            try:
-                with self._watchdog.guard(conn, self.answer_within, "commit"):
-                    conn.execute(_Q["commit"])
-            except psycopg.Error as exc:
-                self._rollback_quietly(conn)
-                raise translate(exc, "commit") from exc
-            except StoreUnavailable:
                 self._rollback_quietly(conn)
                 raise
         finally:
@@ -292,7 +285,7 @@ class PostgresStore(Store):
 
     def pending_migrations(self) -> list[tuple[str, str]]:
         with self.connect(write=False) as conn:
-            applied = set(_applied_migrations(conn))
+            applied = set(applied_migrations(conn))
         return [(name, sql) for name, sql in load_migrations("postgres") if name not in applied]
 
     def migrate(self) -> list[str]:
@@ -304,20 +297,13 @@ class PostgresStore(Store):
             conn.run("migration_timeouts")
             conn.run("migration_lock")
             conn.run("create_migrations_table")
-            done = set(_applied_migrations(conn))
+            done = set(applied_migrations(conn))
             for name, script in load_migrations("postgres"):
                 if name not in done:
                     conn.run_script(name, script)
                     conn.run("record_migration", name=name)
                     applied_now.append(name)
         return applied_now
-
-
-def _applied_migrations(conn: PostgresConnection) -> list[str]:
-    present = conn.one("migrations_table_exists")
-    if present is None or not present["present"]:
-        return []
-    return [row["name"] for row in conn.all("applied_migrations")]
 
 
 def _row(cursor: psycopg.Cursor[Any]) -> Callable[[Any], Row]:

@@ -14,16 +14,11 @@ from typing import Any
 
 from ..clock import Clock, SystemClock
 from ..domain.errors import MigrationError, StoreUnavailable
-from .port import Row, Store
+from .port import Row, Store, applied_migrations
 from .queries import load_migrations, load_queries
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _QUERIES = load_queries("sqlite")
-_MIGRATIONS_TABLE = """
-CREATE TABLE IF NOT EXISTS schema_migrations (
-    name       TEXT PRIMARY KEY,
-    applied_at INTEGER NOT NULL
-)"""
 
 
 def to_us(moment: datetime) -> int:
@@ -173,67 +168,47 @@ class SqliteStore(Store):
 
     # --- migrations ------------------------------------------------------------------------
 
-    def applied_migrations(self) -> list[str]:
-        """Names of the migrations recorded in the database (which this does not create)."""
-        if not self._memory and not Path(self.path).exists():
-            return []
-        held = self._hold(False)
-        try:
-            conn = self._connection()
+    def pending_migrations(self) -> list[tuple[str, str]]:
+        applied: set[str] = set()
+        if self._memory or Path(self.path).exists():  # looking creates no database
             try:
-                exists = conn.execute(
-                    "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
-                    ("schema_migrations",),
-                ).fetchone()
-                if exists is None:
-                    return []
-                rows = conn.execute("SELECT name FROM schema_migrations ORDER BY name").fetchall()
+                with self.connect(write=False) as conn:
+                    applied = set(applied_migrations(conn))
             except sqlite3.OperationalError as exc:
                 raise StoreUnavailable(f"SQLite database {self.path}: {exc}") from exc
-        finally:
-            if held is not None:
-                held.release()
-        return [row[0] for row in rows]
-
-    def pending_migrations(self) -> list[tuple[str, str]]:
-        applied = set(self.applied_migrations())
         return [(name, sql) for name, sql in load_migrations("sqlite") if name not in applied]
 
     def migrate(self) -> list[str]:
         held = self._hold(True)
+        assert held is not None
         try:
-            return self._migrate(self._connection())
+            conn = self._connection()
+            # A migration that makes a table anew drops the old one: with foreign keys on,
+            # that would delete the rows that refer to it. They are checked before the commit.
+            conn.execute("PRAGMA foreign_keys = OFF")
+            try:
+                return self._migrate(conn)
+            finally:
+                conn.execute("PRAGMA foreign_keys = ON")
         finally:
-            assert held is not None
             held.release()
 
     def _migrate(self, conn: sqlite3.Connection) -> list[str]:
-        # A migration that makes a table anew drops the old one: with foreign keys on, that
-        # would delete the rows that refer to it. They are checked before the commit instead.
-        conn.execute("PRAGMA foreign_keys = OFF")
-        try:
-            return self._apply_migrations(conn)
-        finally:
-            conn.execute("PRAGMA foreign_keys = ON")
-
-    def _apply_migrations(self, conn: sqlite3.Connection) -> list[str]:
         try:
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as exc:
             raise StoreUnavailable(f"SQLite database {self.path} is busy: {exc}") from exc
         applied_now: list[str] = []
+        queries = SqliteConnection(conn, self.clock.now())
         try:
-            conn.execute(_MIGRATIONS_TABLE)
-            done = {row[0] for row in conn.execute("SELECT name FROM schema_migrations")}
+            queries.run("create_migrations_table")
+            done = set(applied_migrations(queries))
             for name, script in load_migrations("sqlite"):
                 if name in done:
                     continue
                 for statement in _statements(script):
                     conn.execute(statement)
-                conn.execute(
-                    "INSERT INTO schema_migrations (name, applied_at) VALUES (?, ?)",
-                    (name, to_us(self.clock.now())),
-                )
+                queries.run("record_migration", name=name, applied_at=self.clock.now())
                 applied_now.append(name)
             broken = conn.execute("PRAGMA foreign_key_check").fetchall()
             if broken:

@@ -10,7 +10,7 @@ only read what they would lock, or do nothing. Locks are taken in one order
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
 from functools import cache, lru_cache
@@ -52,6 +52,7 @@ if TYPE_CHECKING:
     from .port import Connection, Row
 
 _T = TypeVar("_T", bound="DataclassInstance")
+_V = TypeVar("_V")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -123,6 +124,10 @@ class Tx:
 
     def _run(self, query: str, **params: Any) -> int:
         return self._conn.run(query, now=self.now, **params)
+
+    def _get(self, build: Callable[[Row], _V], query: str, **params: Any) -> _V | None:
+        row = self._one(query, **params)
+        return None if row is None else build(row)
 
     def _count(self, query: str, **params: Any) -> int:
         """A query's ``count(*) AS n``."""
@@ -280,12 +285,10 @@ class Tx:
         return [row["expires_at"] for row in rows]
 
     def live_lease_of_payment(self, token: str) -> Lease | None:
-        row = self._one("live_lease_of_payment", token=token)
-        return None if row is None else _lease(row)
+        return self._get(_lease, "live_lease_of_payment", token=token)
 
     def live_lease_on_path(self, path: str) -> Lease | None:
-        row = self._one("live_lease_on_path", path=path)
-        return None if row is None else _lease(row)
+        return self._get(_lease, "live_lease_on_path", path=path)
 
     def live_leases(self) -> list[Lease]:
         """Every live lease. In a write transaction, their slots are locked first, all at
@@ -296,8 +299,7 @@ class Tx:
         return [lease for lease in leases if held is None or lease.slot_id in held]
 
     def get_lease(self, lease_id: int) -> Lease | None:
-        row = self._one("get_lease", id=lease_id)
-        return None if row is None else _lease(row)
+        return self._get(_lease, "get_lease", id=lease_id)
 
     def lease_spans(self, since: datetime, limit: int = 100_000) -> list[LeaseSpan]:
         """Leases that held their slot at some time from ``since`` on, oldest first."""
@@ -325,7 +327,6 @@ class Tx:
             self._run("recompute_slot_taint", slot_id=row["slot_id"])
 
     def drop_stale_taints(self) -> int:
-        """Forget taints whose window has passed; returns how many."""
         return self._run("drop_stale_taints")
 
     def candidates(self, slot_id: int) -> list[Candidate]:
@@ -344,21 +345,17 @@ class Tx:
             "insert_payment",
             **_columns(
                 payment,
-                items=_items_json(payment.items),
-                customer=json.dumps(dict(payment.customer)),
-                customer_key=payment.customer_key,
+                **_order(payment),
                 status=payment.status.value,
                 metadata=json.dumps(dict(payment.metadata)),
             ),
         )
 
     def get_payment(self, token: str) -> Payment | None:
-        row = self._one("get_payment", token=token)
-        return None if row is None else _payment(row)
+        return self._get(_payment, "get_payment", token=token)
 
     def payment_by_id(self, payment_id: str) -> Payment | None:
-        row = self._one("payment_by_id", id=payment_id)
-        return None if row is None else _payment(row)
+        return self._get(_payment, "payment_by_id", id=payment_id)
 
     def lock_payment(self, token: str) -> None:
         self._run("lock_payment", token=token)
@@ -367,8 +364,7 @@ class Tx:
         """The payment created with ``key``; in a write, the key is locked until it ends."""
         if self._writing:
             self._run("lock_idempotency_key", key=key)
-        row = self._one("payment_by_idempotency_key", idempotency_key=key)
-        return None if row is None else _payment(row)
+        return self._get(_payment, "payment_by_idempotency_key", idempotency_key=key)
 
     def newest_payments(
         self,
@@ -447,21 +443,12 @@ class Tx:
 
     def insert_ticket(self, ticket: NewTicket) -> Ticket:
         """Queue a ticket (``waiting``); ids strictly increase (they order arrivals)."""
-        row = self._one(
-            "insert_ticket",
-            **_columns(
-                ticket,
-                items=_items_json(ticket.items),
-                customer=json.dumps(dict(ticket.customer)),
-                customer_key=customer_key(ticket.customer),
-            ),
-        )
+        row = self._one("insert_ticket", **_columns(ticket, **_order(ticket)))
         assert row is not None
         return _ticket(row)
 
     def get_ticket(self, ticket: str) -> Ticket | None:
-        row = self._one("get_ticket", ticket=ticket)
-        return None if row is None else _ticket(row)
+        return self._get(_ticket, "get_ticket", ticket=ticket)
 
     def waiting_ahead(self, priority: int, ticket_id: int | None) -> int:
         """Waiting, unexpired tickets served before a request of ``priority``: higher
@@ -469,7 +456,6 @@ class Tx:
         return self._count("waiting_ahead", priority=priority, id=ticket_id)
 
     def touch_ticket(self, ticket_id: int, expires_at: datetime) -> None:
-        """A poll: a waiting ticket now expires at ``expires_at``."""
         self._run("touch_ticket", id=ticket_id, expires_at=expires_at)
 
     def end_ticket(
@@ -495,7 +481,6 @@ class Tx:
         self._run("record_admission", minute=_minute(self.now), busy=busy or 0, **counts)
 
     def admissions_since(self, since: datetime) -> AdmissionCounts:
-        """The counts of the minutes from ``since`` on."""
         row = self._one("admissions_since", minute=_minute(since))
         assert row is not None
         return _build(AdmissionCounts, row)
@@ -550,8 +535,7 @@ class Tx:
         resolver waits, then sees it resolved)."""
         if self._writing:
             self._run("lock_callback", id=callback_id)
-        row = self._one("get_callback", id=callback_id)
-        return None if row is None else _callback(row)
+        return self._get(_callback, "get_callback", id=callback_id)
 
     def pn_ref_holder(self, pn_ref: str) -> tuple[int, str] | None:
         """The callback that claimed ``pn_ref`` and its fingerprint, if any."""
@@ -561,8 +545,7 @@ class Tx:
     def claim_pn_ref(
         self, pn_ref: str, callback_id: int, fingerprint: str
     ) -> tuple[int, str] | None:
-        """Claim ``pn_ref`` for the callback; the holder and its fingerprint if another
-        callback claimed it first."""
+        """Claim ``pn_ref`` for the callback; None, or the holder that claimed it first."""
         claimed = self._run(
             "claim_pn_ref", pn_ref=pn_ref, callback_id=callback_id, fingerprint=fingerprint
         )
@@ -582,8 +565,7 @@ class Tx:
     def open_ambiguities(
         self, path: str, amount: int, received_after: datetime
     ) -> list[OpenAmbiguity]:
-        """Approved returns of ``amount`` on ``path`` still ambiguous and unsettled, received
-        after ``received_after``, in the order they came."""
+        """Approved returns still ambiguous and unsettled, in the order they came."""
         rows = self._all(
             "open_ambiguities", path=path, amount=amount, received_after=received_after
         )
@@ -625,23 +607,21 @@ class Tx:
         return [row["id"] for row in self._all("unresolved_callbacks", before=received_before)]
 
     def note_status_query(self, callback_id: int, answer: str, redirect: str | None) -> None:
-        """Note the status query's answer about the callback; ``redirect``, if given,
-        replaces the callback's (it was settled)."""
+        """Note the status query's answer; ``redirect``, if given, replaces the callback's."""
         self._run("note_status_query", id=callback_id, answer=answer, redirect=redirect)
 
     def callbacks_to_query(self, max_attempts: int, limit: int) -> list[int]:
-        """Ambiguous and unmatched callbacks with a PNRef, not settled, asked about fewer
-        than ``max_attempts`` times: the oldest ``limit`` of them."""
+        """The oldest ambiguous or unmatched, unsettled callbacks with a PNRef to ask about."""
         rows = self._all("callbacks_to_query", max_attempts=max_attempts, limit=limit)
         return [row["id"] for row in rows]
 
     # --- reviews ---------------------------------------------------------------------------
 
     def insert_review(self, review: NewReview) -> Review | None:
-        """Record an operator's decision; None, nothing written, if the callback has one
-        already (at most one decision per stored return)."""
+        """Record an operator's decision; None, nothing written, if the callback has one."""
         changes = [[c.token, c.previous.value, c.status.value] for c in review.changes]
-        row = self._one(
+        return self._get(
+            _review,
             "insert_review",
             **_columns(
                 review,
@@ -650,7 +630,6 @@ class Tx:
                 changes=json.dumps(changes),
             ),
         )
-        return None if row is None else _review(row)
 
     def reviews(self, *, limit: int = 100) -> list[Review]:
         """Recorded decisions, newest first."""
@@ -672,10 +651,15 @@ def _one_of(name: str, chosen: Sequence[str], size: int) -> dict[str, Any]:
     return {f"any_{name}": not chosen} | {f"{name}_{i}": v for i, v in enumerate(padded, 1)}
 
 
-def _items_json(items: Sequence[LineItem]) -> str:
-    return json.dumps(
-        [{"code": i.code, "quantity": i.quantity, "unitPrice": i.unit_price} for i in items]
-    )
+def _order(order: Payment | NewTicket) -> dict[str, Any]:
+    items = [
+        {"code": i.code, "quantity": i.quantity, "unitPrice": i.unit_price} for i in order.items
+    ]
+    return {
+        "items": json.dumps(items),
+        "customer": json.dumps(dict(order.customer)),
+        "customer_key": customer_key(order.customer),
+    }
 
 
 @lru_cache(maxsize=1024)

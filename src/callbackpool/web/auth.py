@@ -27,7 +27,8 @@ from fastapi import Request
 
 from ..config import Settings
 from .clients import client_address
-from .errors import NotAuthenticated, WebError
+from .errors import Forbidden, NotAuthenticated
+from .headers import origin
 
 log = logging.getLogger("callbackpool.web.auth")
 
@@ -41,10 +42,6 @@ class LoginRequired(NotAuthenticated):
     def __init__(self, next_path: str) -> None:
         super().__init__()
         self.redirect = f"/admin/login?{urlencode({'next': next_path})}"
-
-
-class CsrfRefused(WebError):
-    status = 403
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -140,7 +137,7 @@ def form_operator(request: Request, settings: Settings, csrf: str) -> Operator:
     check_same_origin(request, settings)
     if operator.via == "session" and not hmac.compare_digest(csrf.encode(), operator.csrf.encode()):
         log.warning("operator page: a form without its CSRF token from %s", _client(request))
-        raise CsrfRefused("The form has expired: reload the page and try again")
+        raise Forbidden("The form has expired: reload the page and try again")
     return operator
 
 
@@ -149,18 +146,10 @@ def check_same_origin(request: Request, settings: Settings) -> None:
     claimed = request.headers.get("origin") or request.headers.get("referer")
     if not claimed:
         return  # not a browser's request; a session's form still needs its CSRF token
-    if claimed == "null" or _origin(claimed) not in _own_origins(request, settings):
+    own = {origin(settings.base_url).lower(), origin(str(request.base_url)).lower()}
+    if claimed == "null" or origin(claimed).lower() not in own:
         log.warning("operator page: a cross-site POST from %s (%s)", _client(request), claimed)
-        raise CsrfRefused("Cross-site requests are refused")
-
-
-def _origin(url: str) -> str:
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}".lower()
-
-
-def _own_origins(request: Request, settings: Settings) -> set[str]:
-    return {_origin(settings.base_url), _origin(str(request.base_url))}
+        raise Forbidden("Cross-site requests are refused")
 
 
 def _client(request: Request) -> str:

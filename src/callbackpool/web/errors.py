@@ -93,17 +93,6 @@ class RequestTooLarge(StarletteHTTPException):
         super().__init__(413, f"Request body too large (limit {limit} bytes)")
 
 
-class BadBody(WebError):
-    """The request body is not what the endpoint takes: answered 422 naming ``field``."""
-
-    status = 422
-
-    def __init__(self, field: str, problem: str) -> None:
-        super().__init__(f"{field}: {problem}")
-        self.field = field
-        self.problem = problem
-
-
 @dataclass(frozen=True, kw_only=True)
 class Problem:
     status: int
@@ -152,8 +141,6 @@ def problem_for(exc: Exception) -> Problem:
             return Problem(status=400, message=exc.message)
         case RateLimited():
             return _retry_later(429, exc.message, exc.retry_after_seconds)
-        case BadBody():
-            return Problem(status=422, message=exc.message, errors={exc.field: exc.problem})
         case WebError():
             return Problem(
                 status=exc.status, message=exc.message, headers=exc.headers, redirect=exc.redirect
@@ -215,26 +202,17 @@ def mark_answer(request: Request, style: AnswerStyle) -> None:
     request.state.answer_as = style
 
 
-def answer_style(request: Request) -> AnswerStyle:
-    style: AnswerStyle | None = getattr(request.state, "answer_as", None)
-    if style is not None:
-        return style
-    return "api" if request.url.path.startswith("/api/") else "page"
-
-
-def error_page_url(request: Request, reason: str) -> str:
-    services = getattr(request.app.state, "services", None)
-    base = services.settings.error_url if services is not None else "/payment-error"
-    return f"{base}?{urlencode({'reason': reason})}"
-
-
 def respond(request: Request, problem: Problem) -> Response:
-    style = answer_style(request)
+    unmarked: AnswerStyle = "api" if request.url.path.startswith("/api/") else "page"
+    style: AnswerStyle = getattr(request.state, "answer_as", unmarked)
     if style == "callback" and problem.status == 503:
         return _return_again_later(request, problem)
     if style == "callback":
         # A gateway return always lands the customer on a page, whatever went wrong.
-        return RedirectResponse(error_page_url(request, "processing"), status_code=303)
+        services = getattr(request.app.state, "services", None)
+        error_url = services.settings.error_url if services is not None else "/payment-error"
+        reason = urlencode({"reason": "processing"})
+        return RedirectResponse(f"{error_url}?{reason}", status_code=303)
     if style == "page" and problem.redirect is not None:
         return RedirectResponse(problem.redirect, status_code=303)
     if style == "page":

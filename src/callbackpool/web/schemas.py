@@ -14,10 +14,9 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, StrictBool, StrictInt, StrictStr, ValidationError
 from pydantic.alias_generators import to_camel
 
-from ..domain.errors import InvalidPayment
+from ..domain.errors import InvalidPayment, InvalidRequest
 from ..pool.shop import ShopPaymentRequest
 from ..views import Out
-from .errors import BadBody
 
 # --- requests ------------------------------------------------------------------------------
 
@@ -115,20 +114,20 @@ In = TypeVar("In", bound="_In")
 
 def json_body(model: type[In]) -> Callable[[Request], Awaitable[In]]:
     """A dependency: the body as ``model``, whatever the Content-Type says (the guide's own
-    client posts JSON as text/plain); BadBody or RequestValidationError naming the field
+    client posts JSON as text/plain); InvalidRequest or RequestValidationError naming the field
     otherwise. FastAPI does not document a body read so: the route says it in
     ``openapi_extra``."""
 
     async def body(request: Request) -> In:
         raw = await request.body()
         if not raw.strip():
-            raise BadBody("body", "is required (a JSON object)")
+            raise InvalidRequest("body", "is required (a JSON object)")
         try:
             data = json.loads(raw)
         except (ValueError, RecursionError):
-            raise BadBody("body", "malformed JSON") from None
+            raise InvalidRequest("body", "malformed JSON") from None
         if not isinstance(data, dict):
-            raise BadBody("body", "must be a JSON object")
+            raise InvalidRequest("body", "must be a JSON object")
         try:
             return model.model_validate(data)
         except ValidationError as exc:
@@ -190,14 +189,15 @@ class ErrorOut(Out):
     ref: str | None = None
 
 
-# Bodies read by ``json_body`` (whatever the Content-Type) rather than by FastAPI: their
-# schemas are added to the document's components by ``complete_document``.
-REQUEST_MODELS: tuple[type[BaseModel], ...] = (CreateTokenIn, ShopPaymentIn)
+# Bodies read by ``json_body`` (whatever the Content-Type) rather than by FastAPI, as
+# ``request_body`` names them: ``complete_document`` adds their schemas to the components.
+REQUEST_MODELS: dict[str, type[BaseModel]] = {}
 _COMPONENTS = "#/components/schemas/{model}"
 
 
 def request_body(model: type[BaseModel]) -> dict[str, Any]:
     """The ``openapi_extra`` of an operation whose JSON body is ``model``."""
+    REQUEST_MODELS[model.__name__] = model
     reference = {"$ref": _COMPONENTS.format(model=model.__name__)}
     return {
         "requestBody": {"required": True, "content": {"application/json": {"schema": reference}}}
@@ -209,7 +209,7 @@ def complete_document(document: dict[str, Any]) -> dict[str, Any]:
     components, and without FastAPI's own 422 entries, whose body (``detail``) is not the
     one this service sends; an operation that can answer 422 documents its own."""
     schemas = document.setdefault("components", {}).setdefault("schemas", {})
-    for model in REQUEST_MODELS:
+    for model in REQUEST_MODELS.values():
         schema = model.model_json_schema(ref_template=_COMPONENTS)
         schemas.update(schema.pop("$defs", {}))
         schemas[model.__name__] = schema

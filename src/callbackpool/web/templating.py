@@ -25,21 +25,13 @@ def _ago(moment: datetime | None, now: datetime) -> str:
     return f"{text} ago" if seconds >= 0 else f"in {text}"
 
 
-def _short(token: str | None) -> str:
-    return f"{token[:10]}…" if token else "–"
-
-
 def _clock(moment: datetime | None) -> str:
     return "–" if moment is None else moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-def _leaf(path: str) -> str:
-    return path.rstrip("/").rsplit("/", 1)[-1]
-
-
 templates.env.filters["money"] = format_amount
-templates.env.filters["short"] = _short
+templates.env.filters["short"] = lambda token: f"{token[:10]}…" if token else "–"
 templates.env.filters["clock"] = _clock
-templates.env.filters["leaf"] = _leaf
+templates.env.filters["leaf"] = lambda path: path.rstrip("/").rsplit("/", 1)[-1]
 templates.env.globals["ago"] = _ago
 templates.env.globals["masked"] = masked_params

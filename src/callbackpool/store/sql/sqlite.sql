@@ -1,6 +1,23 @@
 -- SQLite's own versions of shared queries (queries.sql). Times are integer microseconds
 -- since the Unix epoch.
 
+-- name: create_migrations_table
+CREATE TABLE IF NOT EXISTS schema_migrations (
+    name       TEXT    PRIMARY KEY,
+    applied_at INTEGER NOT NULL
+);
+
+-- name: migrations_table_exists
+SELECT count(*) > 0 AS present
+  FROM sqlite_master
+ WHERE type = 'table' AND name = 'schema_migrations';
+
+-- name: applied_migrations
+SELECT name FROM schema_migrations ORDER BY name;
+
+-- name: record_migration
+INSERT INTO schema_migrations (name, applied_at) VALUES (:name, :applied_at);
+
 -- name: holding_times_since
 SELECT count(*) AS ended, coalesce(sum(ended_at - acquired_at), 0) / 1e6 AS held_seconds
   FROM leases

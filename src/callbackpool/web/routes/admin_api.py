@@ -3,7 +3,7 @@ documents of the CLI's reports (the same models: views.py), and the operator's d
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
 
@@ -23,18 +23,13 @@ from ..schemas import (
     SidelineBody,
     SidelineIn,
     error_responses,
+    request_body,
 )
 
 PREFIX = "/api/v1/admin"
 MAX_PAGE = 200
 
 router = APIRouter(prefix=PREFIX, tags=["operator"], responses=error_responses(401))
-
-
-def _json_body(model: type[Any]) -> dict[str, Any]:
-    """The OpenAPI request body of an endpoint that reads its JSON itself (``json_body``)."""
-    schema = model.model_json_schema()
-    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
 
 
 @router.get("/status")
@@ -104,7 +99,7 @@ def reviews(_: OperatorDep, pool: PoolDep) -> views.ReviewQueueOut:
 @router.post(
     "/reviews/{ref}/resolve",
     responses=error_responses(404, 409, 422),
-    openapi_extra=_json_body(ResolveReviewIn),
+    openapi_extra=request_body(ResolveReviewIn),
 )
 def resolve_review(
     ref: str, _: OperatorDep, pool: PoolDep, decision: ResolveReviewBody
@@ -125,7 +120,7 @@ def resolve_review(
 @router.post(
     "/payments/{token}/close",
     responses=error_responses(404, 409, 422),
-    openapi_extra=_json_body(ClosePaymentIn),
+    openapi_extra=request_body(ClosePaymentIn),
 )
 def close_payment(
     token: str, _: OperatorDep, pool: PoolDep, decision: ClosePaymentBody
@@ -140,7 +135,7 @@ def close_payment(
 @router.post(
     "/slots/sideline",
     responses=error_responses(404, 422),
-    openapi_extra=_json_body(SidelineIn),
+    openapi_extra=request_body(SidelineIn),
 )
 def sideline(_: OperatorDep, pool: PoolDep, order: SidelineBody) -> views.SlotRotationOut:
     """Take a slot out of rotation (``path``: in full or its last segment)."""
@@ -152,7 +147,7 @@ def sideline(_: OperatorDep, pool: PoolDep, order: SidelineBody) -> views.SlotRo
 @router.post(
     "/slots/restore",
     responses=error_responses(404, 422),
-    openapi_extra=_json_body(RestoreIn),
+    openapi_extra=request_body(RestoreIn),
 )
 def restore(_: OperatorDep, pool: PoolDep, order: RestoreBody) -> views.SlotRotationOut:
     """Put a slot back in rotation."""

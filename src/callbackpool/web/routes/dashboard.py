@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Annotated, Any
+from typing import Annotated
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Form, Query, Request
@@ -20,7 +20,6 @@ from ... import views
 from ...analytics import DEFAULT_WINDOW, WINDOWS
 from ...domain.errors import CallbackPoolError
 from ...domain.model import CallbackOutcome, PaymentStatus
-from ...pool import CallbackPool
 from ...pool.operations import REVIEW_OTHERS
 from ..auth import (
     SESSION_COOKIE,
@@ -76,26 +75,11 @@ def dashboard(
     operator = page_operator(request, settings)
     window = window if window in WINDOWS else DEFAULT_WINDOW
     chosen = next((o for o in FILTERS if o.value == outcome), None)
-    context = _page(pool, window, chosen, before)
-    context.update(
-        operator=operator,
-        refresh_seconds=settings.dashboard_refresh_seconds,
-        expiries_to_sideline=settings.slot_health_expiries_to_sideline,
-        done=done[:MAX_NOTE_CHARS],
-        error=error[:MAX_NOTE_CHARS],
-        currency=pool.gateway.currency,
-    )
-    return _html(templates.TemplateResponse(request, "admin/dashboard.html", context))
-
-
-def _page(
-    pool: CallbackPool, window: str, outcome: CallbackOutcome | None, before: int | None
-) -> dict[str, Any]:
     status = pool.status()
     records = pool.callbacks(
-        outcomes=(outcome,) if outcome else (), limit=PAGE_SIZE, before_id=before
+        outcomes=(chosen,) if chosen else (), limit=PAGE_SIZE, before_id=before
     )
-    return {
+    context = {
         "now": status.at,
         "status": status,
         "slots": [
@@ -112,10 +96,17 @@ def _page(
         "stuck": pool.stuck_leases(),
         "orphans": pool.orphaned_payments(),
         "records": [{"record": r, "params": views.masked_params(r.params)} for r in records],
-        "outcome": outcome.value if outcome else "",
+        "outcome": chosen.value if chosen else "",
         "filters": [o.value for o in FILTERS],
         "next_before": records[-1].id if len(records) == PAGE_SIZE else None,
+        "operator": operator,
+        "refresh_seconds": settings.dashboard_refresh_seconds,
+        "expiries_to_sideline": settings.slot_health_expiries_to_sideline,
+        "done": done[:MAX_NOTE_CHARS],
+        "error": error[:MAX_NOTE_CHARS],
+        "currency": pool.gateway.currency,
     }
+    return _html(templates.TemplateResponse(request, "admin/dashboard.html", context))
 
 
 def _html(response: Response) -> Response:
