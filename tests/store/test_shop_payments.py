@@ -128,6 +128,15 @@ def test_an_open_payment_nobody_paid_expires_at_its_time(
         shop.pay(token)
 
 
+def test_reading_it_past_the_expiry_finds_it_expired_without_a_sweep(
+    shop: CallbackPool, clock: FakeClock
+) -> None:
+    token = create(shop, expires_in_minutes=5)
+    clock.advance(timedelta(minutes=6))
+    payment, _ = shop.shop_payment(shop.get_payment(token).id)
+    assert payment.status is PaymentStatus.EXPIRED
+
+
 def test_pay_past_the_expiry_finds_it_expired_without_a_sweep(
     shop: CallbackPool, clock: FakeClock
 ) -> None:

@@ -403,6 +403,10 @@ class Leasing(PoolCore):
                 if lease is not None:
                     self._expire_due(tx, work, lease.slot_id)
             return self.get_payment(token)
+        if payment.status is PaymentStatus.OPEN and _due(payment.expires_at, now):
+            with self._writing() as (tx, work):
+                self._expire_open(tx, work)  # a shop's payment nobody paid in time
+            return self.get_payment(token)
         return payment
 
     def receipt(self, ref: str, key: str) -> Payment | None:
