@@ -23,7 +23,7 @@ from .clients import ClientAddresses
 from .deps import Services
 from .errors import install_error_handlers
 from .headers import ResponseHeaders, security_headers
-from .limits import BodyLimit, RateLimiter
+from .limits import BodyLimit, RateLimiter, SignInThrottle
 from .metrics import Metrics
 from .routes import (
     admin_api,
@@ -102,6 +102,8 @@ def create_app(
     # A registry of the app's own: tests build many apps in one process.
     metrics = Metrics()
     app.state.metrics = metrics
+    # Failed dashboard sign-ins per client (this process's; docs/security.md).
+    app.state.sign_in_throttle = SignInThrottle()
     install_error_handlers(app)
     app.add_middleware(BodyLimit)
     app.add_middleware(ResponseHeaders, headers=security_headers(settings))

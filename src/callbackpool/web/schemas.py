@@ -128,6 +128,9 @@ def json_body(model: type[In]) -> Callable[[Request], Awaitable[In]]:
             raise InvalidRequest("body", "malformed JSON") from None
         if not isinstance(data, dict):
             raise InvalidRequest("body", "must be a JSON object")
+        where = unstorable_text(data)
+        if where is not None:
+            raise InvalidRequest(where, "is not valid text (a lone UTF-16 surrogate)")
         try:
             return model.model_validate(data)
         except ValidationError as exc:
@@ -135,6 +138,35 @@ def json_body(model: type[In]) -> Callable[[Request], Awaitable[In]]:
             raise RequestValidationError(errors) from None
 
     return body
+
+
+def unstorable_text(value: Any, where: str = "") -> str | None:
+    """Where in a parsed JSON document a string (or a key) holds a lone surrogate (JSON's
+    ``"\\ud800"``), which no UTF-8 database can store: ``customerData.email``; None if none."""
+    if isinstance(value, str):
+        return None if _encodable(value) else (where or "body")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            inner = f"{where}.{key}" if where else str(key)
+            if not _encodable(key):
+                return where or "body"
+            found = unstorable_text(item, inner)
+            if found is not None:
+                return found
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            found = unstorable_text(item, f"{where}[{index}]")
+            if found is not None:
+                return found
+    return None
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 # --- the operator's decisions ------------------------------------------------------------

@@ -9,6 +9,7 @@ refreshes the live sections every ``dashboardRefreshSeconds``.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 from typing import Annotated
 from urllib.parse import urlencode
@@ -34,6 +35,7 @@ from ..auth import (
 from ..charts import charts
 from ..clients import client_address
 from ..deps import PoolDep, SettingsDep
+from ..limits import SignInThrottle, rate_key
 from ..templating import templates
 from .admin_api import series_of
 
@@ -154,23 +156,32 @@ async def login(
     next: Annotated[str, Form(max_length=500)] = "/admin",
 ) -> Response:
     check_same_origin(request, settings)
+    throttle: SignInThrottle = request.app.state.sign_in_throttle
+    client = client_address(request) or "?"
+    waiting = throttle.wait(rate_key(client))
+    if waiting is not None:
+        # Refused unchecked: a guesser learns nothing while it waits.
+        seconds = math.ceil(waiting)
+        log.warning("dashboard: a sign-in from %s refused: %d s to wait", client, seconds)
+        held = f"Too many failed sign-ins: try again in {seconds} seconds."
+        response = _login_page(request, next, name, held, status=429)
+        response.headers["Retry-After"] = str(seconds)
+        return response
     operator_name = valid_name(name)
-    problem = None
+    problem: str | None = None
     if settings.admin_token is None:
         problem = "Signing in is disabled: no admin token is configured."
     elif operator_name is None:
         problem = "Give your name: it is kept with the decisions you make."
     elif not token_matches(settings, token):
         problem = "That is not the admin token."
-        log.warning("dashboard: a failed sign-in from %s", client_address(request) or "?")
+        log.warning("dashboard: a failed sign-in from %s", client)
+        wait = throttle.failed(rate_key(client))
+        if wait is not None:
+            log.warning("dashboard: sign-ins from %s held back for %d s", client, math.ceil(wait))
     if problem is not None or operator_name is None:
-        response = templates.TemplateResponse(
-            request,
-            "admin/login.html",
-            {"next": _local(next), "problem": problem, "name": name[:100]},
-            status_code=401,
-        )
-        return _html(response)
+        return _login_page(request, next, name, problem, status=401)
+    throttle.succeeded(rate_key(client))
     cookie, _ = new_session(settings, operator_name)
     redirect = RedirectResponse(_local(next), status_code=303)
     redirect.set_cookie(
@@ -183,6 +194,18 @@ async def login(
         secure=secure_cookie(settings),
     )
     return redirect
+
+
+def _login_page(
+    request: Request, next: str, name: str, problem: str | None, *, status: int
+) -> Response:
+    response = templates.TemplateResponse(
+        request,
+        "admin/login.html",
+        {"next": _local(next), "problem": problem, "name": name[:100]},
+        status_code=status,
+    )
+    return _html(response)
 
 
 @router.post("/logout")

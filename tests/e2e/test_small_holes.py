@@ -1,0 +1,228 @@
+"""The small holes of "Hostile customers", each over real HTTP against ``callbackpool serve``
+(with ``--access-log``), on SQLite and on PostgreSQL: invalid text is a 422, a non-ASCII
+form hash is the sandbox's own refusal, failed sign-ins are held back, sign-out revokes the
+session, the access log masks tokens, and unknown Host headers are refused."""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+
+from ..conftest import DATABASES
+from ..databases import url_of
+from ..servers import stop_server
+from .conftest import ADMIN_TOKEN, Server, start_server
+
+pytestmark = pytest.mark.slow
+
+API = "/api/v1/payments"
+MERCHANT_KEY = "e2e-merchant-key-holes-0123456789"
+# A lone surrogate, as JSON writes it: json.loads takes it, no UTF-8 database stores it.
+LONE_SURROGATE = '"\\ud800"'
+
+
+@dataclass(frozen=True)
+class Service:
+    database: str
+    server: Server
+
+    def client(self, **options: Any) -> httpx.Client:
+        return httpx.Client(base_url=self.server.base_url, timeout=30, **options)
+
+    def log(self) -> str:
+        return self.server.log.read_text(errors="replace")
+
+
+@pytest.fixture(
+    scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+def service(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Service]:
+    database: str = request.param
+    config: dict[str, Any] = {
+        "merchantApiKeys": [MERCHANT_KEY],
+        "shopOrigins": ["https://shop.example"],
+        "createTokenRatePerMinute": 0,
+    }
+    kept: str | None = None
+    if database == "postgres":
+        config["databaseUrl"] = url_of(DATABASES.create())
+        kept = DATABASES.created.pop()
+    try:
+        folder = tmp_path_factory.mktemp(f"holes-{database}")
+        process, server = start_server(folder, arguments=["--access-log"], **config)
+        try:
+            yield Service(database=database, server=server)
+        finally:
+            stop_server(process)
+        log = server.log.read_text()
+        assert process.returncode in (0, -signal.SIGTERM), log
+        assert "Traceback" not in log
+    finally:
+        if kept is not None:
+            DATABASES.created.append(kept)
+            DATABASES.drop_created()
+
+
+def post_json(client: httpx.Client, path: str, text: str, **headers: str) -> httpx.Response:
+    return client.post(
+        path, content=text.encode(), headers={"Content-Type": "application/json", **headers}
+    )
+
+
+# --- 1. invalid text is a 422 naming the field --------------------------------------------
+
+
+def test_a_lone_surrogate_in_the_customers_email_is_a_422_naming_the_field(
+    service: Service,
+) -> None:
+    body = '{"amount": 1000, "customerData": {"email": ' + LONE_SURROGATE + "}}"
+    with service.client() as client:
+        answer = post_json(client, f"{API}/create-token", body)
+        assert answer.status_code == 422, answer.text
+        assert answer.json()["errors"] == {
+            "customerData.email": "is not valid text (a lone UTF-16 surrogate)"
+        }
+        # Nothing was leased.
+        stats = client.get(
+            f"{API}/pool-stats", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}
+        ).json()["stats"]
+        assert stats["locked"] == 0
+
+
+@pytest.mark.parametrize(
+    ("field", "body"),
+    [
+        ("orderReference", '{"amount": 100, "orderReference": ' + LONE_SURROGATE),
+        (
+            "metadata.note",
+            '{"amount": 100, "orderReference": "1", "metadata": {"note": ' + LONE_SURROGATE + "}",
+        ),
+        (
+            "customer.name",
+            '{"amount": 100, "orderReference": "1", "customer": {"name": ' + LONE_SURROGATE + "}",
+        ),
+        (
+            "metadata",
+            '{"amount": 100, "orderReference": "1", "metadata": {' + LONE_SURROGATE + ': "x"}',
+        ),
+    ],
+)
+def test_a_lone_surrogate_anywhere_in_a_shop_payment_is_a_422_naming_the_field(
+    service: Service, field: str, body: str
+) -> None:
+    urls = ', "successUrl": "https://shop.example/ok", "cancelUrl": "https://shop.example/no"}'
+    with service.client(headers={"Authorization": f"Bearer {MERCHANT_KEY}"}) as client:
+        answer = post_json(client, API, body + urls)
+        assert answer.status_code == 422, answer.text
+        assert field in answer.json()["errors"]
+        assert client.get(API).json()["data"] == []
+
+
+def test_a_lone_surrogate_in_an_operators_decision_is_a_422(service: Service) -> None:
+    body = '{"status": "expired", "reason": ' + LONE_SURROGATE + ', "operator": "ann"}'
+    with service.client(headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}) as client:
+        answer = post_json(client, "/api/v1/admin/payments/no-such-token/close", body)
+        assert answer.status_code == 422, answer.text
+        assert answer.json()["errors"] == {"reason": "is not valid text (a lone UTF-16 surrogate)"}
+
+
+@pytest.mark.parametrize("path", ["check-status", "ticket"])
+def test_invalid_text_in_a_token_or_ticket_path_is_a_404(service: Service, path: str) -> None:
+    with service.client() as client:
+        for raw in ("%ED%A0%80", "%00", "%FF%FE", "%C3%A9t%C3%A9"):
+            answer = client.get(f"{API}/{path}/{raw}")
+            assert answer.status_code == 404, (raw, answer.text)
+
+
+# --- 2. the sandbox's form refuses a non-ASCII hash -------------------------------------
+
+
+def test_a_non_ascii_hash_on_the_sandbox_form_is_the_sandboxs_own_refusal(
+    service: Service,
+) -> None:
+    with service.client() as client:
+        config = client.get(f"{API}/config").json()
+        form = {
+            "txnType": "FORM",
+            "merchantID": config["merchantId"],
+            "formID": config["formId"],
+            "hash": "c70152\u00e93a33721cdbe999f7a4406a0a98",
+            "ReturnURL": f"{service.server.base_url}{API}/callback/handler-1",
+            "pxQty1": "1",
+        }
+        answer = client.post("/sandbox/transaction.asp", data=form)
+        assert answer.status_code == 400, answer.text
+        assert "Invalid hash" in answer.text
+
+
+# --- 3. failed sign-ins are held back ----------------------------------------------------
+
+
+def test_a_burst_of_wrong_sign_ins_is_held_back_with_retry_after(service: Service) -> None:
+    def sign_in(n: int) -> httpx.Response:
+        with service.client() as client:
+            return client.post("/admin/login", data={"name": "mallory", "token": f"guess-{n:04d}"})
+
+    with ThreadPoolExecutor(8) as threads:
+        answers = list(threads.map(sign_in, range(300)))
+    statuses = [answer.status_code for answer in answers]
+    assert set(statuses) <= {401, 429}
+    # Five failures are free; then at most one more check a second, while the burst lasts.
+    assert statuses.count(401) <= 12, statuses
+    assert statuses.count(429) >= 280
+    held = next(answer for answer in answers if answer.status_code == 429)
+    assert int(held.headers["Retry-After"]) >= 1
+    assert "Too many failed sign-ins" in held.text
+    # The right token is not even checked while the client waits.
+    with service.client() as client:
+        right = client.post("/admin/login", data={"name": "ann", "token": ADMIN_TOKEN})
+    assert right.status_code == 429
+    log = service.log()
+    assert "sign-ins from 127.0.0.1 held back" in log
+    assert "guess-0" not in log
+    assert ADMIN_TOKEN not in log
+
+
+# --- 5. the access log masks tokens ------------------------------------------------------
+
+
+def test_the_access_log_shows_no_whole_token(service: Service) -> None:
+    with service.client() as client:
+        created = client.post(f"{API}/create-token", json={"amount": 1000})
+        assert created.status_code == 201, created.text
+        token = created.json()["token"]
+        assert client.get(f"{API}/check-status/{token}").status_code == 200
+        assert client.post(f"{API}/cancel-token/{token}").status_code == 200
+        ticket = "t" * 40
+        assert client.get(f"{API}/ticket/{ticket}").status_code == 404
+        assert client.post(f"{API}/cancel-ticket/{ticket}").status_code == 404
+        receipt = "r" * 32
+        client.get("/payment-success", params={"ref": "CB-1", "receipt": receipt})
+    with service.client(headers={"Authorization": f"Bearer {MERCHANT_KEY}"}) as client:
+        shop = client.post(
+            API,
+            json={
+                "amount": 500,
+                "orderReference": "holes-5",
+                "successUrl": "https://shop.example/ok",
+                "cancelUrl": "https://shop.example/no",
+            },
+        ).json()
+    shop_token = shop["checkoutUrl"].rsplit("/", 1)[1]
+    with service.client() as client:
+        assert client.get(f"/pay/{shop_token}").status_code == 200
+    log = service.log()
+    for secret in (token, ticket, receipt, shop_token):
+        assert secret not in log
+    assert f"/check-status/{token[:8]}…" in log
+    assert f"/cancel-token/{token[:8]}…" in log
+    assert f"/pay/{shop_token[:8]}…" in log
+    assert f"receipt={receipt[:8]}…" in log
