@@ -85,6 +85,7 @@ class Operations(Returns):
                 tickets = tx.expire_stale_tickets()
                 reserve = drain_reserve(policy, tx)
                 tx.drop_admissions_before(tx.now - max(ADMISSIONS_KEPT, policy.capacity_window))
+                tx.drop_expired_sign_outs()
                 leftovers = tx.unresolved_callbacks(tx.now - UNRESOLVED_GRACE)
         except Exception:
             self._emit([SweepRan(failed=True)])
@@ -108,6 +109,18 @@ class Operations(Returns):
             tickets_expired=tickets,
             reserve=reserve,
         )
+
+    # --- the dashboard's sessions ----------------------------------------------------------
+
+    def sign_out_session(self, session_id: str, expires_at: datetime) -> None:
+        """Revoke a dashboard session (its operator signed out) until it would expire, for
+        every instance on this database."""
+        with self._store.transaction() as tx:
+            tx.sign_out_session(session_id, expires_at)
+
+    def session_signed_out(self, session_id: str) -> bool:
+        with self._store.read() as tx:
+            return tx.session_signed_out(session_id)
 
     def release(self, *, path: str | None = None, token: str | None = None) -> Lease:
         """End a live lease by hand (an operator's decision). It leaves a taint; its

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Annotated
 from urllib.parse import urlencode
 
@@ -74,7 +75,7 @@ def dashboard(
     done: Annotated[str, Query(max_length=1000)] = "",
     error: Annotated[str, Query(max_length=1000)] = "",
 ) -> Response:
-    operator = page_operator(request, settings)
+    operator = page_operator(request, settings, pool)
     window = window if window in WINDOWS else DEFAULT_WINDOW
     chosen = next((o for o in FILTERS if o.value == outcome), None)
     status = pool.status()
@@ -209,10 +210,17 @@ def _login_page(
 
 
 @router.post("/logout")
-async def logout(
-    request: Request, settings: SettingsDep, csrf: Annotated[str, Form(max_length=200)] = ""
+def logout(
+    request: Request,
+    pool: PoolDep,
+    settings: SettingsDep,
+    csrf: Annotated[str, Form(max_length=200)] = "",
 ) -> Response:
-    form_operator(request, settings, csrf)
+    operator = form_operator(request, settings, pool, csrf)
+    if operator.via == "session":
+        # Revoked for every instance until it would have expired: the cookie opens nothing.
+        pool.sign_out_session(operator.session_id, datetime.fromtimestamp(operator.expires, UTC))
+        log.info("dashboard: %s signed out", operator.name)
     redirect = RedirectResponse("/admin/login", status_code=303)
     redirect.delete_cookie(SESSION_COOKIE, path="/admin")
     return redirect
@@ -239,7 +247,7 @@ def resolve_review(
     others: Annotated[str, Form(max_length=40)] = "expired",
     reason: Annotated[str, Form(max_length=2000)] = "",
 ) -> Response:
-    operator = form_operator(request, settings, csrf)
+    operator = form_operator(request, settings, pool, csrf)
     if not payment:
         return _back(request, error="Choose the payment the return belongs to, or none")
     token = None if payment == "none" else payment
@@ -267,7 +275,7 @@ def close_payment(
     status: Annotated[str, Form(max_length=40)] = "expired",
     reason: Annotated[str, Form(max_length=2000)] = "",
 ) -> Response:
-    operator = form_operator(request, settings, csrf)
+    operator = form_operator(request, settings, pool, csrf)
     ending = _status(status)
     if ending is None:
         return _back(request, error=f"{status[:40]!r} is not a payment status")
@@ -287,7 +295,7 @@ def sideline(
     path: Annotated[str, Form(max_length=500)] = "",
     reason: Annotated[str, Form(max_length=2000)] = "",
 ) -> Response:
-    operator = form_operator(request, settings, csrf)
+    operator = form_operator(request, settings, pool, csrf)
     return _decide(
         request,
         lambda: pool.sideline_slot(pool.slot_path(path), by=operator.name, reason=reason),
@@ -303,7 +311,7 @@ def restore(
     csrf: Annotated[str, Form(max_length=200)] = "",
     path: Annotated[str, Form(max_length=500)] = "",
 ) -> Response:
-    operator = form_operator(request, settings, csrf)
+    operator = form_operator(request, settings, pool, csrf)
     return _decide(
         request,
         lambda: pool.restore_slot(pool.slot_path(path), by=operator.name),
