@@ -5,6 +5,7 @@ session, the access log masks tokens, and unknown Host headers are refused."""
 
 from __future__ import annotations
 
+import re
 import signal
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -13,6 +14,8 @@ from typing import Any
 
 import httpx
 import pytest
+
+from callbackpool.web.auth import SESSION_COOKIE
 
 from ..conftest import DATABASES
 from ..databases import url_of
@@ -50,6 +53,8 @@ def service(
         "merchantApiKeys": [MERCHANT_KEY],
         "shopOrigins": ["https://shop.example"],
         "createTokenRatePerMinute": 0,
+        # Each test signs in from an address of its own, as a proxy on loopback says.
+        "trustedProxies": ["127.0.0.1/32"],
     }
     kept: str | None = None
     if database == "postgres":
@@ -167,8 +172,10 @@ def test_a_non_ascii_hash_on_the_sandbox_form_is_the_sandboxs_own_refusal(
 
 
 def test_a_burst_of_wrong_sign_ins_is_held_back_with_retry_after(service: Service) -> None:
+    guesser = {"X-Forwarded-For": "192.0.2.66"}
+
     def sign_in(n: int) -> httpx.Response:
-        with service.client() as client:
+        with service.client(headers=guesser) as client:
             return client.post("/admin/login", data={"name": "mallory", "token": f"guess-{n:04d}"})
 
     with ThreadPoolExecutor(8) as threads:
@@ -181,14 +188,39 @@ def test_a_burst_of_wrong_sign_ins_is_held_back_with_retry_after(service: Servic
     held = next(answer for answer in answers if answer.status_code == 429)
     assert int(held.headers["Retry-After"]) >= 1
     assert "Too many failed sign-ins" in held.text
-    # The right token is not even checked while the client waits.
-    with service.client() as client:
+    # The right token is not even checked while the client waits; another client signs in.
+    with service.client(headers=guesser) as client:
         right = client.post("/admin/login", data={"name": "ann", "token": ADMIN_TOKEN})
     assert right.status_code == 429
+    with service.client(headers={"X-Forwarded-For": "192.0.2.67"}) as client:
+        other = client.post("/admin/login", data={"name": "ann", "token": ADMIN_TOKEN})
+    assert other.status_code == 303
     log = service.log()
-    assert "sign-ins from 127.0.0.1 held back" in log
+    assert "sign-ins from 192.0.2.66 held back" in log
     assert "guess-0" not in log
     assert ADMIN_TOKEN not in log
+
+
+# --- 4. signing out revokes the session ---------------------------------------------------
+
+
+def test_after_signing_out_the_old_cookie_opens_nothing(service: Service) -> None:
+    with service.client(headers={"X-Forwarded-For": "192.0.2.44"}) as client:
+        signed_in = client.post("/admin/login", data={"name": "ann", "token": ADMIN_TOKEN})
+        assert signed_in.status_code == 303
+        cookie = signed_in.cookies[SESSION_COOKIE]
+        page = client.get("/admin")
+        assert page.status_code == 200
+        csrf = re.search(r'name="csrf" value="([^"]+)"', page.text)
+        assert csrf is not None
+        out = client.post("/admin/logout", data={"csrf": csrf.group(1)})
+        assert out.status_code == 303
+    # The cookie kept (copied, stolen) is refused: the login form again.
+    with service.client(cookies={SESSION_COOKIE: cookie}) as client:
+        refused = client.get("/admin")
+        assert refused.status_code == 303
+        assert refused.headers["location"].startswith("/admin/login")
+    assert "signed-out session" in service.log()
 
 
 # --- 5. the access log masks tokens ------------------------------------------------------
@@ -226,3 +258,42 @@ def test_the_access_log_shows_no_whole_token(service: Service) -> None:
     assert f"/cancel-token/{token[:8]}…" in log
     assert f"/pay/{shop_token[:8]}…" in log
     assert f"receipt={receipt[:8]}…" in log
+
+
+# --- 6. the Host header ------------------------------------------------------------------
+
+
+def test_an_unknown_host_is_refused_and_loopback_names_are_answered(service: Service) -> None:
+    port = service.server.base_url.rsplit(":", 1)[1]
+    with service.client() as client:
+        evil = client.get("/checkout", headers={"Host": "evil.example"})
+        assert evil.status_code == 400
+        assert evil.json() == {
+            "success": False,
+            "message": "The Host header names no host this service answers",
+        }
+        assert (
+            client.get(f"{API}/config", headers={"Host": f"evil.example:{port}"}).status_code == 400
+        )
+        # The health probes answer whatever the Host (orchestrators send a bare address).
+        assert client.get("/healthz", headers={"Host": "10.1.2.3"}).status_code == 200
+        for host in (
+            f"localhost:{port}",
+            f"127.0.0.1:{port}",
+            f"[::1]:{port}",
+            f"LOCALHOST:{port}",
+        ):
+            assert client.get("/checkout", headers={"Host": host}).status_code == 200, host
+
+
+def test_asset_urls_and_the_slash_redirect_do_not_copy_the_host(service: Service) -> None:
+    port = service.server.base_url.rsplit(":", 1)[1]
+    with service.client() as client:
+        page = client.get("/checkout", headers={"Host": f"localhost:{port}"})
+        assert page.status_code == 200
+        assert "localhost" not in page.text
+        assert 'src="/static/checkout.js"' in page.text
+        assert 'href="/static/style.css"' in page.text
+        moved = client.get("/admin/?window=1h", headers={"Host": f"localhost:{port}"})
+        assert moved.status_code == 307
+        assert moved.headers["location"] == f"{service.server.base_url}/admin?window=1h"

@@ -23,6 +23,7 @@ from .clients import ClientAddresses
 from .deps import Services
 from .errors import install_error_handlers
 from .headers import ResponseHeaders, security_headers
+from .hosts import AllowedHosts, redirect_slashes_to
 from .limits import BodyLimit, RateLimiter, SignInThrottle
 from .metrics import Metrics
 from .routes import (
@@ -107,6 +108,8 @@ def create_app(
     install_error_handlers(app)
     app.add_middleware(BodyLimit)
     app.add_middleware(ResponseHeaders, headers=security_headers(settings))
+    # Outermost: a request for another host is refused before anything else reads it.
+    app.add_middleware(AllowedHosts, hosts=settings.allowed_host_names)
 
     app.include_router(payments.router)
     app.include_router(shop_api.router)
@@ -121,6 +124,7 @@ def create_app(
     if settings.api_docs_enabled():
         app.include_router(docs.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    redirect_slashes_to(app.router, settings.base_url)
     # Where people start (the demo prints these).
     app.state.links = {
         "checkout": "/checkout",
