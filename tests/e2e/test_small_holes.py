@@ -139,6 +139,33 @@ def test_a_lone_surrogate_in_an_operators_decision_is_a_422(service: Service) ->
         assert answer.json()["errors"] == {"reason": "is not valid text (a lone UTF-16 surrogate)"}
 
 
+def test_a_nul_in_text_that_reaches_the_database_is_a_422_naming_the_field(
+    service: Service,
+) -> None:
+    # PostgreSQL's text refuses NUL: each of these was a 500 there.
+    urls = {"successUrl": "https://shop.example/ok", "cancelUrl": "https://shop.example/no"}
+    with service.client() as client:
+        answer = client.post(
+            f"{API}/create-token", json={"amount": 1000, "customerData": {"email": "a\x00@b.c"}}
+        )
+        assert answer.status_code == 422, answer.text
+        assert answer.json()["errors"] == {"customerData.email": "must not contain a NUL character"}
+    with service.client(headers={"Authorization": f"Bearer {MERCHANT_KEY}"}) as client:
+        answer = client.post(API, json={"amount": 100, "orderReference": "a\x00", **urls})
+        assert answer.status_code == 422, answer.text
+        assert "orderReference" in answer.json()["errors"]
+        listed = client.get(API, params={"orderReference": "a\x00"})
+        assert listed.status_code == 422, listed.text
+        assert "orderReference" in listed.json()["errors"]
+    with service.client(headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}) as client:
+        answer = client.post(
+            "/api/v1/admin/slots/sideline",
+            json={"path": "handler-1", "reason": "a\x00", "operator": "ann"},
+        )
+        assert answer.status_code == 422, answer.text
+        assert answer.json()["errors"] == {"reason": "must not contain a NUL character"}
+
+
 @pytest.mark.parametrize("path", ["check-status", "ticket"])
 def test_invalid_text_in_a_token_or_ticket_path_is_a_404(service: Service, path: str) -> None:
     with service.client() as client:

@@ -464,6 +464,8 @@ def _operator(name: str) -> str:
         raise InvalidReview("operator", "name who decides")
     if len(name) > MAX_OPERATOR_CHARS:
         raise InvalidReview("operator", f"must not exceed {MAX_OPERATOR_CHARS} characters")
+    if "\x00" in name:  # PostgreSQL's text refuses NUL
+        raise InvalidReview("operator", "must not contain a NUL character")
     return name
 
 
@@ -473,4 +475,6 @@ def _reason(text: str) -> str:
         raise InvalidReview("reason", "say why (it is kept with the decision)")
     if len(text) > MAX_REASON_CHARS:
         raise InvalidReview("reason", f"must not exceed {MAX_REASON_CHARS} characters")
+    if "\x00" in text:
+        raise InvalidReview("reason", "must not contain a NUL character")
     return text
