@@ -11,7 +11,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -82,11 +82,12 @@ def launch(
     name: str = "serve",
     environment: Mapping[str, str] | None = None,
     port: int | None = None,
+    arguments: Sequence[str] = (),
 ) -> ServeProcess:
     """Start ``callbackpool serve`` on a free port without waiting for it to answer.
 
     ``config`` is written to ``folder/<name>.json`` with ``baseUrl`` set to where it listens
-    (``port``, or a free one).
+    (``port``, or a free one); ``arguments`` go after ``serve``'s own (``--access-log``).
     The process sees none of the test run's ``CALLBACKPOOL_*`` variables, only those of
     ``environment``.
     """
@@ -100,7 +101,7 @@ def launch(
     env.update(environment or {})
     with log.open("wb") as output:
         process = subprocess.Popen(
-            [executable(), "--config", str(config_path), "serve", "--port", str(port)],
+            [executable(), "--config", str(config_path), "serve", "--port", str(port), *arguments],
             stdout=output,
             stderr=subprocess.STDOUT,
             env=env,

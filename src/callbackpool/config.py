@@ -14,6 +14,7 @@ from contextvars import ContextVar
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     AfterValidator,
@@ -55,6 +56,8 @@ _NOT_SETTINGS = (
     "CALLBACKPOOL_LOG_FORMAT",
     "CALLBACKPOOL_OPERATOR",
 )
+# The Host headers answered besides baseUrl's when allowedHosts is not set.
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
 # The keys that hold a list of text, which may be written "a, b" (in the environment, say).
 _TEXT_LISTS = (
     "callback_paths",
@@ -63,6 +66,7 @@ _TEXT_LISTS = (
     "trusted_proxies",
     "shop_origins",
     "merchant_api_keys",
+    "allowed_hosts",
 )
 
 _file_data: ContextVar[dict[str, Any] | None] = ContextVar("callbackpool_file_data", default=None)
@@ -164,6 +168,8 @@ class Settings(BaseSettings, PoolPolicy):
     forwarded_header: str = Field(default="X-Forwarded-For", pattern=r"^[A-Za-z0-9-]+$")
     create_token_rate_per_minute: int = Field(default=30, ge=0)
     api_docs: bool | None = None
+    # The Host headers answered (empty: baseUrl's host and loopback's; "*": any).
+    allowed_hosts: tuple[str, ...] = ()
     # Operations (docs/operations.md).
     metrics_require_token: bool = True
     dashboard_refresh_seconds: int = Field(default=10, ge=2, le=3600)
@@ -251,6 +257,14 @@ class Settings(BaseSettings, PoolPolicy):
 
     def api_docs_enabled(self) -> bool:
         return self.api_docs if self.api_docs is not None else self.env == "development"
+
+    @property
+    def allowed_host_names(self) -> tuple[str, ...]:
+        """The host names a request's Host header may name (lower case, no port)."""
+        if self.allowed_hosts:
+            return tuple(host.strip().lower() for host in self.allowed_hosts)
+        own = urlsplit(self.base_url).hostname or ""
+        return tuple(dict.fromkeys((own.lower(), *LOOPBACK_HOSTS)))
 
     @property
     def trusted_proxy_networks(self) -> tuple[IPNetwork, ...]:

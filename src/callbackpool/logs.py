@@ -1,6 +1,7 @@
 """Log lines for people (``text``) and for machines (``json``: one object a line, with the
 structured fields the pool attaches). Card data never appears: a return's ``ExpDate`` is
-masked wherever a line could show it (uvicorn's access log prints a GET return's query).
+masked wherever a line could show it (uvicorn's access log prints a GET return's query), and
+the access log shows no more of a payment token, ticket or receipt than the pool's lines do.
 """
 
 from __future__ import annotations
@@ -22,6 +23,22 @@ _CARD_PARAMETER = re.compile(
 )
 
 
+# Where a request line names a payment token, a waiting-room ticket or a return's receipt
+# (uvicorn's access log prints every path and query).
+_TOKEN_IN_PATH = re.compile(
+    r"(/(?:check-status|cancel-token|ticket|cancel-ticket|pay)/|/admin/payments/|[?&]receipt=)"
+    r"([^/?&\s\"']{9,})"
+)
+
+
+def mask_tokens(text: str) -> str:
+    """``/check-status/AbCdEfGh1234…`` → ``/check-status/AbCdEfGh…``: as much of a token as
+    the pool's own lines show (``pool.core.short``), not enough to use it."""
+    if "/" not in text and "receipt=" not in text:
+        return text
+    return _TOKEN_IN_PATH.sub(lambda m: f"{m.group(1)}{m.group(2)[:8]}…", text)
+
+
 def mask_card_data(text: str) -> str:
     """``…&ExpDate=0329&…`` → ``…&ExpDate=****&…`` (likewise card numbers and codes)."""
     if "=" not in text and "%3" not in text:  # no parameter's value to mask (most lines)
@@ -30,9 +47,12 @@ def mask_card_data(text: str) -> str:
 
 
 class MaskCardData(logging.Filter):
-    """Masks card parameters in a record's message and arguments, whoever logs it."""
+    """Masks card parameters in a record's message and arguments, whoever logs it, and (in
+    uvicorn's access log) the tokens a request's path or query names."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if record.name == "uvicorn.access" and isinstance(record.args, tuple):
+            record.args = tuple(_tokens_masked(arg) for arg in record.args)
         if isinstance(record.msg, str):
             record.msg = mask_card_data(record.msg)
         if isinstance(record.args, tuple):
@@ -40,6 +60,10 @@ class MaskCardData(logging.Filter):
         elif isinstance(record.args, dict):
             record.args = {key: _masked(value) for key, value in record.args.items()}
         return True
+
+
+def _tokens_masked(value: Any) -> Any:
+    return mask_tokens(value) if isinstance(value, str) else value
 
 
 def _masked(value: Any) -> Any:

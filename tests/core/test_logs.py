@@ -7,7 +7,13 @@ import json
 import logging
 import logging.config
 
-from callbackpool.logs import MaskCardData, handler, mask_card_data, uvicorn_log_config
+from callbackpool.logs import (
+    MaskCardData,
+    handler,
+    mask_card_data,
+    mask_tokens,
+    uvicorn_log_config,
+)
 
 RETURN_QUERY = (
     "/api/v1/payments/callback/handler-1?hash=7ec0&MerchantID=demoMerchantWEB&Amount=10.00"
@@ -86,3 +92,35 @@ def test_json_lines_carry_the_structured_fields() -> None:
     assert (line["event"], line["lease"], line["level"]) == ("x", 7, "warning")
     assert "no" not in line
     assert line["time"].endswith("Z")
+
+
+def test_the_access_log_shows_only_the_start_of_a_token() -> None:
+    token = "AbCdEfGhIjKlMnOpQrStUvWxYz012345"
+    paths = {
+        f"/api/v1/payments/check-status/{token}": "/api/v1/payments/check-status/AbCdEfGh…",
+        f"/api/v1/payments/cancel-token/{token}": "/api/v1/payments/cancel-token/AbCdEfGh…",
+        f"/api/v1/payments/ticket/{token}": "/api/v1/payments/ticket/AbCdEfGh…",
+        f"/api/v1/payments/cancel-ticket/{token}": "/api/v1/payments/cancel-ticket/AbCdEfGh…",
+        f"/pay/{token}/cancel": "/pay/AbCdEfGh…/cancel",
+        f"/admin/payments/{token}/close": "/admin/payments/AbCdEfGh…/close",
+        f"/payment-success?ref=CB-3&receipt={token}": "/payment-success?ref=CB-3&receipt=AbCdEfGh…",
+    }
+    for path, expected in paths.items():
+        record = logging.LogRecord(
+            "uvicorn.access",
+            logging.INFO,
+            __file__,
+            1,
+            '%s - "%s %s HTTP/%s" %d',
+            ("203.0.113.7:40000", "GET", path, "1.1", 200),
+            None,
+        )
+        assert MaskCardData().filter(record)
+        assert record.getMessage().endswith(f'"GET {expected} HTTP/1.1" 200'), path
+    # What names no secret is kept as it is.
+    for path in (
+        "/api/v1/payments/pool-stats",
+        "/api/v1/payments/pay_0123456789ab",
+        "/static/x.js",
+    ):
+        assert mask_tokens(path) == path

@@ -7,7 +7,7 @@ import os
 import shutil
 import signal
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,9 +44,10 @@ class Server:
 
 
 def start_server(
-    folder: Path, *, status_query: bool = False, **config: Any
+    folder: Path, *, status_query: bool = False, arguments: Sequence[str] = (), **config: Any
 ) -> tuple[subprocess.Popen[bytes], Server]:
-    """``status_query``: the sandbox's status query is configured, on this server."""
+    """``status_query``: the sandbox's status query is configured, on this server;
+    ``arguments``: more of ``serve``'s (``--access-log``)."""
     port = free_port()
     if status_query:
         config["statusQuery"] = {
@@ -62,7 +63,7 @@ def start_server(
             **config,
         }
     )
-    started = launch(folder, settings, name="server", port=port)
+    started = launch(folder, settings, name="server", port=port, arguments=arguments)
     started.wait_until_serving(20)
     server = Server(base_url=started.base_url, admin_token=ADMIN_TOKEN, log=started.log)
     return started.process, server

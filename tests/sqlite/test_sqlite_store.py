@@ -164,7 +164,7 @@ def test_the_shop_migration_keeps_payments_and_what_refers_to_them(tmp_path: Pat
     raw.commit()
     raw.close()
 
-    assert SqliteStore(path).migrate() == ["0006_shop"]
+    assert SqliteStore(path).migrate() == [name for name in MIGRATIONS if name >= "0006"]
 
     raw = sqlite3.connect(path)
     raw.execute("PRAGMA foreign_keys = ON")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from callbackpool.web.limits import RateLimiter, rate_key
+from callbackpool.web.limits import RateLimiter, SignInThrottle, rate_key
 
 
 class Clock:
@@ -74,3 +74,35 @@ def test_a_rate_must_be_positive() -> None:
 )
 def test_an_ipv6_client_is_counted_by_its_64(address: str | None, key: str) -> None:
     assert rate_key(address) == key
+
+
+def test_failed_sign_ins_make_the_client_wait_ever_longer() -> None:
+    clock = Clock()
+    throttle = SignInThrottle(free=3, max_wait=8, clock=clock)
+    assert [throttle.failed("a") for _ in range(2)] == [None, None]
+    assert throttle.wait("a") is None
+    assert throttle.failed("a") == 1.0  # the third: a second to wait
+    assert throttle.wait("a") == pytest.approx(1.0)
+    assert throttle.wait("b") is None  # another client is not held back
+    clock.now += 1
+    assert throttle.wait("a") is None
+    assert throttle.failed("a") == 2.0
+    clock.now += 2
+    assert throttle.failed("a") == 4.0
+    clock.now += 4
+    assert throttle.failed("a") == 8.0
+    clock.now += 8
+    assert throttle.failed("a") == 8.0  # no longer than max_wait
+    clock.now += 8
+    throttle.succeeded("a")
+    assert throttle.failed("a") is None  # a success forgets the failures
+
+
+def test_failed_sign_ins_are_forgotten_after_a_quiet_while() -> None:
+    clock = Clock()
+    throttle = SignInThrottle(free=2, forget_after=60, clock=clock)
+    throttle.failed("a")
+    assert throttle.failed("a") == 1.0
+    clock.now += 61
+    assert throttle.wait("a") is None
+    assert throttle.failed("a") is None  # counted from one again

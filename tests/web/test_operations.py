@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
@@ -495,6 +496,41 @@ async def test_a_forged_session_is_not_one(
     assert (await client.get("/admin")).status_code == 303
     client.cookies.set(SESSION_COOKIE, genuine)
     assert (await client.get("/admin")).status_code == 200
+
+
+async def test_signing_out_on_one_instance_revokes_the_session_on_every_one(
+    make_settings: SettingsFactory, clock: FakeClock
+) -> None:
+    from callbackpool.web.auth import SESSION_COOKIE
+
+    settings = make_settings()
+    async with (
+        serving(create_app(settings, clock=clock)) as one,
+        serving(create_app(settings, clock=clock)) as two,
+    ):
+        signed_in = await one.post("/admin/login", data={"name": "Hal", "token": ADMIN_TOKEN})
+        assert signed_in.status_code == 303
+        cookie = signed_in.cookies[SESSION_COOKIE]
+        other = await one.post("/admin/login", data={"name": "Ann", "token": ADMIN_TOKEN})
+        kept = other.cookies[SESSION_COOKIE]
+        one.cookies.clear()
+        two.cookies.set(SESSION_COOKIE, cookie)
+        page = await two.get("/admin")
+        assert page.status_code == 200
+        csrf = re.search(r'name="csrf" value="([^"]+)"', page.text)
+        assert csrf is not None
+        one.cookies.set(SESSION_COOKIE, cookie)
+        out = await one.post("/admin/logout", data={"csrf": csrf.group(1)})
+        assert out.status_code == 303
+        # The old cookie, replayed on either instance, opens nothing.
+        for app in (one, two):
+            app.cookies.set(SESSION_COOKIE, cookie)
+            refused = await app.get("/admin")
+            assert refused.status_code == 303
+            assert refused.headers["location"].startswith("/admin/login")
+        # Another person's session is not signed out with it.
+        two.cookies.set(SESSION_COOKIE, kept)
+        assert (await two.get("/admin")).status_code == 200
 
 
 async def test_signing_in_needs_a_name_and_the_token(client: httpx.AsyncClient) -> None:

@@ -31,7 +31,11 @@ MAX_EXAMPLES = int(os.environ.get("CALLBACKPOOL_TEST_SCHEMA_EXAMPLES", "50"))
 FOLDER = Path(tempfile.mkdtemp(prefix="callbackpool-schema-"))
 atexit.register(shutil.rmtree, FOLDER, ignore_errors=True)  # made at collection, used or not
 (FOLDER / "paygistix-forms.json").write_text(
-    json.dumps({**CONFIG, "databaseUrl": "sqlite:///:memory:"}), encoding="utf-8"
+    # schemathesis's ASGI client names the host "testserver".
+    json.dumps(
+        {**CONFIG, "databaseUrl": "sqlite:///:memory:", "allowedHosts": ["shop.test", "testserver"]}
+    ),
+    encoding="utf-8",
 )
 APP = create_app(load_settings(FOLDER / "paygistix-forms.json"))
 schema = schemathesis.openapi.from_asgi("/api/openapi.json", APP)

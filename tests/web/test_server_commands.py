@@ -72,6 +72,8 @@ async def test_a_forged_return_fails_verification_in_the_demo(tmp_path: Path) ->
     settings = demo_settings(
         host="127.0.0.1", port=8123, database_url=f"sqlite:///{tmp_path / 'demo.db'}"
     )
+    # The test's client names the host shop.test, not the demo's 127.0.0.1.
+    settings = settings.model_copy(update={"allowed_hosts": ("shop.test",)})
     async with serving(create_app(settings)) as client:
         created = (await client.post("/api/v1/payments/create-token", json={"amount": 1000})).json()
         response = await client.get(created["formConfig"]["callbackPath"], params=gateway_return())

@@ -155,7 +155,8 @@ class SandboxGateway:
             raise SandboxRefusal("Invalid merchant")
         if values.get("formID") != self.form_id:
             raise SandboxRefusal("Invalid form")
-        if not secrets.compare_digest(values.get("hash", ""), self.form_hash):
+        # Compared as bytes: a text of non-ASCII characters is a wrong hash, not a TypeError.
+        if not secrets.compare_digest(values.get("hash", "").encode(), self.form_hash.encode()):
             raise SandboxRefusal("Invalid hash")
         items = self._charged_items(values)
         amount = sum(item.total for item in items)

@@ -85,6 +85,7 @@ class Operations(Returns):
                 tickets = tx.expire_stale_tickets()
                 reserve = drain_reserve(policy, tx)
                 tx.drop_admissions_before(tx.now - max(ADMISSIONS_KEPT, policy.capacity_window))
+                tx.drop_expired_sign_outs()
                 leftovers = tx.unresolved_callbacks(tx.now - UNRESOLVED_GRACE)
         except Exception:
             self._emit([SweepRan(failed=True)])
@@ -108,6 +109,18 @@ class Operations(Returns):
             tickets_expired=tickets,
             reserve=reserve,
         )
+
+    # --- the dashboard's sessions ----------------------------------------------------------
+
+    def sign_out_session(self, session_id: str, expires_at: datetime) -> None:
+        """Revoke a dashboard session (its operator signed out) until it would expire, for
+        every instance on this database."""
+        with self._store.transaction() as tx:
+            tx.sign_out_session(session_id, expires_at)
+
+    def session_signed_out(self, session_id: str) -> bool:
+        with self._store.read() as tx:
+            return tx.session_signed_out(session_id)
 
     def release(self, *, path: str | None = None, token: str | None = None) -> Lease:
         """End a live lease by hand (an operator's decision). It leaves a taint; its
@@ -451,6 +464,8 @@ def _operator(name: str) -> str:
         raise InvalidReview("operator", "name who decides")
     if len(name) > MAX_OPERATOR_CHARS:
         raise InvalidReview("operator", f"must not exceed {MAX_OPERATOR_CHARS} characters")
+    if "\x00" in name:  # PostgreSQL's text refuses NUL
+        raise InvalidReview("operator", "must not contain a NUL character")
     return name
 
 
@@ -460,4 +475,6 @@ def _reason(text: str) -> str:
         raise InvalidReview("reason", "say why (it is kept with the decision)")
     if len(text) > MAX_REASON_CHARS:
         raise InvalidReview("reason", f"must not exceed {MAX_REASON_CHARS} characters")
+    if "\x00" in text:
+        raise InvalidReview("reason", "must not contain a NUL character")
     return text

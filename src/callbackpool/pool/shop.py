@@ -117,6 +117,7 @@ class ShopPayments(Leasing):
         reference = request.order_reference
         if not 1 <= len(reference) <= MAX_ORDER_REFERENCE:
             raise InvalidPayment("orderReference", f"must be 1 to {MAX_ORDER_REFERENCE} characters")
+        _storable("orderReference", reference)
         metadata = _metadata(request.metadata)
         customer = _customer_data(request.customer)
         success_url = self._shop_url("successUrl", request.success_url)
@@ -199,6 +200,8 @@ class ShopPayments(Leasing):
         """Payments newest first, ``limit`` at a time, after the cursor ``after``."""
         if type(limit) is not int or not 1 <= limit <= PAGE_LIMIT:
             raise InvalidPayment("limit", f"must be an integer from 1 to {PAGE_LIMIT}")
+        _storable("orderReference", order_reference or "")
+        _storable("after", after or "")
         with self._store.read() as tx:
             cursor = tx.payment_by_id(after) if after is not None else None
             if after is not None and cursor is None:
@@ -287,6 +290,12 @@ def shop_redirect(url: str, payment: Payment) -> str:
     return url.replace("{PAYMENT_ID}", quote(payment.id, safe="")).replace(
         "{ORDER_REFERENCE}", quote(payment.order_reference or "", safe="")
     )
+
+
+def _storable(field: str, text: str) -> None:
+    """Text a database column can hold: PostgreSQL's text refuses NUL."""
+    if "\x00" in text:
+        raise InvalidPayment(field, "must not contain a NUL character")
 
 
 def _metadata(metadata: Mapping[str, str] | None) -> dict[str, str]:

@@ -635,8 +635,18 @@ class Tx:
         """Recorded decisions, newest first."""
         return [_review(row) for row in self._all("reviews", limit=limit)]
 
+    # --- parameters and rows ------------------------------------------------------------------
 
-# --- parameters and rows ------------------------------------------------------------------
+    # --- the dashboard's signed-out sessions ----------------------------------------------
+
+    def sign_out_session(self, session_id: str, expires_at: datetime) -> None:
+        self._run("sign_out_session", session_id=session_id, expires_at=expires_at)
+
+    def session_signed_out(self, session_id: str) -> bool:
+        return self._one("session_signed_out", session_id=session_id) is not None
+
+    def drop_expired_sign_outs(self) -> int:
+        return self._run("drop_expired_sign_outs")
 
 
 def _minute(moment: datetime) -> int:

@@ -23,7 +23,8 @@ from .clients import ClientAddresses
 from .deps import Services
 from .errors import install_error_handlers
 from .headers import ResponseHeaders, security_headers
-from .limits import BodyLimit, RateLimiter
+from .hosts import AllowedHosts, redirect_slashes_to
+from .limits import BodyLimit, RateLimiter, SignInThrottle
 from .metrics import Metrics
 from .routes import (
     admin_api,
@@ -102,9 +103,13 @@ def create_app(
     # A registry of the app's own: tests build many apps in one process.
     metrics = Metrics()
     app.state.metrics = metrics
+    # Failed dashboard sign-ins per client (this process's; docs/security.md).
+    app.state.sign_in_throttle = SignInThrottle()
     install_error_handlers(app)
     app.add_middleware(BodyLimit)
     app.add_middleware(ResponseHeaders, headers=security_headers(settings))
+    # Outermost: a request for another host is refused before anything else reads it.
+    app.add_middleware(AllowedHosts, hosts=settings.allowed_host_names)
 
     app.include_router(payments.router)
     app.include_router(shop_api.router)
@@ -119,6 +124,7 @@ def create_app(
     if settings.api_docs_enabled():
         app.include_router(docs.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    redirect_slashes_to(app.router, settings.base_url)
     # Where people start (the demo prints these).
     app.state.links = {
         "checkout": "/checkout",

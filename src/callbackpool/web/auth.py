@@ -8,6 +8,8 @@
   derived from the admin token (so changing the token signs everyone out, and every
   instance sharing the token accepts the session). Each form posts the CSRF token back;
   a POST whose Origin (or Referer) names another site is refused whatever it carries.
+  Signing out revokes the session: its id is kept in the database until it would expire,
+  and every instance refuses it.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from urllib.parse import urlencode, urlsplit
 from fastapi import Request
 
 from ..config import Settings
+from ..pool import CallbackPool
 from .clients import client_address
 from .errors import Forbidden, NotAuthenticated
 from .headers import origin
@@ -51,6 +54,8 @@ class Operator:
     name: str
     via: Literal["session", "bearer"]
     csrf: str = ""
+    session_id: str = ""
+    expires: int = 0  # the session's end (Unix seconds)
 
 
 def token_matches(settings: Settings, supplied: str) -> bool:
@@ -91,9 +96,16 @@ def _unb64(text: str) -> bytes:
 
 def new_session(settings: Settings, name: str) -> tuple[str, Operator]:
     """A signed session cookie value for ``name``, and the operator it stands for."""
-    operator = Operator(name=name, via="session", csrf=secrets.token_urlsafe(24))
     expires = int(time.time() + settings.admin_session_hours * 3600)
-    payload = _b64(json.dumps({"op": name, "exp": expires, "csrf": operator.csrf}).encode())
+    operator = Operator(
+        name=name,
+        via="session",
+        csrf=secrets.token_urlsafe(24),
+        session_id=secrets.token_urlsafe(16),
+        expires=expires,
+    )
+    document = {"op": name, "exp": expires, "csrf": operator.csrf, "sid": operator.session_id}
+    payload = _b64(json.dumps(document).encode())
     return f"{payload}.{_signature(settings, payload)}", operator
 
 
@@ -107,16 +119,17 @@ def session_operator(settings: Settings, cookie: str | None) -> Operator | None:
     try:
         data = json.loads(_unb64(payload))
         name, expires, csrf = str(data["op"]), int(data["exp"]), str(data["csrf"])
+        session_id = str(data["sid"])  # a cookie from before sessions had ids: signed out
     except (ValueError, KeyError, TypeError):
         return None
-    if expires < time.time() or not name or not csrf:
+    if expires < time.time() or not name or not csrf or not session_id:
         return None
-    return Operator(name=name, via="session", csrf=csrf)
+    return Operator(name=name, via="session", csrf=csrf, session_id=session_id, expires=expires)
 
 
-def page_operator(request: Request, settings: Settings) -> Operator:
-    """The operator of a dashboard request: the Bearer token or the session cookie.
-    LoginRequired (the login form, for a browser) otherwise."""
+def page_operator(request: Request, settings: Settings, pool: CallbackPool) -> Operator:
+    """The operator of a dashboard request: the Bearer token or the session cookie of a
+    session not signed out. LoginRequired (the login form, for a browser) otherwise."""
     supplied = bearer_of(request)
     if supplied is not None:
         if token_matches(settings, supplied):
@@ -124,16 +137,19 @@ def page_operator(request: Request, settings: Settings) -> Operator:
         log.warning("operator page: a wrong Bearer token from %s", _client(request))
         raise NotAuthenticated()
     found = session_operator(settings, request.cookies.get(SESSION_COOKIE))
+    if found is not None and pool.session_signed_out(found.session_id):
+        log.warning("operator page: a signed-out session from %s", _client(request))
+        found = None
     if found is None:
         path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         raise LoginRequired(path)
     return found
 
 
-def form_operator(request: Request, settings: Settings, csrf: str) -> Operator:
+def form_operator(request: Request, settings: Settings, pool: CallbackPool, csrf: str) -> Operator:
     """The operator posting a dashboard form (``page_operator``), if the form comes from
     this site and, for a session, carries the session's token."""
-    operator = page_operator(request, settings)
+    operator = page_operator(request, settings, pool)
     check_same_origin(request, settings)
     if operator.via == "session" and not hmac.compare_digest(csrf.encode(), operator.csrf.encode()):
         log.warning("operator page: a form without its CSRF token from %s", _client(request))

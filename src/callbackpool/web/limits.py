@@ -119,3 +119,56 @@ def rate_key(address: str | None) -> str:
     if isinstance(parsed, ipaddress.IPv6Address):
         return str(ipaddress.ip_network(f"{parsed}/64", strict=False))
     return str(parsed)
+
+
+class SignInThrottle:
+    """Failed sign-ins at the dashboard, per client: after ``free`` failures in a row each
+    further one makes the client wait twice as long before it may try again (1 s, 2 s, 4 s, …
+    up to ``max_wait`` seconds); a sign-in while it waits is refused unchecked. A success
+    forgets the client's failures, and so does ``forget_after`` seconds without one.
+
+    Like ``RateLimiter`` it lives in this process; memory is bounded by ``max_clients``.
+    """
+
+    def __init__(
+        self,
+        *,
+        free: int = 5,
+        max_wait: float = 300.0,
+        forget_after: float = 900.0,
+        clock: Callable[[], float] = time.monotonic,
+        max_clients: int = 100_000,
+    ) -> None:
+        self.free = free
+        self.max_wait = max_wait
+        self.forget_after = forget_after
+        self.clock = clock
+        self.max_clients = max_clients
+        self._failures: OrderedDict[str, tuple[int, float, float]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def wait(self, client: str) -> float | None:
+        """Seconds ``client`` must wait before its next sign-in is checked; None: it may try."""
+        now = self.clock()
+        with self._lock:
+            _, last, until = self._failures.get(client, (0, now, now))
+            if now - last > self.forget_after:
+                self._failures.pop(client, None)
+                return None
+            return until - now if until > now else None
+
+    def failed(self, client: str) -> float | None:
+        """Count a failed sign-in of ``client``: the seconds it must now wait, or None."""
+        now = self.clock()
+        with self._lock:
+            count, last, _ = self._failures.pop(client, (0, now, now))
+            count = 1 if now - last > self.forget_after else count + 1
+            wait = min(self.max_wait, 2.0 ** (count - self.free)) if count >= self.free else 0.0
+            self._failures[client] = (count, now, now + wait)
+            while len(self._failures) > self.max_clients:
+                self._failures.popitem(last=False)
+            return wait or None
+
+    def succeeded(self, client: str) -> None:
+        with self._lock:
+            self._failures.pop(client, None)

@@ -128,6 +128,9 @@ def json_body(model: type[In]) -> Callable[[Request], Awaitable[In]]:
             raise InvalidRequest("body", "malformed JSON") from None
         if not isinstance(data, dict):
             raise InvalidRequest("body", "must be a JSON object")
+        unstorable = unstorable_text(data)
+        if unstorable is not None:
+            raise InvalidRequest(*unstorable)
         try:
             return model.model_validate(data)
         except ValidationError as exc:
@@ -135,6 +138,36 @@ def json_body(model: type[In]) -> Callable[[Request], Awaitable[In]]:
             raise RequestValidationError(errors) from None
 
     return body
+
+
+def unstorable_text(value: Any, where: str = "") -> tuple[str, str] | None:
+    """Where in a parsed JSON document a string (or a key) holds what no database column
+    stores, and what: a lone surrogate (JSON's ``"\\ud800"``: no UTF-8 database stores it)
+    or NUL (PostgreSQL's text refuses it). ``("customerData.email", problem)``; None if none."""
+    if isinstance(value, str):
+        problem = _text_problem(value)
+        return (where or "body", problem) if problem else None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if _text_problem(key):
+                return (where or "body", "has a key that is not valid text (surrogate or NUL)")
+            found = unstorable_text(item, f"{where}.{key}" if where else str(key))
+            if found is not None:
+                return found
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            found = unstorable_text(item, f"{where}[{index}]")
+            if found is not None:
+                return found
+    return None
+
+
+def _text_problem(text: str) -> str | None:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return "is not valid text (a lone UTF-16 surrogate)"
+    return "must not contain a NUL character" if "\x00" in text else None
 
 
 # --- the operator's decisions ------------------------------------------------------------

@@ -34,4 +34,6 @@ templates.env.filters["short"] = lambda token: f"{token[:10]}…" if token else 
 templates.env.filters["clock"] = _clock
 templates.env.filters["leaf"] = lambda path: path.rstrip("/").rsplit("/", 1)[-1]
 templates.env.globals["ago"] = _ago
+# An asset's URL: a path, never built from the request's Host header (web/hosts.py).
+templates.env.globals["asset"] = lambda path: f"/static/{path}"
 templates.env.globals["masked"] = masked_params

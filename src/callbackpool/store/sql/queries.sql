@@ -535,3 +535,16 @@ RETURNING id, decision, callback_id, payment_token, others, decided_by, reason, 
 -- name: reviews
 SELECT id, decision, callback_id, payment_token, others, decided_by, reason, decided_at, changes
   FROM reviews ORDER BY id DESC LIMIT :limit;
+
+-- --- the dashboard's signed-out sessions -------------------------------------------------
+
+-- name: sign_out_session
+INSERT INTO signed_out_sessions (session_id, expires_at)
+VALUES (:session_id, :expires_at)
+ON CONFLICT (session_id) DO NOTHING;
+
+-- name: session_signed_out
+SELECT 1 AS found FROM signed_out_sessions WHERE session_id = :session_id;
+
+-- name: drop_expired_sign_outs
+DELETE FROM signed_out_sessions WHERE expires_at < :now;

@@ -9,7 +9,9 @@ refreshes the live sections every ``dashboardRefreshSeconds``.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Annotated
 from urllib.parse import urlencode
 
@@ -34,6 +36,7 @@ from ..auth import (
 from ..charts import charts
 from ..clients import client_address
 from ..deps import PoolDep, SettingsDep
+from ..limits import SignInThrottle, rate_key
 from ..templating import templates
 from .admin_api import series_of
 
@@ -72,7 +75,7 @@ def dashboard(
     done: Annotated[str, Query(max_length=1000)] = "",
     error: Annotated[str, Query(max_length=1000)] = "",
 ) -> Response:
-    operator = page_operator(request, settings)
+    operator = page_operator(request, settings, pool)
     window = window if window in WINDOWS else DEFAULT_WINDOW
     chosen = next((o for o in FILTERS if o.value == outcome), None)
     status = pool.status()
@@ -154,23 +157,32 @@ async def login(
     next: Annotated[str, Form(max_length=500)] = "/admin",
 ) -> Response:
     check_same_origin(request, settings)
+    throttle: SignInThrottle = request.app.state.sign_in_throttle
+    client = client_address(request) or "?"
+    waiting = throttle.wait(rate_key(client))
+    if waiting is not None:
+        # Refused unchecked: a guesser learns nothing while it waits.
+        seconds = math.ceil(waiting)
+        log.warning("dashboard: a sign-in from %s refused: %d s to wait", client, seconds)
+        held = f"Too many failed sign-ins: try again in {seconds} seconds."
+        response = _login_page(request, next, name, held, status=429)
+        response.headers["Retry-After"] = str(seconds)
+        return response
     operator_name = valid_name(name)
-    problem = None
+    problem: str | None = None
     if settings.admin_token is None:
         problem = "Signing in is disabled: no admin token is configured."
     elif operator_name is None:
         problem = "Give your name: it is kept with the decisions you make."
     elif not token_matches(settings, token):
         problem = "That is not the admin token."
-        log.warning("dashboard: a failed sign-in from %s", client_address(request) or "?")
+        log.warning("dashboard: a failed sign-in from %s", client)
+        wait = throttle.failed(rate_key(client))
+        if wait is not None:
+            log.warning("dashboard: sign-ins from %s held back for %d s", client, math.ceil(wait))
     if problem is not None or operator_name is None:
-        response = templates.TemplateResponse(
-            request,
-            "admin/login.html",
-            {"next": _local(next), "problem": problem, "name": name[:100]},
-            status_code=401,
-        )
-        return _html(response)
+        return _login_page(request, next, name, problem, status=401)
+    throttle.succeeded(rate_key(client))
     cookie, _ = new_session(settings, operator_name)
     redirect = RedirectResponse(_local(next), status_code=303)
     redirect.set_cookie(
@@ -185,11 +197,30 @@ async def login(
     return redirect
 
 
-@router.post("/logout")
-async def logout(
-    request: Request, settings: SettingsDep, csrf: Annotated[str, Form(max_length=200)] = ""
+def _login_page(
+    request: Request, next: str, name: str, problem: str | None, *, status: int
 ) -> Response:
-    form_operator(request, settings, csrf)
+    response = templates.TemplateResponse(
+        request,
+        "admin/login.html",
+        {"next": _local(next), "problem": problem, "name": name[:100]},
+        status_code=status,
+    )
+    return _html(response)
+
+
+@router.post("/logout")
+def logout(
+    request: Request,
+    pool: PoolDep,
+    settings: SettingsDep,
+    csrf: Annotated[str, Form(max_length=200)] = "",
+) -> Response:
+    operator = form_operator(request, settings, pool, csrf)
+    if operator.via == "session":
+        # Revoked for every instance until it would have expired: the cookie opens nothing.
+        pool.sign_out_session(operator.session_id, datetime.fromtimestamp(operator.expires, UTC))
+        log.info("dashboard: %s signed out", operator.name)
     redirect = RedirectResponse("/admin/login", status_code=303)
     redirect.delete_cookie(SESSION_COOKIE, path="/admin")
     return redirect
@@ -216,7 +247,7 @@ def resolve_review(
     others: Annotated[str, Form(max_length=40)] = "expired",
     reason: Annotated[str, Form(max_length=2000)] = "",
 ) -> Response:
-    operator = form_operator(request, settings, csrf)
+    operator = form_operator(request, settings, pool, csrf)
     if not payment:
         return _back(request, error="Choose the payment the return belongs to, or none")
     token = None if payment == "none" else payment
@@ -244,7 +275,7 @@ def close_payment(
     status: Annotated[str, Form(max_length=40)] = "expired",
     reason: Annotated[str, Form(max_length=2000)] = "",
 ) -> Response:
-    operator = form_operator(request, settings, csrf)
+    operator = form_operator(request, settings, pool, csrf)
     ending = _status(status)
     if ending is None:
         return _back(request, error=f"{status[:40]!r} is not a payment status")
@@ -264,7 +295,7 @@ def sideline(
     path: Annotated[str, Form(max_length=500)] = "",
     reason: Annotated[str, Form(max_length=2000)] = "",
 ) -> Response:
-    operator = form_operator(request, settings, csrf)
+    operator = form_operator(request, settings, pool, csrf)
     return _decide(
         request,
         lambda: pool.sideline_slot(pool.slot_path(path), by=operator.name, reason=reason),
@@ -280,7 +311,7 @@ def restore(
     csrf: Annotated[str, Form(max_length=200)] = "",
     path: Annotated[str, Form(max_length=500)] = "",
 ) -> Response:
-    operator = form_operator(request, settings, csrf)
+    operator = form_operator(request, settings, pool, csrf)
     return _decide(
         request,
         lambda: pool.restore_slot(pool.slot_path(path), by=operator.name),
