@@ -67,7 +67,8 @@ def form_action_url(settings: Settings) -> str:
 
 def gateway(settings: Settings) -> PaygistixGateway:
     recipe = None
-    if settings.callback_hash is not None:
+    # A recipe whose secret has not been given verifies nothing (production refuses it).
+    if settings.callback_hash is not None and settings.callback_hash.secret is not None:
         recipe = HashRecipe(
             secret=settings.callback_hash.secret.get_secret_value(),
             fields=tuple(settings.callback_hash.fields),

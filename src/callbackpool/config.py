@@ -108,9 +108,11 @@ class FormSettings(_Section):
 
 
 class CallbackHashSettings(_Section):
-    """The recipe the gateway signs its returns' ``hash`` with (see PAYGISTIX.md)."""
+    """The recipe the gateway signs its returns' ``hash`` with (see PAYGISTIX.md). The
+    secret may be left to the environment (``CALLBACKPOOL_CALLBACK_HASH__SECRET``): a recipe
+    without one verifies nothing, which production refuses (``Settings.service_warnings``)."""
 
-    secret: SecretStr
+    secret: SecretStr | None = None
     fields: list[str] = Field(min_length=1)
     algorithm: HashAlgorithm = "hmac-md5"
     separator: str = "|"
@@ -161,6 +163,8 @@ class Settings(BaseSettings, PoolPolicy):
     database_url: str = "sqlite:///callbackpool.db"
     admin_token: SecretStr | None = None
     env: Literal["development", "production"] = "development"
+    # Production refuses unverified returns unless this says so (docs/security.md).
+    allow_unverified_returns: bool = False
     sandbox: SandboxSettings = SandboxSettings()
     status_query: StatusQuerySettings | None = None
     # Proxies, the rate limit, Swagger UI (None: in development only): docs/security.md.
@@ -241,19 +245,51 @@ class Settings(BaseSettings, PoolPolicy):
                 raise ConfigurationError(
                     "merchantId", "is required in production: no return can be verified without"
                 )
+            self._production_verifies_returns()
         warnings = []
         if not self.merchant_id:
             warnings.append("no merchantId is configured: every gateway return will be rejected")
-        if self.callback_hash is None and not self.return_sources:
+        if not self.returns_verified:
             warnings.append(
-                "gateway returns are UNVERIFIED: neither a callbackHash recipe nor a "
-                "returnSources allowlist is configured, so anyone who finds a leased callback "
-                "path, its amount and a fresh PNRef can mark a payment paid "
+                "gateway returns are UNVERIFIED: neither a callbackHash recipe (with its "
+                "secret) nor a returnSources allowlist is configured, so anyone who finds a "
+                "leased callback path, its amount and a fresh PNRef can mark a payment paid "
                 "(docs/security.md, 'Configuring verification')"
+            )
+        elif self.callback_hash is None and not self.trusted_proxies:
+            warnings.append(
+                "returns are checked by returnSources alone, against the connecting address: "
+                "behind a reverse proxy that address is the proxy's, so list the proxy in "
+                "trustedProxies (docs/security.md, 'The source allowlist')"
             )
         if self.admin_token is None:
             warnings.append("no adminToken is configured: the operator API answers 401 to all")
         return warnings
+
+    def _production_verifies_returns(self) -> None:
+        """Production checks every return, or has been told on purpose that it need not."""
+        if self.callback_hash is not None and self.callback_hash.secret is None:
+            # Meant to verify, but the secret did not arrive (the environment not passed).
+            raise ConfigurationError(
+                "callbackHash.secret",
+                "is required in production when callbackHash is configured "
+                "(CALLBACKPOOL_CALLBACK_HASH__SECRET)",
+            )
+        if not self.returns_verified and not self.allow_unverified_returns:
+            raise ConfigurationError(
+                "callbackHash",
+                "is required in production (its secret in CALLBACKPOOL_CALLBACK_HASH__SECRET), "
+                "or returnSources: without either anyone can mark a payment paid; "
+                "allowUnverifiedReturns: true runs without on purpose "
+                "(docs/security.md, 'Configuring verification')",
+            )
+
+    @property
+    def returns_verified(self) -> bool:
+        """Whether a return must prove it comes from the gateway: a hash recipe with its
+        secret, or an allowlist of the gateway's addresses."""
+        has_recipe = self.callback_hash is not None and self.callback_hash.secret is not None
+        return has_recipe or bool(self.return_sources)
 
     def api_docs_enabled(self) -> bool:
         return self.api_docs if self.api_docs is not None else self.env == "development"

@@ -33,6 +33,7 @@ def test_demo_settings_turn_the_sandbox_on_and_verify_its_returns() -> None:
     assert gateway(settings).action_url == "http://127.0.0.1:8123/sandbox/transaction.asp"
     assert settings.callback_hash is not None
     secret = settings.sandbox.secret.get_secret_value()
+    assert settings.callback_hash.secret is not None
     assert settings.callback_hash.secret.get_secret_value() == secret
     assert settings.callback_hash.fields == settings.sandbox.hash_fields
     # The sandbox's status query settles the returns a path cannot attribute.

@@ -108,6 +108,7 @@ def dashboard(
         "done": done[:MAX_NOTE_CHARS],
         "error": error[:MAX_NOTE_CHARS],
         "currency": pool.gateway.currency,
+        "unverified_returns": not settings.returns_verified,
     }
     return _html(templates.TemplateResponse(request, "admin/dashboard.html", context))
 
