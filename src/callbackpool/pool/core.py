@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import re
+import secrets
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from ..domain.model import Lease, LeaseEnd, Payment, PaymentStatus, StatusChange
 from ..domain.transitions import check_transition
 from ..store.port import Store
 from ..store.tx import PaymentChange, Tx
+from .documents import attempt_results, payment_document
 from .policy import PoolPolicy
 
 log = logging.getLogger("callbackpool")
@@ -31,6 +33,17 @@ SLOT_HEALTH = "slot health"  # who takes a slot out of rotation when the rule do
 # What a payment token may look like (``secrets.token_urlsafe``), with room to spare.
 _TOKEN_SHAPE = re.compile(r"[A-Za-z0-9_-]{1,128}")
 
+# The statuses a change to is announced in the outbox, and the events' types (changes to
+# ``pending`` or back to ``open`` are not announced).
+EVENT_TYPES = {
+    PaymentStatus.COMPLETED: "payment.completed",
+    PaymentStatus.FAILED: "payment.failed",
+    PaymentStatus.CANCELLED: "payment.cancelled",
+    PaymentStatus.EXPIRED: "payment.expired",
+    PaymentStatus.NEEDS_REVIEW: "payment.needs_review",
+}
+EVENT_ID_BYTES = 12
+
 
 @dataclass(kw_only=True)
 class Work:
@@ -38,6 +51,9 @@ class Work:
 
     changes: list[StatusChange] = field(default_factory=list)
     events: list[PoolEvent] = field(default_factory=list)
+    # The outbox's events written in the transaction whose payment snapshot is still to be
+    # taken: each payment's latest, by token (its event id).
+    unsnapped: dict[str, str] = field(default_factory=dict)
 
 
 class PoolCore:
@@ -85,6 +101,8 @@ class PoolCore:
         work = Work()
         with self._store.transaction() as tx:
             yield tx, work
+            for token in list(work.unsnapped):
+                self._snapshot(tx, work, token)
         for change in work.changes:
             for hook in self._hooks:
                 try:
@@ -106,10 +124,27 @@ class PoolCore:
         self, tx: Tx, work: Work, payment: Payment, change: PaymentChange, reason: str
     ) -> None:
         check_transition(payment.status, change.status)
+        if payment.token in work.unsnapped:
+            # This transaction announced a change of the payment already: that event shows
+            # the payment as it stands before this one.
+            self._snapshot(tx, work, payment.token)
         if not tx.update_payment(payment.token, payment.status, change):
             # Decided on a status another transaction has changed since: undo it all. (The
             # stores lock a payment's slot before acting on it, so this is a last guard.)
             raise PaymentChanged()
+        event_type = EVENT_TYPES.get(change.status)
+        if event_type is not None:
+            # The outbox, in the change's own transaction: the event commits with it or not
+            # at all. Its payment's snapshot is taken when the transaction's work on the
+            # payment is done (the return's attempt and the lease end after the change).
+            event = tx.insert_event(
+                event_id=new_event_id(),
+                type=event_type,
+                payment_id=payment.id,
+                reason=reason,
+                data={},
+            )
+            work.unsnapped[payment.token] = event.id
         work.changes.append(
             StatusChange(
                 token=payment.token,
@@ -139,6 +174,14 @@ class PoolCore:
                 reason=reason,
             ),
         )
+
+    def _snapshot(self, tx: Tx, work: Work, token: str) -> None:
+        """Write the payment as the shop reads it now into its event still without one."""
+        event_id = work.unsnapped.pop(token)
+        payment = tx.get_payment(token)
+        assert payment is not None
+        attempts = attempt_results(self._gateway, tx.payment_attempts(token))
+        tx.set_event_data(event_id, payment_document(payment, attempts))
 
     def _expire_payment(
         self, tx: Tx, work: Work, token: str, reason: str, *, error_message: str | None = None
@@ -234,6 +277,10 @@ def _lease_ended(work: Work, lease: Lease, what: str, reason: str) -> None:
         short(lease.token),
         extra=log_fields("lease_ended", lease.path, lease.id, lease.token, reason=reason),
     )
+
+
+def new_event_id() -> str:
+    return f"evt_{secrets.token_hex(EVENT_ID_BYTES)}"
 
 
 def lookup_key(token: str) -> str:
