@@ -51,9 +51,10 @@ class Work:
 
     changes: list[StatusChange] = field(default_factory=list)
     events: list[PoolEvent] = field(default_factory=list)
-    # The outbox's events written in the transaction whose payment snapshot is still to be
-    # taken: each payment's latest, by token (its event id).
-    unsnapped: dict[str, str] = field(default_factory=dict)
+    # The outbox's events of the transaction not yet written: each payment's latest change
+    # announced, by token (its type and reason), written once the payment's snapshot can be
+    # taken.
+    unwritten: dict[str, tuple[str, str]] = field(default_factory=dict)
 
 
 class PoolCore:
@@ -101,8 +102,8 @@ class PoolCore:
         work = Work()
         with self._store.transaction() as tx:
             yield tx, work
-            for token in list(work.unsnapped):
-                self._snapshot(tx, work, token)
+            for token in list(work.unwritten):
+                self._write_event(tx, work, token)
         for change in work.changes:
             for hook in self._hooks:
                 try:
@@ -124,10 +125,10 @@ class PoolCore:
         self, tx: Tx, work: Work, payment: Payment, change: PaymentChange, reason: str
     ) -> None:
         check_transition(payment.status, change.status)
-        if payment.token in work.unsnapped:
-            # This transaction announced a change of the payment already: that event shows
-            # the payment as it stands before this one.
-            self._snapshot(tx, work, payment.token)
+        if payment.token in work.unwritten:
+            # This transaction changed the payment already: that change's event shows the
+            # payment as it stands before this one, and comes first.
+            self._write_event(tx, work, payment.token)
         if not tx.update_payment(payment.token, payment.status, change):
             # Decided on a status another transaction has changed since: undo it all. (The
             # stores lock a payment's slot before acting on it, so this is a last guard.)
@@ -135,16 +136,9 @@ class PoolCore:
         event_type = EVENT_TYPES.get(change.status)
         if event_type is not None:
             # The outbox, in the change's own transaction: the event commits with it or not
-            # at all. Its payment's snapshot is taken when the transaction's work on the
-            # payment is done (the return's attempt and the lease end after the change).
-            event = tx.insert_event(
-                event_id=new_event_id(),
-                type=event_type,
-                payment_id=payment.id,
-                reason=reason,
-                data={},
-            )
-            work.unsnapped[payment.token] = event.id
+            # at all. It is written when the transaction's work on the payment is done (the
+            # return's attempt and the lease end after the change), with the payment then.
+            work.unwritten[payment.token] = (event_type, reason)
         work.changes.append(
             StatusChange(
                 token=payment.token,
@@ -175,13 +169,20 @@ class PoolCore:
             ),
         )
 
-    def _snapshot(self, tx: Tx, work: Work, token: str) -> None:
-        """Write the payment as the shop reads it now into its event still without one."""
-        event_id = work.unsnapped.pop(token)
+    def _write_event(self, tx: Tx, work: Work, token: str) -> None:
+        """The payment's announced change into the outbox, with the payment as the shop
+        reads it now; its sequence is the payment's last one's plus one."""
+        event_type, reason = work.unwritten.pop(token)
         payment = tx.get_payment(token)
         assert payment is not None
         attempts = attempt_results(self._gateway, tx.payment_attempts(token))
-        tx.set_event_data(event_id, payment_document(payment, attempts))
+        tx.insert_event(
+            event_id=new_event_id(),
+            type=event_type,
+            payment_id=payment.id,
+            reason=reason,
+            data=payment_document(payment, attempts),
+        )
 
     def _expire_payment(
         self, tx: Tx, work: Work, token: str, reason: str, *, error_message: str | None = None

@@ -453,10 +453,6 @@ class Tx:
         assert row is not None
         return _event(row)
 
-    def set_event_data(self, event_id: str, data: Any) -> None:
-        """The payment's snapshot of an event written in this transaction."""
-        self._run("set_event_data", id=event_id, data=json.dumps(data, separators=(",", ":")))
-
     def event_seq(self, event_id: str) -> int | None:
         """Where the event ``event_id`` stands in the feed; None if there is none."""
         row = self._one("event_seq", id=event_id)

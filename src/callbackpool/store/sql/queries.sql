@@ -540,16 +540,13 @@ SELECT id, decision, callback_id, payment_token, others, decided_by, reason, dec
 
 -- name: insert_event
 -- The payment's next sequence number, in the transaction of its status change: the change
--- holds the payment (its conditional update), and UNIQUE (payment_id, sequence) refuses a
--- second event of the same number.
+-- holds the payment (its conditional update locks the row until the commit), and UNIQUE
+-- (payment_id, sequence) refuses a second event of the same number.
 INSERT INTO events (id, type, payment_id, sequence, reason, data, created_at)
 VALUES (:id, :type, :payment_id,
         (SELECT coalesce(max(sequence), 0) + 1 FROM events WHERE payment_id = :payment_id),
         :reason, :data, :now)
 RETURNING seq, id, type, payment_id, sequence, reason, data, created_at;
-
--- name: set_event_data
-UPDATE events SET data = :data WHERE id = :id;
 
 -- name: event_seq
 SELECT seq FROM events WHERE id = :id;
