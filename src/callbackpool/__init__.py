@@ -16,6 +16,7 @@ The whole API::
     # The shop's server's payments (docs/integrating.md): open until the customer pays.
     payment, created = pool.create_shop_payment(ShopPaymentRequest(...), idempotency_key=k)
     pool.pay(payment.token, wait=True); pool.shop_payment(payment.id); pool.shop_payments()
+    pool.events(after=last_event_id, limit=100)     # the outbox: each status change's Event
 
 Every error a call raises is a ``CallbackPoolError``; the kinds worth telling apart are
 exported here (domain/errors.py).
@@ -33,7 +34,7 @@ from .domain.errors import (
     StoreUnavailable,
     TooManyLeases,
 )
-from .domain.model import CallbackOutcome, Payment, PaymentStatus, StatusChange
+from .domain.model import CallbackOutcome, Event, Payment, PaymentStatus, StatusChange
 from .pool import CallbackPool, CallbackResult, Checkout, Waiting
 from .pool.shop import ShopPaymentRequest
 
@@ -46,6 +47,7 @@ __all__ = [
     "Checkout",
     "ConfigurationError",
     "Conflict",
+    "Event",
     "InvalidRequest",
     "NotFound",
     "Payment",

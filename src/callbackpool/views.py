@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Annotated, Any, Self
 
 from pydantic import (
@@ -34,6 +34,7 @@ from .config import Settings
 from .domain.model import (
     CallbackOutcome,
     CallbackRecord,
+    Event,
     Lease,
     Payment,
     Review,
@@ -43,19 +44,12 @@ from .domain.model import (
 from .domain.model import callback_id_of as model_callback_id_of
 from .domain.money import format_amount
 from .pool import Checkout
+from .pool.documents import AttemptResult, event_document, iso, payment_document
 from .pool.results import PoolStatus, ReviewItem, ReviewQueue, SweepReport
-from .pool.shop import AttemptResult
 from .store.tx import SlotSync, UsageRow
 
 if TYPE_CHECKING:  # the simulator is not needed to show the pool's own reports
     from .capacity.simulate import PolicyReport, Workload
-
-
-def iso(moment: datetime | None) -> str | None:
-    """``2026-01-01T12:00:00.000Z`` (what a JavaScript client's ``Date`` reads), or None."""
-    if moment is None:
-        return None
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def slot_state(slot: SlotView, at: datetime) -> str:
@@ -889,19 +883,8 @@ class ShopPaymentOut(Out):
 
     @classmethod
     def of(cls, payment: Payment, attempts: Sequence[AttemptResult]) -> Self:
-        return cls(
-            id=payment.id,
-            status=payment.status,
-            amount=payment.amount,
-            currency=payment.currency,
-            order_reference=payment.order_reference,
-            metadata=dict(payment.metadata),
-            late=payment.late,
-            attempts=[AttemptOut.model_validate(attempt) for attempt in attempts],
-            created_at=payment.created_at,
-            updated_at=payment.updated_at,
-            expires_at=payment.expires_at,
-        )
+        """From ``payment_document``: the one serialiser the outbox's events use too."""
+        return cls.model_validate(payment_document(payment, attempts))
 
 
 class ShopPaymentDetailOut(SuccessOut, ShopPaymentOut):
@@ -912,4 +895,29 @@ class ShopPaymentListOut(SuccessOut):
     """Newest first; pass ``nextCursor`` as ``after`` for the next page (null: no more)."""
 
     data: list[ShopPaymentOut]
+    next_cursor: str | None
+
+
+class EventOut(Out):
+    """A payment's announced status change (docs/integrating.md#events): ``data`` is the
+    payment as ``GET /api/v1/payments/{id}`` showed it when the change committed."""
+
+    id: str
+    type: str
+    created_at: Time
+    sequence: int
+    reason: str
+    data: ShopPaymentOut
+
+    @classmethod
+    def of(cls, event: Event) -> Self:
+        """From ``event_document``, the payment's snapshot as it was stored."""
+        return cls.model_validate(event_document(event))
+
+
+class EventListOut(SuccessOut):
+    """Oldest first; pass ``nextCursor`` as ``after`` for what follows (null: nothing new
+    yet, poll again with the same ``after``)."""
+
+    data: list[EventOut]
     next_cursor: str | None

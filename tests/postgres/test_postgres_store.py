@@ -781,6 +781,7 @@ def test_the_shop_migration_gives_every_stored_payment_an_id(
             )
     store = postgres_store(empty)
     assert store.migrate() == [name for name in MIGRATIONS if name >= "0006"]
+    assert store.migrate() == ["0006_shop", "0007_events"]
     with psycopg.connect(empty) as conn:
         ids = [row[0] for row in conn.execute("SELECT id FROM payments ORDER BY token")]
         conn.execute("UPDATE payments SET status = 'open' WHERE token = 't1'")
@@ -788,6 +789,41 @@ def test_the_shop_migration_gives_every_stored_payment_an_id(
             conn.execute("UPDATE payments SET status = 'lost' WHERE token = 't1'")
     assert len(set(ids)) == 2
     assert all(payment_id.startswith("pay_") for payment_id in ids)
+
+
+def test_the_events_migration_keeps_payments_and_numbers_each_payments_events(
+    postgres_store: StoreOpener,
+) -> None:
+    from ..conftest import DATABASES
+
+    empty = DATABASES.create_empty()
+    with psycopg.connect(empty) as conn:
+        conn.execute(
+            "CREATE TABLE schema_migrations (name text PRIMARY KEY, applied_at timestamptz)"
+        )
+        for name, script in postgres_module.load_migrations("postgres"):
+            if name < "0007":
+                conn.execute(script)  # type: ignore[call-overload]
+                conn.execute("INSERT INTO schema_migrations VALUES (%s, now())", (name,))
+        conn.execute(
+            "INSERT INTO payments (token, id, amount, currency, status, created_at,"
+            " updated_at) VALUES ('t1', 'pay_old', 100, 'USD', 'completed', now(), now())"
+        )
+    store = postgres_store(empty)
+    assert store.migrate() == ["0007_events"]
+    pool = CallbackPool(store, make_gateway(), policy_with())
+    pool.sync_slots()
+    assert pool.get_payment("t1").status.value == "completed"
+    checkout = pool.create_payment(amount=1000)
+    pool.cancel_payment(checkout.payment.token)
+    [event] = pool.events()
+    assert (event.type, event.sequence) == ("payment.cancelled", 1)
+    with psycopg.connect(empty) as conn, pytest.raises(psycopg.errors.UniqueViolation):
+        conn.execute(
+            "INSERT INTO events (id, type, payment_id, sequence, reason, data, created_at)"
+            " VALUES ('evt_x', 'payment.completed', %s, 1, 'a racer', '{}', now())",
+            (event.payment_id,),
+        )
 
 
 def test_the_last_week_of_turn_aways_outlives_their_table(postgres_store: StoreOpener) -> None:

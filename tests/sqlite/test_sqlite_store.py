@@ -165,6 +165,7 @@ def test_the_shop_migration_keeps_payments_and_what_refers_to_them(tmp_path: Pat
     raw.close()
 
     assert SqliteStore(path).migrate() == [name for name in MIGRATIONS if name >= "0006"]
+    assert SqliteStore(path).migrate() == ["0006_shop", "0007_events"]
 
     raw = sqlite3.connect(path)
     raw.execute("PRAGMA foreign_keys = ON")
@@ -185,6 +186,45 @@ def test_the_shop_migration_keeps_payments_and_what_refers_to_them(tmp_path: Pat
     )  # the new status is allowed
     with pytest.raises(sqlite3.IntegrityError, match="CHECK"):
         raw.execute("UPDATE payments SET status = 'lost' WHERE token = 't1'")
+
+
+def test_the_events_migration_keeps_payments_and_numbers_each_payments_events(
+    tmp_path: Path,
+) -> None:
+    # A database at 0006 with a payment: 0007 adds the outbox beside it; the pool then
+    # writes events, and the table refuses a second event of the same number.
+    path = tmp_path / "pool.db"
+    raw = sqlite3.connect(path)
+    raw.execute("CREATE TABLE schema_migrations (name TEXT PRIMARY KEY, applied_at INTEGER)")
+    for name, script in load_migrations("sqlite"):
+        if name < "0007":
+            raw.executescript(script)
+            raw.execute("INSERT INTO schema_migrations VALUES (?, 0)", (name,))
+    raw.execute(
+        "INSERT INTO payments (token, id, amount, currency, status, created_at, updated_at) "
+        "VALUES ('t1', 'pay_old', 100, 'USD', 'completed', 0, 0)"
+    )
+    raw.commit()
+    raw.close()
+
+    store = SqliteStore(path, clock=FakeClock())
+    assert store.migrate() == ["0007_events"]
+    pool = CallbackPool(store, make_gateway(), POLICY)
+    pool.sync_slots()
+    assert pool.get_payment("t1").status.value == "completed"
+    checkout = pool.create_payment(amount=1000)
+    pool.cancel_payment(checkout.payment.token)
+    [event] = pool.events()
+    assert (event.type, event.sequence) == ("payment.cancelled", 1)
+    store.close()
+
+    raw = sqlite3.connect(path)
+    with pytest.raises(sqlite3.IntegrityError, match="UNIQUE"):
+        raw.execute(
+            "INSERT INTO events (id, type, payment_id, sequence, reason, data, created_at) "
+            "VALUES ('evt_x', 'payment.completed', ?, 1, 'a racer', '{}', 0)",
+            (event.payment_id,),
+        )
 
 
 def test_writers_of_one_process_queue_in_the_process(tmp_path: Path) -> None:

@@ -244,7 +244,10 @@ async def test_a_return_has_committed_before_its_resolution_begins(
     monkeypatch.setattr(gateway, "parse_return", parse_once_stored)
     response = await client.get(created["formConfig"]["callbackPath"], params=gateway_return())
     assert response.headers["location"].startswith("/payment-success?ref=CB-1&")
-    assert seen == [(1, "received")]
+    # The first parse is the resolution's start; the completed payment's event parses the
+    # attempt's return again, before the resolution commits.
+    assert seen[0] == (1, "received")
+    assert set(seen) == {(1, "received")}
 
 
 @pytest.mark.parametrize("method", ["GET", "POST"])

@@ -151,6 +151,23 @@ class Payment:
 
 
 @dataclass(frozen=True, kw_only=True)
+class Event:
+    """A payment's announced status change, from the outbox (docs/integrating.md#events):
+    ``payment.completed`` and the like, the ``sequence``-th of its payment (from 1), with the
+    payment as the shop read it at that moment (``data``, the JSON of ``GET
+    /api/v1/payments/{id}``). ``seq`` orders every payment's events together."""
+
+    seq: int
+    id: str
+    type: str
+    payment_id: str
+    sequence: int
+    reason: str
+    created_at: datetime
+    data: Mapping[str, Any]
+
+
+@dataclass(frozen=True, kw_only=True)
 class Candidate:
     """A payment a callback on a slot could belong to: the live lease's or a taint's."""
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import re
+import secrets
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from ..domain.model import Lease, LeaseEnd, Payment, PaymentStatus, StatusChange
 from ..domain.transitions import check_transition
 from ..store.port import Store
 from ..store.tx import PaymentChange, Tx
+from .documents import attempt_results, payment_document
 from .policy import PoolPolicy
 
 log = logging.getLogger("callbackpool")
@@ -31,6 +33,17 @@ SLOT_HEALTH = "slot health"  # who takes a slot out of rotation when the rule do
 # What a payment token may look like (``secrets.token_urlsafe``), with room to spare.
 _TOKEN_SHAPE = re.compile(r"[A-Za-z0-9_-]{1,128}")
 
+# The statuses a change to is announced in the outbox, and the events' types (changes to
+# ``pending`` or back to ``open`` are not announced).
+EVENT_TYPES = {
+    PaymentStatus.COMPLETED: "payment.completed",
+    PaymentStatus.FAILED: "payment.failed",
+    PaymentStatus.CANCELLED: "payment.cancelled",
+    PaymentStatus.EXPIRED: "payment.expired",
+    PaymentStatus.NEEDS_REVIEW: "payment.needs_review",
+}
+EVENT_ID_BYTES = 12
+
 
 @dataclass(kw_only=True)
 class Work:
@@ -38,6 +51,10 @@ class Work:
 
     changes: list[StatusChange] = field(default_factory=list)
     events: list[PoolEvent] = field(default_factory=list)
+    # The outbox's events of the transaction not yet written: each payment's latest change
+    # announced, by token (its type and reason), written once the payment's snapshot can be
+    # taken.
+    unwritten: dict[str, tuple[str, str]] = field(default_factory=dict)
 
 
 class PoolCore:
@@ -85,6 +102,8 @@ class PoolCore:
         work = Work()
         with self._store.transaction() as tx:
             yield tx, work
+            for token in list(work.unwritten):
+                self._write_event(tx, work, token)
         for change in work.changes:
             for hook in self._hooks:
                 try:
@@ -106,10 +125,20 @@ class PoolCore:
         self, tx: Tx, work: Work, payment: Payment, change: PaymentChange, reason: str
     ) -> None:
         check_transition(payment.status, change.status)
+        if payment.token in work.unwritten:
+            # This transaction changed the payment already: that change's event shows the
+            # payment as it stands before this one, and comes first.
+            self._write_event(tx, work, payment.token)
         if not tx.update_payment(payment.token, payment.status, change):
             # Decided on a status another transaction has changed since: undo it all. (The
             # stores lock a payment's slot before acting on it, so this is a last guard.)
             raise PaymentChanged()
+        event_type = EVENT_TYPES.get(change.status)
+        if event_type is not None:
+            # The outbox, in the change's own transaction: the event commits with it or not
+            # at all. It is written when the transaction's work on the payment is done (the
+            # return's attempt and the lease end after the change), with the payment then.
+            work.unwritten[payment.token] = (event_type, reason)
         work.changes.append(
             StatusChange(
                 token=payment.token,
@@ -138,6 +167,21 @@ class PoolCore:
                 status=change.status.value,
                 reason=reason,
             ),
+        )
+
+    def _write_event(self, tx: Tx, work: Work, token: str) -> None:
+        """The payment's announced change into the outbox, with the payment as the shop
+        reads it now; its sequence is the payment's last one's plus one."""
+        event_type, reason = work.unwritten.pop(token)
+        payment = tx.get_payment(token)
+        assert payment is not None
+        attempts = attempt_results(self._gateway, tx.payment_attempts(token))
+        tx.insert_event(
+            event_id=new_event_id(),
+            type=event_type,
+            payment_id=payment.id,
+            reason=reason,
+            data=payment_document(payment, attempts),
         )
 
     def _expire_payment(
@@ -234,6 +278,10 @@ def _lease_ended(work: Work, lease: Lease, what: str, reason: str) -> None:
         short(lease.token),
         extra=log_fields("lease_ended", lease.path, lease.id, lease.token, reason=reason),
     )
+
+
+def new_event_id() -> str:
+    return f"evt_{secrets.token_hex(EVENT_ID_BYTES)}"
 
 
 def lookup_key(token: str) -> str:

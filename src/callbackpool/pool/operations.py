@@ -86,6 +86,7 @@ class Operations(Returns):
                 reserve = drain_reserve(policy, tx)
                 tx.drop_admissions_before(tx.now - max(ADMISSIONS_KEPT, policy.capacity_window))
                 tx.drop_expired_sign_outs()
+                tx.drop_events_before(tx.now - policy.event_retention)
                 leftovers = tx.unresolved_callbacks(tx.now - UNRESOLVED_GRACE)
         except Exception:
             self._emit([SweepRan(failed=True)])

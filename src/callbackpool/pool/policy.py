@@ -134,6 +134,8 @@ class PoolPolicy(BaseModel):
     # sent back to, and how many cards the hosted page lets a customer try.
     shop_origins: Origins = ()
     max_attempts: int = Field(default=3, ge=1, le=10)
+    # How long the outbox keeps a payment's events (the feed's history; docs/integrating.md).
+    event_retention_days: int = Field(default=30, ge=1)
 
     @field_validator("callback_paths")
     @classmethod
@@ -198,6 +200,10 @@ class PoolPolicy(BaseModel):
     @property
     def capacity_window(self) -> timedelta:
         return timedelta(minutes=self.capacity_window_minutes)
+
+    @property
+    def event_retention(self) -> timedelta:
+        return timedelta(days=self.event_retention_days)
 
     @property
     def return_networks(self) -> tuple[IPNetwork, ...]:

@@ -45,9 +45,10 @@ from ..domain.resolution import (
 from ..domain.transitions import check_transition, is_late
 from ..store.tx import CallbackResolution, PaymentChange, Tx
 from .core import PoolCore, Work, log, log_fields, lookup_key, short
+from .documents import return_outcome
 from .policy import IPNetwork
 from .results import CallbackResult
-from .shop import return_outcome, shop_redirect
+from .shop import shop_redirect
 
 RECEIPT_BYTES = 16  # 128 bits: the key of a return's success page
 # How often a return is put to the status query in all (the first time and by the

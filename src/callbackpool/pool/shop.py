@@ -9,7 +9,7 @@ import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 from urllib.parse import quote
 
@@ -20,18 +20,17 @@ from ..domain.errors import (
     PoolExhausted,
     UnknownPayment,
 )
-from ..domain.gateway import GatewayReturn
 from ..domain.model import (
     Admission,
-    Attempt,
+    Event,
     Lease,
-    LeaseEnd,
     NewTicket,
     Payment,
     PaymentStatus,
 )
 from ..store.tx import Tx
 from .core import log
+from .documents import AttemptResult, attempt_results
 from .leasing import Leasing, _customer_data, _price, new_payment_id, new_token
 from .policy import shop_origin
 from .results import Checkout, Waiting
@@ -65,41 +64,6 @@ class PaymentPage:
 
     payments: tuple[tuple[Payment, tuple[AttemptResult, ...]], ...]
     next_cursor: str | None
-
-
-@dataclass(frozen=True, kw_only=True)
-class AttemptResult:
-    """One attempt as the shop reads it: ``approved``, ``declined``, ``error`` (the gateway
-    could not process the card), ``in_progress``, ``no_return`` (its lease ran out),
-    ``cancelled``, ``released`` (by an operator) or ``in_review``; the return's facts."""
-
-    number: int
-    outcome: str
-    started_at: datetime
-    returned_at: datetime | None = None
-    pn_ref: str | None = None
-    auth_code: str | None = None
-    last4: str | None = None
-    card_type: str | None = None
-
-
-_WITHOUT_RETURN = {
-    None: "in_progress",
-    LeaseEnd.EXPIRED: "no_return",
-    LeaseEnd.ABANDONED: "no_return",
-    LeaseEnd.CANCELLED: "cancelled",
-    LeaseEnd.ADMIN: "released",
-    LeaseEnd.CALLBACK: "in_review",  # a return several payments could own ended it
-}
-
-
-def return_outcome(parsed: GatewayReturn) -> str:
-    """``approved``, ``declined`` or ``error``. The gateway documents only ``Result`` 0
-    (approved); codes from 1000 up are taken as processing errors, as the sandbox's are."""
-    if parsed.approved:
-        return "approved"
-    code = parsed.result_code
-    return "error" if not code.isdigit() or int(code) >= 1000 else "declined"
 
 
 class ShopPayments(Leasing):
@@ -170,24 +134,7 @@ class ShopPayments(Leasing):
             return payment, self._attempts(tx, payment)
 
     def _attempts(self, tx: Tx, payment: Payment) -> tuple[AttemptResult, ...]:
-        attempts = tx.payment_attempts(payment.token)
-        return tuple(self._attempt(n, a) for n, a in enumerate(attempts, start=1))
-
-    def _attempt(self, number: int, attempt: Attempt) -> AttemptResult:
-        if attempt.callback_id is None:
-            outcome = _WITHOUT_RETURN[attempt.end_reason]
-            return AttemptResult(number=number, outcome=outcome, started_at=attempt.started_at)
-        parsed = self._gateway.parse_return(attempt.params)
-        return AttemptResult(
-            number=number,
-            outcome=return_outcome(parsed),
-            started_at=attempt.started_at,
-            returned_at=attempt.returned_at,
-            pn_ref=parsed.pn_ref,
-            auth_code=parsed.auth_code,
-            last4=parsed.last4,
-            card_type=parsed.card_type,
-        )
+        return attempt_results(self._gateway, tx.payment_attempts(payment.token))
 
     def shop_payments(
         self,
@@ -212,6 +159,21 @@ class ShopPayments(Leasing):
             page = tuple((p, self._attempts(tx, p)) for p in found[:limit])
         more = len(found) > limit
         return PaymentPage(payments=page, next_cursor=found[limit - 1].id if more else None)
+
+    def events(self, *, after: str | None = None, limit: int = PAGE_LIMIT) -> tuple[Event, ...]:
+        """The outbox's events oldest first, ``limit`` at a time, after the event ``after``
+        (from the oldest kept, without). Raises InvalidPayment naming ``after`` for an id
+        that names no event (never one, or one past ``eventRetentionDays``)."""
+        if type(limit) is not int or not 1 <= limit <= PAGE_LIMIT:
+            raise InvalidPayment("limit", f"must be an integer from 1 to {PAGE_LIMIT}")
+        with self._store.read() as tx:
+            seq = 0
+            if after is not None:
+                found = tx.event_seq(after) if after.startswith("evt_") else None
+                if found is None:
+                    raise InvalidPayment("after", "names no event")
+                seq = found
+            return tuple(tx.events_after(seq, limit))
 
     def cancel_shop_payment(self, payment_id: str) -> Payment:
         """Cancel an ``open`` or ``pending`` payment (a leased slot keeps its taint)."""

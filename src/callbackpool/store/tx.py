@@ -23,6 +23,7 @@ from ..domain.model import (
     CallbackOutcome,
     CallbackRecord,
     Candidate,
+    Event,
     HoldingTimes,
     Lease,
     LeaseEnd,
@@ -434,6 +435,36 @@ class Tx:
         """How many payments have each status (statuses without any are left out)."""
         return {PaymentStatus(row["status"]): row["n"] for row in self._all("payment_counts")}
 
+    # --- events (the outbox) --------------------------------------------------------------
+
+    def insert_event(
+        self, *, event_id: str, type: str, payment_id: str, reason: str, data: Any
+    ) -> Event:
+        """The payment's next event (its sequence one more than its last), in this
+        transaction: it commits with the change it announces, or not at all."""
+        row = self._one(
+            "insert_event",
+            id=event_id,
+            type=type,
+            payment_id=payment_id,
+            reason=reason,
+            data=json.dumps(data, separators=(",", ":")),
+        )
+        assert row is not None
+        return _event(row)
+
+    def event_seq(self, event_id: str) -> int | None:
+        """Where the event ``event_id`` stands in the feed; None if there is none."""
+        row = self._one("event_seq", id=event_id)
+        return None if row is None else int(row["seq"])
+
+    def events_after(self, seq: int, limit: int) -> list[Event]:
+        """Events after the feed's position ``seq``, oldest first."""
+        return [_event(row) for row in self._all("events_after", after=seq, limit=limit)]
+
+    def drop_events_before(self, before: datetime) -> int:
+        return self._run("drop_events_before", before=before)
+
     # --- the waiting room (in the database: every instance sees one order) ------------------
 
     def lock_admission(self) -> None:
@@ -726,6 +757,10 @@ def _payment(row: Row) -> Payment:
         metadata=json.loads(row["metadata"]),
         late=bool(row["late"]),
     )
+
+
+def _event(row: Row) -> Event:
+    return _build(Event, row, data=json.loads(row["data"]))
 
 
 def _callback(row: Row) -> CallbackRecord:

@@ -113,6 +113,7 @@ def create_app(
 
     app.include_router(payments.router)
     app.include_router(shop_api.router)
+    app.include_router(shop_api.events_router)
     callbacks.add_callback_routes(app, settings)
     app.include_router(pages.router)
     app.include_router(hosted.router)

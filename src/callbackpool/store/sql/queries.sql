@@ -548,3 +548,28 @@ SELECT 1 AS found FROM signed_out_sessions WHERE session_id = :session_id;
 
 -- name: drop_expired_sign_outs
 DELETE FROM signed_out_sessions WHERE expires_at < :now;
+
+-- --- events (the outbox) ---------------------------------------------------------------
+
+-- name: insert_event
+-- The payment's next sequence number, in the transaction of its status change: the change
+-- holds the payment (its conditional update locks the row until the commit), and UNIQUE
+-- (payment_id, sequence) refuses a second event of the same number.
+INSERT INTO events (id, type, payment_id, sequence, reason, data, created_at)
+VALUES (:id, :type, :payment_id,
+        (SELECT coalesce(max(sequence), 0) + 1 FROM events WHERE payment_id = :payment_id),
+        :reason, :data, :now)
+RETURNING seq, id, type, payment_id, sequence, reason, data, created_at;
+
+-- name: event_seq
+SELECT seq FROM events WHERE id = :id;
+
+-- name: events_after
+SELECT seq, id, type, payment_id, sequence, reason, data, created_at
+  FROM events
+ WHERE seq > :after
+ ORDER BY seq
+ LIMIT :limit;
+
+-- name: drop_events_before
+DELETE FROM events WHERE created_at < :before;

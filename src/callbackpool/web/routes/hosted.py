@@ -21,7 +21,8 @@ from ...domain.errors import (
 from ...domain.model import Payment, PaymentStatus
 from ...domain.money import format_amount
 from ...pool import Checkout, Waiting
-from ...pool.shop import AttemptResult, shop_redirect
+from ...pool.documents import AttemptResult
+from ...pool.shop import shop_redirect
 from ..deps import PoolDep, SameOriginDep, SettingsDep
 from ..templating import templates
 

@@ -11,11 +11,19 @@ from starlette.convertors import Convertor, register_url_convertor
 
 from ...domain.errors import InvalidPayment
 from ...domain.model import PaymentStatus
-from ...views import CreatedPaymentOut, ShopPaymentDetailOut, ShopPaymentListOut, ShopPaymentOut
+from ...views import (
+    CreatedPaymentOut,
+    EventListOut,
+    EventOut,
+    ShopPaymentDetailOut,
+    ShopPaymentListOut,
+    ShopPaymentOut,
+)
 from ..deps import MerchantDep, PoolDep
 from ..schemas import ShopPaymentBody, ShopPaymentIn, error_responses, request_body
 
 router = APIRouter(prefix="/api/v1/payments", tags=["shop"])
+events_router = APIRouter(prefix="/api/v1/events", tags=["shop"])
 
 
 class PaymentIdConvertor(Convertor[str]):
@@ -108,3 +116,24 @@ def cancel_payment(payment_id: PaymentId, _: MerchantDep, pool: PoolDep) -> Shop
     may pay; a late approval then completes it, flagged ``late``)."""
     pool.cancel_shop_payment(payment_id)
     return ShopPaymentDetailOut.of(*pool.shop_payment(payment_id))
+
+
+@events_router.get(
+    "",
+    response_model=EventListOut,
+    responses=error_responses(401, 422),
+)
+def list_events(
+    _: MerchantDep,
+    pool: PoolDep,
+    after: Annotated[str | None, Query(max_length=100)] = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 100,
+) -> EventListOut:
+    """The payments' events oldest first, ``limit`` at a time, after the event ``after``
+    (the previous page's ``nextCursor``; without it, from the oldest kept). An ``after``
+    that names no event kept (``eventRetentionDays``) is a 422."""
+    events = pool.events(after=after, limit=limit)
+    return EventListOut(
+        data=[EventOut.of(event) for event in events],
+        next_cursor=events[-1].id if events else None,
+    )
