@@ -781,7 +781,6 @@ def test_the_shop_migration_gives_every_stored_payment_an_id(
             )
     store = postgres_store(empty)
     assert store.migrate() == [name for name in MIGRATIONS if name >= "0006"]
-    assert store.migrate() == ["0006_shop", "0007_events"]
     with psycopg.connect(empty) as conn:
         ids = [row[0] for row in conn.execute("SELECT id FROM payments ORDER BY token")]
         conn.execute("UPDATE payments SET status = 'open' WHERE token = 't1'")
@@ -810,7 +809,7 @@ def test_the_events_migration_keeps_payments_and_numbers_each_payments_events(
             " updated_at) VALUES ('t1', 'pay_old', 100, 'USD', 'completed', now(), now())"
         )
     store = postgres_store(empty)
-    assert store.migrate() == ["0007_events"]
+    assert store.migrate() == [name for name in MIGRATIONS if name >= "0007"]
     pool = CallbackPool(store, make_gateway(), policy_with())
     pool.sync_slots()
     assert pool.get_payment("t1").status.value == "completed"

@@ -165,7 +165,6 @@ def test_the_shop_migration_keeps_payments_and_what_refers_to_them(tmp_path: Pat
     raw.close()
 
     assert SqliteStore(path).migrate() == [name for name in MIGRATIONS if name >= "0006"]
-    assert SqliteStore(path).migrate() == ["0006_shop", "0007_events"]
 
     raw = sqlite3.connect(path)
     raw.execute("PRAGMA foreign_keys = ON")
@@ -208,7 +207,7 @@ def test_the_events_migration_keeps_payments_and_numbers_each_payments_events(
     raw.close()
 
     store = SqliteStore(path, clock=FakeClock())
-    assert store.migrate() == ["0007_events"]
+    assert store.migrate() == [name for name in MIGRATIONS if name >= "0007"]
     pool = CallbackPool(store, make_gateway(), POLICY)
     pool.sync_slots()
     assert pool.get_payment("t1").status.value == "completed"
