@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -15,31 +14,17 @@ import pytest
 from callbackpool.domain.model import Event, PaymentStatus
 from callbackpool.pool import CallbackPool
 from callbackpool.pool.documents import payment_document
-from callbackpool.pool.shop import ShopPaymentRequest
 from callbackpool.store.port import Store
 from callbackpool.testing import FakeClock
 
 from ..conftest import PoolFactory
 from ..support import paygistix_return
-
-SHOP = "https://shop.example"
-REQUEST = ShopPaymentRequest(
-    amount=1000,
-    order_reference="1001",
-    metadata={"cart": "c-1"},
-    success_url=SHOP + "/thanks/{PAYMENT_ID}",
-    cancel_url=SHOP + "/cart",
-)
+from .test_shop_payments import SHOP, create
 
 
 @pytest.fixture
 def shop(make_pool: PoolFactory) -> CallbackPool:
     return make_pool(shop_origins=[SHOP])
-
-
-def create(pool: CallbackPool, **changes: Any) -> str:
-    payment, _ = pool.create_shop_payment(replace(REQUEST, **changes))
-    return payment.token
 
 
 def events_of(pool: CallbackPool, payment_id: str) -> list[Event]:
